@@ -1,0 +1,163 @@
+"""Reading and writing the image files of a scene, with one clear `DatasetError` per bad file.
+
+RGB is 8-bit PNG/JPEG, returned as float32 [3, H, W] in [0, 1]. Depth is a 16-bit PNG holding
+metres * scale (0 = invalid), returned as float32 [H, W] metres. Normals are 8-bit RGB PNGs
+encoding (n + 1) / 2, (0, 0, 0) = unknown. Ids are 16-bit PNGs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from common.errors import DatasetError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def _open(path, convert: str | None = None) -> tuple[str, np.ndarray]:
+    """Decode an image file; return (the file's PIL mode, the pixels, converted if asked)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(path, "file not found")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            return mode, np.array(im.convert(convert) if convert and mode != convert else im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DatasetError(path, f"cannot decode image ({exc})") from None
+
+
+def read_rgb(path, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Read an RGB image as float32 [3, H, W] in [0, 1]; `size` (H, W) is checked, not resized."""
+    _, arr = _open(path, convert="RGB")
+    image = torch.from_numpy(arr).permute(2, 0, 1).float() / 255.0  # [3, H, W]
+    _check_size(path, image.shape[-2:], size)
+    return image
+
+
+def read_depth_png(path, scale: float, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Read a 16-bit depth PNG holding metres * `scale` as float32 metres [H, W] (0 = invalid)."""
+    mode, arr = _open(path)
+    if arr.ndim != 2 or arr.dtype not in (np.uint16, np.int32, np.uint8):
+        raise DatasetError(path, f"expected a single-channel 16-bit depth PNG, got mode {mode}")
+    depth = torch.from_numpy(arr.astype(np.float32) / scale)  # [H, W]
+    _check_size(path, depth.shape, size)
+    return depth
+
+
+def read_ids_png(path, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Read an 8- or 16-bit single-channel id map as int64 [H, W]."""
+    mode, arr = _open(path)
+    if arr.ndim != 2:
+        raise DatasetError(path, f"expected a single-channel id PNG, got mode {mode}")
+    ids = torch.from_numpy(arr.astype(np.int64))  # [H, W]
+    _check_size(path, ids.shape, size)
+    return ids
+
+
+def read_mask(path, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Read a binary mask image (any non-zero pixel is True) as bool [H, W]."""
+    mode, arr = _open(path)
+    if arr.ndim == 3:
+        arr = arr[..., :3].max(axis=-1)
+    mask = torch.from_numpy(arr > 0)  # [H, W]
+    _check_size(path, mask.shape, size)
+    return mask
+
+
+def read_normals_png(path, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Read normals encoded as 8-bit (n + 1) / 2 as unit float32 [3, H, W]; (0,0,0) pixels -> 0."""
+    mode, arr = _open(path)
+    if arr.ndim != 3 or arr.shape[-1] < 3:
+        raise DatasetError(path, f"expected an RGB normal map, got mode {mode}")
+    raw = torch.from_numpy(arr[..., :3].astype(np.float32)).permute(2, 0, 1)  # [3, H, W]
+    normals = torch.nn.functional.normalize(raw / 255.0 * 2.0 - 1.0, dim=0)
+    normals = normals * (raw.sum(0, keepdim=True) > 0)  # unknown stays 0
+    _check_size(path, normals.shape[-2:], size)
+    return normals
+
+
+def write_rgb(path, image: torch.Tensor) -> None:
+    """Write float [3, H, W] in [0, 1] as an 8-bit PNG."""
+    arr = (image.detach().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    _save(Image.fromarray(arr, "RGB"), path)
+
+
+def write_depth_png(path, depth: torch.Tensor, scale: float) -> None:
+    """Write metres [H, W] as a 16-bit PNG of round(depth * scale); raise if out of range."""
+    arr = (depth.detach().cpu().double() * scale).round().numpy()
+    if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 65535:
+        raise ValueError(
+            f"{path}: depth * scale must lie in [0, 65535] (max depth {float(depth.max()):.3f} m "
+            f"with scale {scale}); use a smaller depth scale"
+        )
+    _save(Image.fromarray(arr.astype(np.uint16)), path)
+
+
+def write_ids_png(path, ids: torch.Tensor) -> None:
+    """Write integer ids [H, W] in [0, 65535] as a 16-bit PNG."""
+    arr = ids.detach().cpu().numpy()
+    if arr.min() < 0 or arr.max() > 65535:
+        raise ValueError(f"{path}: ids must lie in [0, 65535]")
+    _save(Image.fromarray(arr.astype(np.uint16)), path)
+
+
+def write_mask(path, mask: torch.Tensor) -> None:
+    """Write bool [H, W] as an 8-bit PNG, white = True."""
+    _save(Image.fromarray(mask.detach().cpu().numpy().astype(np.uint8) * 255), path)
+
+
+def write_normals_png(path, normals: torch.Tensor) -> None:
+    """Write unit normals [3, H, W] as 8-bit (n + 1) / 2; zero vectors are written as (0, 0, 0)."""
+    known = normals.detach().norm(dim=0) > 0.5  # [H, W]
+    enc = ((normals.detach().clamp(-1, 1) + 1.0) / 2.0 * 255.0).round() * known  # [3, H, W]
+    _save(Image.fromarray(enc.to(torch.uint8).permute(1, 2, 0).cpu().numpy(), "RGB"), path)
+
+
+def read_json(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(path, "file not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(path, f"not valid JSON ({exc})") from None
+
+
+def write_json(path, data) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def list_images(folder) -> list[Path]:
+    """The image files in `folder`, sorted by name (numbers compared as numbers)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(folder, "folder not found")
+    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    return sorted(files, key=natural_key)
+
+
+def natural_key(path) -> list:
+    import re
+
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", Path(path).name)]
+
+
+def _save(image: Image.Image, path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+
+
+def _check_size(path, got, expected) -> None:
+    if expected is not None and tuple(got) != tuple(expected):
+        raise DatasetError(path, f"expected size (H, W) = {tuple(expected)}, got {tuple(got)}")
