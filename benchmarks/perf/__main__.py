@@ -1,0 +1,35 @@
+"""`python -m benchmarks.perf NAME [NAME ...] | all [--quick] [--out results/perf]`."""
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+import benchmarks.perf as perf
+
+
+def available() -> list[str]:
+    return sorted(m.name for m in pkgutil.iter_modules(perf.__path__) if not m.name.startswith("_"))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.perf", description=__doc__)
+    parser.add_argument("names", nargs="+", help=f"benchmarks to run, or 'all': {', '.join(available())}")
+    parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (a smoke run)")
+    parser.add_argument("--out", default="results/perf", help="where the JSON files go")
+    args = parser.parse_args(argv)
+    names = available() if args.names == ["all"] else args.names
+    unknown = [n for n in names if n not in available()]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; available: {available()}")
+    for name in names:
+        report = importlib.import_module(f"benchmarks.perf.{name}").run(quick=args.quick)
+        print(f"\n## {report.name}: {report.description}\n\n{report.table()}")
+        for note in report.notes:
+            print(f"- {note}")
+        print(f"\nwritten {report.write(args.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""The perf harness and the leaderboard (the benchmarks themselves run in `make benchmark`)."""
+
+import json
+import time
+
+import numpy as np
+
+from benchmarks import leaderboard
+from benchmarks.perf import PerfReport, measure, peak_memory_mb
+from common.results import write_results
+from common.tests.test_results import example
+
+
+def test_measure_and_ratios(tmp_path):
+    report = PerfReport("toy", "sleep")
+    slow, fast = report.compare(
+        "case", {"slow": lambda: time.sleep(0.02), "fast": lambda: time.sleep(0.005)}, repeats=3, memory=False
+    )
+    assert slow.ratio == 1.0
+    assert 2.0 < fast.ratio < 6.0  # 20 ms vs 5 ms: about 4x, loose for a loaded machine
+    assert slow.q25_s <= slow.median_s <= slow.q75_s
+    table = report.table()
+    assert "| case | fast |" in table and "x |" in table
+    data = json.loads(report.write(tmp_path).read_text())
+    assert [r["impl"] for r in data["rows"]] == ["slow", "fast"]
+
+
+def test_peak_memory_sees_a_large_allocation():
+    def allocate():
+        a = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+        time.sleep(0.02)
+        return a.sum()
+
+    assert peak_memory_mb(allocate) > 48
+    assert measure(lambda: None, impl="noop", case="c", repeats=2).peak_memory_mb < 16
+
+
+def test_leaderboard_groups_by_data(tmp_path):
+    a = example()
+    b = example() | {"paper": "vlm3", "ours": "vlm3", "methods": {"vlm3": {"depth_abs_rel": 0.05}}}
+    c = example() | {"paper": "depthvlm", "ours": "depthvlm", "methods": {"depthvlm": {"depth_abs_rel": 0.1}}}
+    c["data"] = dict(c["data"], split="val")
+    for r in (a, b, c):
+        write_results(tmp_path / "results" / r["paper"] / "results.json", r)
+    groups = leaderboard.collect(tmp_path / "results")
+    assert len(groups) == 2
+    test_group = groups["synthetic/test v1 scenes=32 seed=0"]
+    assert set(test_group["rows"]) == {"ivgt:ivgt", "ivgt:baseline", "vlm3:vlm3"}
+    leaderboard.main(["--results", str(tmp_path / "results"), "--out", str(tmp_path / "lb")])
+    assert "| vlm3:vlm3 | 0.05 | - |" in (tmp_path / "lb.md").read_text()
+    assert "data:image/png;base64," in (tmp_path / "lb.html").read_text()
