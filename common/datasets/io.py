@@ -8,7 +8,9 @@ encoding (n + 1) / 2, (0, 0, 0) = unknown. Ids are 16-bit PNGs.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -148,9 +150,51 @@ def list_images(folder) -> list[Path]:
 
 
 def natural_key(path) -> list:
-    import re
-
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", Path(path).name)]
+
+
+def read_matrix_txt(path, shape: tuple[int, ...], allow_nonfinite: bool = False) -> np.ndarray:
+    """Read whitespace- or comma-separated numbers as a float64 array of `shape`.
+
+    Non-finite values are a DatasetError unless `allow_nonfinite` (ScanNet marks lost tracking
+    with -inf poses; its reader skips those frames itself).
+    """
+    values = _read_numbers(path)
+    expected = math.prod(shape)
+    if len(values) != expected:
+        dims = "x".join(map(str, shape))
+        raise DatasetError(path, f"expected {expected} numbers ({dims}), got {len(values)}")
+    m = np.asarray(values, dtype=np.float64).reshape(shape)
+    if not allow_nonfinite and not np.isfinite(m).all():
+        raise DatasetError(path, "contains non-finite values (nan or inf)")
+    return m
+
+
+def read_intrinsics_txt(path) -> torch.Tensor:
+    """K [3, 3] float32 from "fx fy cx cy" or a row-major 3x3 matrix (9 numbers)."""
+    values = _read_numbers(path)
+    if len(values) == 4:
+        fx, fy, cx, cy = values
+        K = torch.tensor([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+    elif len(values) == 9:
+        K = torch.tensor(values, dtype=torch.float32).reshape(3, 3)
+    else:
+        raise DatasetError(
+            path, f"expected 'fx fy cx cy' (4 numbers) or a 3x3 matrix (9 numbers), got {len(values)}"
+        )
+    if not torch.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise DatasetError(path, f"expected finite intrinsics with positive focal lengths, got {K.tolist()}")
+    return K.float()
+
+
+def _read_numbers(path) -> list[float]:
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(path, "file not found")
+    try:
+        return [float(t) for t in path.read_text(encoding="utf-8").replace(",", " ").split()]
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DatasetError(path, f"cannot parse numbers ({exc})") from None
 
 
 def _save(image: Image.Image, path) -> None:

@@ -31,7 +31,9 @@ class Sample:
     normals: torch.Tensor | None = None  # [V, 3, H, W] float32, camera frame
     instances: torch.Tensor | None = None  # [V, H, W] int64, 0 = background
     masks: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [V, H, W] bool
-    times: torch.Tensor | None = None  # [V] float32 seconds (video), None for unordered views
+    # [V] float32: seconds where the source has a frame rate, else normalised time (EndoNeRF:
+    # frame / number of frames; the reader's docstring says which); None for unordered views
+    times: torch.Tensor | None = None
     scene_id: str = ""
     view_names: list[str] = field(default_factory=list)
     annotations: dict[str, Any] = field(default_factory=dict)  # objects, boxes, questions, ...
