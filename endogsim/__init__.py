@@ -1,4 +1,5 @@
 """EndoGSim: endoscopic 4D Gaussian splatting with an LLM-initialised, MPM-refined material field.
 
-Not implemented yet: `make reproduce-endogsim` says so and exits non-zero.
+Implemented so far: the physics layer `endogsim.physics` (a differentiable MLS-MPM in NVIDIA Warp
+with surgical interactions); see endogsim/README.md. The Gaussian and MLLM parts are not yet here.
 """
