@@ -55,6 +55,17 @@ def _check_shape(name: str, x, trailing: tuple) -> None:
         raise ValueError(f"{name} must have shape {expected}, got {list(shape)}")
 
 
+def _broadcast_shapes(*shapes) -> tuple:
+    """torch.broadcast_shapes without its first-call import of sympy (~0.3 s per process)."""
+    out = []
+    for i in range(1, max(len(s) for s in shapes) + 1):
+        sizes = {s[-i] for s in shapes if len(s) >= i} - {1}
+        if len(sizes) > 1:
+            raise ValueError(f"shapes {[list(s) for s in shapes]} do not broadcast")
+        out.append(sizes.pop() if sizes else 1)
+    return tuple(reversed(out))
+
+
 # ----------------------------------------------------------------------------------------------
 # Intrinsics
 # ----------------------------------------------------------------------------------------------
@@ -133,7 +144,7 @@ def _unproject_z1(uv: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
 
 def _pose(R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """4x4 transforms [..., 4, 4] from rotations R [..., 3, 3] and translations t [..., 3]."""
-    T = R.new_zeros(*torch.broadcast_shapes(R.shape[:-2], t.shape[:-1]), 4, 4)  # [..., 4, 4]
+    T = R.new_zeros(*_broadcast_shapes(R.shape[:-2], t.shape[:-1]), 4, 4)  # [..., 4, 4]
     T[..., :3, :3] = R
     T[..., :3, 3] = t
     T[..., 3, 3] = 1
@@ -224,7 +235,7 @@ def pixel_rays(K: torch.Tensor, w2c: torch.Tensor, height: int,
     """
     _check_shape("K", K, (3, 3))
     _check_shape("w2c", w2c, (4, 4))
-    batch = torch.broadcast_shapes(K.shape[:-2], w2c.shape[:-2])
+    batch = _broadcast_shapes(K.shape[:-2], w2c.shape[:-2])
     uv = pixel_centers(height, width, device=K.device, dtype=K.dtype).reshape(-1, 2)  # [H*W, 2]
     dirs_cam = _unproject_z1(uv, K)  # [..., H*W, 3]
     dirs = dirs_cam @ w2c[..., :3, :3]  # [..., H*W, 3]; row-vector form of R^T d
@@ -715,7 +726,7 @@ def resample_to_intrinsics(image: torch.Tensor, K: torch.Tensor, K_new: torch.Te
                          f"use mode='nearest' for ids")
     H2, W2 = int(new_size[0]), int(new_size[1])
     *_, C, H, W = image.shape
-    batch = torch.broadcast_shapes(image.shape[:-3], K.shape[:-2], K_new.shape[:-2])
+    batch = _broadcast_shapes(image.shape[:-3], K.shape[:-2], K_new.shape[:-2])
     dtype = torch.promote_types(K.dtype, K_new.dtype)
     src_img = image.expand(*batch, C, H, W).reshape(-1, C, H, W)  # [B, C, H, W]
     K_b = K.to(dtype).expand(*batch, 3, 3).reshape(-1, 3, 3)  # [B, 3, 3]
