@@ -27,7 +27,7 @@ def run_in_copy(tmp_path: Path, packages: list[str], args: list[str]) -> subproc
 
 def test_common_alone(tmp_path):
     check = (
-        "import pathlib, common, common.cameras, common.metrics, common.datasets, common.synthetic, common.results;"
+        "import pathlib, common, common.cameras, common.metrics, common.datasets, common.synthetic, common.results, common.config;"
         f"assert pathlib.Path(common.__file__).is_relative_to({str(tmp_path)!r}), common.__file__"
     )
     out = run_in_copy(tmp_path, ["common"], ["-c", check])
