@@ -1,4 +1,2 @@
-"""IVGT: implicit visual geometry transformer (arXiv 2605.16258).
-
-Not implemented yet: `make reproduce-ivgt` says so and exits non-zero.
-"""
+"""IVGT: implicit visual geometry transformer (arXiv 2605.16258): unposed images -> cameras,
+depth and a queryable SDF + colour scene. See README.md."""

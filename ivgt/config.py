@@ -1,0 +1,93 @@
+"""Configuration: the model's architecture (`ModelConfig`, stored in the checkpoint's config.json)
+and the run (`TrainConfig`: data, losses, stages, optimiser). YAML files live in `configs/`.
+
+`load_config(path, overrides)` reads a YAML file with the sections `model:` and `train:` and
+applies command-line overrides `section.key=value` (or `key=value` where the key is unique).
+A key that is not a field is an error naming it and the file, so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from common import config as common_config
+
+
+@dataclass
+class ModelConfig:
+    # Image size fed to the backbone (H, W); multiples of patch_size. Inputs are resized to it.
+    image_size: tuple = (64, 64)
+    patch_size: int = 8
+    # DINOv2-style patch embedding (a `transformers` Dinov2Model); dinov2_path loads local weights.
+    encoder_dim: int = 64
+    encoder_layers: int = 2
+    encoder_heads: int = 4
+    dinov2_path: str = ""
+    # Alternating frame / global attention (VGGT aggregator).
+    dim: int = 64
+    depth: int = 2  # number of (frame, global) block pairs
+    heads: int = 4
+    num_register_tokens: int = 4
+    mlp_ratio: float = 4.0
+    # Heads and the scene representation.
+    camera_iters: int = 4
+    head_stride: int = 4  # feature / depth maps at image_size / head_stride
+    feature_dim: int = 32
+    decoder_hidden: int = 64
+    pe_freqs: int = 6
+    density: str = "neus"  # "neus" (logistic) or "volsdf" (Laplace)
+    init_variance: float = 0.3  # NeuS: s = exp(10 v); VolSDF: beta = exp(-10 v)
+    visibility_margin: float = 0.05  # relative to the view's depth: tolerance of the occlusion test
+    visibility_softness: float = 0.02
+    truncation: float = 0.1  # the "raydepth" signal tanh((D - z) / truncation), normalised units
+    # Rendering (hierarchical sampling).
+    near: float = 0.05
+    n_coarse: int = 24
+    n_fine: int = 24
+    up_sample_steps: int = 2
+
+
+@dataclass
+class TrainConfig:
+    data_root: str = "data/synthetic"
+    # Mixture over sources: name -> {"root", "split", "weight", "domain"} (synthetic indoor/outdoor).
+    sources: dict = field(default_factory=lambda: {
+        "indoor": {"root": "data/synthetic", "split": "train", "weight": 1.0, "domain": "indoor"},
+        "outdoor": {"root": "data/synthetic", "split": "train", "weight": 1.0, "domain": "outdoor"},
+    })
+    input_views: int = 4
+    target_views: int = 2  # extra views rendered for novel-view supervision
+    rays_per_view: int = 64
+    steps: int = 400
+    stage2_start: int = 200  # step at which stage 2 (eikonal term) begins
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup: int = 20
+    grad_clip: float = 1.0
+    gt_camera_prob: float = 0.5  # probability of placing the features with ground-truth cameras
+    w_rgb: float = 1.0
+    w_depth: float = 1.0
+    w_normal: float = 0.1
+    w_eikonal: float = 0.1
+    w_camera: float = 1.0
+    w_depth_head: float = 1.0
+    conf_alpha: float = 0.2
+    checkpoint_every: int = 100
+    log_every: int = 10
+    seed: int = 0
+    output_dir: str = "results/ivgt/run"
+    num_workers: int = 0
+    # CPU threads for torch: on a shared 2-core machine one thread per process avoids the
+    # contention that made each small op ~100x slower.
+    cpu_threads: int = 1
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def load_config(path=None, overrides=()) -> Config:
+    """Config from a YAML file (sections `model`, `train`) plus `key=value` overrides."""
+    return common_config.load_config(Config, path, overrides)

@@ -1,0 +1,177 @@
+"""Evaluate IVGT on held-out synthetic scenes with `common.metrics` only.
+
+`python -m ivgt.evaluate --model results/ivgt/run/model [--scenes 32] [--out results/ivgt/eval.json]`
+
+Protocol (per test scene): views 0-3 are the input (unposed), views 4-5 held out for novel-view
+synthesis. Everything is compared in the canonical frame of the ground truth (first input camera
+= world, lengths divided by the mean distance of the input views' valid depth points, VGGT's
+normalisation), in which the model is trained to predict.
+- pose: pairwise RRA@15, RTA@15, AUC@30 (VGGT protocol) of the predicted input cameras;
+- depth: AbsRel and delta1 of the depth rendered from the SDF at each predicted input camera,
+  median-aligned per image (monocular protocol), at `eval_size`;
+- normals: mean angle of the rendered normals (camera frame) to the ground truth;
+- novel views: PSNR / SSIM of the views rendered at the held-out ground-truth cameras;
+- mesh: accuracy, completeness, Chamfer, F-score (tau = 0.05 normalised units) between the
+  extracted mesh's surface samples inside the observed region and the ground-truth surface points
+  seen by the input views (back-projected GT depth): unobserved geometry is culled as in the
+  ScanNet mesh protocol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from common.cameras import depth_to_points, resize_intrinsics
+from common.datasets import SceneDataset
+from common.metrics import depth_metrics, normal_angle_metrics, point_cloud_metrics, pose_metrics, psnr, sample_mesh_surface, ssim
+from ivgt.data import canonical_views
+from ivgt.model import IVGT
+
+METRICS = {  # name -> higher_is_better
+    "mesh_accuracy": False, "mesh_completeness": False, "mesh_chamfer": False, "mesh_fscore": True,
+    "depth_abs_rel": False, "depth_delta1": True, "normal_mean_angle": False,
+    "pose_rra15": True, "pose_rta15": True, "pose_auc30": True, "nvs_psnr": True, "nvs_ssim": True,
+}
+INPUT_VIEWS, TARGET_VIEWS = [0, 1, 2, 3], [4, 5]
+
+
+def _down(x: torch.Tensor, size, nearest=True) -> torch.Tensor:  # [V, C, H, W]
+    return F.interpolate(x, size=size, mode="nearest") if nearest else F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
+def ground_truth(batch: dict, eval_size) -> dict:
+    """GT at the evaluation size and the observed GT surface points [N, 3]."""
+    H, W = batch["images"].shape[-2:]
+    n = len(INPUT_VIEWS)
+    depth = batch["depth"]
+    valid = depth[:n] > 0
+    pts = depth_to_points(depth[:n], batch["K"][:n], batch["w2c"][:n])[valid]  # [N, 3]
+    return {
+        "K": resize_intrinsics(batch["K"], (H, W), eval_size),
+        "depth": _down(depth[:, None], eval_size)[:, 0],
+        "normals": _down(batch["normals"], eval_size) if batch["normals"] is not None else None,
+        "images": _down(batch["images"], eval_size, nearest=False),
+        "points": pts,
+    }
+
+
+def _mesh_points(points: np.ndarray, gt_points: torch.Tensor) -> np.ndarray:
+    lo = gt_points.min(0).values.numpy() - 0.05
+    hi = gt_points.max(0).values.numpy() + 0.05
+    keep = np.all((points >= lo) & (points <= hi), axis=1)
+    return points[keep]
+
+
+def score(pred: dict, gt: dict, batch: dict) -> dict:
+    """Metrics of one scene from predictions: w2c [4, 4, 4], depth [4, h, w], normals [4, 3, h, w],
+    rgb_novel [2, 3, h, w], points [N, 3] (surface samples, numpy)."""
+    n = len(INPUT_VIEWS)
+    out = {}
+    pm = pose_metrics(pred["w2c"].double().numpy(), batch["w2c"][:n].double().numpy())
+    out.update(pose_rra15=pm["rra_15"], pose_rta15=pm["rta_15"], pose_auc30=pm["auc_30"])
+    d = depth_metrics(pred["depth"].clamp_min(1e-3).numpy(), gt["depth"][:n].numpy(), align="median")
+    out.update(depth_abs_rel=d["abs_rel"], depth_delta1=d["delta1"])
+    if gt["normals"] is not None:
+        out["normal_mean_angle"] = normal_angle_metrics(pred["normals"].numpy(), gt["normals"][:n].numpy())["mean"]
+    tgt = gt["images"][n:]
+    out["nvs_psnr"] = float(psnr(pred["rgb_novel"], tgt))
+    out["nvs_ssim"] = float(ssim(pred["rgb_novel"], tgt))
+    pts = _mesh_points(pred["points"], gt["points"])
+    gt_pts = gt["points"][torch.randperm(len(gt["points"]), generator=torch.Generator().manual_seed(0))[:20000]].numpy()
+    if len(pts) < 10:  # nothing reconstructed in the observed region: the worst honest value
+        out.update(mesh_accuracy=None, mesh_completeness=None, mesh_chamfer=None, mesh_fscore=0.0)
+    else:
+        m = point_cloud_metrics(pts, gt_pts, threshold=0.05)
+        out.update(mesh_accuracy=m["accuracy"], mesh_completeness=m["completeness"], mesh_chamfer=m["chamfer"], mesh_fscore=m["fscore"])
+    return out
+
+
+@torch.no_grad()
+def predict_ivgt(model: IVGT, batch: dict, gt: dict, eval_size, mesh_resolution: int = 32) -> dict:
+    n = len(INPUT_VIEWS)
+    device = next(model.parameters()).device
+    images = batch["images"][None, :n].to(device)
+    out = model(images)
+    scene = model.scene_from_outputs(images, out)
+    H, W = batch["images"].shape[-2:]
+    K_pred = resize_intrinsics(out["K"][0].cpu(), (H, W), eval_size)
+    depth, normals, rgb = [], [], []
+    for v in range(n):
+        r = scene.render(K_pred[v].to(device), out["w2c"][0, v], *eval_size)
+        depth.append(r["depth"].cpu()), normals.append(r["normals"].cpu())
+    for v in range(n, n + len(TARGET_VIEWS)):
+        rgb.append(scene.render(gt["K"][v].to(device), batch["w2c"][v].to(device), *eval_size)["rgb"].cpu())
+    bounds = torch.stack([gt["points"].min(0).values - 0.05, gt["points"].max(0).values + 0.05])
+    mesh = scene.extract_mesh(mesh_resolution, bounds=bounds)
+    points = sample_mesh_surface(mesh, 20000, seed=0)[0] if len(mesh.faces) else np.zeros((0, 3))
+    return {"w2c": out["w2c"][0].cpu(), "depth": torch.stack(depth), "normals": torch.stack(normals),
+            "rgb_novel": torch.stack(rgb), "points": points}
+
+
+def predict_baseline(batch: dict, gt: dict, eval_size) -> dict:
+    """Trivial baseline: identity poses, constant depth (1 unit, median-aligned by the protocol),
+    normals facing the camera, the first input image as every novel view, and the points of the
+    constant depth maps as the surface."""
+    n = len(INPUT_VIEWS)
+    h, w = eval_size
+    depth = torch.ones(n, h, w)
+    normals = torch.zeros(n, 3, h, w)
+    normals[:, 2] = -1
+    K = gt["K"][:n]
+    pts = depth_to_points(depth, K, torch.eye(4).expand(n, 4, 4)).reshape(-1, 3).numpy()
+    return {"w2c": torch.eye(4).expand(n, 4, 4).clone(), "depth": depth, "normals": normals,
+            "rgb_novel": gt["images"][:1].expand(len(TARGET_VIEWS), -1, -1, -1), "points": pts}
+
+
+def evaluate(models: dict, root="data/synthetic", split="test", scenes: int | None = None, eval_size=(32, 32),
+             image_size=(64, 64), mesh_resolution: int = 32, progress: bool = True, per_scene_out=None) -> dict:
+    """{method: {metric: mean}} and per-scene values for IVGT models and the trivial baseline.
+    models: {name: IVGT}; the baseline is added as "baseline-identity-constant"."""
+    from tqdm import tqdm
+
+    data = SceneDataset(root, split, load=("depth", "normals"))
+    count = len(data) if scenes is None else min(scenes, len(data))
+    per = {name: [] for name in list(models) + ["baseline-identity-constant"]}
+    for i in tqdm(range(count), desc="ivgt eval", disable=not progress):
+        sample = data[i]
+        batch = canonical_views(sample, INPUT_VIEWS + TARGET_VIEWS, image_size)
+        gt = ground_truth(batch, eval_size)
+        for name, model in models.items():
+            per[name].append(score(predict_ivgt(model, batch, gt, eval_size, mesh_resolution), gt, batch))
+        per["baseline-identity-constant"].append(score(predict_baseline(batch, gt, eval_size), gt, batch))
+    means = {}
+    for name, rows in per.items():
+        means[name] = {}
+        for metric in METRICS:
+            vals = [r[metric] for r in rows if r.get(metric) is not None]
+            means[name][metric] = float(np.mean(vals)) if vals else None
+    return {"means": means, "per_scene": per, "scenes": count}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Evaluate an IVGT checkpoint on held-out synthetic scenes")
+    parser.add_argument("--model", required=True, help="checkpoint folder (save_pretrained)")
+    parser.add_argument("--data", default="data/synthetic")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--scenes", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="results/ivgt/eval.json")
+    args = parser.parse_args(argv)
+    torch.manual_seed(args.seed)
+    if not torch.cuda.is_available():
+        torch.set_num_threads(1)
+    model = IVGT.load(args.model)
+    res = evaluate({"ivgt": model}, args.data, args.split, args.scenes, image_size=model.cfg.image_size)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(res["means"], indent=1))
+    print(json.dumps(res["means"], indent=1))
+
+
+if __name__ == "__main__":
+    main()

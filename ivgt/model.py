@@ -1,0 +1,512 @@
+"""IVGT (arXiv 2605.16258): unposed images -> a VGGT-style transformer -> cameras, per-view depth
+and feature maps placed in the first frame's coordinates -> a continuous SDF + colour field.
+
+    model = IVGT.from_config(ModelConfig())          # or IVGT.load(checkpoint_dir)
+    scene = model.reconstruct(images)                 # images [V, 3, H, W] in [0, 1], any H, W
+    scene.sdf(points), scene.color(points)            # points [N, 3], first-camera frame
+    out = scene.render(K, w2c, H, W)                  # rgb [3, H, W], depth [H, W], normals [3, H, W]
+    mesh = scene.extract_mesh(resolution=128)         # coloured trimesh.Trimesh
+
+Coordinates: the world is the first view's OpenCV camera frame (w2c[0] = identity), in the
+model's normalised units (training normalises every scene so that the mean distance of its
+valid depth points from the first camera is 1; VGGT's normalisation).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from diffusers import ConfigMixin, ModelMixin
+from transformers import Dinov2Config, Dinov2Model
+
+from common.cameras import fov_from_intrinsics, intrinsics_from_fov, matrix_to_quaternion, project, quaternion_to_matrix, resize_intrinsics
+from ivgt.config import ModelConfig
+from ivgt.render import render_rays
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pose encoding (VGGT `absT_quaR_FoV`): [t (3), quaternion wxyz (4), fov_h, fov_w] of w2c
+# ----------------------------------------------------------------------------------------------
+
+
+def pose_encoding(w2c: torch.Tensor, K: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """[..., 9] from w2c [..., 4, 4] and K [..., 3, 3] of an image (height, width)."""
+    fov_w, fov_h = fov_from_intrinsics(K, width, height)
+    q = matrix_to_quaternion(w2c[..., :3, :3])  # [..., 4]
+    return torch.cat([w2c[..., :3, 3], q, fov_h[..., None], fov_w[..., None]], -1)
+
+
+def cameras_from_encoding(enc: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K [..., 3, 3], w2c [..., 4, 4]) from encodings [..., 9]; principal point at the centre."""
+    R = quaternion_to_matrix(enc[..., 3:7])  # [..., 3, 3]
+    w2c = torch.zeros(*enc.shape[:-1], 4, 4, dtype=enc.dtype, device=enc.device)
+    w2c[..., :3, :3] = R
+    w2c[..., :3, 3] = enc[..., :3]
+    w2c[..., 3, 3] = 1
+    K = intrinsics_from_fov(enc[..., 8], enc[..., 7], width, height)
+    return K, w2c
+
+
+# ----------------------------------------------------------------------------------------------
+# Building blocks
+# ----------------------------------------------------------------------------------------------
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block (attention + MLP) with LayerScale, as in DINOv2 / VGGT."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, init_values: float = 0.01):
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.ls1 = nn.Parameter(torch.full((dim,), init_values))
+        self.ls2 = nn.Parameter(torch.full((dim,), init_values))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x [B, N, C]
+        B, N, C = x.shape
+        qkv = self.qkv(self.norm1(x)).reshape(B, N, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        attn = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # [B, heads, N, C/heads]
+        x = x + self.ls1 * self.proj(attn.transpose(1, 2).reshape(B, N, C))
+        return x + self.ls2 * self.mlp(self.norm2(x))
+
+
+class Aggregator(nn.Module):
+    """VGGT aggregator: DINOv2 patch tokens, a camera token and register tokens per frame (the
+    first frame has its own pair), then `depth` pairs of frame attention (within each view) and
+    global attention (across all views)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.encoder = Dinov2Model(Dinov2Config(
+            hidden_size=cfg.encoder_dim, num_hidden_layers=cfg.encoder_layers,
+            num_attention_heads=cfg.encoder_heads, intermediate_size=int(cfg.encoder_dim * cfg.mlp_ratio),
+            patch_size=cfg.patch_size, image_size=max(cfg.image_size), layerscale_value=1.0))
+        self.proj = nn.Linear(cfg.encoder_dim, cfg.dim)
+        self.special = nn.Parameter(torch.randn(2, 1 + cfg.num_register_tokens, cfg.dim) * 0.02)  # [first/other, 1 + R, C]
+        self.frame_blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        self.global_blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        self.patch_start = 1 + cfg.num_register_tokens
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B, V, 3, H, W] -> tokens [B, V, 1 + R + P, 2C] (frame and global outputs)."""
+        B, V = images.shape[:2]
+        x = (images.flatten(0, 1) - self.mean) / self.std  # [B*V, 3, H, W]
+        patches = self.encoder(pixel_values=x).last_hidden_state[:, 1:]  # [B*V, P, Ce]; CLS dropped
+        patches = self.proj(patches)  # [B*V, P, C]
+        P, C = patches.shape[1:]
+        special = torch.cat([self.special[:1], self.special[1:].expand(V - 1, -1, -1)])  # [V, 1 + R, C]
+        tokens = torch.cat([special.repeat(B, 1, 1), patches], 1)  # [B*V, T, C]
+        T = tokens.shape[1]
+        frame_out = tokens
+        for frame_block, global_block in zip(self.frame_blocks, self.global_blocks):
+            tokens = frame_block(tokens)  # attention within each frame
+            frame_out = tokens
+            tokens = global_block(tokens.reshape(B, V * T, C)).reshape(B * V, T, C)  # across frames
+        return torch.cat([frame_out, tokens], -1).reshape(B, V, T, 2 * C)
+
+
+class CameraHead(nn.Module):
+    """VGGT camera head: the camera tokens, a trunk of attention blocks over the views modulated
+    (adaLN) by the embedding of the current estimate, `iters` refinements of the pose encoding."""
+
+    def __init__(self, dim: int, heads: int, iters: int):
+        super().__init__()
+        self.iters = iters
+        self.norm = nn.LayerNorm(dim)
+        self.embed_pose = nn.Linear(9, dim)
+        self.empty = nn.Parameter(torch.zeros(1, 1, dim))
+        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 3 * dim))
+        self.trunk = nn.Sequential(Block(dim, heads), Block(dim, heads))
+        self.out = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim // 2), nn.GELU(), nn.Linear(dim // 2, 9))
+
+    @staticmethod
+    def activate(raw: torch.Tensor) -> torch.Tensor:
+        """Raw [B, V, 9] -> encoding with a unit quaternion and positive FoV; the first view is the
+        identity pose (the canonical frame), only its FoV is predicted."""
+        t, q = raw[..., :3], F.normalize(raw[..., 3:7], dim=-1)
+        fov = F.softplus(raw[..., 7:9] + 0.5) + 1e-3
+        t = torch.cat([torch.zeros_like(t[:, :1]), t[:, 1:]], 1)
+        q = torch.cat([q.new_tensor([1.0, 0, 0, 0]).expand_as(q[:, :1]), q[:, 1:]], 1)
+        return torch.cat([t, q, fov], -1)
+
+    def forward(self, camera_tokens: torch.Tensor) -> list[torch.Tensor]:
+        """camera_tokens [B, V, C] -> list of `iters` activated encodings [B, V, 9]."""
+        tokens = self.norm(camera_tokens)
+        raw, out = None, []
+        for _ in range(self.iters):
+            cond = self.empty.expand_as(tokens) if raw is None else self.embed_pose(raw.detach())
+            shift, scale, gate = self.modulation(cond).chunk(3, -1)
+            x = tokens + gate * (tokens * (1 + scale) + shift)
+            delta = self.out(self.trunk(x))  # [B, V, 9]
+            raw = delta if raw is None else raw.detach() + delta
+            out.append(self.activate(raw))
+        return out
+
+
+class DenseHead(nn.Module):
+    """Patch tokens -> a dense map at image / stride: a linear unpatchify (pixel shuffle), then two
+    convolutions that also see the image at that resolution (a light stand-in for VGGT's DPT)."""
+
+    def __init__(self, dim_in: int, patch: int, stride: int, out_channels: int, hidden: int = 64):
+        super().__init__()
+        self.up = patch // stride
+        self.linear = nn.Linear(dim_in, hidden * self.up**2)
+        self.conv = nn.Sequential(nn.Conv2d(hidden + 3, hidden, 3, padding=1), nn.GELU(),
+                                  nn.Conv2d(hidden, out_channels, 3, padding=1))
+
+    def forward(self, tokens: torch.Tensor, images: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """tokens [N, P, C], images [N, 3, H, W] -> [N, out, h * up, w * up]."""
+        h, w = grid
+        x = self.linear(tokens).transpose(1, 2).reshape(tokens.shape[0], -1, h, w)  # [N, hidden*up^2, h, w]
+        x = F.pixel_shuffle(x, self.up)  # [N, hidden, h*up, w*up]
+        small = F.interpolate(images, size=x.shape[-2:], mode="bilinear", antialias=True, align_corners=False)
+        return self.conv(torch.cat([x, small], 1))
+
+
+def positional_encoding(x: torch.Tensor, freqs: int) -> torch.Tensor:
+    """NeRF encoding [x, sin(2^k pi x), cos(2^k pi x)], x [..., 3] -> [..., 3 + 6 freqs]."""
+    scales = 2.0 ** torch.arange(freqs, device=x.device, dtype=x.dtype) * math.pi  # [F]
+    angles = (x[..., None, :] * scales[:, None]).flatten(-2)  # [..., 3F]
+    return torch.cat([x, angles.sin(), angles.cos()], -1)
+
+
+class SceneDecoder(nn.Module):
+    """Query -> SDF and colour (IVGT's "lightweight cascaded decoders"): a shared per-view MLP on
+    [sampled feature, sampled colour, raydepth signal], visibility-weighted mean and variance over
+    views (IBRNet-style), plus a positional encoding -> SDF MLP -> colour MLP."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        h = cfg.decoder_hidden
+        self.per_view = nn.Sequential(nn.Linear(cfg.feature_dim + 4, h), nn.GELU(), nn.Linear(h, h))
+        pe_dim = 3 + 6 * cfg.pe_freqs
+        self.sdf_mlp = nn.Sequential(nn.Linear(2 * h + 2 + pe_dim, h), nn.Softplus(beta=100), nn.Linear(h, h),
+                                     nn.Softplus(beta=100), nn.Linear(h, 1 + h))
+        self.color_mlp = nn.Sequential(nn.Linear(h + 3, h), nn.GELU(), nn.Linear(h, 3))
+        self.variance = nn.Parameter(torch.tensor(cfg.init_variance))  # NeuS s = exp(10 v)
+
+
+# ----------------------------------------------------------------------------------------------
+# The model
+# ----------------------------------------------------------------------------------------------
+
+
+class IVGT(ModelMixin, ConfigMixin):
+    """The IVGT model (see the module docstring). Constructor arguments are `ModelConfig` fields."""
+
+    config_name = "config.json"
+
+    def __init__(self, **kwargs):
+        super().__init__()
+        known = {f.name for f in fields(ModelConfig)}
+        for key in kwargs:
+            if key not in known:
+                raise ValueError(f"IVGT: unknown config key {key!r}; expected one of {sorted(known)}")
+        cfg = ModelConfig(**{k: (tuple(v) if k == "image_size" else v) for k, v in kwargs.items()})
+        for side in cfg.image_size:
+            if side % cfg.patch_size:
+                raise ValueError(f"image_size: {cfg.image_size} must be multiples of patch_size {cfg.patch_size}")
+        if cfg.density not in ("neus", "volsdf"):
+            raise ValueError(f"density: expected 'neus' or 'volsdf', got {cfg.density!r}")
+        self.cfg = cfg
+        # Every field goes to config.json (register_to_config does not record **kwargs itself).
+        self.register_to_config(**{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()})
+        self.aggregator = Aggregator(cfg)
+        dim2 = 2 * cfg.dim
+        self.camera_head = CameraHead(dim2, cfg.heads, cfg.camera_iters)
+        self.depth_head = DenseHead(dim2, cfg.patch_size, cfg.head_stride, 2)
+        self.feature_head = DenseHead(dim2, cfg.patch_size, cfg.head_stride, cfg.feature_dim)
+        self.decoder = SceneDecoder(cfg)
+        if cfg.dinov2_path:
+            self.load_dinov2(cfg.dinov2_path)
+
+    @classmethod
+    def from_model_config(cls, cfg: ModelConfig) -> "IVGT":
+        return cls(**{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()})
+
+    def load_dinov2(self, path) -> None:
+        """Copy a local `transformers` Dinov2Model checkpoint into the patch embedding; every key
+        and shape must match the configured encoder (encoder_dim, encoder_layers, patch_size)."""
+        source = Dinov2Model.from_pretrained(path, local_files_only=True).state_dict()
+        target = self.aggregator.encoder.state_dict()
+        missing, extra = set(target) - set(source), set(source) - set(target)
+        if missing or extra:
+            raise ValueError(f"{path}: DINOv2 checkpoint does not match the encoder config: missing "
+                             f"{sorted(missing)[:5]}, unexpected {sorted(extra)[:5]}")
+        for key, value in source.items():
+            if value.shape != target[key].shape:
+                raise ValueError(f"{path}: {key} has shape {list(value.shape)}, the config expects {list(target[key].shape)}")
+        self.aggregator.encoder.load_state_dict(source)
+
+    @classmethod
+    def load(cls, path) -> "IVGT":
+        """Load a checkpoint folder written by `save_pretrained`, with clear errors for a folder of
+        another architecture (its config.json class or weights do not match)."""
+        path = Path(path)
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise FileNotFoundError(f"{config_file}: not found; expected an IVGT checkpoint folder")
+        meta = json.loads(config_file.read_text())
+        if meta.get("_class_name") != cls.__name__:
+            raise ValueError(f"{config_file}: checkpoint of class {meta.get('_class_name')!r}, expected 'IVGT'")
+        kwargs = {k: v for k, v in meta.items() if not k.startswith("_")}
+        kwargs["dinov2_path"] = ""  # the weights come from the checkpoint itself
+        model = cls(**kwargs)
+        from safetensors.torch import load_file
+
+        weights = path / "diffusion_pytorch_model.safetensors"
+        if not weights.is_file():
+            raise FileNotFoundError(f"{weights}: not found")
+        state = load_file(str(weights))
+        own = model.state_dict()
+        bad = [k for k in state if k in own and state[k].shape != own[k].shape]
+        missing, extra = set(own) - set(state), set(state) - set(own)
+        if bad or missing or extra:
+            raise ValueError(f"{weights}: weights do not match the IVGT architecture of {config_file} "
+                             f"(shape mismatch {bad[:3]}, missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]})")
+        model.load_state_dict(state)
+        return model.eval()
+
+    # -- forward ------------------------------------------------------------------------------
+
+    def input_size(self, height: int, width: int) -> tuple[int, int]:
+        """Backbone input size for images (height, width): the configured width, the height
+        scaled to keep the aspect ratio, rounded to the patch size, at most the configured height
+        (VGGT's `load_and_preprocess_images`, "crop"-free)."""
+        H_max, W = self.cfg.image_size
+        p = self.cfg.patch_size
+        H = max(p, min(H_max, int(round(height * W / width / p)) * p))
+        if H == H_max and height * W / width > H_max:  # tall images: fix the height instead
+            W = max(p, int(round(width * H_max / height / p)) * p)
+        return H, W
+
+    def forward(self, images: torch.Tensor) -> dict:
+        """images [B, V, 3, H, W] in [0, 1] (H, W multiples of patch_size) -> dict with
+        pose_enc_list (list of [B, V, 9]), pose_enc [B, V, 9], K [B, V, 3, 3], w2c [B, V, 4, 4],
+        depth [B, V, h, w], depth_conf [B, V, h, w], features [B, V, C, h, w] (h, w = H, W / stride)."""
+        if images.ndim != 5 or images.shape[2] != 3:
+            raise ValueError(f"images: expected [B, V, 3, H, W], got {list(images.shape)}")
+        B, V, _, H, W = images.shape
+        p = self.cfg.patch_size
+        if H % p or W % p:
+            raise ValueError(f"images: H, W = {H}, {W} must be multiples of patch_size {p}; use reconstruct()")
+        tokens = self.aggregator(images)  # [B, V, T, 2C]
+        start = self.aggregator.patch_start
+        poses = self.camera_head(tokens[:, :, 0])  # list of [B, V, 9]
+        patch_tokens = tokens[:, :, start:].flatten(0, 1)  # [B*V, P, 2C]
+        flat = images.flatten(0, 1)  # [B*V, 3, H, W]
+        dc = self.depth_head(patch_tokens, flat, (H // p, W // p))  # [B*V, 2, h, w]
+        feats = self.feature_head(patch_tokens, flat, (H // p, W // p))  # [B*V, C, h, w]
+        K, w2c = cameras_from_encoding(poses[-1], H, W)
+        h, w = dc.shape[-2:]
+        return {
+            "pose_enc_list": poses, "pose_enc": poses[-1], "K": K, "w2c": w2c,
+            "depth": dc[:, 0].exp().reshape(B, V, h, w),  # VGGT "exp" activation
+            "depth_conf": (1 + dc[:, 1].exp()).reshape(B, V, h, w),  # "expp1"
+            "features": feats.reshape(B, V, -1, h, w),
+        }
+
+    def scene_from_outputs(self, images: torch.Tensor, out: dict, b: int = 0, K=None, w2c=None) -> "Scene":
+        """The scene of batch item b; K, w2c [V, ...] override the predicted cameras (training
+        with ground-truth placement)."""
+        return Scene(self, images[b], out["features"][b], out["depth"][b],
+                     out["K"][b] if K is None else K, out["w2c"][b] if w2c is None else w2c)
+
+    @torch.no_grad()
+    def reconstruct(self, images: torch.Tensor) -> "Scene":
+        """images [V, 3, H, W] in [0, 1], any size -> Scene. The images are resized to the
+        backbone's input size; `scene.cameras` gives K for the original size."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images: expected [V, 3, H, W], got {list(images.shape)}")
+        if not torch.isfinite(images).all():
+            raise ValueError("images: contains NaN or inf")
+        H0, W0 = images.shape[-2:]
+        H, W = self.input_size(H0, W0)
+        device = next(self.parameters()).device
+        x = images.to(device).float()
+        if (H, W) != (H0, W0):
+            x = F.interpolate(x, size=(H, W), mode="bilinear", antialias=True, align_corners=False)
+        out = self(x[None])
+        scene = self.scene_from_outputs(x[None], out)
+        scene.original_size = (H0, W0)
+        return scene
+
+
+# ----------------------------------------------------------------------------------------------
+# The canonical scene representation
+# ----------------------------------------------------------------------------------------------
+
+
+def sample_views(points: torch.Tensor, K: torch.Tensor, w2c: torch.Tensor, maps: torch.Tensor,
+                 height: int, width: int):
+    """Project world points [N, 3] into V views and sample maps [V, C, h, w] bilinearly.
+
+    The maps cover the image (height, width) (any h, w), so pixel coordinates from
+    `common.cameras.project` (centres at u + 0.5) map to grid_sample's [-1, 1] with
+    align_corners=False exactly. Returns (samples [V, N, C], z [V, N] camera depth, inside [V, N]
+    bool: in front of the camera and within the image).
+    """
+    cam = points[None] @ w2c[:, :3, :3].transpose(-1, -2) + w2c[:, None, :3, 3]  # [V, N, 3]
+    z = cam[..., 2]  # [V, N]
+    uv = project(torch.cat([cam[..., :2], z.clamp_min(1e-6)[..., None]], -1), K)  # [V, N, 2]
+    grid = torch.stack([2 * uv[..., 0] / width - 1, 2 * uv[..., 1] / height - 1], -1)  # [V, N, 2]
+    inside = (z > 1e-6) & (grid.abs() <= 1).all(-1)  # [V, N]
+    grid = grid.clamp(-2, 2)  # far-out points: finite, masked by `inside`
+    samples = F.grid_sample(maps, grid[:, :, None], mode="bilinear", padding_mode="border", align_corners=False)
+    return samples[..., 0].transpose(1, 2), z, inside  # [V, N, C]
+
+
+class Scene:
+    """A reconstructed scene: per-view features, depth and cameras in the first-frame coordinates,
+    queried as a continuous SDF and colour field (IVGT's neural scene representation)."""
+
+    def __init__(self, model: IVGT, images, features, depth, K, w2c, chunk: int = 16384):
+        self.model, self.cfg, self.decoder = model, model.cfg, model.decoder
+        self.images = images  # [V, 3, H, W]
+        self.features = features  # [V, C, h, w]
+        self.depth = depth  # [V, h, w] predicted by the depth head
+        self.K, self.w2c = K, w2c  # [V, 3, 3], [V, 4, 4] at the backbone's input size
+        self.height, self.width = images.shape[-2:]
+        self.original_size = (self.height, self.width)
+        self.chunk = chunk
+        self.maps = torch.cat([features, images_at(images, features.shape[-2:]), depth[:, None]], 1)  # [V, C+4, h, w]
+
+    @property
+    def cameras(self) -> dict:
+        """Predicted cameras for the original image size: K [V, 3, 3], w2c [V, 4, 4] (first = I)."""
+        K = resize_intrinsics(self.K, (self.height, self.width), self.original_size)
+        return {"K": K.detach(), "w2c": self.w2c.detach(), "height": self.original_size[0], "width": self.original_size[1]}
+
+    def query(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """points [N, 3] -> (sdf [N], colour [N, 3]); differentiable."""
+        cfg, dec = self.cfg, self.decoder
+        s, z, inside = sample_views(points, self.K, self.w2c, self.maps, self.height, self.width)  # [V, N, C+4]
+        feat, rgb, depth = s[..., :-4], s[..., -4:-1], s[..., -1]  # [V, N, C], [V, N, 3], [V, N]
+        diff = depth - z  # [V, N]: > 0 in front of the view's surface (free space), < 0 behind it
+        raydepth = torch.tanh(diff / cfg.truncation)  # [V, N]
+        inside_f = inside.float()
+        # Visibility: a point behind the view's predicted surface (beyond a margin) is occluded.
+        vis = inside_f * torch.sigmoid((diff + cfg.visibility_margin * depth) / (cfg.visibility_softness * depth + 1e-6))
+        w = vis / (vis.sum(0, keepdim=True) + 1e-6)  # [V, N]
+        h = dec.per_view(torch.cat([feat, rgb, raydepth[..., None]], -1))  # [V, N, Hd]
+        mean = (w[..., None] * h).sum(0)  # [N, Hd]
+        var = (w[..., None] * (h - mean) ** 2).sum(0)  # [N, Hd]
+        n_in = inside_f.sum(0)  # [N]
+        tsdf = (inside_f * raydepth).sum(0) / n_in.clamp_min(1)  # [N] raydepth over the views seeing x
+        x = torch.cat([mean, var, tsdf[:, None], (n_in / inside.shape[0])[:, None],
+                       positional_encoding(points, cfg.pe_freqs)], -1)
+        out = dec.sdf_mlp(x)  # [N, 1 + Hd]
+        blend = (w[..., None] * rgb).sum(0)  # [N, 3]
+        color = torch.sigmoid(dec.color_mlp(torch.cat([out[:, 1:], blend], -1)))  # [N, 3]
+        return out[:, 0], color
+
+    def _field(self, points: torch.Tensor):  # points [R, S, 3]
+        sdf, color = self.query(points.reshape(-1, 3))
+        return sdf.reshape(points.shape[:-1]), color.reshape(*points.shape[:-1], 3)
+
+    def _sdf_only(self, points: torch.Tensor) -> torch.Tensor:
+        return self._field(points)[0]
+
+    def sdf(self, points: torch.Tensor) -> torch.Tensor:
+        """SDF [N] at points [N, 3] (first-camera frame), chunked, no gradient."""
+        with torch.no_grad():
+            return torch.cat([self.query(points[i:i + self.chunk])[0] for i in range(0, len(points), self.chunk)])
+
+    def color(self, points: torch.Tensor) -> torch.Tensor:
+        """Colour [N, 3] in [0, 1] at points [N, 3], chunked, no gradient."""
+        with torch.no_grad():
+            return torch.cat([self.query(points[i:i + self.chunk])[1] for i in range(0, len(points), self.chunk)])
+
+    def points(self, max_points: int = 20000) -> torch.Tensor:
+        """World points [N, 3] back-projected from the predicted depth maps (for bounds)."""
+        from common.cameras import depth_to_points
+
+        h, w = self.depth.shape[-2:]
+        K = resize_intrinsics(self.K, (self.height, self.width), (h, w))
+        pts = depth_to_points(self.depth, K, self.w2c).reshape(-1, 3)  # [V*h*w, 3]
+        step = max(1, pts.shape[0] // max_points)
+        return pts[::step].detach()
+
+    def far_for(self, origins: torch.Tensor) -> torch.Tensor:
+        """Per-ray far bound [R]: beyond every predicted point seen from the ray's origin."""
+        pts = self.points()
+        center = pts.median(0).values
+        radius = torch.quantile((pts - center).norm(dim=-1), 0.98)
+        return (origins - center).norm(dim=-1) + 1.2 * radius
+
+    def render_rays(self, origins, dirs, create_graph: bool = False) -> dict:
+        near = torch.full_like(origins[:, 0], self.cfg.near)
+        far = torch.maximum(self.far_for(origins), near * 2)
+        return render_rays(self._field, self._sdf_only, origins, dirs, near, far, density=self.cfg.density,
+                           variance=self.decoder.variance, n_coarse=self.cfg.n_coarse, n_fine=self.cfg.n_fine,
+                           up_sample_steps=self.cfg.up_sample_steps, create_graph=create_graph)
+
+    def render(self, K: torch.Tensor, w2c: torch.Tensor, height: int, width: int, chunk: int = 4096) -> dict:
+        """Render any camera (K [3, 3] pixels, w2c [4, 4], first-camera frame): rgb [3, H, W],
+        depth [H, W] (z), normals [3, H, W] (unit, that camera's frame, towards it), opacity [H, W]."""
+        from common.cameras import pixel_rays
+
+        origins, dirs = pixel_rays(K.float(), w2c.float(), height, width)  # [H, W, 3]
+        origins, dirs = origins.reshape(-1, 3), dirs.reshape(-1, 3)
+        parts = []
+        for i in range(0, origins.shape[0], chunk):
+            out = self.render_rays(origins[i:i + chunk], dirs[i:i + chunk])
+            parts.append({k: out[k].detach() for k in ("rgb", "distance", "normal", "opacity")})
+        out = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        R = w2c[:3, :3].float()
+        depth = out["distance"] * (dirs @ R[2])  # z = distance * (d . camera z axis)
+        normals = F.normalize(out["normal"] @ R.T, dim=-1)  # [HW, 3] camera frame
+        return {
+            "rgb": out["rgb"].T.reshape(3, height, width).clamp(0, 1),
+            "depth": depth.reshape(height, width),
+            "normals": normals.T.reshape(3, height, width),
+            "opacity": out["opacity"].reshape(height, width),
+        }
+
+    def extract_mesh(self, resolution: int = 64, bounds=None, coarse_to_fine: bool = True, levels: int = 2,
+                     band: float = 4.0):
+        """Coloured trimesh.Trimesh of the zero level set inside bounds [2, 3] (default: robust
+        bounds of the predicted depth points). Vertex colours query the colour decoder; the
+        number of SDF queries is in mesh.metadata["sdf_queries"]."""
+        import numpy as np
+        import trimesh
+
+        from ivgt.mesh import bounds_from_points, extract_coarse_to_fine, extract_dense
+
+        if bounds is None:
+            bounds = bounds_from_points(self.points())
+        bounds = torch.as_tensor(bounds, dtype=torch.float32)
+        device = self.images.device
+        fn = lambda p: self.sdf(p.to(device)).cpu()  # noqa: E731
+        if coarse_to_fine:
+            v, f, stats = extract_coarse_to_fine(fn, bounds, resolution, levels=levels, band=band)
+        else:
+            v, f, stats = extract_dense(fn, bounds, resolution)
+        mesh = trimesh.Trimesh(vertices=v, faces=f, process=False)
+        if len(v):
+            colors = self.color(torch.as_tensor(v, dtype=torch.float32, device=device)).cpu().numpy()
+            mesh.visual.vertex_colors = np.concatenate([(colors * 255).round().astype(np.uint8),
+                                                        np.full((len(v), 1), 255, np.uint8)], 1)
+        mesh.metadata.update(stats)
+        return mesh
+
+
+def images_at(images: torch.Tensor, size) -> torch.Tensor:
+    """images [V, 3, H, W] resized (antialiased) to size (h, w)."""
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    return F.interpolate(images, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)

@@ -1,0 +1,123 @@
+"""Model: feature retrieval at the right pixels, save/load, config errors, demo, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import Dinov2Config, Dinov2Model
+
+from common.cameras import look_at, make_K, project, transform_points
+from common.errors import DatasetError
+from ivgt.config import ModelConfig, load_config
+from ivgt.demo import run_demo
+from ivgt.model import IVGT, cameras_from_encoding, pose_encoding, sample_views
+
+TINY = dict(image_size=(32, 32), patch_size=8, encoder_dim=32, encoder_layers=1, encoder_heads=2, dim=32, depth=1,
+            heads=2, feature_dim=8, decoder_hidden=16, n_coarse=8, n_fine=8, up_sample_steps=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return IVGT.from_model_config(ModelConfig(**TINY)).eval()
+
+
+def test_query_features_come_from_the_projected_pixel():
+    H, W = 24, 32
+    K = make_K(torch.tensor([28.0, 25.0]), torch.tensor([30.0, 26.0]), torch.tensor([16.5, 15.0]), torch.tensor([12.0, 11.5]))
+    w2c = torch.stack([torch.eye(4), look_at(torch.tensor([1.0, 0.2, -0.5]), torch.tensor([0.0, 0.0, 2.0]), torch.tensor([0.0, -1.0, 0.0]))])
+    # maps whose channels are the pixel-centre coordinates (u + 0.5, v + 0.5): bilinear sampling
+    # reproduces any in-range coordinate exactly.
+    u = torch.arange(W) + 0.5
+    v = torch.arange(H) + 0.5
+    maps = torch.stack(torch.meshgrid(v, u, indexing="ij")[::-1])[None].expand(2, -1, -1, -1).contiguous()  # [2, 2, H, W]
+    points = torch.tensor([[0.1, -0.2, 2.0], [-0.3, 0.25, 1.5], [0.2, 0.1, 2.5]])
+    samples, z, inside = sample_views(points, K, w2c, maps, H, W)
+    expected = project(transform_points(w2c[:, None], points[None].expand(2, -1, -1))[0] if False else
+                       torch.stack([transform_points(w2c[i], points) for i in range(2)]), K)  # [2, N, 2]
+    assert inside.all()
+    assert torch.allclose(samples, expected, atol=1e-4)
+    assert torch.allclose(z, torch.stack([transform_points(w2c[i], points)[:, 2] for i in range(2)]))
+
+
+def test_pose_encoding_round_trip():
+    K = make_K(40.0, 38.0, 16.0, 12.0)
+    w2c = look_at(torch.tensor([1.0, 0.5, -1.0]), torch.zeros(3), torch.tensor([0.0, -1.0, 0.0]))
+    K2, w2c2 = cameras_from_encoding(pose_encoding(w2c, K, 24, 32), 24, 32)
+    assert torch.allclose(w2c2, w2c, atol=1e-5) and torch.allclose(K2, K, atol=1e-4)
+
+
+def test_forward_shapes_first_camera_identity_and_save_load(tiny_model, tmp_path):
+    x = torch.rand(1, 3, 3, 32, 32)
+    out = tiny_model(x)
+    assert out["depth"].shape == (1, 3, 8, 8) and out["features"].shape == (1, 3, 8, 8, 8)
+    assert torch.allclose(out["w2c"][0, 0], torch.eye(4), atol=1e-6)
+    tiny_model.save_pretrained(tmp_path)
+    loaded = IVGT.load(tmp_path)
+    assert torch.allclose(loaded(x)["depth"], out["depth"])
+    # a checkpoint of another architecture: clear errors
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, "_class_name": "UNet2DModel"}))
+    with pytest.raises(ValueError, match="UNet2DModel"):
+        IVGT.load(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, "feature_dim": 16}))
+    with pytest.raises(ValueError, match="do not match"):
+        IVGT.load(tmp_path)
+
+
+def test_dinov2_weights_load_from_a_local_folder(tmp_path):
+    enc = Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=128,
+                                   patch_size=8, image_size=32, layerscale_value=1.0))
+    enc.save_pretrained(tmp_path / "dino")
+    model = IVGT.from_model_config(ModelConfig(**{**TINY, "dinov2_path": str(tmp_path / "dino")}))
+    for k, v in enc.state_dict().items():
+        assert torch.equal(model.aggregator.encoder.state_dict()[k], v)
+
+
+def test_paper_config_builds_on_meta():
+    cfg = load_config("ivgt/configs/paper.yaml")
+    with torch.device("meta"):
+        model = IVGT.from_model_config(cfg.model)
+    n = sum(p.numel() for p in model.parameters())
+    print(f"paper.yaml parameters: {n / 1e6:.1f} M")
+    assert 0.6e9 < n < 2e9
+
+
+def test_config_typo_is_an_error(tmp_path):
+    (tmp_path / "c.yaml").write_text("model:\n  featur_dim: 3\n")
+    with pytest.raises(ValueError, match="featur_dim"):
+        load_config(tmp_path / "c.yaml")
+    with pytest.raises(ValueError, match="stepz"):
+        load_config(None, ["stepz=3"])
+
+
+def _write(folder, sizes):
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate(sizes):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+
+
+@pytest.mark.parametrize("sizes", [[(250, 333), (250, 333)], [(250, 333)]])
+def test_demo_odd_size_and_one_image(tmp_path, tiny_model, sizes):
+    _write(tmp_path / "imgs", sizes)
+    info = run_demo(tmp_path / "imgs", tmp_path / "out", tiny_model, mesh_resolution=16)
+    files = {p.name for p in (tmp_path / "out").iterdir()}
+    assert {"mesh.ply", "mesh.glb", "cameras.json", "cameras.txt", "images.txt", "points3D.txt", "depth_00.png", "normal_00.png"} <= files
+    assert Image.open(tmp_path / "out" / "depth_00.png").size == (333, 250)
+    assert len(info["views"]) == len(sizes)
+
+
+def test_demo_bad_input(tmp_path, tiny_model):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no image files"):
+        run_demo(tmp_path / "empty", tmp_path / "o1", tiny_model)
+    _write(tmp_path / "mixed", [(20, 30), (24, 30)])
+    with pytest.raises(DatasetError, match="different sizes"):
+        run_demo(tmp_path / "mixed", tmp_path / "o2", tiny_model)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.png").write_text("not an image")
+    with pytest.raises(DatasetError, match="x.png"):
+        run_demo(tmp_path / "bad", tmp_path / "o3", tiny_model)

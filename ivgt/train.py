@@ -1,0 +1,166 @@
+"""Train IVGT: `python -m ivgt.train --config ivgt/configs/tiny.yaml [--resume] [key=value ...]`.
+
+Each step draws one scene from the mixture (synthetic indoor / outdoor by default), picks
+`input_views` views for the model and `target_views` extra views, and renders random rays of all
+of them. Stage 1 (steps < stage2_start): RGB, depth and normal rendering losses, the camera loss
+and the depth-head loss; stage 2 adds the eikonal term (IVGT's two stages). Every random choice
+of a step comes from a generator seeded by (seed, step), so `--resume` from a checkpoint reaches
+the weights of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file
+from tqdm import tqdm
+
+from common.cameras import pixel_centers, pixel_rays
+from ivgt.config import Config, load_config
+from ivgt.data import build_mixture, canonical_views
+from ivgt.losses import camera_loss, confidence_depth_loss, normal_loss
+from ivgt.model import IVGT
+from ivgt.render import eikonal_loss
+
+
+def step_losses(model: IVGT, batch: dict, cfg: Config, step: int, gen: torch.Generator) -> dict:
+    """All losses of one training step on one canonical batch (`canonical_views` output)."""
+    tc, mc = cfg.train, cfg.model
+    n_in = tc.input_views
+    images = batch["images"]  # [V, 3, H, W]
+    V, _, H, W = images.shape
+    out = model(images[None, :n_in])
+    losses = {"camera": camera_loss([p[0] for p in out["pose_enc_list"]], batch["w2c"][:n_in], batch["K"][:n_in], H, W)}
+    losses["depth_head"] = confidence_depth_loss(out["depth"][0], out["depth_conf"][0], batch["depth"][:n_in], tc.conf_alpha)
+    use_gt = bool(torch.rand((), generator=gen) < tc.gt_camera_prob)
+    scene = model.scene_from_outputs(images[None, :n_in], out, K=batch["K"][:n_in] if use_gt else None,
+                                     w2c=batch["w2c"][:n_in] if use_gt else None)
+    # Random rays of every view (inputs and novel targets), with ground-truth cameras.
+    origins, dirs = pixel_rays(batch["K"], batch["w2c"], H, W)  # [V, H, W, 3]
+    pick = torch.stack([torch.randperm(H * W, generator=gen)[: tc.rays_per_view] for _ in range(V)])  # [V, r]
+    take = lambda x: torch.stack([x[v].reshape(H * W, -1)[pick[v]] for v in range(V)])  # noqa: E731 [V, r, C]
+    o, d = take(origins).reshape(-1, 3), take(dirs).reshape(-1, 3)
+    rgb_gt = take(images.permute(0, 2, 3, 1)).reshape(-1, 3)
+    depth_gt = take(batch["depth"][..., None]).reshape(-1)
+    R = batch["w2c"][:, :3, :3]  # [V, 3, 3]
+    r = model.render_train = scene.render_rays(o, d, create_graph=True)
+    view = torch.arange(V).repeat_interleave(tc.rays_per_view)  # [V*r]
+    z = r["distance"] * (d * R[view, 2]).sum(-1)  # rendered z-depth
+    valid = depth_gt > 0
+    losses["rgb"] = (r["rgb"] - rgb_gt).abs().mean()
+    losses["depth"] = (z - depth_gt).abs()[valid].mean() if valid.any() else z.sum() * 0
+    if batch["normals"] is not None:
+        n_cam = (R[view] @ r["normal"][..., None])[..., 0]  # [V*r, 3] camera frame
+        losses["normal"] = normal_loss(n_cam, take(batch["normals"].permute(0, 2, 3, 1)).reshape(-1, 3))
+    stage2 = step >= tc.stage2_start
+    losses["eikonal"] = eikonal_loss(r["gradients"]) if stage2 else torch.zeros(())
+    weights = {"camera": tc.w_camera, "depth_head": tc.w_depth_head, "rgb": tc.w_rgb, "depth": tc.w_depth,
+               "normal": tc.w_normal, "eikonal": tc.w_eikonal if stage2 else 0.0}
+    losses["total"] = sum(weights[k] * v for k, v in losses.items())
+    return losses
+
+
+def draw_batch(mixture, cfg: Config, step: int, gen: torch.Generator, size) -> dict:
+    """The canonical views of step `step`: scene from the mixture, views at random."""
+    _, sample = mixture[step % len(mixture)]
+    n = cfg.train.input_views + cfg.train.target_views
+    if sample.num_views < n:
+        raise ValueError(f"scene {sample.scene_id}: {sample.num_views} views, the config needs {n}")
+    views = torch.randperm(sample.num_views, generator=gen)[:n].tolist()
+    return canonical_views(sample, views, size)
+
+
+def _save_checkpoint(model, optimizer, step: int, out_dir: Path) -> None:
+    """Atomic: write to a temporary folder, then rename over the previous checkpoint."""
+    tmp, final = out_dir / "checkpoint.tmp", out_dir / "checkpoint"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    torch.save({"optimizer": optimizer.state_dict(), "step": step}, tmp / "trainer_state.pt")
+    old = out_dir / "checkpoint.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def train(cfg: Config, resume: bool = False, progress: bool = True, stop_at: int | None = None) -> IVGT:
+    """Train from scratch (or from the last checkpoint with resume); stop_at ends the run early
+    after that step, as an interruption would (tests of --resume)."""
+    tc = cfg.train
+    torch.manual_seed(tc.seed)
+    if not torch.cuda.is_available() and tc.cpu_threads > 0:
+        torch.set_num_threads(tc.cpu_threads)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    out_dir = Path(tc.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = IVGT.from_model_config(cfg.model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    start = 0
+    if resume and (out_dir / "checkpoint").is_dir():
+        ck = out_dir / "checkpoint"
+        model.load_state_dict(load_file(str(ck / "diffusion_pytorch_model.safetensors")))
+        state = torch.load(ck / "trainer_state.pt", weights_only=True)  # tensors and numbers only
+        optimizer.load_state_dict(state["optimizer"])
+        start = state["step"]
+    model, optimizer = accelerator.prepare(model, optimizer)
+    schedule = lambda s: min(1.0, (s + 1) / max(1, tc.warmup)) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / tc.steps)))  # noqa: E731
+    mixture = build_mixture(tc.sources, length=max(tc.steps, 1), seed=tc.seed)
+    size = tuple(cfg.model.image_size)
+    (out_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1, default=list))
+    log = open(out_dir / "metrics.jsonl", "a" if start else "w")
+    bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, disable=not progress, desc="ivgt train")
+    t0 = time.time()
+    for step in bar:
+        gen = torch.Generator().manual_seed(tc.seed * 1_000_003 + step)
+        batch = {k: (v.to(accelerator.device) if torch.is_tensor(v) else v)
+                 for k, v in draw_batch(mixture, cfg, step, gen, size).items()}
+        for group in optimizer.param_groups:
+            group["lr"] = tc.lr * schedule(step)
+        model.train()
+        losses = step_losses(accelerator.unwrap_model(model), batch, cfg, step, gen)
+        if not torch.isfinite(losses["total"]):
+            raise FloatingPointError(f"step {step}: non-finite loss {{{', '.join(f'{k}: {float(v):.3g}' for k, v in losses.items())}}}")
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(losses["total"])
+        accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        optimizer.step()
+        record = {"step": step + 1, "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.time() - t0, 2),
+                  **{k: round(float(v.detach()), 6) for k, v in losses.items()}}
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+        bar.set_postfix(loss=f"{record['total']:.3f}")
+        if (step + 1) % tc.checkpoint_every == 0 or step + 1 == tc.steps:
+            _save_checkpoint(accelerator.unwrap_model(model), optimizer, step + 1, out_dir)
+        if stop_at is not None and step + 1 >= stop_at:
+            break
+    log.close()
+    model = accelerator.unwrap_model(model)
+    model.save_pretrained(out_dir / "model")
+    return model.eval()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("overrides", nargs="*", help="key=value")
+    args = parser.parse_args(argv)
+    overrides = list(args.overrides) + ([f"train.seed={args.seed}"] if args.seed is not None else [])
+    cfg = load_config(args.config, overrides)
+    train(cfg, resume=args.resume)
+    print(f"wrote {cfg.train.output_dir}/model")
+
+
+if __name__ == "__main__":
+    main()
