@@ -1,0 +1,161 @@
+"""The unified indoor-outdoor metric depth benchmark in VLM format (DepthVLM Sec. 4, DepthVLM-Bench).
+
+Each item: an image resampled to the canonical focal length (DepthLM / DepthVLM: fx = fy = 1000
+px, `common.cameras.unify_focal`), its intrinsics, z-depth labels resampled with it (nearest, so
+depth values stay exact), a domain (indoor / outdoor), the depth prompt, and spatial questions
+that need metric depth, answered in text. Sources: `common`'s synthetic scenes (or any folder in
+the project's scene format) and the `common.datasets` readers for NYU, KITTI and ScanNet layouts.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.cameras import crop, unify_focal
+from common.datasets import Sample
+
+# The prompt of DepthVLM's depth samples (official `utils/datasets.py`, quoted in the notes).
+DEPTH_PROMPT = ("Given this image, estimate the metric depth (in meters, rounded to two decimal places) "
+                "for every pixel of the image.")
+
+
+@dataclass
+class VLMItem:
+    image: torch.Tensor  # [3, H, W] float32 in [0, 1], at the canonical focal length
+    K: torch.Tensor  # [3, 3] pixels, fx = fy = focal
+    depth: torch.Tensor  # [H, W] z-depth in metres, 0 = invalid
+    domain: str
+    scene_id: str
+    view: int
+    questions: list = field(default_factory=list)  # [{"type", "question", "answer", "value"}]
+
+
+def to_vlm_items(sample: Sample, focal: float, factor: int, max_size: int = 0, require_intrinsics: bool = True,
+                 domain: str | None = None, questions_per_view: int = 3, seed: int = 0, views=None) -> list[VLMItem]:
+    """The benchmark items of one `Sample` (one per view).
+
+    Per view: unify the focal length to `focal` (bilinear for RGB, nearest for depth), then centre
+    crop to at most `max_size` per side and to a multiple of `factor` (patch * merge) so that the
+    model sees the image without a further resize and K stays exact.
+    """
+    where = sample.scene_id or "sample"
+    source = sample.annotations.get("intrinsics_source", "")
+    if require_intrinsics and source.startswith("assumed"):
+        raise ValueError(f"{where}: the image has no intrinsics ({source}); metric depth at a canonical focal "
+                         f"length needs K (give intrinsics.txt, or set data.require_intrinsics=false)")
+    if sample.depth is None:
+        raise ValueError(f"{where}: no depth maps; the benchmark needs ground-truth depth")
+    if tuple(sample.depth.shape[-2:]) != tuple(sample.images.shape[-2:]):
+        raise ValueError(f"{where}: depth map of size {list(sample.depth.shape[-2:])} for images of size "
+                         f"{list(sample.images.shape[-2:])}; expected the same size")
+    domain = domain or sample.annotations.get("domain")
+    if not domain:
+        raise ValueError(f"{where}: no domain (annotations['domain'] or data.domain: indoor / outdoor)")
+    items = []
+    for v in range(sample.num_views) if views is None else views:
+        K = sample.K[v]
+        depth = sample.depth[v] * (sample.valid[v] if sample.valid is not None else 1)  # [H, W]
+        image, K_new = unify_focal(sample.images[v], K, focal)  # [3, H', W']
+        depth_u, _ = unify_focal(depth[None], K, focal, mode="nearest")  # [1, H', W']
+        H, W = image.shape[-2:]
+        th = min(H, max_size or H) // factor * factor
+        tw = min(W, max_size or W) // factor * factor
+        if th < factor or tw < factor:
+            raise ValueError(f"{where} view {v}: {H}x{W} at focal {focal} is smaller than one token ({factor} px)")
+        top, left = (H - th) // 2, (W - tw) // 2
+        image, K_c = crop(image, K_new, top, left, th, tw)  # [3, th, tw]
+        depth_c, _ = crop(depth_u, K_new, top, left, th, tw)  # [1, th, tw]
+        item = VLMItem(image.clamp(0, 1), K_c, depth_c[0], domain, sample.scene_id, v)
+        if "objects" in sample.annotations and sample.instances is not None:
+            rng = np.random.default_rng([seed, v, zlib.crc32(sample.scene_id.encode())])
+            item.questions = spatial_questions(sample, v, rng, questions_per_view)
+        items.append(item)
+    return items
+
+
+def _name(obj) -> str:
+    return f"the {obj['color_name']} {obj['category']}"
+
+
+def spatial_questions(sample: Sample, view: int, rng, n: int) -> list[dict]:
+    """Single-image questions that need metric depth: how far is X (z-depth of its centre), which
+    of X and Y is closer (smaller centre z-depth), how far apart are X and Y (3D centre distance)."""
+    objects = {o["id"]: o for o in sample.annotations["objects"]}
+    ids, counts = torch.unique(sample.instances[view], return_counts=True)
+    visible = [int(i) for i, c in zip(ids, counts) if int(i) in objects and int(c) >= 20]
+    if not visible:
+        return []
+    w2c = sample.w2c[view].double()
+    z = {i: float((w2c[:3, :3] @ torch.tensor(objects[i]["center"], dtype=torch.float64) + w2c[:3, 3])[2])
+         for i in visible}
+    out = []
+    kinds = ["how_far", "closer", "apart"] if len(visible) >= 2 else ["how_far"]
+    for k in range(n):
+        kind = kinds[k % len(kinds)]
+        if kind == "how_far":
+            a = int(rng.choice(visible))
+            out.append({"type": "how_far", "question": f"How far is {_name(objects[a])} from the camera, in metres?",
+                        "answer": f"{z[a]:.1f}", "value": z[a]})
+            continue
+        a, b = (int(x) for x in rng.choice(visible, size=2, replace=False))
+        if kind == "closer":
+            if abs(z[a] - z[b]) < 0.05 * min(z[a], z[b]):  # too close to call
+                continue
+            ans = _name(objects[a] if z[a] < z[b] else objects[b])
+            out.append({"type": "closer", "question": f"Which is closer to the camera, {_name(objects[a])} or "
+                        f"{_name(objects[b])}?", "answer": ans, "value": ans})
+        else:
+            d = math.dist(objects[a]["center"], objects[b]["center"])
+            out.append({"type": "apart", "question": f"How far apart are {_name(objects[a])} and "
+                        f"{_name(objects[b])}, in metres?", "answer": f"{d:.1f}", "value": d})
+    return out
+
+
+def read_source(cfg, split: str):
+    """Yield `Sample`s of the configured source: "synthetic" / "scene_format" (`SceneDataset`),
+    "nyu_folder" (`NYUv2Folder`), "kitti_val" (`KittiDepthDataset.val_selection`), "scannet"
+    (`ScanNetDataset`). Public datasets have no split folders here: `root` is the split."""
+    from common import datasets as D
+
+    root = Path(cfg.root)
+    if cfg.source in ("synthetic", "scene_format"):
+        ds = D.SceneDataset(root, split, load=("depth", "instances"))
+    elif cfg.source == "nyu_folder":
+        ds = D.NYUv2Folder(root)
+    elif cfg.source == "kitti_val":
+        ds = D.KittiDepthDataset.val_selection(root)
+    elif cfg.source == "scannet":
+        ds = D.ScanNetDataset(root)
+    else:
+        raise ValueError(f"data.source: {cfg.source!r}; expected synthetic, scene_format, nyu_folder, kitti_val, scannet")
+    for i in range(len(ds)):
+        yield ds[i]
+
+
+def ensure_synthetic(cfg, train_scenes: int = 64, test_scenes: int = 32, views: int = 8, size: int = 128,
+                     seed: int = 0) -> None:
+    """Generate `make data`'s synthetic splits when they are absent."""
+    if cfg.source != "synthetic":
+        return
+    from common.synthetic import generate_split
+
+    for split, n in ((cfg.train_split, train_scenes), (cfg.test_split, test_scenes)):
+        if not (Path(cfg.root) / split / "index.json").is_file():
+            generate_split(cfg.root, split, scenes=n, views=views, size=size, seed=seed)
+
+
+def build_items(cfg, split: str, factor: int, max_views: int = 0, seed: int = 0) -> list[VLMItem]:
+    """Every view of a split as benchmark items (first `max_views` views per scene if > 0)."""
+    items = []
+    for sample in read_source(cfg, split):
+        views = range(min(sample.num_views, max_views)) if max_views else None
+        items += to_vlm_items(sample, cfg.focal, factor, cfg.max_size, cfg.require_intrinsics,
+                              domain=getattr(cfg, "domain", "") or None,
+                              questions_per_view=cfg.questions_per_view, seed=seed, views=views)
+    return items

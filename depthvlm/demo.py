@@ -1,0 +1,89 @@
+"""One image in, the answer, a coloured depth PNG and a point cloud PLY out (one forward pass).
+
+    python -m depthvlm.demo --model results/depthvlm/run/stage2/final --image IMG \
+        [--K fx,fy,cx,cy] --ask "how far is the red box?" [--out demo_out]
+
+The image is resampled to the model's canonical focal length (the one it was trained at, from
+its saved run config, or --focal) with `common.cameras.unify_focal`; without --K a 60-degree
+horizontal field of view is assumed and said so. The depth map is returned at the canonical
+resolution; the point cloud is its unprojection with the canonical K (OpenCV camera frame, metres).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.cameras import depth_to_points, intrinsics_from_fov, make_K, unify_focal
+
+
+def colorize(depth: np.ndarray) -> np.ndarray:
+    import matplotlib
+
+    valid = depth > 0
+    vmax = np.percentile(depth[valid], 98) if valid.any() else 1.0
+    rgba = matplotlib.colormaps["turbo"](np.clip(depth / vmax, 0, 1))
+    return (rgba[..., :3] * 255).astype(np.uint8)  # [H, W, 3]
+
+
+def run(model, processor, image: torch.Tensor, K: torch.Tensor, question: str, focal: float, max_new_tokens=32):
+    """(answer, depth [H, W] metres, K_canonical [3, 3], image [3, H, W]) for one image."""
+    image_u, K_u = unify_focal(image, K, focal)  # [3, H', W']
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in processor([image_u.clamp(0, 1)], [question]).items()}
+    ids, depth = model.generate_with_depth(batch, max_new_tokens=max_new_tokens)
+    return processor.decode(ids)[0].strip(), depth[0].float().cpu(), K_u, image_u
+
+
+def main(argv=None):
+    import trimesh
+    from PIL import Image
+
+    from common.datasets.io import read_rgb
+    from depthvlm.model import load_pretrained
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="results/depthvlm/run/stage2/final")
+    ap.add_argument("--image", required=True)
+    ap.add_argument("--K", default=None, help="fx,fy,cx,cy in pixels of the given image")
+    ap.add_argument("--ask", default="How far is the nearest object from the camera, in metres?")
+    ap.add_argument("--focal", type=float, default=None, help="canonical focal (default: the training run's)")
+    ap.add_argument("--out", default="demo_out")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    torch.manual_seed(args.seed)
+
+    model, processor = load_pretrained(args.model)
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    image = read_rgb(Path(args.image))  # [3, H, W]
+    H, W = image.shape[-2:]
+    if args.K:
+        try:
+            fx, fy, cx, cy = (float(v) for v in args.K.split(","))
+        except ValueError:
+            raise SystemExit(f"--K: expected fx,fy,cx,cy (four numbers), got {args.K!r}") from None
+        K = make_K(fx, fy, cx, cy)
+    else:
+        K = intrinsics_from_fov(torch.tensor(np.deg2rad(60.0)), 2 * torch.atan(torch.tensor(H / W * np.tan(np.deg2rad(30)))), W, H)
+        print("no --K given: assuming a 60 degree horizontal field of view (metric depth may be off by the focal error)")
+    focal = args.focal
+    if focal is None:
+        run_cfg = Path(args.model).parents[1] / "config.json"
+        focal = json.loads(run_cfg.read_text())["data"]["focal"] if run_cfg.is_file() else 1000.0
+    answer, depth, K_u, image_u = run(model, processor, image, K, args.ask, focal)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(colorize(depth.numpy())).save(out / "depth.png")
+    points = depth_to_points(depth, K_u)  # [H, W, 3] camera frame
+    colors = (image_u.permute(1, 2, 0).clamp(0, 1) * 255).to(torch.uint8)  # [H, W, 3]
+    trimesh.PointCloud(points.reshape(-1, 3).numpy(), colors.reshape(-1, 3).numpy()).export(out / "points.ply")
+    (out / "answer.txt").write_text(answer + "\n")
+    print(f"Q: {args.ask}\nA: {answer}\nwrote {out}/depth.png, {out}/points.ply, {out}/answer.txt")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""DepthVLM: Qwen3-VL with a DPT depth head on its language backbone (arXiv 2605.15876, Sec. 3).
+
+`DepthVLMForConditionalGeneration` is transformers' `Qwen3VLForConditionalGeneration` unchanged
+underneath (same modules, same weight names, `PreTrainedModel` save/load and `generate`), plus
+`depth_head`. One prefill pass gives the next-token logits and the depth map: the vision encoder
+runs once, its DeepStack features go both into the language model (as in Qwen3-VL) and into the
+head, and the head also reads the language model's last hidden states at the image tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from huggingface_hub.dataclasses import strict
+from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+from transformers.utils import ModelOutput
+
+from depthvlm.head import DPTDepthHead
+
+
+@strict
+class DepthVLMConfig(Qwen3VLConfig):
+    """Qwen3VLConfig plus the depth head's settings (`depth_head`: features, out_channels) and the
+    stage-2 depth loss weight w (loss = text + w * depth, Sec. 3.3; w = 1.0) and SILog lambda."""
+
+    model_type = "depthvlm_qwen3_vl"
+    depth_head: dict | None = None
+    depth_loss_weight: float = 1.0
+    silog_lambda: float = 0.5
+
+
+@dataclass
+class DepthVLMOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    past_key_values: object | None = None
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+    depth: list | None = None  # per image [H, W] metric z-depth in metres
+    depth_loss: torch.Tensor | None = None
+    text_loss: torch.Tensor | None = None
+
+
+def silog_loss(pred: torch.Tensor, gt: torch.Tensor, lam: float = 0.5) -> torch.Tensor:
+    """SILog (Eigen et al. 2014) on valid pixels (gt > 0, pred > 0): sqrt(mean d^2 - lam mean(d)^2 + 1e-8),
+    d = log pred - log gt, lam = 0.5 and no x10 scale, as DepthVLM's training loss."""
+    valid = (gt > 0) & (pred > 0)  # [H, W]
+    if not valid.any():
+        return pred.sum() * 0.0  # keeps the graph; an image without valid depth adds nothing
+    d = torch.log(pred[valid]) - torch.log(gt[valid])  # [N]
+    return torch.sqrt((d ** 2).mean() - lam * d.mean() ** 2 + 1e-8)
+
+
+class DepthVLMForConditionalGeneration(Qwen3VLForConditionalGeneration):
+    config: DepthVLMConfig
+    config_class = DepthVLMConfig
+
+    def __init__(self, config: DepthVLMConfig):
+        super().__init__(config)
+        taps = list(config.vision_config.deepstack_visual_indexes)
+        if len(set(taps)) != 3:
+            raise ValueError(f"vision_config.deepstack_visual_indexes: the head reads 3 distinct DeepStack layers, got {taps}")
+        head = dict(config.depth_head or {})
+        self.depth_head = DPTDepthHead(config.text_config.hidden_size, **head)
+        self.post_init()
+
+    # ---------------------------------------------------------------------------------------------
+    def image_token_maps(self, input_ids, last_hidden, deepstack, image_grid_thw) -> list[list[torch.Tensor]]:
+        """Per image, the four head inputs as [h, w, C] maps on the merged patch grid.
+
+        Image tokens are found from `input_ids` (== image_token_id), in row-major (batch, position)
+        order: the order in which Qwen3-VL scatters image embeddings. Image i owns the next
+        h_i * w_i of them, with (h_i, w_i) = grid_thw[i, 1:] / merge, row-major over its grid.
+        """
+        merge = self.config.vision_config.spatial_merge_size
+        grids = (image_grid_thw[:, 1:] // merge).tolist()  # [N_img][h, w]
+        counts = [h * w for h, w in grids]
+        mask = input_ids == self.config.image_token_id  # [B, L]
+        if int(mask.sum()) != sum(counts):
+            raise ValueError(f"input_ids: {int(mask.sum())} image tokens, but image_grid_thw gives {sum(counts)}")
+        llm = last_hidden[mask].split(counts)  # N_img x [h*w, C]
+        maps = []
+        for i, (h, w) in enumerate(grids):
+            feats = [deepstack[j][i] for j in range(len(deepstack))] + [llm[i]]  # 4 x [h*w, C]
+            maps.append([f.reshape(h, w, -1) for f in feats])  # 4 x [h, w, C]
+        return maps
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+                inputs_embeds=None, labels=None, pixel_values=None, image_grid_thw=None,
+                mm_token_type_ids=None, image_sizes=None, depth_labels=None, predict_depth=None,
+                logits_to_keep=0, **kwargs) -> DepthVLMOutput:
+        """Qwen3-VL's forward plus, when images are given, the depth map of each image.
+
+        image_sizes [N_img, 2]: (H, W) to decode depth at (default: the patch grid's pixel size).
+        depth_labels: list of [H, W] z-depth maps in metres (0 = invalid), one per image, the same
+        size as the image. Loss: SILog (lambda 0.5) + text CE on `labels` != -100 as
+        text + w * depth; depth alone when no token is labelled (stage 1).
+        """
+        want_depth = pixel_values is not None and (predict_depth is None or predict_depth)
+        mm_encoder_outputs = None
+        if want_depth:
+            # Run the vision encoder ourselves so its DeepStack features reach the head too.
+            vision = self.model.get_image_features(pixel_values, image_grid_thw, return_dict=True)
+            mm_encoder_outputs, pixel_values = {"image": vision}, None
+        outputs = self.model(input_ids=input_ids, pixel_values=pixel_values, image_grid_thw=image_grid_thw,
+                             position_ids=position_ids, attention_mask=attention_mask,
+                             past_key_values=past_key_values, inputs_embeds=inputs_embeds,
+                             mm_token_type_ids=mm_token_type_ids, mm_encoder_outputs=mm_encoder_outputs, **kwargs)
+        hidden = outputs.last_hidden_state  # [B, L, C] (after the final norm)
+        keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden[:, keep])  # [B, L', V]
+
+        text_loss = None
+        if labels is not None and bool((labels != -100).any()):
+            text_loss = self.loss_function(logits=logits, labels=labels,
+                                           vocab_size=self.config.text_config.vocab_size)
+        depth, depth_loss = None, None
+        if want_depth:
+            if input_ids is None:
+                raise ValueError("input_ids: needed to find the image-token positions for the depth head")
+            maps = self.image_token_maps(input_ids, hidden, vision.deepstack_features, image_grid_thw)
+            factor = self.config.vision_config.patch_size * self.config.vision_config.spatial_merge_size
+            sizes = (image_sizes.tolist() if image_sizes is not None
+                     else [[h * factor // 1, w * factor] for h, w in (image_grid_thw[:, 1:] //
+                           self.config.vision_config.spatial_merge_size).tolist()])
+            depth = [self.depth_head(m, tuple(s)) for m, s in zip(maps, sizes)]  # N_img x [H, W]
+            if depth_labels is not None:
+                if len(depth_labels) != len(depth):
+                    raise ValueError(f"depth_labels: {len(depth_labels)} maps for {len(depth)} images")
+                for i, (p, g) in enumerate(zip(depth, depth_labels)):
+                    if tuple(g.shape) != tuple(p.shape):
+                        raise ValueError(f"depth_labels[{i}]: shape {list(g.shape)}, expected the image "
+                                         f"size {list(p.shape)} (resample depth with the image)")
+                depth_loss = torch.stack([silog_loss(p, g.to(p), self.config.silog_lambda)
+                                          for p, g in zip(depth, depth_labels)]).mean()
+        if text_loss is not None and depth_loss is not None:
+            loss = text_loss + self.config.depth_loss_weight * depth_loss
+        else:
+            loss = text_loss if text_loss is not None else depth_loss
+        return DepthVLMOutput(loss=loss, logits=logits, past_key_values=outputs.past_key_values,
+                              hidden_states=outputs.hidden_states, attentions=outputs.attentions,
+                              depth=depth, depth_loss=depth_loss, text_loss=text_loss)
+
+    @torch.no_grad()
+    def generate_with_depth(self, inputs: dict, max_new_tokens: int = 16) -> tuple[torch.Tensor, list]:
+        """Greedy answer tokens [B, T] and depth maps (N_img x [H, W]) from one prefill pass.
+
+        The prompt minus its last token (the newline after "assistant", after every image token)
+        is run once with the depth head and its KV cache is handed to `generate`, which continues
+        from it: the image-token states do not depend on later tokens (causal attention), so the
+        text is exactly what `generate` alone gives and the encoder and prompt run once. The image
+        is in the cache, so `generate` gets no pixels; it positions the new tokens with the M-RoPE
+        offsets (`rope_deltas`) that the prefill stored.
+        """
+        cut = {k: inputs[k][:, :-1] for k in ("input_ids", "attention_mask", "mm_token_type_ids")}
+        out = self(**cut, pixel_values=inputs["pixel_values"], image_grid_thw=inputs["image_grid_thw"],
+                   image_sizes=inputs.get("image_sizes"), use_cache=True)
+        ids = self.generate(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
+                            mm_token_type_ids=inputs["mm_token_type_ids"], past_key_values=out.past_key_values,
+                            max_new_tokens=max_new_tokens, do_sample=False, predict_depth=False)
+        return ids[:, inputs["input_ids"].shape[1]:], out.depth
+
+
+# -------------------------------------------------------------------------------------------------
+# Building and loading
+# -------------------------------------------------------------------------------------------------
+
+
+def head_kwargs(mcfg) -> dict:
+    return {"features": int(mcfg.head_features), "out_channels": [int(c) for c in mcfg.head_out_channels]}
+
+
+def tiny_config(mcfg, tokenizer) -> DepthVLMConfig:
+    """A small random-weight Qwen3-VL (sizes from ModelConfig) with the tokenizer's special ids."""
+    head_dim = mcfg.text_hidden // mcfg.text_heads
+    half = head_dim // 2  # M-RoPE splits the rotary half-dims over (t, h, w)
+    section = [half - 2 * (half // 3), half // 3, half // 3]
+    ids = tokenizer.convert_tokens_to_ids
+    return DepthVLMConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=mcfg.text_hidden, intermediate_size=mcfg.text_mlp,
+                         num_hidden_layers=mcfg.text_layers, num_attention_heads=mcfg.text_heads,
+                         num_key_value_heads=mcfg.text_kv_heads, head_dim=head_dim, max_position_embeddings=4096,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                          "mrope_section": section, "mrope_interleaved": True},
+                         pad_token_id=tokenizer.pad_token_id),
+        vision_config=dict(depth=mcfg.vision_depth, hidden_size=mcfg.vision_hidden, intermediate_size=mcfg.vision_mlp,
+                           num_heads=mcfg.vision_heads, patch_size=mcfg.patch_size,
+                           spatial_merge_size=mcfg.spatial_merge, out_hidden_size=mcfg.text_hidden,
+                           num_position_embeddings=mcfg.num_position_embeddings,
+                           deepstack_visual_indexes=list(mcfg.deepstack_layers)),
+        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        depth_head=head_kwargs(mcfg),
+    )
+
+
+def build_model(mcfg, seed: int = 0):
+    """(model, processor) from ModelConfig: random tiny weights, or a local Qwen3-VL / DepthVLM folder."""
+    from depthvlm.processing import DepthVLMProcessor, build_tokenizer
+
+    dtype = getattr(torch, mcfg.dtype)
+    if mcfg.pretrained_path:
+        return load_pretrained(mcfg.pretrained_path, head=head_kwargs(mcfg), dtype=dtype)
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer()
+    processor = DepthVLMProcessor(tokenizer, patch_size=mcfg.patch_size, merge_size=mcfg.spatial_merge)
+    model = DepthVLMForConditionalGeneration(tiny_config(mcfg, tokenizer)).to(dtype)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model, processor
+
+
+def load_pretrained(path, head: dict | None = None, dtype=torch.float32):
+    """(model, processor) from a local folder: a DepthVLM checkpoint we saved (head included), or
+    a Qwen3-VL checkpoint (`model_type` qwen3_vl, e.g. Qwen3-VL-4B-Instruct), whose weights load
+    unchanged and whose depth head starts from random weights (stage 1 trains it)."""
+    import json
+
+    from depthvlm.processing import DepthVLMProcessor
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: no config.json (expected a local Qwen3-VL or DepthVLM checkpoint folder)")
+    raw = json.loads((path / "config.json").read_text())
+    kind = raw.get("model_type")
+    if kind == DepthVLMConfig.model_type:
+        config = DepthVLMConfig.from_pretrained(path)
+    elif kind == "qwen3_vl":
+        base = Qwen3VLConfig.from_pretrained(path).to_dict()
+        for key in ("model_type", "transformers_version", "architectures"):
+            base.pop(key, None)
+        config = DepthVLMConfig(**base, depth_head=head or {})
+    else:
+        raise ValueError(f"{path / 'config.json'}: model_type {kind!r}, expected 'qwen3_vl' or "
+                         f"{DepthVLMConfig.model_type!r}")
+    model = DepthVLMForConditionalGeneration.from_pretrained(path, config=config, dtype=dtype, local_files_only=True)
+    processor = DepthVLMProcessor.from_pretrained(path)
+    model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
+    model.generation_config.eos_token_id = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    return model, processor
+
+
+def save_pretrained(model, processor, path) -> None:
+    """config.json + model.safetensors + tokenizer + processor settings in one folder."""
+    model.save_pretrained(path)
+    processor.save_pretrained(path)

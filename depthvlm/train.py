@@ -1,0 +1,220 @@
+"""Two-stage DepthVLM training (official `train/train-stage1.sh`, `train-stage2.sh`).
+
+Stage 1: the depth head alone; vision encoder, language model and LM head frozen; SILog only (the
+official stage 1 has no text: labels all -100). Stage 2: language model, LM head and depth head
+train, the vision encoder stays frozen; loss = text CE (answer tokens only) + w * SILog, w = 1.0.
+
+    python -m depthvlm.train --config depthvlm/configs/tiny.yaml out_dir=runs/depthvlm seed=0 [--resume]
+
+Runs through `accelerate` (CPU, one GPU or `accelerate launch` on many). Checkpoints are written
+atomically every `train.checkpoint_every` steps and at the end of each stage (safetensors + JSON,
+no pickles); `--resume` continues from the last one and reaches the same weights as an
+uninterrupted run, because batch b of step s is a pure function of (seed, stage, s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from depthvlm.config import load_config, to_dict
+from depthvlm.data import DEPTH_PROMPT, build_items, ensure_synthetic
+from depthvlm.model import build_model, load_pretrained, save_pretrained
+
+
+def freeze_for_stage(model, stage: int) -> list[str]:
+    """Set requires_grad per stage; returns the names of the trainable parameters.
+
+    stage 1: only `depth_head`; stage 2: everything but the vision encoder (`model.visual`);
+    stage "text": stage 2 without the head (the text-only ablation)."""
+    for name, p in model.named_parameters():
+        if stage == 1:
+            p.requires_grad = name.startswith("depth_head.")
+        elif stage == 2:
+            p.requires_grad = not name.startswith("model.visual.")
+        elif stage == "text":
+            p.requires_grad = not (name.startswith("model.visual.") or name.startswith("depth_head."))
+        else:
+            raise ValueError(f"stage: expected 1, 2 or 'text', got {stage!r}")
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def training_examples(items, stage) -> list[tuple[int, str, str | None]]:
+    """(item index, prompt, answer) triples: stage 1 pairs each image with the depth prompt and no
+    answer; stage 2 and the text-only run use the spatial questions with their answers."""
+    if stage == 1:
+        return [(i, DEPTH_PROMPT, None) for i in range(len(items))]
+    out = [(i, q["question"], q["answer"]) for i, it in enumerate(items) for q in it.questions]
+    if not out:
+        raise ValueError("training data: no spatial questions (stage 2 needs scenes with object annotations)")
+    return out
+
+
+def make_batch(processor, items, examples, idx, with_depth: bool, device) -> dict:
+    chosen = [examples[i] for i in idx]
+    images = [items[i].image for i, _, _ in chosen]
+    answers = None if chosen[0][2] is None else [a for _, _, a in chosen]
+    batch = processor(images, [p for _, p, _ in chosen], answers)
+    batch = {k: v.to(device) for k, v in batch.items()}
+    if with_depth:
+        batch["depth_labels"] = [items[i].depth.to(device) for i, _, _ in chosen]
+    return batch
+
+
+def _lr_lambda(warmup_steps: int, total: int):
+    def f(step):  # linear warmup then cosine to 0
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, total - warmup_steps)))
+    return f
+
+
+# -- checkpoints (safetensors + JSON, written atomically) ----------------------------------------
+
+def save_checkpoint(path: Path, model, optimizer, step: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    trainable = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    save_file(trainable, tmp / "trainable.safetensors")
+    names = {id(p): n for n, p in model.named_parameters()}
+    opt = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for k, v in optimizer.state.get(p, {}).items():
+                opt[f"{names[id(p)]}::{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
+    save_file(opt, tmp / "optimizer.safetensors")
+    (tmp / "state.json").write_text(json.dumps({"step": step}))
+    old = path.with_name(path.name + ".old")
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(path: Path, model, optimizer) -> int:
+    weights = load_file(path / "trainable.safetensors")
+    params = dict(model.named_parameters())
+    for n, t in weights.items():
+        if n not in params or params[n].shape != t.shape:
+            raise ValueError(f"{path / 'trainable.safetensors'}: {n} does not match the model")
+        with torch.no_grad():
+            params[n].copy_(t)
+    opt = load_file(path / "optimizer.safetensors")
+    for n, t in opt.items():
+        pname, key = n.split("::")
+        optimizer.state[params[pname]][key] = t.to(params[pname].device)
+    return json.loads((path / "state.json").read_text())["step"]
+
+
+def train_stage(model, processor, items, scfg, stage, out_dir: Path, seed: int, resume: bool = False,
+                checkpoint_every: int = 50, log=None, desc: str | None = None) -> dict:
+    """Train one stage in place; returns {"loss", "depth_loss", "text_loss"} of the last step."""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    trainable = freeze_for_stage(model, stage)
+    examples = training_examples(items, stage)
+    with_depth = stage != "text"
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=scfg.lr, weight_decay=0.0)
+    warmup = max(1, int(scfg.warmup * scfg.steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(warmup, scfg.steps))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    ckpt = out_dir / f"stage{stage}" / "checkpoint"
+    start = 0
+    if resume and ckpt.exists():
+        start = load_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer)
+        with warnings.catch_warnings():  # fast-forward the schedule; no optimizer step is skipped
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(start):
+                scheduler.step()
+    if start >= scfg.steps:
+        return {"loss": None, "trainable": len(trainable)}
+    model.train()
+    stage_seed = {1: 1, 2: 2, "text": 3}[stage]
+    last = {}
+    bar = tqdm(range(start, scfg.steps), desc=desc or f"stage {stage}", unit="step", disable=None)
+    for step in bar:
+        rng = np.random.default_rng([seed, stage_seed, step])
+        idx = rng.choice(len(examples), size=min(scfg.batch_size, len(examples)), replace=False)
+        batch = make_batch(processor, items, examples, idx, with_depth, accelerator.device)
+        if stage == "text":
+            out = model(**batch, predict_depth=False)
+        else:
+            out = model(**batch)
+        if stage == 1 or not scfg.with_text:
+            loss = out.depth_loss
+        elif stage == 2:
+            loss = out.text_loss + scfg.depth_weight * out.depth_loss
+        else:
+            loss = out.text_loss
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        if scfg.grad_clip:
+            accelerator.clip_grad_norm_(params, scfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        last = {"loss": loss.item(), "depth_loss": None if out.depth_loss is None else out.depth_loss.item(),
+                "text_loss": None if out.text_loss is None else out.text_loss.item()}
+        bar.set_postfix(loss=f"{last['loss']:.3f}")
+        if log is not None:
+            log.write(json.dumps({"stage": stage, "step": step, "lr": scheduler.get_last_lr()[0], **last}) + "\n")
+            log.flush()
+        if (step + 1) % checkpoint_every == 0 or step + 1 == scfg.steps:
+            save_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, step + 1)
+    return {**last, "trainable": len(trainable)}
+
+
+def train(cfg, resume: bool = False, stages=(1, 2)) -> Path:
+    """Both stages from the config; returns the folder of the final model (+ processor)."""
+    t0 = time.time()
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+    ensure_synthetic(cfg.data, seed=cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model, processor = build_model(cfg.model, seed=cfg.seed)
+    model.config.silog_lambda = cfg.train.silog_lambda
+    items = build_items(cfg.data, cfg.data.train_split, processor.factor, cfg.data.max_train_views, cfg.seed)
+    summary = {}
+    with open(out_dir / "metrics.jsonl", "a" if resume else "w") as log:
+        for stage in stages:
+            final = out_dir / f"stage{stage}" / "final"
+            if resume and (final / "config.json").is_file():  # stage already done: continue from it
+                model, processor = load_pretrained(final)
+                continue
+            scfg = cfg.train.stage1 if stage == 1 else cfg.train.stage2
+            model.config.depth_loss_weight = scfg.depth_weight
+            summary[f"stage{stage}"] = train_stage(model, processor, items, scfg, stage, out_dir, cfg.seed, resume,
+                                                   cfg.train.checkpoint_every, log)
+            save_pretrained(model, processor, final)
+    final = out_dir / f"stage{stages[-1]}" / "final"
+    (out_dir / "results.json").write_text(json.dumps({"final_model": str(final), "seconds": time.time() - t0,
+                                                      "train_items": len(items), **summary}, indent=1))
+    return final
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("overrides", nargs="*", help="key=value, e.g. train.stage1.steps=10 seed=1")
+    args = ap.parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    print(train(cfg, resume=args.resume))
+
+
+if __name__ == "__main__":
+    main()
