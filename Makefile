@@ -17,7 +17,7 @@ VIEWS ?= 8
 SIZE ?= 128
 SEED ?= 0
 
-.PHONY: setup test test-cuda data benchmark perf contact-sheet check-imports clean help \
+.PHONY: setup test test-cuda data benchmark perf contact-sheet cherry-pick check-imports clean help \
 	$(addprefix reproduce-,$(PAPERS))
 
 help:
@@ -27,6 +27,7 @@ help:
 	@echo "make reproduce-PAPER  reproduce one paper: $(PAPERS)"
 	@echo "make benchmark        leaderboard over results/*/results.json and perf benchmarks"
 	@echo "make perf             performance benchmarks only (results/perf/)"
+	@echo "make cherry-pick      each package's tests, run on a copy of <pkg>/ + common/ alone"
 
 setup: $(STAMP)
 
@@ -65,6 +66,9 @@ benchmark: setup data
 
 contact-sheet: setup data
 	$(PY) scripts/contact_sheet.py --data $(DATA) --split test --out results/contact_sheet.png
+
+cherry-pick: setup
+	CHERRY_PICK_FULL=1 $(PY) -m pytest -q tests/test_cherry_pick.py
 
 check-imports: setup
 	$(PY) -m pytest -q tests/test_dependency_rule.py
