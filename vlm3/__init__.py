@@ -1,4 +1,8 @@
-"""VLM3: a standard VLM learns 3D tasks as text (arXiv 2605.30561).
+"""VLM3: a standard VLM learns depth, correspondence, camera pose and object-level 3D as text
+(Cai et al., arXiv 2605.30561).
 
-Not implemented yet: `make reproduce-vlm3` says so and exits non-zero.
+`transformers`' Qwen3-VL unchanged; focal-length unification, text pixel references and a task
+mixture (see README.md). Modules: `prompts` (coordinates, templates, parser), `data` (questions from
+scenes), `model` (the VLM, tokenizer, label masking), `train`, `evaluate`, `reproduce`, `scaling`,
+`demo`.
 """

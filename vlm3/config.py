@@ -1,0 +1,102 @@
+"""Configuration: plain dataclasses, YAML files in configs/, `key=value` overrides on the command line.
+
+`load_config("vlm3/configs/tiny.yaml", ["train.steps=200", "data.unify_focal=false"])`. A YAML key or
+an override that names no field is a ValueError naming the key and the fields that exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from common import config as common_config
+
+
+@dataclass
+class ModelConfig:
+    # paper.yaml: a local folder holding Qwen3-VL-4B-Instruct (config.json, safetensors, tokenizer,
+    # preprocessor_config.json). None: build a random-weight Qwen3-VL of the sizes below.
+    pretrained_path: str | None = None
+    text_hidden: int = 128
+    text_layers: int = 2
+    text_heads: int = 4
+    text_kv_heads: int = 2
+    text_head_dim: int = 32
+    text_intermediate: int = 256
+    vision_depth: int = 2
+    vision_hidden: int = 64
+    vision_heads: int = 2
+    vision_intermediate: int = 128
+    patch_size: int = 16  # Qwen3-VL: 16 px patches, 2x2 merged -> one LLM token per 32x32 px
+    merge_size: int = 2
+    min_pixels: int = 64 * 64  # image processor bounds (the processor resizes to multiples of 32)
+    max_pixels: int = 160 * 160
+    tokenizer_vocab: int = 512  # tiny tokenizer: byte-level BPE trained on the prompt templates
+    dtype: str = "float32"  # paper: bfloat16 on GPU
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/synthetic"
+    train_split: str = "train"
+    test_split: str = "test"
+    # When the split folders are absent they are generated (make data's settings).
+    generate_scenes: dict = field(default_factory=lambda: {"train": 64, "test": 32})
+    views: int = 8
+    size: int = 128
+    max_train_scenes: int | None = None
+    focal_depth: float = 1000.0  # canonical focal length for depth, correspondence and objects (px)
+    focal_pose: float = 750.0  # for pose (VLM3's "f750")
+    unify_focal: bool = True
+    zoom: list = field(default_factory=lambda: [1.0, 1.6])  # per-view zoom: varied focal lengths
+    depth_target: str = "distance"  # VLM3/DepthLM: ray distance ("how far ... from the camera"); or "z"
+    depth_max_points: int = 1  # depth prompts ask about 1..N points (N > 1: multi-point answers)
+    think: bool = False  # DepthLM's templated <think> before <answer> in depth answers
+    min_object_pixels: int = 150  # objects smaller than this in a view get no questions
+    marker: bool = False  # ablation: DepthLM's red arrow drawn in the image instead of text coordinates
+    mixture: dict = field(default_factory=lambda: {"depth": 1.0, "correspondence": 1.0, "pose": 1.0, "object": 1.0})
+    samples: dict = field(default_factory=lambda: {"depth": 20000, "correspondence": 20000, "pose": 20000,
+                                                  "object": 20000})  # distinct questions per task
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 16
+    lr: float = 1e-3
+    warmup: int = 50
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    checkpoint_every: int = 500
+    out_dir: str = "results/vlm3/run"
+    seed: int = 0
+    # CPU threads for torch (0: torch's default). On a shared machine 1 is the safe choice: busy
+    # cores make torch's spinning OpenMP threads wait on each other (we measured 20x slower steps).
+    threads: int = 0
+
+
+@dataclass
+class EvalConfig:
+    depth: int = 128  # questions per task on the test split
+    correspondence: int = 96
+    pose_pairs: int = 64  # each pair is asked all four pose questions
+    object: int = 128
+    batch_size: int = 32
+    max_new_tokens: int = 40
+    seed: int = 1234
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def load_config(path=None, overrides=()) -> Config:
+    """Defaults, then the YAML file at `path`, then `key=value` overrides (values parsed as YAML)."""
+    return common_config.load_config(Config, path, overrides)
+
+
+def to_dict(cfg: Config) -> dict:
+    return common_config.config_to_dict(cfg)

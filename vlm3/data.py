@@ -1,0 +1,368 @@
+"""VLM3 training and evaluation questions from `common`'s synthetic scenes (or any scene folder).
+
+Every question is built from exact ground truth (depth, K, w2c, object boxes) of a `Sample`:
+
+- depth: a valid pixel, its ray distance (or z-depth, `depth_target`), the text coordinate on the
+  focal-unified image in [0, 2000);
+- correspondence: a pixel of view i, unprojected with its depth and projected into view j (kept
+  only when it lands inside view j and is not occluded there), both in [0, 1000);
+- pose: views i and j, the relative rotation (angle; yaw/pitch/roll) and the translation of the
+  second camera in the first camera's frame (direction; distance);
+- objects: two visible objects of a view, their 2D boxes as text, and relations / metric answers
+  from the 3D boxes in the scene annotations.
+
+Image pipeline per view (VLM3 Sec. 3): the stored view (K0) is first zoomed by a per-view factor
+in `zoom` (fixed per seed: the "captured" camera Kc, so test images have varied focal lengths), then
+resampled to the canonical focal length with `common.cameras.unify_focal` (Kin). With
+`unify_focal=False` (the ablation) the captured image is the model input. Labelled pixels are chosen
+on the stored view and carried with `common.cameras.map_pixels` K0 -> Kc -> Kin, so labels stay
+exact (no interpolated depth).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy.spatial.transform import Rotation
+
+from common.cameras import map_pixels, resample_to_intrinsics, unify_focal
+from common.datasets import SceneDataset
+from vlm3 import prompts as P
+
+TASKS = ("depth", "correspondence", "pose", "object")
+
+
+@dataclass
+class Example:
+    """One question: images [3, H, W] float in [0, 1] (focal-unified), prompt, answer, ground truth."""
+    task: str
+    kind: str
+    images: list
+    prompt: str
+    answer: str
+    target: dict = field(default_factory=dict)
+
+
+@dataclass
+class View:
+    image: torch.Tensor  # [3, H, W] model input
+    K: torch.Tensor  # [3, 3] of the model input
+    K0: torch.Tensor  # [3, 3] of the stored view
+    Kc: torch.Tensor  # [3, 3] of the captured (zoomed) view
+    size_c: tuple  # (H, W) of the captured view
+    candidates: np.ndarray | None = None  # labelled-pixel candidates [M, 2], filled on first use
+
+
+class SceneCache:
+    """The scenes of one split in memory, and their model-input views per (focal, unify) setting."""
+
+    def __init__(self, root, split: str, zoom=(1.0, 1.0), seed: int = 0, max_scenes: int | None = None):
+        ds = SceneDataset(root, split, load=("depth",))
+        n = len(ds) if max_scenes is None else min(max_scenes, len(ds))
+        self.samples = [ds[i] for i in range(n)]
+        self.zoom, self.seed = tuple(zoom), seed
+        self._views: dict = {}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def zoom_factor(self, s: int, v: int) -> float:
+        lo, hi = self.zoom
+        return float(lo + (hi - lo) * np.random.default_rng([self.seed, 7, s, v]).random())
+
+    def view(self, s: int, v: int, focal: float, unify: bool) -> View:
+        key = (s, v, float(focal), bool(unify))
+        if key not in self._views:
+            sample = self.samples[s]
+            image, K0 = sample.images[v], sample.K[v].double()  # [3, H, W], [3, 3]
+            H, W = image.shape[-2:]
+            z = self.zoom_factor(s, v)
+            # Zoom about the image centre: f *= z, principal point moves away from the centre by z.
+            Kc = K0.clone()
+            Kc[0, 0], Kc[1, 1] = K0[0, 0] * z, K0[1, 1] * z
+            Kc[0, 2], Kc[1, 2] = (K0[0, 2] - W / 2) * z + W / 2, (K0[1, 2] - H / 2) * z + H / 2
+            captured = resample_to_intrinsics(image, K0.float(), Kc.float(), (H, W))  # [3, H, W]
+            if unify:
+                model_in, K = unify_focal(captured, Kc.float(), focal)  # [3, H', W']
+                K = K.double()
+            else:
+                model_in, K = captured, Kc
+            self._views[key] = View(model_in.clamp(0, 1), K, K0, Kc, (H, W))
+        return self._views[key]
+
+
+def pixel_to_input(view: View, uv0: np.ndarray) -> np.ndarray | None:
+    """Stored-view coordinates [N, 2] -> model-input coordinates [N, 2]; None if any leaves the view."""
+    uv0 = torch.as_tensor(uv0, dtype=torch.float64)
+    uvc = map_pixels(uv0, view.K0, view.Kc)  # [N, 2]
+    Hc, Wc = view.size_c
+    if not bool(((uvc[:, 0] >= 0) & (uvc[:, 0] < Wc) & (uvc[:, 1] >= 0) & (uvc[:, 1] < Hc)).all()):
+        return None
+    uv = map_pixels(uv0, view.K0, view.K).numpy()  # [N, 2]
+    H, W = view.image.shape[-2:]
+    if not (np.all(uv >= 0) and np.all(uv[:, 0] < W) and np.all(uv[:, 1] < H)):
+        return None
+    return uv
+
+
+def _candidate_pixels(view: View, valid: torch.Tensor) -> np.ndarray:
+    """Pixel centres [M, 2] (x, y) of the stored view that are valid in `valid` [H, W] and inside
+    the model-input view (a zoomed view sees only the middle of the stored one)."""
+    idx = torch.nonzero(valid).numpy()  # [M, 2] (row, col)
+    uv0 = np.stack([idx[:, 1], idx[:, 0]], -1).astype(np.float64) + 0.5  # [M, 2]
+    uvc = map_pixels(torch.from_numpy(uv0), view.K0, view.Kc).numpy()  # [M, 2]
+    uv = map_pixels(torch.from_numpy(uv0), view.K0, view.K).numpy()  # [M, 2]
+    H, W = view.image.shape[-2:]
+    Hc, Wc = view.size_c
+    keep = ((uvc >= 0).all(-1) & (uvc[:, 0] < Wc) & (uvc[:, 1] < Hc)
+            & (uv >= 0).all(-1) & (uv[:, 0] < W) & (uv[:, 1] < H))
+    return uv0[keep]
+
+
+def _random_valid_pixels(rng, view: View, valid: torch.Tensor, n: int) -> np.ndarray:
+    """n distinct candidate pixel centres [n, 2] (see `_candidate_pixels`; cached on the view)."""
+    if view.candidates is None:
+        view.candidates = _candidate_pixels(view, valid)
+    uv0 = view.candidates
+    if len(uv0) == 0:
+        return uv0
+    return uv0[rng.choice(len(uv0), size=min(n, len(uv0)), replace=False)]  # [n, 2]
+
+
+def _distance_factor(K0: torch.Tensor, uv0: np.ndarray) -> np.ndarray:
+    """Ray length per unit z-depth at pixel coordinates uv0 [N, 2]: |K^-1 [u, v, 1]|."""
+    Kinv = torch.linalg.inv(K0).numpy()
+    rays = np.concatenate([uv0, np.ones((len(uv0), 1))], -1) @ Kinv.T  # [N, 3]
+    return np.linalg.norm(rays, axis=-1)
+
+
+def draw_arrow(image: torch.Tensor, x: int, y: int) -> torch.Tensor:
+    """DepthLM's marker: a 1-pixel pure-red "-->" drawn into the image, tip just left of pixel (x, y).
+
+    A 5-pixel horizontal shaft in columns x-5..x-1 of row y and two 2-pixel diagonal head strokes.
+    image [3, H, W]; returns a copy. Pixels too close to the border raise ValueError.
+    """
+    H, W = image.shape[-2:]
+    if not (6 <= x < W and 2 <= y < H - 2):
+        raise ValueError(f"pixel ({x}, {y}): the arrow needs 6 pixels left and 2 above/below inside the {W}x{H} image")
+    out = image.clone()
+    pts = [(y, x - k) for k in range(1, 6)] + [(y - 1, x - 2), (y - 2, x - 3), (y + 1, x - 2), (y + 2, x - 3)]
+    red = torch.tensor([1.0, 0.0, 0.0], dtype=image.dtype)
+    for r, c in pts:
+        out[:, r, c] = red
+    return out
+
+
+@dataclass
+class TaskSettings:
+    """What the question builders need from the config (see `vlm3.config.DataConfig`)."""
+    focal_depth: float = 1000.0
+    focal_pose: float = 750.0
+    unify_focal: bool = True
+    depth_target: str = "distance"
+    depth_max_points: int = 1
+    think: bool = False
+    marker: bool = False
+    pair_gap: tuple = (1, 2)
+    min_object_pixels: int = 150
+
+
+class QuestionBuilder:
+    """Builds `Example`s of each task from a `SceneCache`, deterministically from an integer key."""
+
+    def __init__(self, cache: SceneCache, settings: TaskSettings):
+        self.cache, self.s = cache, settings
+        if settings.depth_target not in ("distance", "z"):
+            raise ValueError(f"depth_target: expected 'distance' or 'z', got {settings.depth_target!r}")
+
+    def _view(self, s, v, focal):
+        return self.cache.view(s, v, focal, self.s.unify_focal)
+
+    # -- depth -------------------------------------------------------------------------------
+    def depth(self, rng, n_points: int | None = None) -> Example | None:
+        s = int(rng.integers(len(self.cache)))
+        sample = self.cache.samples[s]
+        v = int(rng.integers(sample.images.shape[0]))
+        view = self._view(s, v, self.s.focal_depth)
+        n = n_points or int(rng.integers(1, self.s.depth_max_points + 1))
+        if self.s.marker:
+            n = 1
+        uv0 = _random_valid_pixels(rng, view, sample.valid[v], n)
+        uv = pixel_to_input(view, uv0) if len(uv0) else None
+        if uv is None:
+            return None
+        rows, cols = (uv0[:, 1] - 0.5).astype(int), (uv0[:, 0] - 0.5).astype(int)
+        z = sample.depth[v][rows, cols].double().numpy()  # [n] z-depth (exact at pixel centres)
+        value = z * _distance_factor(view.K0, uv0) if self.s.depth_target == "distance" else z
+        H, W = view.image.shape[-2:]
+        image = view.image
+        if self.s.marker:
+            x, y = int(uv[0, 0]), int(uv[0, 1])
+            if not (6 <= x < W and 2 <= y < H - 2):
+                return None  # DepthLM skips points next to the border
+            image = draw_arrow(image, x, y)
+            prompt = P.marker_depth_prompt()
+        else:
+            nxy = P.normalize_xy(uv, W, H, P.DEPTH_SCALE)
+            prompt = P.depth_prompt(nxy, self.s.depth_target)
+        return Example("depth", "depth", [image], prompt, P.depth_answer(value, self.s.think),
+                       {"depth": value.tolist(), "uv": uv.tolist()})
+
+    # -- correspondence ----------------------------------------------------------------------
+    def _pair(self, rng, sample):
+        V = sample.images.shape[0]
+        i = int(rng.integers(V))
+        gap = int(rng.integers(self.s.pair_gap[0], self.s.pair_gap[1] + 1))
+        j = i + gap if i + gap < V else i - gap
+        return i, j
+
+    def correspondence(self, rng) -> Example | None:
+        s = int(rng.integers(len(self.cache)))
+        sample = self.cache.samples[s]
+        i, j = self._pair(rng, sample)
+        vi, vj = self._view(s, i, self.s.focal_depth), self._view(s, j, self.s.focal_depth)
+        uv0 = _random_valid_pixels(rng, vi, sample.valid[i], 1)  # [1, 2]
+        if len(uv0) == 0:
+            return None
+        z = float(sample.depth[i][int(uv0[0, 1]), int(uv0[0, 0])])
+        K0i, K0j = sample.K[i].double(), sample.K[j].double()
+        ray = torch.linalg.inv(K0i) @ torch.tensor([uv0[0, 0], uv0[0, 1], 1.0], dtype=torch.float64)
+        x_cam_i = ray * z
+        c2w_i = torch.linalg.inv(sample.w2c[i].double())
+        x_world = c2w_i[:3, :3] @ x_cam_i + c2w_i[:3, 3]
+        w2c_j = sample.w2c[j].double()
+        x_cam_j = w2c_j[:3, :3] @ x_world + w2c_j[:3, 3]
+        if x_cam_j[2] <= 1e-6:
+            return None
+        uvj0 = (K0j @ (x_cam_j / x_cam_j[2]))[:2].numpy()[None]  # [1, 2]
+        H0, W0 = sample.depth.shape[-2:]
+        cj, rj = int(math.floor(uvj0[0, 0])), int(math.floor(uvj0[0, 1]))
+        if not (0 <= cj < W0 and 0 <= rj < H0):
+            return None
+        dj = float(sample.depth[j][rj, cj])
+        if not (dj > 0 and abs(dj - float(x_cam_j[2])) < 0.03 * dj):  # occluded in view j
+            return None
+        ui, uj = pixel_to_input(vi, uv0), pixel_to_input(vj, uvj0)
+        if ui is None or uj is None:
+            return None
+        Hi, Wi = vi.image.shape[-2:]
+        Hj, Wj = vj.image.shape[-2:]
+        qi = P.normalize_xy(ui, Wi, Hi, P.BOX_SCALE)[0]
+        qj = P.normalize_xy(uj, Wj, Hj, P.BOX_SCALE)[0]
+        return Example("correspondence", "correspondence", [vi.image, vj.image], P.correspondence_prompt(qi),
+                       P.correspondence_answer(qj), {"query": qi.tolist(), "match": qj.tolist()})
+
+    # -- pose --------------------------------------------------------------------------------
+    def pose(self, rng, kind: str | None = None, pair=None) -> Example | None:
+        if pair is None:
+            s = int(rng.integers(len(self.cache)))
+            i, j = self._pair(rng, self.cache.samples[s])
+        else:
+            s, i, j = pair
+        kind = kind or P.POSE_QUESTIONS[int(rng.integers(len(P.POSE_QUESTIONS)))]
+        gt = relative_pose(self.cache.samples[s].w2c[i], self.cache.samples[s].w2c[j])
+        vi, vj = self._view(s, i, self.s.focal_pose), self._view(s, j, self.s.focal_pose)
+        answer = P.pose_answer(kind, angle=gt["angle"], ypr=gt["ypr"], t_unit=gt["t_unit"], distance=gt["distance"])
+        target = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in gt.items()}
+        target["pair"] = [s, i, j]
+        return Example("pose", kind, [vi.image, vj.image], P.pose_prompt(kind), answer, target)
+
+    # -- objects -----------------------------------------------------------------------------
+    def object(self, rng, kind: str | None = None) -> Example | None:
+        s = int(rng.integers(len(self.cache)))
+        sample = self.cache.samples[s]
+        v = int(rng.integers(sample.images.shape[0]))
+        ann = sample.annotations
+        vis = [o for o in ann["visibility"]["views"][v]["objects"] if o["pixels"] >= self.s.min_object_pixels]
+        if len(vis) < 2:
+            return None
+        a, b = (vis[k] for k in rng.choice(len(vis), size=2, replace=False))
+        objects = {o["id"]: o for o in ann["objects"]}
+        oa, ob = objects[a["id"]], objects[b["id"]]
+        view = self._view(s, v, self.s.focal_depth)
+        boxes = []
+        for o in (a, b):
+            x0, y0, x1, y1 = o["box2d"]
+            corners = pixel_to_input(view, np.array([[x0, y0], [max(x1 - 1e-6, x0), max(y1 - 1e-6, y0)]], float))
+            if corners is None:
+                return None
+            H, W = view.image.shape[-2:]
+            boxes.append(P.normalize_box(corners.reshape(-1), W, H))
+        w2c = sample.w2c[v].double().numpy()
+        ca, cb = (w2c[:3, :3] @ np.asarray(o["center"]) + w2c[:3, 3] for o in (oa, ob))  # camera frame
+        kind = kind or P.OBJECT_QUESTIONS[int(rng.integers(len(P.OBJECT_QUESTIONS)))]
+        if kind == "closer":
+            da, db = np.linalg.norm(ca), np.linalg.norm(cb)
+            if abs(da - db) < 0.1 * min(da, db):
+                return None  # ambiguous
+            value = bool(da < db)
+        elif kind == "left":
+            xa, xb = ca[0] / ca[2], cb[0] / cb[2]
+            if abs(xa - xb) < 0.05:
+                return None
+            value = bool(xa < xb)
+        elif kind == "taller":
+            ha, hb = oa["height"], ob["height"]
+            if abs(ha - hb) < 0.1 * min(ha, hb):
+                return None
+            value = bool(ha > hb)
+        elif kind == "distance":
+            value = float(np.linalg.norm(np.asarray(oa["center"]) - np.asarray(ob["center"])))
+        else:
+            value = float(oa["height"])
+        prompt = P.object_prompt(kind, boxes[0], boxes[1] if kind != "height" else None)
+        return Example("object", kind, [view.image], prompt, P.object_answer(kind, value), {"value": value})
+
+    def build(self, task: str, rng, **kw) -> Example | None:
+        return getattr(self, task)(rng, **kw)
+
+
+def relative_pose(w2c_1: torch.Tensor, w2c_2: torch.Tensor) -> dict:
+    """Camera 2 relative to camera 1, in camera 1's OpenCV frame.
+
+    R21 = R1 R2^T is camera 2's orientation in camera 1's frame; yaw/pitch/roll are its intrinsic
+    Y-X-Z Euler angles (R21 = Ry(yaw) Rx(pitch) Rz(roll)). With y down, Ry(+a) turns the optical
+    axis to +x (right) and Rx(+a) turns it to -y (up); Rz(+a) rotates the x axis towards +y (down),
+    i.e. banks right. The translation is camera 2's centre in camera 1's frame, R1 (C2 - C1).
+    """
+    T1, T2 = w2c_1.double().numpy(), w2c_2.double().numpy()
+    R1, R2 = T1[:3, :3], T2[:3, :3]
+    C1, C2 = -R1.T @ T1[:3, 3], -R2.T @ T2[:3, 3]
+    R21 = R1 @ R2.T
+    ypr = Rotation.from_matrix(R21).as_euler("YXZ", degrees=True)
+    t = R1 @ (C2 - C1)
+    dist = float(np.linalg.norm(t))
+    angle = float(np.degrees(np.arccos(np.clip((np.trace(R21) - 1) / 2, -1, 1))))
+    return {"R": R21, "ypr": ypr, "angle": angle, "t_unit": t / max(dist, 1e-12), "distance": dist}
+
+
+def ypr_to_matrix(ypr) -> np.ndarray:
+    """Inverse of the decomposition in `relative_pose`: Ry(yaw) Rx(pitch) Rz(roll), degrees."""
+    return Rotation.from_euler("YXZ", np.asarray(ypr, dtype=np.float64), degrees=True).as_matrix()
+
+
+class TaskDataset(torch.utils.data.Dataset):
+    """`length` questions of one task; item i is a pure function of (seed, task, i).
+
+    Builders can reject a draw (an occluded correspondence, an ambiguous relation); the item then
+    retries with the next sub-key, so the dataset never returns None.
+    """
+
+    def __init__(self, builder: QuestionBuilder, task: str, length: int, seed: int, **kw):
+        if task not in TASKS:
+            raise ValueError(f"task: expected one of {TASKS}, got {task!r}")
+        self.builder, self.task, self.length, self.seed, self.kw = builder, task, int(length), int(seed), kw
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> Example:
+        for attempt in range(200):
+            rng = np.random.default_rng([self.seed, TASKS.index(self.task), int(i), attempt])
+            ex = self.builder.build(self.task, rng, **self.kw)
+            if ex is not None:
+                return ex
+        raise RuntimeError(f"{self.task}: no valid question after 200 draws for item {i}; check the scenes")

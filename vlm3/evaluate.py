@@ -1,0 +1,229 @@
+"""Evaluate VLM3 (or a trivial baseline) on held-out scenes with `common.metrics` only.
+
+    python -m vlm3.evaluate --checkpoint results/vlm3/run/checkpoint --config vlm3/configs/tiny.yaml
+
+The test questions are a pure function of (test split, eval.seed, data settings): every model and
+baseline answers the same ones. Answers are parsed with `vlm3.prompts`; an unparseable answer is
+logged and scored as wrong: depth 0 m (delta1 0, AbsRel ~1), correspondence the image corner farthest
+from the truth, pose 180 deg rotation and 90 deg translation-direction error, objects incorrect.
+
+Metrics: depth delta1 / AbsRel (per point, as DepthLM); correspondence end-point error mean and
+median in normalised [0, 1000) pixels; pose rotation and translation-direction errors (degrees) and
+AUC@30 (%) from the yaw/pitch/roll and direction answers of each pair, plus the rotation-angle error
+and the distance AbsRel; object accuracy (yes/no exact, metric answers within +-25%, SpatialRGPT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from common.metrics import (accuracy, depth_metrics, epe_stats, pose_auc, rotation_error_deg,
+                            translation_direction_error_deg)
+from vlm3 import prompts as P
+from vlm3.config import Config, load_config
+from vlm3.data import QuestionBuilder, SceneCache, TaskDataset, ypr_to_matrix
+
+METRICS = {
+    "depth_delta1": True, "depth_abs_rel": False,
+    "corr_epe_mean": False, "corr_epe_median": False,
+    "pose_rot_err_deg": False, "pose_trans_err_deg": False, "pose_auc30": True,
+    "pose_angle_err_deg": False, "pose_distance_abs_rel": False,
+    "object_accuracy": True,
+    "parse_failure_rate": False,
+}
+
+
+def held_out_questions(cfg: Config, cache: SceneCache | None = None) -> dict:
+    """{task: [Example]} on the test split: single-point depth, correspondences, four pose
+    questions per pair, object questions."""
+    from vlm3.train import task_settings  # local: train imports this module's users, not the reverse
+
+    e = cfg.eval
+    cache = cache or SceneCache(cfg.data.root, cfg.data.test_split, zoom=cfg.data.zoom, seed=e.seed)
+    builder = QuestionBuilder(cache, task_settings(cfg))
+    out = {
+        "depth": [TaskDataset(builder, "depth", e.depth, e.seed, n_points=1)[i] for i in range(e.depth)],
+        "correspondence": [TaskDataset(builder, "correspondence", e.correspondence, e.seed)[i]
+                           for i in range(e.correspondence)],
+        "object": [TaskDataset(builder, "object", e.object, e.seed)[i] for i in range(e.object)],
+    }
+    pose = []
+    rng = np.random.default_rng([e.seed, 99])
+    for _ in range(e.pose_pairs):
+        s = int(rng.integers(len(cache)))
+        i, j = builder._pair(rng, cache.samples[s])
+        pose += [builder.pose(rng, kind=k, pair=(s, i, j)) for k in P.POSE_QUESTIONS]
+    out["pose"] = pose
+    return out
+
+
+def answer_all(vlm, questions: dict, batch_size: int, max_new_tokens: int, progress: bool = False) -> dict:
+    """The model's raw text answers {task: [str]}, greedy, in batches."""
+    from tqdm import tqdm
+
+    answers = {}
+    for task, exs in questions.items():
+        texts = []
+        for k in tqdm(range(0, len(exs), batch_size), desc=f"answer {task}", disable=not progress):
+            chunk = exs[k:k + batch_size]
+            texts += vlm.generate([e.images for e in chunk], [e.prompt for e in chunk], max_new_tokens)
+        answers[task] = texts
+    return answers
+
+
+def score(questions: dict, answers: dict, failures: list | None = None, per_item: dict | None = None) -> dict:
+    """Metrics from raw text answers; `failures` collects the unparseable ones (`ParseFailure`);
+    `per_item` (if given) receives per-question values for bootstrap intervals."""
+    failures = [] if failures is None else failures
+    per_item = {} if per_item is None else per_item
+    n_total = n_fail_start = len(failures)
+    out = {}
+    if "depth" in questions:
+        exs, texts = questions["depth"], answers["depth"]
+        gt = np.array([e.target["depth"][0] for e in exs])
+        pred = np.zeros_like(gt)
+        for k, t in enumerate(texts):
+            v = P.parse_depth(t)
+            if v is None:
+                P.log_failure(failures, "depth", "depth", t, k)
+            pred[k] = v if v is not None else 0.0
+        m = depth_metrics(pred[None], gt[None])  # [1, N] points as one "image": per-point averaging
+        ratio = np.maximum(np.maximum(pred, 1e-3) / gt, gt / np.maximum(pred, 1e-3))
+        per_item["depth_delta1"] = (ratio < 1.25).astype(float)
+        out["depth_delta1"], out["depth_abs_rel"] = m["delta1"], m["abs_rel"]
+        n_total += len(exs)
+    if "correspondence" in questions:
+        exs, texts = questions["correspondence"], answers["correspondence"]
+        gt = np.array([e.target["match"] for e in exs], dtype=np.float64)  # [N, 2] in [0, 1000)
+        pred = np.zeros_like(gt)
+        for k, t in enumerate(texts):
+            xy = P.parse_xy(t)
+            if xy is None:
+                P.log_failure(failures, "correspondence", "correspondence", t, k)
+                corners = np.array([[0, 0], [999, 0], [0, 999], [999, 999]], dtype=np.float64)
+                xy = corners[np.argmax(np.linalg.norm(corners - gt[k], axis=-1))]
+            pred[k] = xy
+        m = epe_stats(pred, gt)
+        per_item["corr_epe_mean"] = np.linalg.norm(pred - gt, axis=-1)
+        out["corr_epe_mean"], out["corr_epe_median"] = m["mean"], m["median"]
+        n_total += len(exs)
+    if "pose" in questions:
+        out.update(_score_pose(questions["pose"], answers["pose"], failures))
+        n_total += len(questions["pose"])
+    if "object" in questions:
+        exs, texts = questions["object"], answers["object"]
+        flags = []
+        for k, (e, t) in enumerate(zip(exs, texts)):
+            if e.kind in P.OBJECT_METRIC:
+                v = P.parse_depth(t)  # a positive length in metres
+                ok = v is not None and 0.75 * e.target["value"] <= v <= 1.25 * e.target["value"]
+            else:
+                v = P.parse_yes_no(t)
+                ok = v is not None and v == e.target["value"]
+            if v is None:
+                P.log_failure(failures, "object", e.kind, t, k)
+            flags.append(ok)
+        out["object_accuracy"] = accuracy(flags)
+        per_item["object_accuracy"] = np.array(flags, dtype=float)
+        n_total += len(exs)
+    out["parse_failure_rate"] = (len(failures) - n_fail_start) / max(1, n_total - n_fail_start)
+    return out
+
+
+def _score_pose(exs, texts, failures) -> dict:
+    pairs: dict = {}
+    angle_err, dist_rel = [], []
+    for k, (e, t) in enumerate(zip(exs, texts)):
+        key = tuple(e.target["pair"])
+        pairs.setdefault(key, {"R": np.array(e.target["R"]), "t": np.array(e.target["t_unit"])})
+        parsed = {"angle": P.parse_rotation_angle, "ypr": P.parse_ypr, "direction": P.parse_direction,
+                  "distance": P.parse_distance}[e.kind](t)
+        if parsed is None:
+            P.log_failure(failures, "pose", e.kind, t, k)
+        if e.kind == "angle":
+            angle_err.append(180.0 if parsed is None else abs(parsed - e.target["angle"]))
+        elif e.kind == "distance":
+            dist_rel.append(1.0 if parsed is None else abs(parsed - e.target["distance"]) / e.target["distance"])
+        else:
+            pairs[key][e.kind] = parsed
+    t_gt = np.stack([p["t"] for p in pairs.values()])  # [P, 3]
+    rot_err = np.array([180.0 if p.get("ypr") is None else float(rotation_error_deg(ypr_to_matrix(p["ypr"]), p["R"]))
+                        for p in pairs.values()])
+    t_pred = np.stack([np.zeros(3) if p.get("direction") is None else np.array(p["direction"]) for p in pairs.values()])
+    trans_err = translation_direction_error_deg(t_pred, t_gt)  # zero vector (failure) -> 90 deg
+    return {"pose_rot_err_deg": float(rot_err.mean()), "pose_trans_err_deg": float(trans_err.mean()),
+            "pose_auc30": 100.0 * pose_auc(rot_err, trans_err, 30),
+            "pose_angle_err_deg": float(np.mean(angle_err)) if angle_err else None,
+            "pose_distance_abs_rel": float(np.mean(dist_rel)) if dist_rel else None}
+
+
+# ----------------------------------------------------------------------------------------------
+# Trivial baselines: text answers built from training statistics, scored by the same code
+# ----------------------------------------------------------------------------------------------
+
+
+def train_statistics(cfg: Config, n: int = 2000) -> dict:
+    """Median training depth and distance, majority yes/no and median metric answer per object kind."""
+    from vlm3.train import task_settings
+
+    cache = SceneCache(cfg.data.root, cfg.data.train_split, zoom=cfg.data.zoom, seed=cfg.train.seed,
+                       max_scenes=cfg.data.max_train_scenes)
+    builder = QuestionBuilder(cache, task_settings(cfg))
+    depth = [TaskDataset(builder, "depth", n, 5, n_points=1)[i].target["depth"][0] for i in range(n)]
+    dist = [TaskDataset(builder, "pose", n, 5, kind="distance")[i].target["distance"] for i in range(n // 4)]
+    stats = {"depth_median": float(np.median(depth)), "distance_median": float(np.median(dist)), "object": {}}
+    for kind in P.OBJECT_QUESTIONS:
+        vals = [TaskDataset(builder, "object", n, 5, kind=kind)[i].target["value"] for i in range(n // 4)]
+        stats["object"][kind] = (float(np.median(vals)) if kind in P.OBJECT_METRIC
+                                 else bool(np.mean(vals) >= 0.5))
+    return stats
+
+
+def baseline_answers(questions: dict, stats: dict) -> dict:
+    """Median depth, identity correspondence, identity pose (no rotation, no translation), majority
+    object answer, written in the answer templates so that they go through the same parser."""
+    out = {"depth": [P.depth_answer([stats["depth_median"]], think=False)] * len(questions["depth"]),
+           "correspondence": [P.correspondence_answer(e.target["query"]) for e in questions["correspondence"]]}
+    pose = []
+    for e in questions["pose"]:
+        if e.kind == "direction":
+            pose.append("The camera does not move, unit vector (0.00, 0.00, 0.00).")  # identity: no direction
+        else:
+            pose.append(P.pose_answer(e.kind, angle=0.0, ypr=(0.0, 0.0, 0.0), distance=stats["distance_median"]))
+    out["pose"] = pose
+    out["object"] = [P.object_answer(e.kind, stats["object"][e.kind]) for e in questions["object"]]
+    return out
+
+
+def main(argv=None) -> None:
+    from vlm3.model import VLM3
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
+    ap.add_argument("--out", default=None, help="write metrics and parse failures here (JSON)")
+    ap.add_argument("--seed", type=int, default=None, help="overrides eval.seed")
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args(argv)
+    cfg = load_config(args.config, list(args.overrides) + ([f"eval.seed={args.seed}"] if args.seed is not None else []))
+    from vlm3.train import set_threads
+
+    set_threads(cfg)
+    vlm = VLM3.from_pretrained(args.checkpoint)
+    questions = held_out_questions(cfg)
+    answers = answer_all(vlm, questions, cfg.eval.batch_size, cfg.eval.max_new_tokens, progress=True)
+    failures: list = []
+    metrics = score(questions, answers, failures)
+    print(json.dumps(metrics, indent=1))
+    if args.out:
+        Path(args.out).write_text(json.dumps({"metrics": metrics, "parse_failures": [asdict(f) for f in failures]},
+                                             indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""VLM3's model: `transformers`' Qwen3-VL, unchanged (the paper's point: no architecture change).
+
+`VLM3` bundles the `Qwen3VLForConditionalGeneration`, its tokenizer and its image processor, and
+turns (images, prompt[, answer]) into model inputs:
+
+- the chat template puts `<|vision_start|><|image_pad|><|vision_end|>` per image before the text;
+  each `<|image_pad|>` is expanded to the image's number of merged patches (grid t*h*w / merge^2),
+  as `Qwen3VLProcessor` does (that class needs torchvision for its video half, so the image half is
+  done here with the PIL image processor);
+- training targets are the answer tokens and the closing `<|im_end|>` only; every prompt, image
+  and padding token has label -100 (next-token cross-entropy on the answer, VLM3 Sec. 3).
+
+`tiny` builds a random-weight Qwen3-VL and a byte-level BPE tokenizer trained on the prompt
+templates (nothing downloaded); `from_pretrained(path)` loads a saved model or Qwen3-VL-4B.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast, Qwen3VLConfig, Qwen3VLForConditionalGeneration
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+from vlm3 import prompts as P
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                  "<|image_pad|>", "<|video_pad|>"]
+
+# Qwen's chat format, restricted to what VLM3 needs (user turns with images and text, assistant text).
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for c in message['content'] %}"
+    "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def template_corpus(n: int = 3000, seed: int = 0) -> list[str]:
+    """Prompts and answers of every task with random values: the tiny tokenizer's training text."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        pts = rng.integers(0, 2000, size=(int(rng.integers(1, 4)), 2))
+        out.append(P.depth_prompt(pts) + P.depth_answer(rng.uniform(0.3, 80, len(pts)), think=True))
+        out.append(P.marker_depth_prompt())
+        q = rng.integers(0, 1000, size=4)
+        out.append(P.correspondence_prompt(q[:2]) + P.correspondence_answer(q[2:]))
+        for kind in P.POSE_QUESTIONS:
+            t = rng.normal(size=3)
+            out.append(P.pose_prompt(kind) + P.pose_answer(kind, angle=rng.uniform(0, 90),
+                       ypr=rng.uniform(-90, 90, 3), t_unit=t / np.linalg.norm(t), distance=rng.uniform(0, 5)))
+        for kind in P.OBJECT_QUESTIONS:
+            b = np.sort(rng.integers(0, 1000, size=(2, 4)), axis=-1)
+            out.append(P.object_prompt(kind, b[0], b[1]) + P.object_answer(kind, rng.uniform(0, 10)))
+    return out
+
+
+def build_tokenizer(vocab_size: int = 512, seed: int = 0) -> PreTrainedTokenizerFast:
+    """A local byte-level BPE tokenizer with Qwen's special tokens and chat template.
+
+    Digits are split one per token (as Qwen's tokenizer does), so numbers are spelt digit by digit.
+    """
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(template_corpus(seed=seed), trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   chat_template=CHAT_TEMPLATE)
+
+
+def tiny_qwen3vl_config(cfg, tokenizer) -> Qwen3VLConfig:
+    """A small Qwen3-VL: same classes and code paths as Qwen3-VL-4B, random weights."""
+    half = cfg.text_head_dim // 2  # M-RoPE splits the rotary half-dimension over (t, h, w)
+    section = [half - 2 * (half // 3), half // 3, half // 3]
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    return Qwen3VLConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=cfg.text_hidden, num_hidden_layers=cfg.text_layers,
+                         num_attention_heads=cfg.text_heads, num_key_value_heads=cfg.text_kv_heads,
+                         head_dim=cfg.text_head_dim, intermediate_size=cfg.text_intermediate,
+                         max_position_embeddings=4096, pad_token_id=ids["<|endoftext|>"],
+                         rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=section,
+                                              mrope_interleaved=True)),
+        vision_config=dict(depth=cfg.vision_depth, hidden_size=cfg.vision_hidden, num_heads=cfg.vision_heads,
+                           intermediate_size=cfg.vision_intermediate, patch_size=cfg.patch_size,
+                           spatial_merge_size=cfg.merge_size, temporal_patch_size=2,
+                           out_hidden_size=cfg.text_hidden, num_position_embeddings=256,
+                           deepstack_visual_indexes=list(range(min(cfg.vision_depth, 3)))),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
+
+
+def _to_uint8(image: torch.Tensor) -> np.ndarray:
+    """[3, H, W] float in [0, 1] -> [H, W, 3] uint8 (what camera images are before the processor)."""
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"image: expected [3, H, W] float in [0, 1], got shape {tuple(image.shape)}")
+    return (image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+class VLM3:
+    """A Qwen3-VL with its tokenizer and image processor (see the module docstring)."""
+
+    def __init__(self, model: Qwen3VLForConditionalGeneration, tokenizer, image_processor):
+        self.model, self.tokenizer, self.image_processor = model, tokenizer, image_processor
+        self.image_token = "<|image_pad|>"
+        self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+        self.merge = image_processor.merge_size
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def tiny(cls, cfg, seed: int = 0) -> "VLM3":
+        tokenizer = build_tokenizer(cfg.tokenizer_vocab, seed=0)
+        torch.manual_seed(seed)
+        model = Qwen3VLForConditionalGeneration(tiny_qwen3vl_config(cfg, tokenizer))
+        return cls(model, tokenizer, cls.make_image_processor(cfg))
+
+    @staticmethod
+    def make_image_processor(cfg) -> Qwen2VLImageProcessorPil:
+        return Qwen2VLImageProcessorPil(patch_size=cfg.patch_size, merge_size=cfg.merge_size, temporal_patch_size=2,
+                                        min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels,
+                                        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+
+    @classmethod
+    def build(cls, cfg, seed: int = 0) -> "VLM3":
+        """tiny.yaml: random weights; paper.yaml: `cfg.pretrained_path` (a local folder)."""
+        if cfg.pretrained_path is None:
+            return cls.tiny(cfg, seed)
+        return cls.from_pretrained(cfg.pretrained_path, dtype=cfg.dtype, image_cfg=cfg)
+
+    @classmethod
+    def from_pretrained(cls, path, dtype: str = "float32", image_cfg=None) -> "VLM3":
+        path = Path(path)
+        for name in ("config.json", "preprocessor_config.json"):
+            if not (path / name).is_file():
+                raise ValueError(f"{path / name}: not found; expected a folder written by VLM3.save_pretrained "
+                                 f"or a local copy of Qwen3-VL (config.json, *.safetensors, tokenizer files, "
+                                 f"preprocessor_config.json)")
+        model = Qwen3VLForConditionalGeneration.from_pretrained(path, dtype=getattr(torch, dtype))
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        kwargs = {}
+        if image_cfg is not None:  # bound the number of image tokens as the config says
+            kwargs = {"min_pixels": image_cfg.min_pixels, "max_pixels": image_cfg.max_pixels}
+        image_processor = Qwen2VLImageProcessorPil.from_pretrained(path, **kwargs)
+        return cls(model, tokenizer, image_processor)
+
+    def save_pretrained(self, path) -> None:
+        """config.json + model.safetensors, the tokenizer and the image processor, in one folder."""
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        self.image_processor.save_pretrained(path)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    # -- inputs ------------------------------------------------------------------------------
+    def prompt_text(self, n_images: int, prompt: str) -> str:
+        content = [{"type": "image"}] * n_images + [{"type": "text", "text": prompt}]
+        return self.tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                                  add_generation_prompt=True)
+
+    def _images(self, image_lists):
+        flat = [_to_uint8(im) for ims in image_lists for im in ims]
+        if not flat:
+            return {}, []
+        out = self.image_processor(images=flat, return_tensors="pt")
+        counts = (out["image_grid_thw"].prod(-1) // self.merge**2).tolist()  # tokens per image
+        return {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}, counts
+
+    def _expand(self, text: str, counts) -> str:
+        parts = text.split(self.image_token)
+        if len(parts) - 1 != len(counts):
+            raise ValueError(f"prompt has {len(parts) - 1} image placeholders for {len(counts)} images")
+        return "".join(p + self.image_token * c for p, c in zip(parts[:-1], counts)) + parts[-1]
+
+    def encode(self, image_lists, prompts, answers=None) -> dict:
+        """A batch of model inputs. With answers: right-padded, with `labels` on the answer tokens
+        (+ `<|im_end|>`) only. Without: left-padded prompts ending in the assistant header, for
+        `generate`."""
+        vision, counts = self._images(image_lists)
+        seqs, labels, k = [], [], 0
+        for b, (ims, prompt) in enumerate(zip(image_lists, prompts)):
+            text = self._expand(self.prompt_text(len(ims), prompt), counts[k:k + len(ims)])
+            k += len(ims)
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            lab = [-100] * len(ids)
+            if answers is not None:
+                target = self.tokenizer(answers[b] + self.tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+                ids, lab = ids + target, lab + target
+            seqs.append(ids)
+            labels.append(lab)
+        L = max(len(s) for s in seqs)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(seqs), L), pad, dtype=torch.long)  # [B, L]
+        attention = torch.zeros((len(seqs), L), dtype=torch.long)
+        label_t = torch.full((len(seqs), L), -100, dtype=torch.long)
+        for b, (ids, lab) in enumerate(zip(seqs, labels)):
+            sl = slice(0, len(ids)) if answers is not None else slice(L - len(ids), L)
+            input_ids[b, sl] = torch.tensor(ids)
+            attention[b, sl] = 1
+            label_t[b, sl] = torch.tensor(lab)
+        batch = {"input_ids": input_ids, "attention_mask": attention,
+                 "mm_token_type_ids": (input_ids == self.image_token_id).long(), **vision}  # 1 on image tokens
+        if answers is not None:
+            batch["labels"] = label_t
+        return batch
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        """Next-token cross-entropy on the answer tokens (transformers shifts the labels)."""
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        return self.model(**batch).loss
+
+    @torch.no_grad()
+    def generate(self, image_lists, prompts, max_new_tokens: int = 40, min_new_tokens: int = 0) -> list[str]:
+        """Greedy answers (DepthLM/VLM3 decode greedily), one string per prompt.
+
+        min_new_tokens forces a length (the perf benchmark times realistic answer lengths with
+        random weights)."""
+        self.model.eval()
+        batch = {k: v.to(self.device) for k, v in self.encode(image_lists, prompts).items()}
+        if "pixel_values" in batch:
+            batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
+        out = self.model.generate(**batch, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=False,
+                                  pad_token_id=self.tokenizer.pad_token_id,
+                                  eos_token_id=self.tokenizer.convert_tokens_to_ids("<|im_end|>"))
+        new = out[:, batch["input_ids"].shape[1]:]  # [B, T]
+        return self.tokenizer.batch_decode(new, skip_special_tokens=True)

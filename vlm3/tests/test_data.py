@@ -1,0 +1,104 @@
+"""Question builders on a tiny synthetic split: exact labels, pose conventions, the arrow marker."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from common.cameras import depth_to_distance, look_at
+from vlm3 import prompts as P
+from vlm3.data import (QuestionBuilder, SceneCache, TaskDataset, TaskSettings, draw_arrow, relative_pose,
+                       ypr_to_matrix)
+
+
+@pytest.fixture(scope="module")
+def cache(data_root):
+    return SceneCache(data_root, "train", zoom=(1.0, 1.3), seed=0)
+
+
+def _w2c(eye, target):
+    return look_at(torch.tensor(eye, dtype=torch.float64), torch.tensor(target, dtype=torch.float64),
+                   torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))
+
+
+def test_relative_pose_conventions():
+    """yaw > 0 turns right, pitch > 0 looks up, the translation is in camera 1's frame."""
+    w2c_1 = _w2c([0, 0, 1], [0, 5, 1])  # looking along +y (world z up)
+    turned_right = _w2c([0, 0, 1], [5, 5, 1])  # 45 degrees to the right (world +x is camera-1 right)
+    up = _w2c([0, 0, 1], [0, 5, 6])
+    moved_right = _w2c([1, 0, 1], [1, 5, 1])
+    r = relative_pose(w2c_1, turned_right)
+    assert r["ypr"][0] == pytest.approx(45.0, abs=1e-6) and r["angle"] == pytest.approx(45.0, abs=1e-6)
+    assert relative_pose(w2c_1, up)["ypr"][1] == pytest.approx(45.0, abs=1e-6)
+    m = relative_pose(w2c_1, moved_right)
+    assert m["t_unit"] == pytest.approx([1.0, 0.0, 0.0], abs=1e-9) and m["distance"] == pytest.approx(1.0)
+    assert P.direction_words(m["t_unit"]) == ["right"]
+    R = Rotation.from_euler("YXZ", [20, -10, 5], degrees=True).as_matrix()
+    assert ypr_to_matrix([20, -10, 5]) == pytest.approx(R)
+
+
+def test_depth_labels_are_exact_ray_distances(cache):
+    builder = QuestionBuilder(cache, TaskSettings(focal_depth=60, depth_max_points=3))
+    ex = TaskDataset(builder, "depth", 20, seed=3)[0]
+    assert ex.task == "depth" and len(ex.target["depth"]) == len(P.prompt_points(ex.prompt))
+    # Recover each labelled pixel from the stored view: the label is depth_to_distance there.
+    found = 0
+    for s, sample in enumerate(cache.samples):
+        dist = depth_to_distance(sample.depth.double(), sample.K.double())  # [V, H, W]
+        for d in ex.target["depth"]:
+            found += bool(torch.isclose(dist, torch.tensor(d, dtype=torch.float64), rtol=0, atol=1e-9).any())
+    assert found == len(ex.target["depth"])
+    z = QuestionBuilder(cache, TaskSettings(focal_depth=60, depth_max_points=3, depth_target="z"))
+    ez = TaskDataset(z, "depth", 20, seed=3)[0]  # the same draws, labelled with z-depth
+    assert "depth (z)" in ez.prompt and ez.target["uv"] == ex.target["uv"]
+    assert np.all(np.array(ez.target["depth"]) < np.array(ex.target["depth"]))
+
+
+def test_focal_unification_sets_the_canonical_focal(cache):
+    view = cache.view(0, 1, 60.0, True)
+    assert float(view.K[0, 0]) == pytest.approx(60.0) and float(view.K[1, 1]) == pytest.approx(60.0)
+    raw = cache.view(0, 1, 60.0, False)
+    assert float(raw.K[0, 0]) != pytest.approx(60.0)  # no unification: the captured focal length
+
+
+def test_correspondence_to_the_same_view_is_the_identity(cache):
+    builder = QuestionBuilder(cache, TaskSettings(focal_depth=60, pair_gap=(0, 0)))
+    ds = TaskDataset(builder, "correspondence", 10, seed=1)
+    for i in range(5):
+        ex = ds[i]
+        assert ex.target["match"] == ex.target["query"]
+        assert P.parse_xy(ex.answer) == tuple(float(v) for v in ex.target["query"])
+
+
+def test_correspondence_pairs_are_consistent_with_depth(cache):
+    builder = QuestionBuilder(cache, TaskSettings(focal_depth=60, pair_gap=(1, 1)))
+    ds = TaskDataset(builder, "correspondence", 10, seed=2)
+    ex = ds[0]
+    assert len(ex.images) == 2 and all(0 <= v < 1000 for v in ex.target["match"] + ex.target["query"])
+
+
+def test_object_and_pose_questions(cache):
+    builder = QuestionBuilder(cache, TaskSettings(focal_depth=60, focal_pose=45, min_object_pixels=20))
+    obj = TaskDataset(builder, "object", 10, seed=0)[0]
+    assert obj.kind in P.OBJECT_QUESTIONS and "bounding box region (" in obj.prompt
+    pose = TaskDataset(builder, "pose", 10, seed=0)[0]
+    assert pose.kind in P.POSE_QUESTIONS and len(pose.images) == 2
+    assert float(cache.view(*pose.target["pair"][:2], 45.0, True).K[0, 0]) == pytest.approx(45.0)
+
+
+def test_arrow_marker_and_border():
+    img = torch.zeros(3, 20, 20)
+    out = draw_arrow(img, 10, 10)
+    red = (out[0] == 1) & (out[1] == 0) & (out[2] == 0)  # [H, W]
+    assert red.sum() == 9 and red[10, 5:10].all() and not red[10, 10]  # tip just left of the pixel
+    assert img.sum() == 0  # a copy
+    with pytest.raises(ValueError, match="arrow"):
+        draw_arrow(img, 3, 10)
+
+
+def test_marker_questions_use_no_text_coordinates(cache):
+    builder = QuestionBuilder(cache, TaskSettings(focal_depth=60, marker=True))
+    ex = TaskDataset(builder, "depth", 10, seed=0)[0]
+    assert "red arrow" in ex.prompt and P.prompt_points(ex.prompt) == []
+    im = ex.images[0]
+    assert ((im[0] == 1) & (im[1] == 0) & (im[2] == 0)).sum() >= 9

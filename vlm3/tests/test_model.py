@@ -1,0 +1,137 @@
+"""The unchanged Qwen3-VL: label masking, save/load, learning, resuming, config errors."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import Qwen3VLForConditionalGeneration
+
+from common.metrics import depth_metrics
+from vlm3 import prompts as P
+from vlm3.config import load_config
+from vlm3.data import QuestionBuilder, SceneCache, TaskDataset, TaskSettings
+from vlm3.model import VLM3
+from vlm3.train import build_mixture, train
+
+
+@pytest.fixture(scope="module")
+def examples(data_root):
+    cache = SceneCache(data_root, "train", zoom=(1.0, 1.3), seed=0)
+    builder = QuestionBuilder(cache, TaskSettings(focal_depth=60, focal_pose=45, depth_max_points=2,
+                                                  min_object_pixels=20))
+    return [TaskDataset(builder, t, 8, seed=0)[i] for t in ("depth", "correspondence", "pose", "object")
+            for i in range(2)]
+
+
+def test_is_the_stock_qwen3vl(tiny_vlm):
+    assert type(tiny_vlm.model) is Qwen3VLForConditionalGeneration
+
+
+def test_labels_mask_everything_but_the_answer(tiny_vlm, examples):
+    batch = tiny_vlm.encode([e.images for e in examples], [e.prompt for e in examples], [e.answer for e in examples])
+    tok = tiny_vlm.tokenizer
+    n_images = 0
+    for b, ex in enumerate(examples):
+        labels, ids = batch["labels"][b], batch["input_ids"][b]
+        supervised = labels != -100
+        assert tok.decode(labels[supervised]) == ex.answer + "<|im_end|>"
+        assert torch.equal(labels[supervised], ids[supervised])
+        first = int(supervised.nonzero()[0])
+        assert (labels[:first] == -100).all()  # prompt, image and chat tokens
+        assert tok.decode(ids[:first]).endswith("<|im_start|>assistant\n")
+        assert not supervised[batch["attention_mask"][b] == 0].any()  # padding
+        assert not supervised[ids == tiny_vlm.image_token_id].any()
+        n_images += len(ex.images)
+    tokens_per_image = batch["image_grid_thw"].prod(-1) // 4
+    assert int((batch["input_ids"] == tiny_vlm.image_token_id).sum()) == int(tokens_per_image.sum())
+    assert len(batch["image_grid_thw"]) == n_images
+    assert torch.equal(batch["mm_token_type_ids"], (batch["input_ids"] == tiny_vlm.image_token_id).long())
+
+
+def test_save_load_round_trip(tiny_vlm, examples, tmp_path):
+    tiny_vlm.save_pretrained(tmp_path)
+    loaded = VLM3.from_pretrained(tmp_path)
+    ims, prompts, answers = [e.images for e in examples], [e.prompt for e in examples], [e.answer for e in examples]
+    a, b = tiny_vlm.encode(ims, prompts, answers), loaded.encode(ims, prompts, answers)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    tiny_vlm.model.eval()
+    loaded.model.eval()
+    with torch.no_grad():
+        assert torch.equal(tiny_vlm.model(**a).logits, loaded.model(**b).logits)
+    assert tiny_vlm.generate(ims[:2], prompts[:2], 6) == loaded.generate(ims[:2], prompts[:2], 6)
+
+
+def test_from_pretrained_names_a_missing_file(tmp_path):
+    with pytest.raises(ValueError, match="config.json: not found"):
+        VLM3.from_pretrained(tmp_path)
+
+
+def test_overfits_a_handful_of_depth_questions(tiny_vlm, data_root):
+    """Learning test: after training on 4 depth questions, the model answers them; untrained it does not."""
+    cache = SceneCache(data_root, "train", zoom=(1.0, 1.0), seed=0)
+    ds = TaskDataset(QuestionBuilder(cache, TaskSettings(focal_depth=60)), "depth", 4, seed=0)
+    exs = [ds[i] for i in range(4)]
+    ims, prompts = [e.images for e in exs], [e.prompt for e in exs]
+    gt = np.array([e.target["depth"][0] for e in exs])
+
+    def delta1(vlm):
+        pred = [P.parse_depth(t) or 0.0 for t in vlm.generate(ims, prompts, 12)]
+        return depth_metrics(np.array(pred)[None], gt[None])["delta1"]
+
+    before = delta1(tiny_vlm)
+    batch = tiny_vlm.encode(ims, prompts, [e.answer for e in exs])
+    opt = torch.optim.AdamW(tiny_vlm.model.parameters(), lr=3e-3)
+    tiny_vlm.model.train()
+    for _ in range(80):
+        loss = tiny_vlm.loss(batch)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert loss.item() < 0.05
+    assert delta1(tiny_vlm) == 1.0 and before < 1.0
+
+
+def test_resume_reaches_the_same_weights(cfg_overrides, tmp_path):
+    full = load_config(None, cfg_overrides + [f"train.out_dir={tmp_path / 'full'}"])
+    cut = load_config(None, cfg_overrides + [f"train.out_dir={tmp_path / 'cut'}"])
+    a = train(full, progress=False)
+    train(cut, progress=False, stop_at=2)  # "killed" after the step-2 checkpoint
+    b = train(cut, resume=True, progress=False)
+    for (name, pa), (_, pb) in zip(a.model.named_parameters(), b.model.named_parameters()):
+        assert torch.equal(pa, pb), name
+    lines = (tmp_path / "cut" / "metrics.jsonl").read_text().strip().splitlines()
+    assert len(lines) == 4
+    with pytest.raises(ValueError, match="no checkpoint"):
+        train(load_config(None, cfg_overrides + [f"train.out_dir={tmp_path / 'none'}"]), resume=True, progress=False)
+
+
+def test_mixture_follows_the_ratios(tiny_cfg):
+    cfg = load_config(None, [])
+    cfg.data, cfg.train = tiny_cfg.data, tiny_cfg.train
+    cfg.data.mixture = {"depth": 3.0, "correspondence": 1.0, "pose": 0.0, "object": 0.0}
+    mix = build_mixture(cfg)
+    counts = mix.counts()
+    assert counts["pose"] == counts["object"] == 0 and counts["depth"] > counts["correspondence"]
+    cfg.data.mixture = {"depth": 1.0, "sky": 1.0}
+    with pytest.raises(ValueError, match="unknown task 'sky'"):
+        build_mixture(cfg)
+
+
+def test_config_typos_are_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown key 'train.stpes'"):
+        load_config(None, ["train.stpes=3"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  focal_dpeth: 1000\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: unknown key 'data.focal_dpeth'"):
+        load_config(bad)
+    with pytest.raises(ValueError, match="key=value"):
+        load_config(None, ["train.steps"])
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    root = Path(__file__).parents[1] / "configs"
+    tiny = load_config(root / "tiny.yaml")
+    paper = load_config(root / "paper.yaml")
+    assert tiny.model.pretrained_path is None and paper.model.pretrained_path
+    assert (paper.data.focal_depth, paper.data.focal_pose) == (1000.0, 750.0)

@@ -1,0 +1,203 @@
+"""Train VLM3: next-token cross-entropy on the answers of a task mixture, with Hugging Face accelerate.
+
+    python -m vlm3.train --config vlm3/configs/tiny.yaml train.steps=2000 data.unify_focal=false
+    python -m vlm3.train --config vlm3/configs/tiny.yaml --resume      # continue from the checkpoint
+
+Batch i of step s holds mixture items s*B .. s*B+B-1 (`common.datasets.MixtureDataset`: a pure
+function of the seed and the index), the learning rate is a function of the step, and the model has
+no dropout, so `--resume` reaches the same weights as an uninterrupted run. Checkpoints (model,
+tokenizer, image processor, AdamW state as safetensors, step) are written atomically every
+`train.checkpoint_every` steps and at the end; `metrics.jsonl` gets one line per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from common.datasets import MixtureDataset
+from common.synthetic import generate_split
+from vlm3.config import Config, load_config, to_dict
+from vlm3.data import TASKS, QuestionBuilder, SceneCache, TaskDataset, TaskSettings
+from vlm3.model import VLM3
+
+SETTINGS_FILE = "vlm3_settings.json"  # read by vlm3.demo.Predictor
+
+
+def ensure_data(cfg: Config) -> None:
+    """Generate the synthetic splits (as `make data` does) when they are absent."""
+    root = Path(cfg.data.root)
+    for split in (cfg.data.train_split, cfg.data.test_split):
+        if not (root / split / "index.json").is_file():
+            n = cfg.data.generate_scenes.get(split)
+            if n is None:
+                raise ValueError(f"{root / split}: no index.json, and data.generate_scenes has no entry for {split!r}")
+            generate_split(root, split, scenes=int(n), views=cfg.data.views, size=cfg.data.size, seed=0)
+
+
+def task_settings(cfg: Config) -> TaskSettings:
+    d = cfg.data
+    return TaskSettings(focal_depth=d.focal_depth, focal_pose=d.focal_pose, unify_focal=d.unify_focal,
+                        depth_target=d.depth_target, depth_max_points=d.depth_max_points, think=d.think,
+                        marker=d.marker, min_object_pixels=d.min_object_pixels)
+
+
+def build_mixture(cfg: Config, cache: SceneCache | None = None) -> MixtureDataset:
+    """The training mixture over tasks (VLM3 Sec. 3.3: data mixture and scaling)."""
+    for task in cfg.data.mixture:
+        if task not in TASKS:
+            raise ValueError(f"data.mixture: unknown task {task!r}; expected some of {TASKS}")
+    cache = cache or SceneCache(cfg.data.root, cfg.data.train_split, zoom=cfg.data.zoom, seed=cfg.train.seed,
+                                max_scenes=cfg.data.max_train_scenes)
+    builder = QuestionBuilder(cache, task_settings(cfg))
+    weights = {t: float(w) for t, w in cfg.data.mixture.items()}
+    datasets = {}
+    for t in weights:
+        if t not in cfg.data.samples:
+            raise ValueError(f"data.samples: no entry for task {t!r} of data.mixture")
+        datasets[t] = TaskDataset(builder, t, int(cfg.data.samples[t]), seed=cfg.train.seed)
+    length = cfg.train.steps * cfg.train.batch_size
+    return MixtureDataset(datasets, weights, length=length, seed=cfg.train.seed)
+
+
+def set_threads(cfg: Config) -> None:
+    if cfg.train.threads > 0 and not torch.cuda.is_available():
+        torch.set_num_threads(cfg.train.threads)
+
+
+def lr_at(step: int, cfg: Config) -> float:
+    """Linear warm-up, then cosine decay to 10% (a function of the step, so resuming is exact)."""
+    t = cfg.train
+    if step < t.warmup:
+        return t.lr * (step + 1) / t.warmup
+    progress = (step - t.warmup) / max(1, t.steps - t.warmup)
+    return t.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+    """AdamW state as safetensors (no pickles): "<param index>.<name>" -> tensor."""
+    tensors = {}
+    for i, state in opt.state_dict()["state"].items():
+        for name, value in state.items():
+            tensors[f"{i}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    save_file(tensors, str(path))
+
+
+def load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+    tensors = load_file(str(path))
+    state: dict = {}
+    for key, value in tensors.items():
+        i, name = key.split(".", 1)
+        state.setdefault(int(i), {})[name] = value
+    sd = opt.state_dict()
+    sd["state"] = state
+    opt.load_state_dict(sd)
+
+
+def settings_dict(cfg: Config) -> dict:
+    """The data settings inference needs, saved beside the weights (`vlm3.demo.SETTINGS_FILE`)."""
+    d = cfg.data
+    return {"focal_depth": d.focal_depth, "focal_pose": d.focal_pose, "unify_focal": d.unify_focal,
+            "depth_target": d.depth_target, "think": d.think, "marker": d.marker}
+
+
+def save_checkpoint(vlm: VLM3, opt, step: int, out_dir: Path, settings: dict | None = None) -> Path:
+    """Write out_dir/checkpoint atomically: a temporary folder, then renames."""
+    final, tmp, old = out_dir / "checkpoint", out_dir / "checkpoint.tmp", out_dir / "checkpoint.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    vlm.save_pretrained(tmp)
+    save_optimizer(opt, tmp / "optimizer.safetensors")
+    (tmp / "trainer_state.json").write_text(json.dumps({"step": step}))
+    (tmp / SETTINGS_FILE).write_text(json.dumps(settings or {}, indent=1))
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def train(cfg: Config, resume: bool = False, progress: bool = True, mixture: MixtureDataset | None = None,
+          stop_at: int | None = None) -> VLM3:
+    """Train (or resume) per `cfg`; `stop_at` ends the run early after that step, as a kill would
+    (after its checkpoint, if one falls there), to test resuming."""
+    set_threads(cfg)
+    out = Path(cfg.train.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    ensure_data(cfg)
+    mixture = mixture or build_mixture(cfg)
+    ckpt = out / "checkpoint"
+    start = 0
+    if resume:
+        if not (ckpt / "trainer_state.json").is_file():
+            raise ValueError(f"{ckpt}: no checkpoint to resume from (expected trainer_state.json)")
+        vlm = VLM3.from_pretrained(ckpt)
+        start = json.loads((ckpt / "trainer_state.json").read_text())["step"]
+    else:
+        vlm = VLM3.build(cfg.model, seed=cfg.train.seed)
+    opt = torch.optim.AdamW(vlm.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    if resume:
+        load_optimizer(opt, ckpt / "optimizer.safetensors")
+    vlm.model, opt = accelerator.prepare(vlm.model, opt)
+    vlm.model.train()
+    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+    log = open(out / "metrics.jsonl", "a" if resume else "w")
+    B = cfg.train.batch_size
+    bar = tqdm(range(start, cfg.train.steps), desc="vlm3 train", disable=not progress, initial=start,
+               total=cfg.train.steps)
+    t0 = time.time()
+    for step in bar:
+        items = [mixture[step * B + b] for b in range(B)]
+        examples = [ex for _, ex in items]
+        batch = vlm.encode([e.images for e in examples], [e.prompt for e in examples], [e.answer for e in examples])
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        loss = vlm.loss(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"step {step}: loss is {loss.item()}; lower train.lr")
+        accelerator.backward(loss)
+        if cfg.train.grad_clip > 0:
+            accelerator.clip_grad_norm_(vlm.model.parameters(), cfg.train.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        tasks = {t: sum(1 for n, _ in items if n == t) for t in cfg.data.mixture}
+        log.write(json.dumps({"step": step + 1, "loss": loss.item(), "lr": lr_at(step, cfg), "tasks": tasks,
+                              "seconds": round(time.time() - t0, 2)}) + "\n")
+        log.flush()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if (step + 1) % cfg.train.checkpoint_every == 0 or step + 1 == cfg.train.steps:
+            vlm.model = accelerator.unwrap_model(vlm.model)
+            save_checkpoint(vlm, opt, step + 1, out, settings_dict(cfg))
+        if stop_at is not None and step + 1 >= stop_at:
+            break
+    log.close()
+    vlm.model = accelerator.unwrap_model(vlm.model)
+    vlm.model.eval()
+    return vlm
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--seed", type=int, default=None, help="overrides train.seed")
+    ap.add_argument("overrides", nargs="*", help="key=value, e.g. train.steps=200")
+    args = ap.parse_args(argv)
+    overrides = list(args.overrides) + ([f"train.seed={args.seed}"] if args.seed is not None else [])
+    cfg = load_config(args.config, overrides)
+    train(cfg, resume=args.resume)
+    print(f"checkpoint: {Path(cfg.train.out_dir) / 'checkpoint'}")
+
+
+if __name__ == "__main__":
+    main()
