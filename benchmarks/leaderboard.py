@@ -1,7 +1,9 @@
 """Put every `results/<paper>/results.json` side by side: `python -m benchmarks.leaderboard`.
 
 Methods are compared on a metric only where they were measured on the same data (name, split,
-generator version, number of scenes, seed); each such group is one table. Writes
+generator version, number of scenes, seed); within such a group each metric gets a ranked table of
+the methods that report it (papers name metrics by their own protocol, so e.g. VLM3's pixel-query
+`depth_delta1` and DepthVLM's dense `indoor_delta1` stay apart). Writes
 `<out>.md`, `<out>.json` and `<out>.html` (tables and one bar chart per metric).
 """
 
@@ -38,19 +40,23 @@ def collect(results_dir) -> dict[str, dict]:
     return groups
 
 
+def ranked(group: dict, metric: str) -> list[tuple[str, float]]:
+    """(method, value) of every method that reports `metric`, best first."""
+    rows = [(m, v[metric]) for m, v in group["rows"].items() if v.get(metric) is not None]
+    return sorted(rows, key=lambda r: r[1], reverse=group["metrics"][metric])
+
+
 def to_markdown(groups: dict) -> str:
     if not groups:
         return "# Leaderboard\n\nNo results yet: run `make reproduce-<paper>` first.\n"
     out = ["# Leaderboard\n"]
     for key, group in groups.items():
-        metrics = sorted(group["metrics"])
         out.append(f"## {key}\n\nfrom {', '.join(group['sources'])}\n")
-        out.append("| method | " + " | ".join(f"{m} {'↑' if group['metrics'][m] else '↓'}" for m in metrics) + " |")
-        out.append("|---" * (len(metrics) + 1) + "|")
-        for method, values in group["rows"].items():
-            cells = ["-" if values.get(m) is None else f"{values[m]:.4g}" for m in metrics]
-            out.append(f"| {method} | " + " | ".join(cells) + " |")
-        out.append("")
+        for metric in sorted(group["metrics"]):
+            out.append(f"### {metric} ({'higher' if group['metrics'][metric] else 'lower'} is better)\n")
+            out.append("| rank | method | value |\n|---|---|---|")
+            out.extend(f"| {i} | {m} | {v:.4g} |" for i, (m, v) in enumerate(ranked(group, metric), 1))
+            out.append("")
     return "\n".join(out)
 
 
@@ -87,7 +93,7 @@ def to_html(groups: dict, markdown: str) -> str:
             parts.append(f"<tr><td>{html.escape(method)}</td>{cells}</tr>")
         parts.append("</table>")
         for m in metrics:
-            vals = {k: v[m] for k, v in group["rows"].items() if v.get(m) is not None}
+            vals = dict(ranked(group, m))
             if vals:
                 png = base64.b64encode(bar_chart_png(m, vals, group["metrics"][m])).decode()
                 parts.append(f"<img alt='{html.escape(m)}' src='data:image/png;base64,{png}'>")

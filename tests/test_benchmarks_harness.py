@@ -47,5 +47,12 @@ def test_leaderboard_groups_by_data(tmp_path):
     test_group = groups["synthetic/test v1 scenes=32 seed=0"]
     assert set(test_group["rows"]) == {"ivgt:ivgt", "ivgt:baseline", "vlm3:vlm3"}
     leaderboard.main(["--results", str(tmp_path / "results"), "--out", str(tmp_path / "lb")])
-    assert "| vlm3:vlm3 | 0.05 | - |" in (tmp_path / "lb.md").read_text()
+    md = (tmp_path / "lb.md").read_text().split("## synthetic/test v1 scenes=32 seed=0")[1].split("\n## ")[0]
+    depth_table = md.split("### depth_abs_rel (lower is better)")[1].split("###")[0]
+    assert depth_table.strip().splitlines()[2:] == [
+        "| 1 | vlm3:vlm3 | 0.05 |",
+        "| 2 | ivgt:ivgt | 0.08 |",
+        "| 3 | ivgt:baseline | 0.45 |",
+    ]
+    assert "| 1 | ivgt:ivgt | 61.2 |" in md.split("### pose_auc30 (higher is better)")[1]
     assert "data:image/png;base64," in (tmp_path / "lb.html").read_text()
