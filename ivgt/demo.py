@@ -20,6 +20,7 @@ from common.cameras import write_colmap_text
 from common.datasets import read_image_folder
 from ivgt.config import ModelConfig
 from ivgt.model import IVGT
+from ivgt.train import set_cpu_threads
 
 
 def _png(path, array: np.ndarray) -> None:
@@ -63,8 +64,7 @@ def main(argv=None):
     p.add_argument("--mesh-resolution", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    if not torch.cuda.is_available():
-        torch.set_num_threads(1)
+    set_cpu_threads(1)
     model = IVGT.load(a.model) if a.model else None
     info = run_demo(a.images, a.out, model, a.mesh_resolution, a.seed)
     print(f"wrote {a.out}: {len(info['views'])} views, mesh {info['mesh']['vertices']} vertices")

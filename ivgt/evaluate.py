@@ -32,6 +32,7 @@ from common.datasets import SceneDataset
 from common.metrics import depth_metrics, normal_angle_metrics, point_cloud_metrics, pose_metrics, psnr, sample_mesh_surface, ssim
 from ivgt.data import canonical_views
 from ivgt.model import IVGT
+from ivgt.train import set_cpu_threads
 
 METRICS = {  # name -> higher_is_better
     "mesh_accuracy": False, "mesh_completeness": False, "mesh_chamfer": False, "mesh_fscore": True,
@@ -164,8 +165,7 @@ def main(argv=None):
     parser.add_argument("--out", default="results/ivgt/eval.json")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
-    if not torch.cuda.is_available():
-        torch.set_num_threads(1)
+    set_cpu_threads(1)
     model = IVGT.load(args.model)
     res = evaluate({"ivgt": model}, args.data, args.split, args.scenes, image_size=model.cfg.image_size)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

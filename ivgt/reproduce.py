@@ -20,7 +20,7 @@ from ivgt.config import load_config
 from ivgt.data import canonical_views
 from ivgt.evaluate import INPUT_VIEWS, METRICS, TARGET_VIEWS, evaluate, ground_truth
 from ivgt.model import IVGT
-from ivgt.train import train
+from ivgt.train import set_cpu_threads, train
 
 PAPER = {  # IVGT's reported numbers (README / tables of arXiv 2605.16258), with their datasets
     "mesh_accuracy": {"value": 0.069, "dataset": "ScanNet (4 scenes, metres)"},
@@ -68,8 +68,7 @@ def main(argv=None):
     for split, n in (("train", 64), ("test", 32)):
         if not (Path(root) / split / "index.json").is_file():
             generate_split(root, split, scenes=n, views=8, size=128, seed=0)
-    if not torch.cuda.is_available():
-        torch.set_num_threads(cfg.train.cpu_threads)
+    set_cpu_threads(cfg.train.cpu_threads)
     model = IVGT.load(Path(cfg.train.output_dir) / "model") if a.skip_train else train(cfg)
     torch.manual_seed(cfg.train.seed)
     untrained = IVGT.from_model_config(cfg.model).eval()

@@ -32,6 +32,16 @@ from ivgt.model import IVGT
 from ivgt.render import eikonal_loss
 
 
+def set_cpu_threads(n: int) -> None:
+    """Use `n` torch threads on CPU (0: torch's default); a no-op where CUDA is present.
+
+    Several processes with torch's default threads on a few cores spin-wait on each other, which
+    made small ops ~100x slower; one thread per process avoids it.
+    """
+    if not torch.cuda.is_available() and n > 0:
+        torch.set_num_threads(n)
+
+
 def step_losses(model: IVGT, batch: dict, cfg: Config, step: int, gen: torch.Generator) -> dict:
     """All losses of one training step on one canonical batch (`canonical_views` output)."""
     tc, mc = cfg.train, cfg.model
@@ -98,8 +108,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, stop_at: int
     after that step, as an interruption would (tests of --resume)."""
     tc = cfg.train
     torch.manual_seed(tc.seed)
-    if not torch.cuda.is_available() and tc.cpu_threads > 0:
-        torch.set_num_threads(tc.cpu_threads)
+    set_cpu_threads(tc.cpu_threads)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     out_dir = Path(tc.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
