@@ -78,7 +78,7 @@ def bar_chart_png(title: str, values: dict[str, float], higher_is_better: bool) 
     return buf.getvalue()
 
 
-def to_html(groups: dict, markdown: str) -> str:
+def to_html(groups: dict) -> str:
     parts = ["<!doctype html><meta charset='utf-8'><title>Leaderboard</title>", "<h1>Leaderboard</h1>"]
     if not groups:
         parts.append("<p>No results yet: run <code>make reproduce-&lt;paper&gt;</code> first.</p>")
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     markdown = to_markdown(groups)
     out.with_suffix(".md").write_text(markdown)
     out.with_suffix(".json").write_text(json.dumps(groups, indent=1) + "\n")
-    out.with_suffix(".html").write_text(to_html(groups, markdown))
+    out.with_suffix(".html").write_text(to_html(groups))
     print(markdown)
     print(f"written {out}.md, {out}.json, {out}.html")
     return 0

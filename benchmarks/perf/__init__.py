@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import platform
 import statistics
-import subprocess
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,8 @@ from typing import Any, Callable
 
 import psutil
 import torch
+
+from common.results import git_commit
 
 
 @dataclass
@@ -169,19 +170,13 @@ class PerfReport:
 
 
 def environment() -> dict:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-        ).stdout.strip()
-    except OSError:
-        commit = ""
     return {
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "cpu": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "git": commit,
+        "git": git_commit(),
     }
 
 
