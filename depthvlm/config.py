@@ -14,7 +14,8 @@ from common import config as common_config
 @dataclass
 class ModelConfig:
     # paper.yaml: a local folder holding a Qwen3-VL checkpoint (config.json, safetensors, tokenizer).
-    # Empty: build a random-weight Qwen3-VL from the sizes below and a local byte-level tokenizer.
+    # Empty: build a random-weight Qwen3-VL from the sizes below and a local byte-level BPE
+    # tokenizer whose merges are learned from the benchmark's prompt templates.
     pretrained_path: str = ""
     # Vision encoder (Qwen3-VL ViT). DeepStack taps three layers (the 4B model: 5, 11, 17 of 24).
     vision_depth: int = 3
@@ -83,6 +84,17 @@ class Config:
     out_dir: str = "results/depthvlm/run"
     seed: int = 0
     max_new_tokens: int = 12
+    # torch CPU threads (0: torch's default). 1 by default: on a shared machine busy cores make
+    # torch's spinning OpenMP threads wait on each other (tiny models ran 20x slower with 2).
+    cpu_threads: int = 1
+
+
+def set_cpu_threads(n: int) -> None:
+    """Apply `Config.cpu_threads` on CPU-only machines (every entry point calls it)."""
+    import torch
+
+    if n > 0 and not torch.cuda.is_available():
+        torch.set_num_threads(n)
 
 
 def load_config(path=None, overrides=()) -> Config:

@@ -79,8 +79,27 @@ def to_vlm_items(sample: Sample, focal: float, factor: int, max_size: int = 0, r
     return items
 
 
+# The spatial questions' templates; `tokenizer_corpus` renders them for the tiny tokenizer too.
+HOW_FAR = "How far is {a} from the camera, in metres?"
+CLOSER = "Which is closer to the camera, {a} or {b}?"
+APART = "How far apart are {a} and {b}, in metres?"
+
+
 def _name(obj) -> str:
     return f"the {obj['color_name']} {obj['category']}"
+
+
+def tokenizer_corpus() -> list[str]:
+    """Every prompt and answer form of this benchmark over every synthetic object name: the text the
+    tiny tokenizer's merges are learned from (deterministic, no data needed)."""
+    from common.synthetic.scene import CATEGORIES, PALETTE
+
+    names = [f"the {c} {k}" for c in PALETTE for k in CATEGORIES]
+    lines = [DEPTH_PROMPT]
+    for i, a in enumerate(names):
+        b = names[(i * 7 + 3) % len(names)]
+        lines += [HOW_FAR.format(a=a), CLOSER.format(a=a, b=b), APART.format(a=a, b=b), a]
+    return lines
 
 
 def spatial_questions(sample: Sample, view: int, rng, n: int) -> list[dict]:
@@ -100,7 +119,7 @@ def spatial_questions(sample: Sample, view: int, rng, n: int) -> list[dict]:
         kind = kinds[k % len(kinds)]
         if kind == "how_far":
             a = int(rng.choice(visible))
-            out.append({"type": "how_far", "question": f"How far is {_name(objects[a])} from the camera, in metres?",
+            out.append({"type": "how_far", "question": HOW_FAR.format(a=_name(objects[a])),
                         "answer": f"{z[a]:.1f}", "value": z[a]})
             continue
         a, b = (int(x) for x in rng.choice(visible, size=2, replace=False))
@@ -108,12 +127,12 @@ def spatial_questions(sample: Sample, view: int, rng, n: int) -> list[dict]:
             if abs(z[a] - z[b]) < 0.05 * min(z[a], z[b]):  # too close to call
                 continue
             ans = _name(objects[a] if z[a] < z[b] else objects[b])
-            out.append({"type": "closer", "question": f"Which is closer to the camera, {_name(objects[a])} or "
-                        f"{_name(objects[b])}?", "answer": ans, "value": ans})
+            out.append({"type": "closer", "question": CLOSER.format(a=_name(objects[a]), b=_name(objects[b])),
+                        "answer": ans, "value": ans})
         else:
             d = math.dist(objects[a]["center"], objects[b]["center"])
-            out.append({"type": "apart", "question": f"How far apart are {_name(objects[a])} and "
-                        f"{_name(objects[b])}, in metres?", "answer": f"{d:.1f}", "value": d})
+            out.append({"type": "apart", "question": APART.format(a=_name(objects[a]), b=_name(objects[b])),
+                        "answer": f"{d:.1f}", "value": d})
     return out
 
 

@@ -44,6 +44,7 @@ def main(argv=None):
     from PIL import Image
 
     from common.datasets.io import read_rgb
+    from depthvlm.config import set_cpu_threads
     from depthvlm.model import load_pretrained
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,6 +57,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
+    set_cpu_threads(1)
 
     model, processor = load_pretrained(args.model)
     model.to("cuda" if torch.cuda.is_available() else "cpu")

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from common.metrics import depth_metrics, exact_match, mean_relative_accuracy, parse_number
-from depthvlm.config import load_config
+from depthvlm.config import load_config, set_cpu_threads
 from depthvlm.data import DEPTH_PROMPT, build_items
 
 DEPTH_KEYS = ("delta1", "abs_rel", "rmse")
@@ -110,6 +110,7 @@ def main(argv=None):
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
+    set_cpu_threads(cfg.cpu_threads)
     torch.manual_seed(cfg.seed)
     model, processor = load_pretrained(args.model)
     model.to("cuda" if torch.cuda.is_available() else "cpu")

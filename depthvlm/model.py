@@ -200,13 +200,14 @@ def tiny_config(mcfg, tokenizer) -> DepthVLMConfig:
 
 def build_model(mcfg, seed: int = 0):
     """(model, processor) from ModelConfig: random tiny weights, or a local Qwen3-VL / DepthVLM folder."""
+    from depthvlm.data import tokenizer_corpus
     from depthvlm.processing import DepthVLMProcessor, build_tokenizer
 
     dtype = getattr(torch, mcfg.dtype)
     if mcfg.pretrained_path:
         return load_pretrained(mcfg.pretrained_path, head=head_kwargs(mcfg), dtype=dtype)
     torch.manual_seed(seed)
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(tokenizer_corpus())  # object names as single tokens
     processor = DepthVLMProcessor(tokenizer, patch_size=mcfg.patch_size, merge_size=mcfg.spatial_merge)
     model = DepthVLMForConditionalGeneration(tiny_config(mcfg, tokenizer)).to(dtype)
     model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -1,6 +1,6 @@
 """Tokenizer and image/text processing for Qwen3-VL, without downloads.
 
-`build_tokenizer()` makes a local byte-level tokenizer with the special tokens Qwen3-VL's chat
+`build_tokenizer()` makes a local byte-level tokenizer (merges optionally learned from a corpus) with the special tokens Qwen3-VL's chat
 format needs; `DepthVLMProcessor` turns (image, messages) into the model's inputs with the same
 pixel layout as transformers' `Qwen2VLImageProcessor` (which Qwen3-VL uses): normalise with
 mean = std = 0.5, duplicate the frame over the temporal patch, patchify in merge-block order.
@@ -30,15 +30,26 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tokenizer():
-    """A byte-level BPE tokenizer without merges (256 byte tokens) plus Qwen3-VL's special tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+def build_tokenizer(corpus: list[str] | None = None, vocab_size: int = 512):
+    """A byte-level BPE tokenizer plus Qwen3-VL's special tokens. Without `corpus`: the 256 byte
+    tokens and no merges. With `corpus`: merges learned from it (up to `vocab_size` tokens), so that
+    words such as object names become single tokens, as in a real VLM's vocabulary; digits always
+    stay one token each (as in Qwen's tokenizer), so numbers are read and written digit by digit."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}  # 256 byte symbols
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    split = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                     pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    if corpus:
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = split
+        tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=alphabet,
+                                                            show_progress=False))
+    else:
+        vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}  # 256 byte symbols
+        tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                         additional_special_tokens=SPECIAL_TOKENS[1:])
@@ -172,12 +183,15 @@ class DepthVLMProcessor:
     def from_pretrained(cls, path, **overrides) -> "DepthVLMProcessor":
         """Local folder with a tokenizer; `depthvlm_processor.json` when saved by us, else the
         Qwen3-VL `preprocessor_config.json` (patch_size, merge_size, temporal_patch_size, mean, std)."""
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
         path = Path(path)
         if not path.is_dir():
             raise FileNotFoundError(f"{path}: processor folder not found")
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        # Our own folders hold a fast tokenizer; AutoTokenizer would also read config.json, whose
+        # model_type (depthvlm_qwen3_vl) AutoConfig does not know, and warn.
+        ours = (path / "depthvlm_processor.json").is_file()
+        tokenizer = (PreTrainedTokenizerFast if ours else AutoTokenizer).from_pretrained(path, local_files_only=True)
         if getattr(tokenizer, "chat_template", None) is None:
             tokenizer.chat_template = CHAT_TEMPLATE
         kwargs = {}

@@ -24,7 +24,7 @@ from common.metrics import bootstrap_ci, depth_metrics
 from common.results import git_commit, markdown_table, write_results
 from depthvlm.baselines import (depthnet_from_vlm_config, median_depth, predict_depthnet, prior_answers,
                                 train_depthnet)
-from depthvlm.config import load_config
+from depthvlm.config import load_config, set_cpu_threads
 from depthvlm.data import build_items, ensure_synthetic
 from depthvlm.evaluate import depth_scores, evaluate_model, qa_scores
 from depthvlm.model import build_model, load_pretrained
@@ -72,6 +72,7 @@ def main(argv=None):
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
+    set_cpu_threads(cfg.cpu_threads)
     t0 = time.time()
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from depthvlm.config import load_config, to_dict
+from depthvlm.config import load_config, set_cpu_threads, to_dict
 from depthvlm.data import DEPTH_PROMPT, build_items, ensure_synthetic
 from depthvlm.model import build_model, load_pretrained, save_pretrained
 
@@ -213,6 +213,7 @@ def main(argv=None):
     ap.add_argument("overrides", nargs="*", help="key=value, e.g. train.stage1.steps=10 seed=1")
     args = ap.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
+    set_cpu_threads(cfg.cpu_threads)
     print(train(cfg, resume=args.resume))
 
 

@@ -143,3 +143,27 @@ def test_demo_writes_answer_depth_png_and_ply(tiny, tmp_path):
     assert (tmp_path / "o" / "answer.txt").is_file()
     with pytest.raises(SystemExit, match="--K"):
         demo.main(["--model", str(tmp_path / "m"), "--image", str(tmp_path / "x.png"), "--K", "1,2"])
+
+
+def test_tokenizer_learned_from_the_templates_keeps_names_whole_and_digits_apart():
+    from depthvlm.data import CLOSER, tokenizer_corpus
+    from depthvlm.processing import build_tokenizer
+
+    tok = build_tokenizer(tokenizer_corpus())
+    assert tok.get_vocab() == build_tokenizer(tokenizer_corpus()).get_vocab()  # deterministic
+    question = CLOSER.format(a="the blue box", b="the pink cylinder")
+    ids = tok(question)["input_ids"]
+    assert tok.decode(ids) == question
+    assert tok.convert_ids_to_tokens(tok("the pink cylinder")["input_ids"]) == ["the", "Ġpink", "Ġcylinder"]
+    assert tok.convert_ids_to_tokens(tok("12.5")["input_ids"]) == ["1", "2", ".", "5"]
+    assert len(tok("hello, 3 unknown words")["input_ids"]) > 0  # any text still encodes, byte by byte
+
+
+def test_saved_tokenizer_loads_without_a_model_type_warning(tiny, tmp_path, caplog):
+    import logging
+
+    model, proc = tiny
+    save_pretrained(model, proc, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="transformers"):
+        load_pretrained(tmp_path)
+    assert not [r for r in caplog.records if "model of type" in r.getMessage()]
