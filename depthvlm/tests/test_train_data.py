@@ -121,3 +121,48 @@ def test_config_typo_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="bogus"):
         load_config(None, ["data.bogus=1"])
     assert load_config(None, ["train.stage2.depth_weight=0.5"]).train.stage2.depth_weight == 0.5
+
+
+@pytest.mark.parametrize("source", ["nyu_folder", "kitti_val", "scannet"])
+def test_public_dataset_layouts_become_benchmark_items(tmp_path, source):
+    """The benchmark reads NYU / KITTI / ScanNet layouts through `common`'s readers: metric depth
+    values survive focal unification (nearest) and every item fits the token grid."""
+    from common.tests import datasets_fixtures as fx
+    from depthvlm.data import build_items
+
+    root = tmp_path / source
+    if source == "nyu_folder":  # NYU's own K belongs to 480 x 640 images
+        fx.rgb(root / "rgb" / "0001.png", 480, 640)
+        depth = np.zeros((480, 640))
+        depth[200:280, 300:340] = 1500  # 1.5 m at depth_scale 1000
+        fx.u16(root / "depth" / "0001.png", depth)
+        focal, domain, value = 100.0, "indoor", 1.5
+    elif source == "kitti_val":
+        drive, frame = "2011_09_26_drive_0002_sync", f"{5:010d}"
+        fx.rgb(root / "image" / f"{drive}_image_{frame}_image_02.png", 40, 120)
+        depth = np.zeros((40, 120))
+        depth[10:30, 40:80] = 256 * 10  # 10 m at KITTI's 1/256 m
+        fx.u16(root / "groundtruth_depth" / f"{drive}_groundtruth_depth_{frame}_image_02.png", depth)
+        fx.matrix_txt(root / "intrinsics" / f"{drive}_image_{frame}_image_02.txt",
+                      np.array([[60.0, 0, 60], [0, 60.0, 20], [0, 0, 1]]))
+        focal, domain, value = 60.0, "outdoor", 10.0
+    else:
+        scene = root / "scene0000_00"
+        fx.rgb(scene / "color" / "0.jpg", 24, 32)
+        depth = np.zeros((24, 32))
+        depth[8:16, 8:24] = 2000
+        fx.u16(scene / "depth" / "0.png", depth)
+        fx.matrix_txt(scene / "pose" / "0.txt", np.eye(4))
+        K = np.array([[30.0, 0, 16, 0], [0, 30.0, 12, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+        fx.matrix_txt(scene / "intrinsic" / "intrinsic_color.txt", K)
+        fx.matrix_txt(scene / "intrinsic" / "intrinsic_depth.txt", K)
+        focal, domain, value = 30.0, "indoor", 2.0
+    cfg = load_config(None, [f"data.source={source}", f"data.root={root}", f"data.focal={focal}",
+                             f"data.domain={domain}"]).data
+    items = build_items(cfg, "test", factor=16)
+    assert len(items) == 1 and items[0].domain == domain
+    item = items[0]
+    assert item.image.shape[-2] % 16 == 0 and item.image.shape[-1] % 16 == 0
+    assert item.K[0, 0] == pytest.approx(focal) and item.depth.shape == item.image.shape[-2:]
+    valid = item.depth[item.depth > 0]
+    assert len(valid) > 0 and torch.allclose(valid, torch.tensor(value), atol=1e-3)  # metric, unchanged
