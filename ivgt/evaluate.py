@@ -10,11 +10,18 @@ normalisation), in which the model is trained to predict.
 - depth: AbsRel and delta1 of the depth rendered from the SDF at each predicted input camera,
   median-aligned per image (monocular protocol), at `eval_size`;
 - normals: mean angle of the rendered normals (camera frame) to the ground truth;
-- novel views: PSNR / SSIM of the views rendered at the held-out ground-truth cameras;
-- mesh: accuracy, completeness, Chamfer, F-score (tau = 0.05 normalised units) between the
-  extracted mesh's surface samples inside the observed region and the ground-truth surface points
-  seen by the input views (back-projected GT depth): unobserved geometry is culled as in the
-  ScanNet mesh protocol.
+- novel views: PSNR / SSIM of the views rendered at the held-out ground-truth cameras, rendered at
+  the model's input size and downsampled to `eval_size` with the same antialiased filter as the
+  ground-truth images (one ray per output pixel would compare an aliased rendering with a
+  filtered target);
+- mesh: accuracy, completeness, Chamfer, F-score (tau = 0.05 normalised units). Every method's
+  mesh (IVGT: marching cubes of its SDF inside the ground-truth bounds; the baseline: its
+  constant-depth planes) is ray cast from the ground-truth input cameras at the input resolution
+  and the first hits are back-projected; the points inside the ground-truth bounds (+0.05) are
+  compared with the back-projected ground-truth depth of the same pixels. This is the ScanNet
+  protocol of MonoSDF / Manhattan-SDF (the mesh re-fused from depth rendered at the ground-truth
+  poses) in point form: geometry no input view sees (occluded, outside every frustum) is not
+  scored, for every method alike; a surface in front of the true one (a floater) is.
 """
 
 from __future__ import annotations
@@ -27,11 +34,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common.cameras import depth_to_points, resize_intrinsics
+from common.cameras import depth_to_points, resize_intrinsics, unproject
 from common.datasets import SceneDataset
-from common.metrics import depth_metrics, normal_angle_metrics, point_cloud_metrics, pose_metrics, psnr, sample_mesh_surface, ssim
+from common.metrics import depth_metrics, normal_angle_metrics, point_cloud_metrics, pose_metrics, psnr, ssim
 from ivgt.data import canonical_views
 from ivgt.model import IVGT
+from ivgt.raycast import mesh_depth
 from ivgt.train import set_cpu_threads
 
 METRICS = {  # name -> higher_is_better
@@ -62,16 +70,25 @@ def ground_truth(batch: dict, eval_size) -> dict:
     }
 
 
-def _mesh_points(points: np.ndarray, gt_points: torch.Tensor) -> np.ndarray:
-    lo = gt_points.min(0).values.numpy() - 0.05
-    hi = gt_points.max(0).values.numpy() + 0.05
-    keep = np.all((points >= lo) & (points <= hi), axis=1)
-    return points[keep]
+def gt_bounds(gt_points: torch.Tensor, margin: float = 0.05) -> torch.Tensor:
+    """[2, 3] axis-aligned bounds of the observed ground-truth surface points plus a margin."""
+    return torch.stack([gt_points.min(0).values - margin, gt_points.max(0).values + margin])
+
+
+def observed_surface(vertices, faces, batch: dict, gt_points: torch.Tensor) -> np.ndarray:
+    """Points [N, 3] of a mesh seen by the input views (module docstring): first hits of the
+    ground-truth input cameras' pixel rays, back-projected, inside the ground-truth bounds."""
+    n = len(INPUT_VIEWS)
+    H, W = batch["depth"].shape[-2:]
+    depth = mesh_depth(vertices, faces, batch["K"][:n], batch["w2c"][:n], H, W)  # [n, H, W], 0: no hit
+    pts = depth_to_points(depth, batch["K"][:n], batch["w2c"][:n])[depth > 0]  # [N, 3]
+    lo, hi = gt_bounds(gt_points)
+    return pts[((pts >= lo) & (pts <= hi)).all(-1)].double().numpy()
 
 
 def score(pred: dict, gt: dict, batch: dict) -> dict:
     """Metrics of one scene from predictions: w2c [4, 4, 4], depth [4, h, w], normals [4, 3, h, w],
-    rgb_novel [2, 3, h, w], points [N, 3] (surface samples, numpy)."""
+    rgb_novel [2, 3, h, w], vertices [N, 3] and faces [F, 3] of the mesh."""
     n = len(INPUT_VIEWS)
     out = {}
     pm = pose_metrics(pred["w2c"].double().numpy(), batch["w2c"][:n].double().numpy())
@@ -83,8 +100,8 @@ def score(pred: dict, gt: dict, batch: dict) -> dict:
     tgt = gt["images"][n:]
     out["nvs_psnr"] = float(psnr(pred["rgb_novel"], tgt))
     out["nvs_ssim"] = float(ssim(pred["rgb_novel"], tgt))
-    pts = _mesh_points(pred["points"], gt["points"])
-    gt_pts = gt["points"][torch.randperm(len(gt["points"]), generator=torch.Generator().manual_seed(0))[:20000]].numpy()
+    pts = observed_surface(pred["vertices"], pred["faces"], batch, gt["points"])
+    gt_pts = gt["points"].double().numpy()
     if len(pts) < 10:  # nothing reconstructed in the observed region: the worst honest value
         out.update(mesh_accuracy=None, mesh_completeness=None, mesh_chamfer=None, mesh_fscore=0.0)
     else:
@@ -106,28 +123,31 @@ def predict_ivgt(model: IVGT, batch: dict, gt: dict, eval_size, mesh_resolution:
     for v in range(n):
         r = scene.render(K_pred[v].to(device), out["w2c"][0, v], *eval_size)
         depth.append(r["depth"].cpu()), normals.append(r["normals"].cpu())
-    for v in range(n, n + len(TARGET_VIEWS)):
-        rgb.append(scene.render(gt["K"][v].to(device), batch["w2c"][v].to(device), *eval_size)["rgb"].cpu())
-    bounds = torch.stack([gt["points"].min(0).values - 0.05, gt["points"].max(0).values + 0.05])
-    mesh = scene.extract_mesh(mesh_resolution, bounds=bounds)
-    points = sample_mesh_surface(mesh, 20000, seed=0)[0] if len(mesh.faces) else np.zeros((0, 3))
+    for v in range(n, n + len(TARGET_VIEWS)):  # at the input size, then filtered like the GT images
+        rgb.append(scene.render(batch["K"][v].to(device), batch["w2c"][v].to(device), H, W)["rgb"].cpu())
+    mesh = scene.extract_mesh(mesh_resolution, bounds=gt_bounds(gt["points"]))
     return {"w2c": out["w2c"][0].cpu(), "depth": torch.stack(depth), "normals": torch.stack(normals),
-            "rgb_novel": torch.stack(rgb), "points": points}
+            "rgb_novel": _down(torch.stack(rgb), eval_size, nearest=False), "vertices": mesh.vertices, "faces": mesh.faces}
 
 
 def predict_baseline(batch: dict, gt: dict, eval_size) -> dict:
     """Trivial baseline: identity poses, constant depth (1 unit, median-aligned by the protocol),
-    normals facing the camera, the first input image as every novel view, and the points of the
-    constant depth maps as the surface."""
+    normals facing the camera, the first input image as every novel view, and as its mesh the
+    constant depth maps: each view's image rectangle at depth 1 (two triangles), placed by the
+    identity pose (so all four coincide)."""
     n = len(INPUT_VIEWS)
     h, w = eval_size
     depth = torch.ones(n, h, w)
     normals = torch.zeros(n, 3, h, w)
     normals[:, 2] = -1
-    K = gt["K"][:n]
-    pts = depth_to_points(depth, K, torch.eye(4).expand(n, 4, 4)).reshape(-1, 3).numpy()
+    H, W = batch["images"].shape[-2:]
+    corners = torch.tensor([[0.0, 0.0], [W, 0.0], [W, H], [0.0, H]])  # image corners (pixel edges)
+    vertices = torch.cat([unproject(corners, torch.ones(4), batch["K"][v]) for v in range(n)])  # [4n, 3]
+    faces = torch.tensor([[0, 1, 2], [0, 2, 3]])
+    faces = torch.cat([faces + 4 * v for v in range(n)])  # [2n, 3]
     return {"w2c": torch.eye(4).expand(n, 4, 4).clone(), "depth": depth, "normals": normals,
-            "rgb_novel": gt["images"][:1].expand(len(TARGET_VIEWS), -1, -1, -1), "points": pts}
+            "rgb_novel": gt["images"][:1].expand(len(TARGET_VIEWS), -1, -1, -1),
+            "vertices": vertices.numpy(), "faces": faces.numpy()}
 
 
 def evaluate(models: dict, root="data/synthetic", split="test", scenes: int | None = None, eval_size=(32, 32),

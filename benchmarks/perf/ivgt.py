@@ -1,28 +1,76 @@
 """IVGT: forward time and peak memory against the number of views (tiny config, random weights),
 and mesh extraction, coarse-to-fine band against dense marching cubes, at 128 / 256 / 512 cells.
 
-The mesh cases use the analytic sphere SDF (ivgt.analytic.sphere_sdf) so that 512^3 runs in
-reasonable time on a CPU; the SDF-query counts are the same for any SDF with the same zero set,
-and the time of a learned SDF scales with the count (a query of the tiny model costs ~65 us on one
-CPU thread, so the counts are what to read).
+The mesh cases use the analytic sphere SDF (ivgt.analytic.sphere_sdf) so that dense 512^3 runs in
+seconds on a CPU; the SDF-query counts are the same for any SDF with the same zero set, and a
+learned SDF costs far more per query (the case "SDF query, tiny model" measures it), so for the
+model the counts are what to read: the notes project the learned-field time from them.
+
+Peak memory: the harness's column is the growth of the resident set over what the process
+already holds, which reads ~0 on CPU once earlier cases have grown the heap; each case's memory
+is therefore also measured in a fresh Python process (`extra["fresh_process_peak_mb"]`: peak RSS
+during the call minus the RSS before it, after imports and set-up).
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import torch
 
 from benchmarks.perf import PerfReport
+from common.metrics import point_cloud_metrics
 from ivgt.analytic import sphere_sdf
-from ivgt.config import ModelConfig
+from ivgt.config import ModelConfig, TrainConfig
 from ivgt.mesh import extract_coarse_to_fine, extract_dense
 from ivgt.model import IVGT
+from ivgt.train import set_cpu_threads
+
+_FRESH = """
+import json, threading, time, psutil, torch
+from ivgt.train import set_cpu_threads
+set_cpu_threads(1)
+torch.manual_seed(0)
+{setup}
+proc = psutil.Process()
+before = proc.memory_info().rss
+peak = [before]
+done = threading.Event()
+def sample():
+    while not done.is_set():
+        peak[0] = max(peak[0], proc.memory_info().rss)
+        time.sleep(0.002)
+t = threading.Thread(target=sample, daemon=True); t.start()
+{call}
+done.set(); t.join()
+peak[0] = max(peak[0], proc.memory_info().rss)
+print(json.dumps((peak[0] - before) / 2**20))
+"""
+
+
+def fresh_peak_mb(setup: str, call: str) -> float | None:
+    """Peak RSS growth (MiB) of `call` in a new Python process after `setup` (CPU only)."""
+    code = _FRESH.format(setup=setup, call=call)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _mib(value) -> str:
+    return "unmeasured (the subprocess failed)" if value is None else f"{value:.1f} MiB"
 
 
 def run(quick: bool = False) -> PerfReport:
     report = PerfReport("ivgt", "IVGT forward vs views; SDF mesh extraction coarse-to-fine vs dense")
+    set_cpu_threads(TrainConfig().cpu_threads)  # the package's CPU setting (one thread), as in training
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
     model = IVGT.from_model_config(ModelConfig()).eval().to(device)
+    model_setup = ("from ivgt.config import ModelConfig\nfrom ivgt.model import IVGT\n"
+                   "model = IVGT.from_model_config(ModelConfig()).eval()\n")
     for views in ((2, 4, 8) if quick else (2, 4, 8, 16, 32)):
         x = torch.rand(1, views, 3, 64, 64, device=device)
 
@@ -30,21 +78,56 @@ def run(quick: bool = False) -> PerfReport:
             with torch.no_grad():
                 return model(x)
 
-        report.compare(f"forward, tiny, {views} views of 64x64", {"ivgt": forward}, items=views, unit="views",
-                       repeats=3, device=device)
+        rows = report.compare(f"forward, tiny, {views} views of 64x64", {"ivgt": forward}, items=views, unit="views",
+                              repeats=3, device=device)
+        if device == "cpu":
+            rows[0].extra["fresh_process_peak_mb"] = fresh_peak_mb(
+                model_setup + f"x = torch.rand(1, {views}, 3, 64, 64)", "with torch.no_grad():\n    model(x)")
+
+    # The learned field's cost per SDF query (4 views; the scene of random images).
+    images = torch.rand(4, 3, 64, 64, device=device)
+    scene = model.reconstruct(images)
+    points = torch.rand(16384, 3, device=device) * 2 - 1 + torch.tensor([0.0, 0.0, 2.0], device=device)
+    row = report.compare("SDF query, tiny model, 4 views, 16384 points", {"ivgt": lambda: scene.sdf(points)},
+                         items=16384, unit="queries", repeats=3, device=device)[0]
+    per_query_s = row.median_s / 16384
+
     bounds = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+    mesh_setup = ("import torch\nfrom ivgt.analytic import sphere_sdf\n"
+                  "from ivgt.mesh import extract_coarse_to_fine, extract_dense\n"
+                  "bounds = torch.tensor([[-1.0] * 3, [1.0] * 3])\n")
     for res in ((64, 128) if quick else (128, 256, 512)):
-        stats = {}
+        stats, meshes = {}, {}
 
         def dense(res=res):
-            stats["dense"] = extract_dense(sphere_sdf, bounds, res)[2]["sdf_queries"]
+            v, _, s = extract_dense(sphere_sdf, bounds, res)
+            stats["dense"], meshes["dense"] = s["sdf_queries"], v
 
         def c2f(res=res):
-            stats["c2f"] = extract_coarse_to_fine(sphere_sdf, bounds, res, levels=3)[2]["sdf_queries"]
+            v, _, s = extract_coarse_to_fine(sphere_sdf, bounds, res, levels=3)
+            stats["c2f"], meshes["c2f"] = s["sdf_queries"], v
 
         rows = report.compare(f"mesh extraction, sphere SDF, {res}^3 cells", {"dense": dense, "coarse-to-fine": c2f},
                               repeats=1 if res >= 512 else 2, warmup=0 if res >= 512 else 1)
         rows[0].extra["sdf_queries"], rows[1].extra["sdf_queries"] = stats["dense"], stats["c2f"]
-        report.notes.append(f"{res}^3: SDF queries dense {stats['dense']:,} vs coarse-to-fine {stats['c2f']:,} "
-                            f"({stats['dense'] / stats['c2f']:.1f}x fewer)")
+        if device == "cpu":
+            rows[0].extra["fresh_process_peak_mb"] = fresh_peak_mb(mesh_setup, f"extract_dense(sphere_sdf, bounds, {res})")
+            rows[1].extra["fresh_process_peak_mb"] = fresh_peak_mb(
+                mesh_setup, f"extract_coarse_to_fine(sphere_sdf, bounds, {res}, levels=3)")
+        chamfer = point_cloud_metrics(meshes["c2f"], meshes["dense"])["chamfer"]
+        voxel = 2.0 / res
+        mem = ""
+        if device == "cpu":
+            mem = (f"; fresh-process peak memory dense {_mib(rows[0].extra['fresh_process_peak_mb'])}, "
+                   f"coarse-to-fine {_mib(rows[1].extra['fresh_process_peak_mb'])}")
+        report.notes.append(
+            f"{res}^3: SDF queries dense {stats['dense']:,} vs coarse-to-fine {stats['c2f']:,} "
+            f"({stats['dense'] / stats['c2f']:.1f}x fewer); {len(meshes['dense']):,} vertices; "
+            f"Chamfer(c2f, dense) = {chamfer / voxel:.2g} voxel{mem}; with the tiny model's measured "
+            f"{per_query_s * 1e6:.0f} us per query, the learned field would take ~{stats['dense'] * per_query_s:,.0f} s "
+            f"dense vs ~{stats['c2f'] * per_query_s:,.0f} s coarse-to-fine (projection from the counts)")
+    if device == "cpu":
+        report.notes.append("forward fresh-process peak memory: " + ", ".join(
+            f"{r.items:g} views {_mib(r.extra.get('fresh_process_peak_mb'))}" for r in report.rows
+            if r.case.startswith("forward")))
     return report
