@@ -52,6 +52,9 @@ class DataConfig:
     depth_max_points: int = 1  # depth prompts ask about 1..N points (N > 1: multi-point answers)
     think: bool = False  # DepthLM's templated <think> before <answer> in depth answers
     min_object_pixels: int = 150  # objects smaller than this in a view get no questions
+    # Share of training correspondence questions asked on one view twice (answer = query): at tiny
+    # scale a cheap lesson in copying the query coordinate. Held-out questions never do this.
+    corr_same_view: float = 0.0
     marker: bool = False  # ablation: DepthLM's red arrow drawn in the image instead of text coordinates
     mixture: dict = field(default_factory=lambda: {"depth": 1.0, "correspondence": 1.0, "pose": 1.0, "object": 1.0})
     samples: dict = field(default_factory=lambda: {"depth": 20000, "correspondence": 20000, "pose": 20000,

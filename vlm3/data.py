@@ -168,6 +168,7 @@ class TaskSettings:
     marker: bool = False
     pair_gap: tuple = (1, 2)
     min_object_pixels: int = 150
+    corr_same_view: float = 0.0  # training only: share of correspondence questions asked on one view twice
 
 
 class QuestionBuilder:
@@ -223,6 +224,8 @@ class QuestionBuilder:
         s = int(rng.integers(len(self.cache)))
         sample = self.cache.samples[s]
         i, j = self._pair(rng, sample)
+        if self.s.corr_same_view > 0 and rng.random() < self.s.corr_same_view:
+            j = i  # the answer is the query: a copy lesson (drawn only when enabled: streams unchanged)
         vi, vj = self._view(s, i, self.s.focal_depth), self._view(s, j, self.s.focal_depth)
         uv0 = _random_valid_pixels(rng, vi, sample.valid[i], 1)  # [1, 2]
         if len(uv0) == 0:

@@ -45,7 +45,7 @@ def held_out_questions(cfg: Config, cache: SceneCache | None = None) -> dict:
 
     e = cfg.eval
     cache = cache or SceneCache(cfg.data.root, cfg.data.test_split, zoom=cfg.data.zoom, seed=e.seed)
-    builder = QuestionBuilder(cache, task_settings(cfg))
+    builder = QuestionBuilder(cache, task_settings(cfg, training=False))
     out = {
         "depth": [TaskDataset(builder, "depth", e.depth, e.seed, n_points=1)[i] for i in range(e.depth)],
         "correspondence": [TaskDataset(builder, "correspondence", e.correspondence, e.seed)[i]

@@ -4,6 +4,7 @@ and write results/vlm3/ (results.json, results.md, parse failures, pictures).
 
     python -m vlm3.reproduce                      # tiny.yaml, about 25 minutes on 2 CPU cores
     python -m vlm3.reproduce train.steps=300      # a shortened run (say so when quoting it)
+    python -m vlm3.reproduce --reuse              # re-evaluate finished runs whose training config is unchanged
 
 Ablations (each trained exactly as the main run, only the named setting changed):
 - `no-focal-unification`: images enter at their captured focal length (the test views have varied
@@ -26,7 +27,7 @@ import torch
 
 from common.metrics import bootstrap_ci
 from common.results import git_commit, markdown_table, write_results
-from vlm3.config import Config, load_config
+from vlm3.config import Config, load_config, to_dict
 from vlm3.data import SceneCache
 from vlm3.evaluate import (METRICS, answer_all, baseline_answers, held_out_questions, score,
                            train_statistics)
@@ -44,14 +45,32 @@ PAPER = {
 }
 
 
-def run_variant(name: str, cfg: Config, train_cache: SceneCache, test_cache: SceneCache, log: dict) -> dict:
+def finished_checkpoint(cfg: Config) -> Path | None:
+    """out_dir/checkpoint if a finished run with this exact model, data and train config wrote it."""
+    out = Path(cfg.train.out_dir)
+    ckpt = out / "checkpoint"
+    if not ((ckpt / "trainer_state.json").is_file() and (out / "config.json").is_file()):
+        return None
+    saved = json.loads((out / "config.json").read_text())
+    now = json.loads(json.dumps(to_dict(cfg)))  # as train() wrote it
+    same = all(saved.get(k) == v for k, v in now.items() if k != "eval")  # eval settings may differ
+    done = json.loads((ckpt / "trainer_state.json").read_text())["step"] == cfg.train.steps
+    return ckpt if (same and done) else None
+
+
+def run_variant(name: str, cfg: Config, train_cache: SceneCache, test_cache: SceneCache, log: dict,
+                reuse: bool = False) -> dict:
     t0 = time.time()
-    vlm = train(cfg, mixture=build_mixture(cfg, train_cache))
+    ckpt = finished_checkpoint(cfg) if reuse else None
+    if reuse and ckpt is None:
+        print(f"{name}: no finished checkpoint of this configuration in {cfg.train.out_dir}; training")
+    vlm = VLM3.from_pretrained(ckpt) if ckpt is not None else train(cfg, mixture=build_mixture(cfg, train_cache))
     questions = held_out_questions(cfg, test_cache)
     answers = answer_all(vlm, questions, cfg.eval.batch_size, cfg.eval.max_new_tokens, progress=True)
     failures, items = [], {}
     metrics = score(questions, answers, failures, items)
-    log[name] = {"metrics": metrics, "seconds": round(time.time() - t0, 1), "failures": [asdict(f) for f in failures],
+    log[name] = {"metrics": metrics, "seconds": round(time.time() - t0, 1), "reused_checkpoint": ckpt is not None,
+                 "failures": [asdict(f) for f in failures],
                  "items": items, "questions": questions, "answers": answers}
     print(f"{name}: {json.dumps(metrics)}")
     return metrics
@@ -106,6 +125,9 @@ def main(argv=None) -> None:
     ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reuse", action="store_true",
+                    help="evaluate a run's finished checkpoint when its model/data/train config is unchanged "
+                         "(e.g. after changing only eval settings) instead of training it again")
     ap.add_argument("overrides", nargs="*", help="key=value for every run, e.g. train.steps=300")
     args = ap.parse_args(argv)
     start = time.time()
@@ -128,7 +150,7 @@ def main(argv=None) -> None:
         variants[name] = v
     for name, v in variants.items():
         v.train.out_dir = str(out / name)
-        run_variant(name, v, train_cache, test_cache, log)
+        run_variant(name, v, train_cache, test_cache, log, reuse=args.reuse)
 
     # The untrained model and the trivial baselines answer the main run's questions.
     questions = log["vlm3"]["questions"]
@@ -162,6 +184,7 @@ def main(argv=None) -> None:
         "environment": {"device": "cuda" if torch.cuda.is_available() else "cpu",
                         "seconds": round(time.time() - start, 1), "git": git_commit(),
                         "train_steps": cfg.train.steps, "batch_size": cfg.train.batch_size,
+                        "reused_checkpoints": [n for n in variants if log[n]["reused_checkpoint"]],
                         "baseline_statistics": stats},
     }
     write_results(out / "results.json", results)
@@ -173,7 +196,8 @@ def main(argv=None) -> None:
                 f.write(json.dumps({"run": name, **fail}) + "\n")
     table = markdown_table(results)
     (out / "results.md").write_text(
-        f"# VLM3 on the synthetic benchmark\n\nCommand: `python -m vlm3.reproduce {' '.join(args.overrides)}`"
+        f"# VLM3 on the synthetic benchmark\n\nCommand: `python -m vlm3.reproduce {'--reuse ' if args.reuse else ''}"
+        f"{' '.join(args.overrides)}`"
         f" ({cfg.train.steps} steps x {cfg.train.batch_size}, {results['environment']['seconds']:.0f} s on "
         f"{results['environment']['device']}).\n\n{table}\n")
     print(table)

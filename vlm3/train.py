@@ -45,11 +45,13 @@ def ensure_data(cfg: Config) -> None:
             generate_split(root, split, scenes=int(n), views=cfg.data.views, size=cfg.data.size, seed=0)
 
 
-def task_settings(cfg: Config) -> TaskSettings:
+def task_settings(cfg: Config, training: bool = True) -> TaskSettings:
+    """Question settings; held-out questions (`training=False`) never ask a view against itself."""
     d = cfg.data
     return TaskSettings(focal_depth=d.focal_depth, focal_pose=d.focal_pose, unify_focal=d.unify_focal,
                         depth_target=d.depth_target, depth_max_points=d.depth_max_points, think=d.think,
-                        marker=d.marker, min_object_pixels=d.min_object_pixels)
+                        marker=d.marker, min_object_pixels=d.min_object_pixels,
+                        corr_same_view=d.corr_same_view if training else 0.0)
 
 
 def build_mixture(cfg: Config, cache: SceneCache | None = None) -> MixtureDataset:

@@ -70,6 +70,18 @@ def test_correspondence_to_the_same_view_is_the_identity(cache):
         assert P.parse_xy(ex.answer) == tuple(float(v) for v in ex.target["query"])
 
 
+def test_same_view_copy_lessons_are_training_only(cache, tiny_cfg):
+    """corr_same_view asks a view against itself (answer = query) in training, never in held-out data."""
+    from vlm3.train import task_settings
+
+    builder = QuestionBuilder(cache, TaskSettings(focal_depth=60, corr_same_view=1.0))
+    ex = TaskDataset(builder, "correspondence", 4, seed=1)[0]
+    assert ex.target["match"] == ex.target["query"]
+    cfg = type(tiny_cfg)(**{**tiny_cfg.__dict__})
+    cfg.data = type(tiny_cfg.data)(**{**tiny_cfg.data.__dict__, "corr_same_view": 0.5})
+    assert task_settings(cfg).corr_same_view == 0.5 and task_settings(cfg, training=False).corr_same_view == 0.0
+
+
 def test_correspondence_pairs_are_consistent_with_depth(cache):
     builder = QuestionBuilder(cache, TaskSettings(focal_depth=60, pair_gap=(1, 1)))
     ds = TaskDataset(builder, "correspondence", 10, seed=2)

@@ -92,3 +92,13 @@ def test_bad_question_and_checkpoint(checkpoint, images, tmp_path):
         run(Args(image=str(img), ask="pose", checkpoint=str(checkpoint), intrinsics=K))
     with pytest.raises(ValueError, match="vlm3_settings.json: not found"):
         run(Args(image=str(img), ask="depth at 1,1", checkpoint=str(tmp_path), intrinsics=K))
+
+
+def test_reproduce_reuses_only_a_finished_run_of_the_same_training_config(checkpoint, cfg_overrides):
+    from vlm3.reproduce import finished_checkpoint
+
+    base = cfg_overrides + [f"train.out_dir={checkpoint.parent}", "train.steps=2"]
+    assert finished_checkpoint(load_config(None, base)) == checkpoint
+    assert finished_checkpoint(load_config(None, base + ["eval.max_new_tokens=99"])) == checkpoint
+    assert finished_checkpoint(load_config(None, base + ["train.lr=0.5"])) is None  # trained differently
+    assert finished_checkpoint(load_config(None, base[:-1] + ["train.steps=3"])) is None  # not finished
