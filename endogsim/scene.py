@@ -1,0 +1,778 @@
+"""From Gaussians to a simulatable scene: decomposition into objects, interior particle filling, and
+rendering of a simulated state (EndoGSim's "decomposition and material field"; PhysGaussian's
+Gaussians-as-particles).
+
+1. Decomposition (`assign_objects`): every Gaussian's mean, at each frame's time, is projected
+   into that frame's label map; where it is visible (inside the image and, when a depth map is
+   given, within `depth_tol` of the observed depth) it votes for the label there; the majority of
+   its votes is its object. Gaussians that never get a vote take the object of the nearest
+   Gaussian that did. Label maps come from the dataset (EndoNeRF tool masks: tissue / tool) or from
+   a pluggable `Segmenter` (any callable image [H, W, 3] -> integer label map [H, W], -1 = no
+   label). Tool masks alone do not tell tissues apart: `split_kmeans` splits the tissue Gaussians
+   by k-means on position and colour (two organs side by side differ in both); the synthetic clip
+   instead uses its ground truth (object 0 at x < 0, object 1 at x > 0).
+2. Filling (`fill_along_rays`): a monocular endoscope sees each tissue from one side, so the
+   interior is filled along the camera rays: from every visible surface Gaussian of a deformable
+   object, samples go down its ray to a thickness (a number, or per Gaussian, e.g. down to the
+   synthetic clip's support); the voxels of a `spacing` grid they cross are the object's volume.
+   Each such voxel without a surface Gaussian gets one invisible particle at the centroid of the
+   samples in it (so it lies below the surface), and each voxel's volume spacing^3 is shared by
+   the particles in it (PhysGaussian: cell volume / particles in the cell).
+3. `PhysicsScene`: the Gaussians (means, quaternions, scales, opacities, RGB), each deformable
+   Gaussian bound to its own particle, the filled particles, per-object materials, the MPM settings
+   and anchors (the tissue's far side is held, as the synthetic clip's support holds it).
+   `render_state(positions, F)` moves each Gaussian with its particle and deforms its covariance
+   as F Sigma F^T (PhysGaussian eq. 2) before rendering with `endogsim.render.render(covars=)`.
+
+Frames: the scene is stored in the reference camera's frame (OpenCV, x right, y down, z forward;
+metres), so "into the tissue" is +z; a scene built from another world frame is moved into it.
+Rigid objects (tools, a static support) are rendered where they were reconstructed and are not
+simulated (tools are kinematic in EndoGSim; a moving tool is `endogsim.physics.Tool`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from common.cameras import depth_to_points, matrix_to_quaternion, quaternion_to_matrix
+
+from .physics import Material, MPMConfig, Particles, PhysicsInputError, StaticBox
+from .render import RenderOutput, covariance_from_scale_rotation, render
+
+__all__ = ["SceneError", "Segmenter", "SceneObject", "PhysicsScene", "label_maps_from_tool_masks",
+           "label_maps_from_segmenter", "assign_objects", "split_kmeans", "fill_along_rays",
+           "back_anchors", "fit_mpm_config", "stable_dt"]
+
+FORMAT = "endogsim-physics-scene"
+FORMAT_VERSION = 1
+KINDS = ("tissue", "rigid")
+
+# A segmenter maps one RGB image [H, W, 3] (float in [0, 1]) to integer labels [H, W] (-1 = none).
+Segmenter = Callable[[np.ndarray], np.ndarray]
+
+
+class SceneError(ValueError):
+    """Bad input to scene building or a bad scene directory; the message names the file or field."""
+
+
+@dataclass
+class SceneObject:
+    """One segmented object. kind "tissue" is simulated by the MPM with `material`; "rigid" (tools,
+    a static support) is rendered in place. `label` is what the material prior was asked about;
+    `sources` records where each material value came from ("table:...", "mllm:...", "ground truth")."""
+
+    name: str
+    kind: str
+    label: str = ""
+    material: Material | None = None
+    sources: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise SceneError(f"SceneObject.kind: expected one of {KINDS}, got {self.kind!r} (object {self.name!r})")
+        if self.kind == "tissue" and not isinstance(self.material, Material):
+            raise SceneError(f"SceneObject.material: tissue object {self.name!r} needs an endogsim.physics.Material")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Decomposition
+# ---------------------------------------------------------------------------------------------------
+
+def label_maps_from_tool_masks(tool_masks) -> np.ndarray:
+    """EndoNeRF tool masks [F, H, W] (True = tool) -> labels [F, H, W]: 0 tissue, 1 tool."""
+    m = np.asarray(tool_masks)
+    if m.ndim != 3:
+        raise SceneError(f"tool_masks: expected [F, H, W], got shape {m.shape}")
+    return m.astype(bool).astype(np.int64)
+
+
+def label_maps_from_segmenter(images, segmenter: Segmenter) -> np.ndarray:
+    """Run a segmenter on images [F, H, W, 3] in [0, 1]; returns labels [F, H, W] (int, -1 = none)."""
+    images = np.asarray(images)
+    out = []
+    for f, image in enumerate(images):
+        lab = np.asarray(segmenter(image))
+        if lab.shape != image.shape[:2] or not np.issubdtype(lab.dtype, np.integer):
+            raise SceneError(f"segmenter: frame {f}: expected an integer label map of shape {image.shape[:2]}, "
+                             f"got {lab.dtype} {lab.shape}")
+        out.append(lab.astype(np.int64))
+    return np.stack(out)  # [F, H, W]
+
+
+def assign_objects(means, labels, K, w2c, depth=None, depth_tol: float = 0.05, n_labels: int | None = None):
+    """Object id per Gaussian by majority vote over frames.
+
+    means [F, N, 3] (world, each frame's deformed means) or [N, 3] (the same for every frame);
+    labels [F, H, W] int (-1 = no label); K [3, 3] or [F, 3, 3]; w2c [4, 4] or [F, 4, 4];
+    depth [F, H, W] observed z-depth (0 = unknown) or None: with it a Gaussian votes only where
+    |z - depth| <= depth_tol * depth (it is the visible surface there, not behind it).
+    Returns (object_id [N] int64, votes [N, L] int64). Gaussians without any vote take the object
+    of the nearest voted Gaussian (in the first frame's means); with no vote at all it is an error.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 3:
+        raise SceneError(f"labels: expected [F, H, W], got shape {labels.shape}")
+    F_, H, W = labels.shape
+    means = np.asarray(means, dtype=np.float64)
+    if means.ndim == 2:
+        means = np.broadcast_to(means, (F_,) + means.shape)
+    if means.ndim != 3 or means.shape[0] != F_ or means.shape[2] != 3:
+        raise SceneError(f"means: expected [F={F_}, N, 3] or [N, 3], got shape {means.shape}")
+    K = np.broadcast_to(np.asarray(K, np.float64), (F_, 3, 3))
+    w2c = np.broadcast_to(np.asarray(w2c, np.float64), (F_, 4, 4))
+    if depth is not None:
+        depth = np.asarray(depth, np.float64)
+        if depth.shape != labels.shape:
+            raise SceneError(f"depth: expected shape {labels.shape} (as labels), got {depth.shape}")
+    L = int(labels.max()) + 1 if n_labels is None else int(n_labels)
+    if L <= 0:
+        raise SceneError("labels: no frame has any label >= 0")
+    N = means.shape[1]
+    votes = np.zeros((N, L), np.int64)
+    for f in range(F_):
+        p = means[f] @ w2c[f, :3, :3].T + w2c[f, :3, 3]  # [N, 3] camera frame
+        z = p[:, 2]  # [N]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = K[f, 0, 0] * p[:, 0] / z + K[f, 0, 2]  # [N] pixel x (pixel centres at +0.5)
+            v = K[f, 1, 1] * p[:, 1] / z + K[f, 1, 2]
+        ok = (z > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
+        ui, vi = np.where(ok, u, 0).astype(np.int64), np.where(ok, v, 0).astype(np.int64)
+        lab = labels[f, vi, ui]  # [N]
+        ok &= (lab >= 0) & (lab < L)
+        if depth is not None:
+            d = depth[f, vi, ui]  # [N]
+            ok &= (d <= 0) | (np.abs(z - d) <= depth_tol * d)
+        np.add.at(votes, (np.nonzero(ok)[0], lab[ok]), 1)
+    has = votes.sum(1) > 0
+    if not has.any():
+        raise SceneError("assign_objects: no Gaussian projects onto a labelled, depth-consistent pixel in any frame")
+    object_id = votes.argmax(1)  # ties go to the smaller label
+    if not has.all():
+        from scipy.spatial import cKDTree
+
+        _, nearest = cKDTree(means[0][has]).query(means[0][~has])
+        object_id[~has] = object_id[has][nearest]
+    return object_id.astype(np.int64), votes
+
+
+def split_kmeans(points, colors, k: int, color_weight: float = 1.0, seed: int = 0, iters: int = 50) -> np.ndarray:
+    """Split one object's Gaussians into k parts by k-means on [position / spread, colour * weight].
+
+    Positions are divided by their overall standard deviation so that a unit of colour difference
+    and a spread of the object's extent count alike; clusters are then numbered by increasing mean
+    x (left to right in the image when the world is the camera frame). Farthest-point initialisation
+    from a seeded start makes the result deterministic. Returns part ids [M] in [0, k)."""
+    pts, col = np.asarray(points, np.float64), np.asarray(colors, np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 3 or col.shape != (len(pts), 3):
+        raise SceneError(f"split_kmeans: expected points [M, 3] and colors [M, 3], got {pts.shape}, {col.shape}")
+    if not isinstance(k, int) or k < 1 or k > len(pts):
+        raise SceneError(f"split_kmeans: k must be an int in [1, {len(pts)}], got {k!r}")
+    if k == 1:
+        return np.zeros(len(pts), np.int64)
+    feat = np.concatenate([(pts - pts.mean(0)) / max(pts.std(), 1e-12), col * color_weight], 1)  # [M, 6]
+    rng = np.random.default_rng(seed)
+    centers = [feat[rng.integers(len(feat))]]
+    for _ in range(k - 1):
+        d = np.min(((feat[:, None] - np.asarray(centers)[None]) ** 2).sum(-1), 1)  # [M]
+        centers.append(feat[int(np.argmax(d))])
+    centers = np.asarray(centers)  # [k, 6]
+    for _ in range(iters):
+        assign = ((feat[:, None] - centers[None]) ** 2).sum(-1).argmin(1)  # [M]
+        new = np.array([feat[assign == j].mean(0) if np.any(assign == j) else centers[j] for j in range(k)])
+        if np.allclose(new, centers):
+            break
+        centers = new
+    order = np.argsort([pts[assign == j, 0].mean() if np.any(assign == j) else np.inf for j in range(k)])
+    return np.argsort(order)[assign].astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Particle filling
+# ---------------------------------------------------------------------------------------------------
+
+def fill_along_rays(surface, object_id, thickness, spacing: float, camera_center=(0.0, 0.0, 0.0)):
+    """Interior particles under visible surface points (see the module docstring, step 2).
+
+    surface [M, 3] points of deformable objects (scene frame), object_id [M], thickness (m) a number
+    or [M] (how far down each point's camera ray the object extends), spacing (m) the voxel size.
+    Returns (x [P, 3], object_id [P], surface_volume [M], interior_volume [P]); the volumes of all
+    particles in a voxel add up to spacing^3. A voxel's object is that of the sample closest to a
+    surface in it (ties: the lower index)."""
+    surface = np.asarray(surface, np.float64)
+    object_id = np.asarray(object_id, np.int64)
+    M = len(surface)
+    if surface.ndim != 2 or surface.shape[1] != 3 or M == 0 or object_id.shape != (M,):
+        raise SceneError(f"fill_along_rays: expected surface [M, 3] (M >= 1) and object_id [M], got "
+                         f"{surface.shape}, {object_id.shape}")
+    if not (isinstance(spacing, (int, float)) and spacing > 0):
+        raise SceneError(f"fill_along_rays: spacing must be a positive number (m), got {spacing!r}")
+    thick = np.broadcast_to(np.asarray(thickness, np.float64), (M,))
+    if not np.all(np.isfinite(thick)) or thick.min() < 0:
+        raise SceneError("fill_along_rays: thickness must be finite and >= 0")
+    rays = surface - np.asarray(camera_center, np.float64)  # [M, 3]
+    rays /= np.linalg.norm(rays, axis=1, keepdims=True)
+    step = 0.5 * spacing  # two samples per voxel so no voxel on a ray is skipped
+    s = np.arange(0.0, thick.max() + 1e-12, step)  # [S] distance along the ray below the surface
+    on = s[None, :] <= thick[:, None] + 1e-12  # [M, S]
+    gi, si = np.nonzero(on)  # samples: Gaussian index, step index
+    pts = surface[gi] + rays[gi] * s[si, None]  # [Q, 3]
+    keys = np.floor(pts / spacing).astype(np.int64)  # [Q, 3] voxel indices
+    uniq, inv = np.unique(keys, axis=0, return_inverse=True)  # [V, 3], [Q]
+    inv = inv.reshape(-1)
+    V = len(uniq)
+    # object of each voxel: the sample nearest a surface (smallest s, then smallest Gaussian index)
+    first = np.lexsort((gi, si, inv))  # sorted by voxel, then s, then Gaussian
+    start = np.r_[0, np.nonzero(np.diff(inv[first]))[0] + 1]
+    voxel_object = object_id[gi[first[start]]]  # [V]
+    n_gauss = np.bincount(inv[si == 0], minlength=V)  # [V] surface Gaussians per voxel
+    interior = n_gauss == 0  # [V] voxels that get a filled particle
+    below = si > 0
+    sums = np.zeros((V, 3))
+    np.add.at(sums, inv[below], pts[below])
+    counts = np.bincount(inv[below], minlength=V)  # [V]
+    x_in = sums[interior] / counts[interior, None]  # [P, 3] centroid of the samples in the voxel
+    per_voxel = spacing**3 / (n_gauss + interior)  # [V] volume per particle
+    surface_volume = per_voxel[inv[si == 0]][np.argsort(gi[si == 0])]  # [M] (one s = 0 sample per Gaussian)
+    return x_in, voxel_object[interior], surface_volume, per_voxel[interior]
+
+
+def back_anchors(x, dx: float, origin, top: float, margin: float) -> list:
+    """Static boxes holding the far side of the filled tissue (the body it is attached to): for each
+    (x, y) column of grid cells holding particles, the nodes from `margin` above its deepest particle
+    down to `top` (z) are fixed (grid velocity 0), as the synthetic clip's support fixes its base."""
+    x = np.asarray(x, np.float64)
+    org = np.asarray(origin, np.float64)
+    cols = np.floor((x[:, :2] - org[:2]) / dx).astype(np.int64)  # [P, 2]
+    uniq, inv = np.unique(cols, axis=0, return_inverse=True)
+    deepest = np.full(len(uniq), -np.inf)
+    np.maximum.at(deepest, inv.reshape(-1), x[:, 2])
+    boxes = []
+    for (i, j), z in zip(uniq, deepest):
+        lo = (org[0] + i * dx, org[1] + j * dx, z - margin)
+        boxes.append(StaticBox(lo, (lo[0] + dx, lo[1] + dx, max(top, z - margin + dx))))
+    return boxes
+
+
+def stable_dt(materials, dx: float, cfl: float = 0.3, safety: float = 0.5) -> float:
+    """safety x the elastic-wave limit cfl dx / c over all materials (c the P-wave speed), rounded
+    down to two significant digits."""
+    c = max(math.sqrt(m.E * (1 - m.nu) / ((1 + m.nu) * (1 - 2 * m.nu)) / m.density) for m in materials)
+    dt = safety * cfl * dx / c
+    mag = 10 ** math.floor(math.log10(dt))
+    return math.floor(dt / mag * 10) / 10 * mag
+
+
+def fit_mpm_config(x, spacing: float, materials, pad_cells: int = 4, max_grid: int = 96, **overrides) -> MPMConfig:
+    """A cubic grid of cell size 2 x spacing around the particles (pad_cells free cells on each side,
+    beyond the walls) and a stable dt; `overrides` set any other MPMConfig field."""
+    x = np.asarray(x, np.float64)
+    dx = 2.0 * spacing
+    lo, hi = x.min(0), x.max(0)
+    wall = overrides.get("wall_cells", 2)
+    n = int(math.ceil((hi - lo).max() / dx)) + 2 * (pad_cells + wall)
+    if n > max_grid:
+        raise SceneError(f"fit_mpm_config: the particles need a {n}^3 grid at spacing {spacing:.3g} m "
+                         f"(extent {(hi - lo).max():.3g} m), above max_grid = {max_grid}; use a larger spacing")
+    origin = tuple((lo + hi) / 2 - n * dx / 2)
+    cfg = dict(n_grid=n, domain_size=n * dx, origin=origin, dt=stable_dt(materials, dx), wall="slip", check_every=25)
+    cfg.update(overrides)
+    return MPMConfig(**cfg)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The physics scene
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class PhysicsScene:
+    """Gaussians bound to MPM particles, with per-object materials (see the module docstring).
+
+    Gaussians [N]: means [N, 3], quats [N, 4] (w, x, y, z), scales [N, 3] (activated), opacities [N],
+    colors [N, 3] RGB (the SH colour seen from the reference camera), gaussian_object [N] (index into
+    objects), gaussian_particle [N] (the particle a deformable Gaussian rides on, -1 for rigid ones).
+    Particles [P]: deformable Gaussians first (particle i = the i-th deformable Gaussian), then the
+    invisible filled interior; particles.object_id indexes `materials`, which follows the tissue
+    objects in order (tissue objects come first in `objects`). K [3, 3], w2c [4, 4] (the reference
+    camera, the identity once in the scene frame), width, height."""
+
+    means: np.ndarray
+    quats: np.ndarray
+    scales: np.ndarray
+    opacities: np.ndarray
+    colors: np.ndarray
+    gaussian_object: np.ndarray
+    gaussian_particle: np.ndarray
+    particles: Particles
+    objects: list
+    mpm: MPMConfig
+    anchors: list
+    K: np.ndarray
+    w2c: np.ndarray
+    width: int
+    height: int
+    spacing: float
+    background: tuple = (0.0, 0.0, 0.0)
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.validate()
+
+    # ------------------------------------------------------------------ consistency
+    @property
+    def materials(self) -> list:
+        return [o.material for o in self.objects if o.kind == "tissue"]
+
+    @property
+    def n_gaussians(self) -> int:
+        return len(self.means)
+
+    def validate(self, where: str = "PhysicsScene") -> None:
+        N = len(self.means)
+        shapes = {"means": (N, 3), "quats": (N, 4), "scales": (N, 3), "opacities": (N,), "colors": (N, 3),
+                  "gaussian_object": (N,), "gaussian_particle": (N,), "K": (3, 3), "w2c": (4, 4)}
+        for name, shape in shapes.items():
+            a = getattr(self, name)
+            if not isinstance(a, np.ndarray) or a.shape != shape or not np.all(np.isfinite(a)):
+                raise SceneError(f"{where}: {name} expected a finite array of shape {shape}, got "
+                                 f"{getattr(a, 'shape', type(a).__name__)}")
+        if N == 0:
+            raise SceneError(f"{where}: no Gaussians")
+        if not self.objects or not all(isinstance(o, SceneObject) for o in self.objects):
+            raise SceneError(f"{where}: objects expected a non-empty list of SceneObject")
+        kinds = [o.kind for o in self.objects]
+        n_t = kinds.count("tissue")
+        if n_t == 0 or kinds[:n_t] != ["tissue"] * n_t:
+            raise SceneError(f"{where}: objects expected at least one tissue, tissues first; got kinds {kinds}")
+        go, gp = self.gaussian_object, self.gaussian_particle
+        if go.min() < 0 or go.max() >= len(self.objects):
+            raise SceneError(f"{where}: gaussian_object expected ids in [0, {len(self.objects)})")
+        deform = go < n_t
+        P = len(self.particles.x)
+        if np.any(gp[~deform] != -1) or not np.array_equal(gp[deform], np.arange(int(deform.sum()))) or P < deform.sum():
+            raise SceneError(f"{where}: gaussian_particle expected 0, 1, ... over the tissue Gaussians in order "
+                             "and -1 for rigid ones")
+        if self.particles.object_id.max() >= n_t or not np.array_equal(self.particles.object_id[gp[deform]], go[deform]):
+            raise SceneError(f"{where}: particles.object_id expected tissue ids < {n_t}, matching the Gaussians'")
+        if not (isinstance(self.width, int) and isinstance(self.height, int) and self.width > 0 and self.height > 0):
+            raise SceneError(f"{where}: width and height expected positive ints, got {self.width!r}, {self.height!r}")
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def build(cls, means, quats, scales, opacities, colors, gaussian_object, objects, K, w2c, width, height, *,
+              thickness, spacing: float | None = None, mpm: MPMConfig | None = None, anchors: list | None = None,
+              background=(0.0, 0.0, 0.0), meta: dict | None = None) -> "PhysicsScene":
+        """Bind Gaussians (world frame, numpy or torch) to particles and fill the tissues' interior.
+
+        gaussian_object [N] indexes `objects` (tissues first). thickness: m, a number or one value per
+        Gaussian (only the tissue Gaussians' are used). spacing: the fill voxel size (default 1.2x
+        the median nearest-neighbour distance of the tissue Gaussians). mpm: the solver settings
+        (default `fit_mpm_config`); anchors: static boxes (default `back_anchors`)."""
+        if not isinstance(objects, (list, tuple)) or not objects or not all(isinstance(o, SceneObject) for o in objects):
+            raise SceneError("objects: expected a non-empty list of SceneObject (tissues first)")
+        arr = {k: np.asarray(v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v, np.float32)
+               for k, v in dict(means=means, quats=quats, scales=scales, opacities=opacities, colors=colors).items()}
+        K = np.asarray(K.cpu().numpy() if isinstance(K, torch.Tensor) else K, np.float64)
+        w2c = np.asarray(w2c.cpu().numpy() if isinstance(w2c, torch.Tensor) else w2c, np.float64)
+        go = np.asarray(gaussian_object.cpu().numpy() if isinstance(gaussian_object, torch.Tensor) else gaussian_object)
+        N = len(arr["means"])
+        if go.shape != (N,) or not np.issubdtype(go.dtype, np.integer):
+            raise SceneError(f"gaussian_object: expected integer ids of shape [{N}], got {go.dtype} {go.shape}")
+        if w2c.shape != (4, 4):
+            raise SceneError(f"w2c: expected [4, 4], got {w2c.shape}")
+        if not np.allclose(w2c, np.eye(4)):
+            # move everything into the reference camera frame (see the module docstring)
+            R, t = w2c[:3, :3], w2c[:3, 3]
+            arr["means"] = (arr["means"] @ R.T + t).astype(np.float32)
+            Rq = torch.from_numpy(R).float() @ quaternion_to_matrix(torch.from_numpy(arr["quats"]))  # [N, 3, 3]
+            arr["quats"] = matrix_to_quaternion(Rq).numpy().astype(np.float32)
+            w2c = np.eye(4)
+        n_t = sum(o.kind == "tissue" for o in objects)
+        deform = go < n_t  # [N]
+        if not deform.any():
+            raise SceneError("gaussian_object: no Gaussian belongs to a tissue object")
+        idx = np.nonzero(deform)[0]
+        surface = arr["means"][idx].astype(np.float64)  # [M, 3]
+        if spacing is None:
+            from scipy.spatial import cKDTree
+
+            d, _ = cKDTree(surface).query(surface, k=2)
+            spacing = 1.2 * float(np.median(d[:, 1]))
+        thick = np.broadcast_to(np.asarray(thickness, np.float64), (N,))[idx]
+        x_in, obj_in, vol_s, vol_in = fill_along_rays(surface, go[idx], thick, spacing)
+        particles = Particles(x=np.concatenate([surface, x_in]), volume=np.concatenate([vol_s, vol_in]),
+                              object_id=np.concatenate([go[idx], obj_in]).astype(np.int64))
+        gp = np.full(N, -1, np.int64)
+        gp[idx] = np.arange(len(idx))
+        materials = [o.material for o in objects[:n_t]]
+        if mpm is None:
+            mpm = fit_mpm_config(particles.x, spacing, materials)
+        if anchors is None:
+            anchors = back_anchors(particles.x, mpm.dx, mpm.origin, mpm.origin[2] + mpm.domain_size, 0.5 * spacing)
+        return cls(arr["means"], arr["quats"], arr["scales"], arr["opacities"], arr["colors"], go.astype(np.int64), gp,
+                   particles, list(objects), mpm, list(anchors), K, w2c, int(width), int(height), float(spacing),
+                   tuple(float(b) for b in background), dict(meta or {}))
+
+    @classmethod
+    def from_synthetic(cls, clip_dir, frame: int = 0, stride: int = 2, materials: list | None = None,
+                       material_sources: list | None = None) -> "PhysicsScene":
+        """A scene from a synthetic clip (`endogsim.synthetic_scene`), no trained 4DGS needed: one
+        isotropic Gaussian per stride-th pixel of frame `frame`, back-projected with its depth
+        (radius = the pixel footprint, colour = the pixel). Decomposition by the ground truth:
+        tool-mask pixels are the tool, points above the support (ground_truth.json "support") are
+        tissue, object 0 at x < 0 and object 1 at x > 0 (the recorded sides), the rest the support.
+        Tissue is filled down to the support, which anchors it (as in the generator); the MPM settings
+        are the recorded ones with dt lowered if the materials need it. materials: one Material per
+        tissue (default: the ground truth's), e.g. a prior's, with `material_sources` naming them."""
+        from common.datasets import read_endonerf
+        from common.datasets.io import read_json
+
+        clip_dir = Path(clip_dir)
+        gt_path = clip_dir / "ground_truth.json"
+        if not gt_path.is_file():
+            raise SceneError(f"{gt_path}: not found (from_synthetic needs a clip written by make_surgical_scene)")
+        gt = read_json(gt_path)
+        try:
+            objs, sim, support_z = gt["objects"], gt["simulation"], float(gt["support"]["z_min"])
+            depth_scale = float(gt["depth_scale"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise SceneError(f"{gt_path}: missing or bad field {e}") from None
+        if len(objs) != 2:
+            raise SceneError(f"{gt_path}: objects expected the two tissue blocks, got {len(objs)}")
+        if not isinstance(stride, int) or stride < 1:
+            raise SceneError(f"stride: expected an int >= 1, got {stride!r}")
+        sample = read_endonerf(clip_dir, frames=[frame], depth_scale=depth_scale)
+        image = sample.images[0].permute(1, 2, 0)  # [H, W, 3]
+        depth, K, w2c = sample.depth[0], sample.K[0], sample.w2c[0]  # [H, W], [3, 3], [4, 4]
+        H, W = depth.shape
+        pts = depth_to_points(depth, K, w2c)[::stride, ::stride].reshape(-1, 3).double().numpy()  # [M, 3]
+        rgb = image[::stride, ::stride].reshape(-1, 3).numpy()  # [M, 3]
+        z = depth[::stride, ::stride].reshape(-1).double().numpy()  # [M]
+        tool = sample.masks["tool"][0][::stride, ::stride].reshape(-1).numpy()  # [M]
+        ok = z > 0
+        pts, rgb, z, tool = pts[ok], rgb[ok], z[ok], tool[ok]
+        spacing = float(sim["particle_spacing"])
+        tissue = ~tool & (pts[:, 2] < support_z - 0.5 * spacing)
+        go = np.where(tissue, np.where(pts[:, 0] < 0, 0, 1), np.where(tool, 3, 2)).astype(np.int64)  # [M]
+        if materials is None:
+            materials = [Material(model=o["model"], E=float(o["E"]), nu=float(o["nu"]), density=float(o["density"]))
+                         for o in objs]
+            material_sources = ["ground truth"] * 2
+        if len(materials) != 2 or not all(isinstance(m, Material) for m in materials):
+            raise SceneError("materials: expected two endogsim.physics.Material, one per tissue block")
+        sources = material_sources or ["given"] * 2
+        objects = [SceneObject(o["name"], "tissue", o["name"], m, {"all": s}) for o, m, s in zip(objs, materials, sources)]
+        objects += [SceneObject("support", "rigid"), SceneObject("tool", "rigid")]
+        radius = stride * z / float(K[0, 0])  # [M] the pixel footprint
+        dx = float(sim["domain_size"]) / int(sim["n_grid"])
+        mpm = MPMConfig(n_grid=int(sim["n_grid"]), domain_size=float(sim["domain_size"]), origin=tuple(sim["origin"]),
+                        dt=min(float(sim["dt"]), stable_dt(materials, dx, safety=0.9)), damping=float(sim["damping"]),
+                        wall=sim["wall"], gravity=tuple(sim.get("gravity", (0.0, 0.0, 0.0))),
+                        check_every=50)
+        return cls.build(pts, np.tile([1.0, 0.0, 0.0, 0.0], (len(pts), 1)), np.repeat(radius[:, None], 3, 1),
+                         np.full(len(pts), 0.9), rgb, go, objects, K, w2c, W, H,
+                         thickness=np.maximum(support_z - pts[:, 2], 0.0), spacing=spacing, mpm=mpm,
+                         anchors=[StaticBox((-1.0, -1.0, support_z), (1.0, 1.0, 1.0))],
+                         meta={"source": str(clip_dir), "frame": frame, "stride": stride,
+                               "decomposition": "ground truth (x < 0: object 0, x > 0: object 1; tool mask; support)"})
+
+    @classmethod
+    def from_gaussian_model(cls, model, sample, t: float = 0.0, *, segmenter: Segmenter | None = None,
+                            labels=None, label_names=("tissue", "tool"), kinds=("tissue", "rigid"), n_tissues: int = 1,
+                            tissue_labels=None, materials: list | None = None, prior=None, thickness: float = 0.01,
+                            spacing: float | None = None, depth_tol: float = 0.05, color_weight: float = 1.0,
+                            seed: int = 0, mpm: MPMConfig | None = None) -> "PhysicsScene":
+        """A scene from a trained `GaussianModel` at time t and the frames of a `common.datasets.Sample`
+        (images, K, w2c, depth, masks["tool"], times), e.g. `read_endonerf(clip)`.
+
+        Labels: per-object label maps `labels` [F, H, W] (int, -1 = none) if given, else
+        `segmenter(image)` per frame, else the tool masks (0 tissue, 1 tool); label_names / kinds
+        describe the labels. Each Gaussian is assigned by `assign_objects` with its
+        means deformed to each frame's time. With n_tissues > 1 the (single) tissue label is split
+        by `split_kmeans` on position and colour. Materials: given, else `prior.estimate(label,
+        first image, object mask)` (default `MaterialPrior()`, the literature table) for each of
+        `tissue_labels` (default "liver"), with the sources recorded. The reference camera is the
+        first frame's."""
+        from .material_prior import MaterialPrior
+
+        if len(label_names) != len(kinds) or any(k not in KINDS for k in kinds):
+            raise SceneError(f"label_names / kinds: expected equal lengths and kinds in {KINDS}, got {label_names}, {kinds}")
+        labels_given = labels is not None
+        images = sample.images.permute(0, 2, 3, 1).cpu().numpy()  # [F, H, W, 3]
+        F_, H, W = images.shape[:3]
+        if labels is not None:
+            labels = np.asarray(labels.cpu().numpy() if isinstance(labels, torch.Tensor) else labels)
+            if labels.shape != (F_, H, W) or not np.issubdtype(labels.dtype, np.integer):
+                raise SceneError(f"labels: expected integer label maps of shape {(F_, H, W)}, got {labels.dtype} "
+                                 f"{labels.shape}")
+        elif segmenter is not None:
+            labels = label_maps_from_segmenter(images, segmenter)
+        else:
+            if "tool" not in sample.masks:
+                raise SceneError("sample.masks: expected a 'tool' mask (or pass a segmenter)")
+            labels = label_maps_from_tool_masks(sample.masks["tool"].cpu().numpy())
+        w2c_ref = sample.w2c[0].float()
+        with torch.no_grad():
+            g = model.deform(t)
+            colors = model.colors(g["means"], w2c_ref).clamp(0, 1)  # [N, 3]
+            per_frame = np.stack([model.deform(float(tf))["means"].cpu().numpy() for tf in sample.times])  # [F, N, 3]
+        depth = sample.depth.cpu().numpy() if sample.depth is not None else None
+        label_id, _ = assign_objects(per_frame, labels, sample.K.cpu().numpy(), sample.w2c.cpu().numpy(), depth,
+                                     depth_tol, n_labels=len(label_names))
+        means = g["means"].cpu().numpy()
+        tissue_ls = [i for i, k in enumerate(kinds) if k == "tissue"]
+        names, go = [], np.full(len(means), -1, np.int64)
+        if n_tissues > 1:
+            if len(tissue_ls) != 1:
+                raise SceneError(f"n_tissues: splitting needs exactly one tissue label, got {len(tissue_ls)}")
+            sel = label_id == tissue_ls[0]
+            go[sel] = split_kmeans(means[sel], colors.cpu().numpy()[sel], n_tissues, color_weight, seed)
+            names = [f"{label_names[tissue_ls[0]]}_{j}" for j in range(n_tissues)]
+        else:
+            for j, lab in enumerate(tissue_ls):
+                go[label_id == lab] = j
+            names = [label_names[lab] for lab in tissue_ls]
+        rigid_ls = [i for i, k in enumerate(kinds) if k == "rigid"]
+        for j, lab in enumerate(rigid_ls):
+            go[label_id == lab] = len(names) + j
+        n_t = len(names)
+        tissue_labels = list(tissue_labels or ["liver"] * n_t)
+        if len(tissue_labels) != n_t:
+            raise SceneError(f"tissue_labels: expected {n_t} labels (one per tissue object), got {tissue_labels}")
+        objects = []
+        if materials is not None:
+            if len(materials) != n_t:
+                raise SceneError(f"materials: expected {n_t} Material (one per tissue object), got {len(materials)}")
+            for name, lab, m in zip(names, tissue_labels, materials):
+                objects.append(SceneObject(name, "tissue", lab, m, {"all": "given"}))
+        else:
+            prior = prior or MaterialPrior()
+            proj = _project(means, sample.K[0].cpu().numpy(), w2c_ref.cpu().numpy(), W, H)
+            for j, (name, lab) in enumerate(zip(names, tissue_labels)):
+                mask = np.zeros((H, W), bool)
+                pix = proj[go == j]
+                mask[pix[:, 1], pix[:, 0]] = True
+                est = prior.estimate(lab, images[0], mask if mask.any() else None)
+                objects.append(SceneObject(name, "tissue", lab, est.to_material(), est.sources()))
+        objects += [SceneObject(label_names[lab], "rigid", label_names[lab]) for lab in rigid_ls]
+        return cls.build(means, g["quats"], g["scales"], g["opacities"], colors, go, objects, sample.K[0], w2c_ref,
+                         W, H, thickness=thickness, spacing=spacing, mpm=mpm,
+                         meta={"source": "GaussianModel", "t": float(t), "frames": F_,
+                               "decomposition": ("label maps" if labels_given else "segmenter" if segmenter is not None
+                                                 else "tool masks")
+                               + (f" + k-means into {n_tissues} tissues" if n_tissues > 1 else "")})
+
+    # ------------------------------------------------------------------ rendering
+    def rest_positions(self) -> np.ndarray:
+        """Particle positions [P, 3] at rest (the Gaussians' means, then the filled interior)."""
+        return self.particles.x.copy()
+
+    def render_state(self, positions=None, F=None, K=None, w2c=None, width: int | None = None,
+                     height: int | None = None, hide_rigid: bool = False, damage=None,
+                     backend: str = "auto") -> RenderOutput:
+        """Render a simulated state: positions [P, 3] and deformation gradients F [P, 3, 3] of the
+        particles (None: rest / identity), numpy or torch; torch inputs keep their autograd graph (the
+        image is differentiable in them) and their device. Deformable Gaussians move to their particle
+        and their covariance becomes F Sigma F^T (PhysGaussian eq. 2); rigid ones stay. Camera: the
+        reference one unless K [3, 3] / w2c [4, 4] / width / height are given. damage [P] in [0, 1]
+        (an incision's band) scales the opacity of the Gaussians on those particles by 1 - damage:
+        the cut material is gone from view, so the incision shows as a gap."""
+        P = len(self.particles.x)
+        dev = next((a.device for a in (positions, F) if isinstance(a, torch.Tensor)), torch.device("cpu"))
+        means = torch.from_numpy(self.means).to(dev)  # [N, 3]
+        covars = covariance_from_scale_rotation(torch.from_numpy(self.quats), torch.from_numpy(self.scales)).to(dev)  # [N, 3, 3]
+        idx = torch.from_numpy(np.nonzero(self.gaussian_particle >= 0)[0]).to(dev)  # [M] deformable Gaussians
+        pid = torch.from_numpy(self.gaussian_particle[self.gaussian_particle >= 0]).to(dev)  # [M] their particles
+        if positions is not None:
+            pos = positions.float() if isinstance(positions, torch.Tensor) else torch.as_tensor(np.asarray(positions, np.float32))
+            if pos.shape != (P, 3) or not torch.isfinite(pos).all():
+                raise SceneError(f"render_state: positions expected a finite array [{P}, 3], got {tuple(pos.shape)}")
+            means = means.index_put((idx,), pos.to(dev)[pid])
+        if F is not None:
+            Fp = F.float() if isinstance(F, torch.Tensor) else torch.as_tensor(np.asarray(F, np.float32))
+            if Fp.shape != (P, 3, 3) or not torch.isfinite(Fp).all():
+                raise SceneError(f"render_state: F expected a finite array [{P}, 3, 3], got {tuple(Fp.shape)}")
+            Fg = Fp.to(dev)[pid]  # [M, 3, 3]
+            covars = covars.index_put((idx,), Fg @ covars[idx] @ Fg.transpose(-1, -2))
+        opac = torch.from_numpy(self.opacities).to(dev)  # [N]
+        if hide_rigid:
+            opac = torch.zeros_like(opac).index_put((idx,), opac[idx])
+        if damage is not None:
+            dmg = torch.as_tensor(np.asarray(damage, np.float32), device=dev)  # [P]
+            if dmg.shape != (P,) or not torch.all((dmg >= 0) & (dmg <= 1)):
+                raise SceneError(f"render_state: damage expected values in [0, 1] of shape [{P}], got {tuple(dmg.shape)}")
+            opac = opac.index_put((idx,), opac[idx] * (1 - dmg[pid]))
+        K = torch.as_tensor(self.K if K is None else K, dtype=torch.float32, device=dev)
+        w2c = torch.as_tensor(self.w2c if w2c is None else w2c, dtype=torch.float32, device=dev)
+        return render(means, None, None, opac, torch.from_numpy(self.colors).to(dev), w2c, K, width or self.width,
+                      height or self.height, covars=covars,
+                      background=torch.tensor(self.background, dtype=torch.float32, device=dev), backend=backend)
+
+    def make_simulator(self, interactions=None, materials: list | None = None, config: MPMConfig | None = None):
+        """An `endogsim.physics.MPMSimulator` of this scene's particles with its anchors plus the
+        forces / grasps / incisions / tool of `interactions` (an `endogsim.physics.Scene`); materials
+        and config default to the scene's (e.g. refinement passes its current estimates)."""
+        from .physics import MPMSimulator, Scene
+
+        extra = interactions or Scene()
+        if not isinstance(extra, Scene):
+            raise SceneError(f"interactions: expected an endogsim.physics.Scene, got {type(extra).__name__}")
+        full = Scene(static_boxes=list(self.anchors) + list(extra.static_boxes), tool=extra.tool, forces=list(extra.forces),
+                     grasps=list(extra.grasps), incisions=list(extra.incisions))
+        return MPMSimulator(config or self.mpm, self.particles, list(materials or self.materials), full)
+
+    def render_static(self, **kw) -> RenderOutput:
+        """The Gaussians as reconstructed (quaternions and scales, no particles involved)."""
+        K = torch.as_tensor(self.K, dtype=torch.float32)
+        w2c = torch.as_tensor(self.w2c, dtype=torch.float32)
+        return render(torch.from_numpy(self.means), torch.from_numpy(self.quats), torch.from_numpy(self.scales),
+                      torch.from_numpy(self.opacities), torch.from_numpy(self.colors), w2c, K, self.width, self.height,
+                      background=torch.tensor(self.background, dtype=torch.float32), **kw)
+
+    # ------------------------------------------------------------------ save / load
+    def save(self, scene_dir) -> Path:
+        """Write scene.json, gaussians.safetensors and particles.safetensors into scene_dir."""
+        from safetensors.numpy import save_file
+
+        d = Path(scene_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        save_file({"means": self.means, "quats": self.quats, "scales": self.scales, "opacities": self.opacities,
+                   "colors": self.colors, "gaussian_object": self.gaussian_object,
+                   "gaussian_particle": self.gaussian_particle}, str(d / "gaussians.safetensors"))
+        p = self.particles
+        save_file({"x": p.x, "volume": p.volume, "object_id": p.object_id.astype(np.int64)}, str(d / "particles.safetensors"))
+        m = self.mpm
+        doc = {
+            "format": FORMAT, "format_version": FORMAT_VERSION,
+            "objects": [{"name": o.name, "kind": o.kind, "label": o.label, "sources": o.sources,
+                         "material": None if o.material is None else {
+                             k: getattr(o.material, k) for k in ("model", "E", "nu", "density", "yield_stress",
+                                                                 "plastic_viscosity")}} for o in self.objects],
+            "mpm": {k: getattr(m, k) for k in ("n_grid", "domain_size", "origin", "dt", "gravity", "damping", "wall",
+                                               "wall_cells", "cfl", "max_speed", "check_every")},
+            "anchors": [[list(b.lo), list(b.hi)] for b in self.anchors],
+            "camera": {"K": self.K.tolist(), "w2c": self.w2c.tolist(), "width": self.width, "height": self.height,
+                       "frame": "scene frame = reference camera frame (OpenCV), metres"},
+            "spacing": self.spacing, "background": list(self.background), "meta": self.meta,
+        }
+        tmp = d / "scene.json.tmp"
+        tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+        tmp.replace(d / "scene.json")
+        return d
+
+    @classmethod
+    def load(cls, scene_dir) -> "PhysicsScene":
+        """Read a scene directory written by `save`; every problem is a SceneError naming the file."""
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        d = Path(scene_dir)
+        if not d.is_dir():
+            raise SceneError(f"{d}: scene directory not found")
+        path = d / "scene.json"
+        if not path.is_file():
+            raise SceneError(f"{path}: not found (expected a scene written by PhysicsScene.save)")
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise SceneError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("format_version") != FORMAT_VERSION:
+            raise SceneError(f"{path}: expected format {FORMAT!r} version {FORMAT_VERSION}, got "
+                             f"{doc.get('format') if isinstance(doc, dict) else doc!r}")
+        tensors = {}
+        for name, keys in (("gaussians.safetensors", ("means", "quats", "scales", "opacities", "colors",
+                                                       "gaussian_object", "gaussian_particle")),
+                           ("particles.safetensors", ("x", "volume", "object_id"))):
+            f = d / name
+            if not f.is_file():
+                raise SceneError(f"{f}: not found")
+            try:
+                t = load_file(str(f))
+            except (SafetensorError, OSError, ValueError) as e:
+                raise SceneError(f"{f}: not a readable safetensors file ({e})") from None
+            missing = [k for k in keys if k not in t]
+            if missing:
+                raise SceneError(f"{f}: missing tensors {missing}")
+            tensors.update(t)
+        try:
+            objects = []
+            for i, o in enumerate(doc["objects"]):
+                mat = None if o.get("material") is None else Material(**o["material"])
+                objects.append(SceneObject(o["name"], o["kind"], o.get("label", ""), mat, o.get("sources", {})))
+            m = dict(doc["mpm"])
+            m["origin"], m["gravity"] = tuple(m["origin"]), tuple(m["gravity"])
+            mpm = MPMConfig(**m)
+            anchors = [StaticBox(tuple(lo), tuple(hi)) for lo, hi in doc["anchors"]]
+            cam = doc["camera"]
+            particles = Particles(tensors["x"], tensors["volume"], tensors["object_id"])
+            scene = cls(tensors["means"], tensors["quats"], tensors["scales"], tensors["opacities"], tensors["colors"],
+                        tensors["gaussian_object"], tensors["gaussian_particle"], particles, objects, mpm, anchors,
+                        np.asarray(cam["K"], np.float64), np.asarray(cam["w2c"], np.float64), cam["width"],
+                        cam["height"], float(doc["spacing"]), tuple(doc.get("background", (0, 0, 0))),
+                        doc.get("meta", {}))
+        except KeyError as e:
+            raise SceneError(f"{path}: missing field {e}") from None
+        except (SceneError, PhysicsInputError, TypeError, ValueError) as e:
+            raise SceneError(f"{d}: {e}") from None
+        return scene
+
+
+def _project(means: np.ndarray, K: np.ndarray, w2c: np.ndarray, W: int, H: int) -> np.ndarray:
+    """Integer pixels (x, y) [N, 2] of world points, clipped to the image."""
+    p = means @ w2c[:3, :3].T + w2c[:3, 3]  # [N, 3]
+    z = np.maximum(p[:, 2], 1e-9)
+    u = np.clip(K[0, 0] * p[:, 0] / z + K[0, 2], 0, W - 1).astype(np.int64)
+    v = np.clip(K[1, 1] * p[:, 1] / z + K[1, 2], 0, H - 1).astype(np.int64)
+    return np.stack([u, v], 1)
+
+
+def main(argv=None) -> Path:
+    """`python -m endogsim.scene --model DIR --clip CLIP --out SCENE_DIR`: build a PhysicsScene from a
+    trained GaussianModel (save_pretrained folder) and its EndoNeRF-layout clip, and save it."""
+    import argparse
+
+    from common.datasets import read_endonerf
+
+    from .gaussians import GaussianModel
+
+    ap = argparse.ArgumentParser(prog="python -m endogsim.scene", description=main.__doc__.split(":")[0])
+    ap.add_argument("--model", required=True, help="GaussianModel folder (config.json + safetensors)")
+    ap.add_argument("--clip", required=True, help="EndoNeRF-layout clip the model was trained on")
+    ap.add_argument("--out", required=True, help="scene directory to write")
+    ap.add_argument("--t", type=float, default=0.0, help="time in [0, 1] of the state to simulate from")
+    ap.add_argument("--depth-scale", type=float, default=1.0, help="depth PNG units per model unit (as in training)")
+    ap.add_argument("--n-tissues", type=int, default=1, help="split the tissue into this many objects (k-means)")
+    ap.add_argument("--tissue-labels", nargs="*", default=None, help="material prior label per tissue (default liver)")
+    ap.add_argument("--thickness", type=float, default=0.01, help="fill depth below the surface (model units)")
+    ap.add_argument("--spacing", type=float, default=None, help="fill voxel size (default from the Gaussians)")
+    ap.add_argument("--frames", type=int, nargs="*", default=None, help="frames used for the vote (default all)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    model_dir = Path(args.model)
+    if not (model_dir / "config.json").is_file():
+        raise SceneError(f"{model_dir}: expected a GaussianModel folder with config.json")
+    model = GaussianModel.from_pretrained(str(model_dir)).eval()
+    sample = read_endonerf(args.clip, frames=args.frames, depth_scale=args.depth_scale)
+    scene = PhysicsScene.from_gaussian_model(model, sample, args.t, n_tissues=args.n_tissues,
+                                             tissue_labels=args.tissue_labels, thickness=args.thickness,
+                                             spacing=args.spacing, seed=args.seed)
+    out = scene.save(args.out)
+    print(f"wrote {out}: {scene.n_gaussians} Gaussians, {len(scene.particles.x)} particles, objects "
+          f"{[(o.name, o.kind) for o in scene.objects]}")
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    try:
+        main()
+    except (SceneError, PhysicsInputError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,273 @@
+"""4DGS reconstruction of an endoscopic clip:
+`python -m endogsim.train --data DIR --out OUT [--config endogsim/configs/tiny.yaml] [--resume] [key=value ...]`.
+
+DIR is an EndoNeRF-layout clip (images/, depth/, masks/ with white = tool, poses_bounds.npy; read by
+`common.datasets.read_endonerf`). Training follows EndoGaussian / Endo-4DGS:
+
+- initialisation from the first training frame's depth (EndoGaussian's holistic initialisation,
+  `GaussianModel.from_depth`) on its tissue pixels;
+- one training frame per step (EndoNeRF split: frame i is held out iff (i - 1) % 8 == 0);
+- loss over tissue pixels only (the anchors multiply by the tissue mask `1 - tool`): L1 on RGB,
+  1 - SSIM of the images with tool pixels zeroed, L1 on depth normalised by the frame's largest
+  depth (`ReconConfig` says the weights);
+- a coarse stage with the deformation off, then canonical Gaussians and HexPlane trained together;
+- Adam with 3DGS's per-attribute learning rates, exponentially decayed for positions and the field.
+
+The frame of step s comes from a generator seeded by (seed, s), and checkpoints hold the model and
+the Adam state (safetensors), so `--resume` reaches the weights of an uninterrupted run. The
+Gaussian count is fixed by the initialisation (no densification or pruning; see the README).
+
+Writes OUT/metrics.jsonl (one line per step), OUT/checkpoint/ (atomically, every
+`checkpoint_every` steps and at the end), OUT/model/ (final, `GaussianModel.from_pretrained`),
+OUT/config.yaml and OUT/results.json (held-out metrics of the final model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from common.config import save_config
+from common.datasets import read_endonerf
+from common.datasets.endonerf import endonerf_split
+from common.datasets.sample import Sample
+from common.errors import DatasetError
+
+from .config import DEFAULT_CONFIG, ReconConfig, check_recon_config, load_config, model_kwargs
+from .gaussians import GaussianModel
+from .render import RenderOutput, render
+
+__all__ = ["load_clip", "init_reconstruction", "render_frame", "frame_losses", "ssim_loss",
+           "train_reconstruction", "main"]
+
+
+def load_clip(data_dir, rc: ReconConfig) -> Sample:
+    """All frames of the clip (images [V,3,H,W], depth [V,H,W], masks["tool"] [V,H,W], K, w2c, times).
+    Every file is read and checked here, so a missing or mis-sized file fails before training."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DatasetError(data_dir, "clip folder not found (expected images/, depth/, masks/, poses_bounds.npy)")
+    if not (data_dir / "masks").is_dir():
+        raise DatasetError(data_dir / "masks", "folder not found: the tool masks (white = tool) are needed "
+                           "to keep instrument pixels out of the tissue losses")
+    sample = read_endonerf(data_dir, depth_scale=rc.depth_scale, tool_is_white=rc.tool_is_white)
+    if sample.times is None or sample.num_views < 2:
+        raise DatasetError(data_dir, f"expected a video of at least 2 frames, got {sample.num_views}")
+    return sample
+
+
+def init_reconstruction(rc: ReconConfig, sample: Sample) -> GaussianModel:
+    """The untrained model: Gaussians back-projected from the first training frame's depth on its
+    tissue pixels, identity deformation (seeded by rc.seed: the HexPlane's random init)."""
+    first = endonerf_split(sample.num_views, "train")[0]
+    torch.manual_seed(rc.seed)
+    tissue = ~sample.masks["tool"][first] & sample.valid[first]  # [H, W]
+    if not tissue.any():
+        raise DatasetError(sample.scene_id, f"frame {first}: no tissue pixel with valid depth to initialise from")
+    return GaussianModel.from_depth(sample.images[first].permute(1, 2, 0), sample.depth[first], sample.K[first],
+                                    sample.w2c[first], mask=tissue, stride=rc.init_stride,
+                                    opacity=rc.init_opacity, **model_kwargs(rc))
+
+
+def render_frame(model: GaussianModel, t: float, w2c: torch.Tensor, K: torch.Tensor, width: int, height: int,
+                 deform: bool = True) -> RenderOutput:
+    """Render the model at normalised time t; deform=False renders the canonical Gaussians
+    (the coarse stage)."""
+    if deform:
+        g = model.deform(t)
+    else:
+        g = {"means": model.means, "quats": model.quats, "scales": torch.exp(model.log_scales),
+             "opacities": torch.sigmoid(model.opacity_logits)}
+    return render(g["means"], g["quats"], g["scales"], g["opacities"], model.colors(g["means"], w2c),
+                  w2c, K, width, height)
+
+
+def ssim_loss(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """Differentiable mean SSIM of two [3, H, W] images (11x11 Gaussian window, sigma 1.5, zero
+    padding: 3DGS's training SSIM). The reported metric is `common.metrics.ssim`."""
+    r = torch.arange(11, dtype=pred.dtype, device=pred.device) - 5
+    g = torch.exp(-r**2 / (2 * 1.5**2))
+    g = g / g.sum()
+    win = (g[:, None] * g[None, :]).expand(3, 1, 11, 11)  # [3, 1, 11, 11]
+    x, y = pred[None], gt[None]  # [1, 3, H, W]
+    blur = lambda z: F.conv2d(z, win, padding=5, groups=3)  # noqa: E731
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return s.mean()
+
+
+def frame_losses(model: GaussianModel, sample: Sample, i: int, rc: ReconConfig, deform: bool = True) -> dict:
+    """The losses of frame i (see `ReconConfig`)."""
+    H, W = sample.image_size
+    out = render_frame(model, float(sample.times[i]), sample.w2c[i], sample.K[i], W, H, deform)
+    pred = out.rgb.permute(2, 0, 1)  # [3, H, W]
+    gt = sample.images[i]  # [3, H, W]
+    tissue = ~sample.masks["tool"][i]  # [H, W]
+    losses = {}
+    losses["l1"] = (pred - gt).abs()[:, tissue].mean() if tissue.any() else pred.sum() * 0
+    m = tissue.to(pred.dtype)  # [H, W]
+    losses["ssim"] = 1 - ssim_loss(pred * m, gt * m)
+    dmask = tissue & sample.valid[i] & (out.alpha > 0)  # [H, W]
+    if dmask.any():
+        scale = sample.depth[i][dmask].max()
+        losses["depth"] = ((out.depth - sample.depth[i]).abs()[dmask] / scale).mean()
+    else:
+        losses["depth"] = pred.sum() * 0
+    losses["total"] = rc.w_l1 * losses["l1"] + rc.w_ssim * losses["ssim"] + rc.w_depth * losses["depth"]
+    return losses
+
+
+def _param_groups(model: GaussianModel, rc: ReconConfig) -> list[dict]:
+    # the diagonal of the model's (fixed, saved) bounding box, so a resumed run gets the same rate
+    extent = float((model.bounds[1] - model.bounds[0]).norm())
+    field = [p for n, p in model.named_parameters() if n.startswith(("mlp.", "heads."))]
+    return [
+        {"name": "means", "params": [model.means], "lr": rc.lr_means * extent, "decay": True},
+        {"name": "sh", "params": [model.sh], "lr": rc.lr_sh, "decay": False},
+        {"name": "opacity", "params": [model.opacity_logits], "lr": rc.lr_opacity, "decay": False},
+        {"name": "scales", "params": [model.log_scales], "lr": rc.lr_scales, "decay": False},
+        {"name": "quats", "params": [model.quats], "lr": rc.lr_quats, "decay": False},
+        {"name": "grid", "params": list(model.grid.parameters()), "lr": rc.lr_grid, "decay": True},
+        {"name": "mlp", "params": field, "lr": rc.lr_mlp, "decay": True},
+    ]
+
+
+def _set_lr(optimizer, step: int, rc: ReconConfig) -> None:
+    """3DGS's exponential decay from lr to lr * lr_final_ratio over the run, for the decaying groups."""
+    for g in optimizer.param_groups:
+        g["lr"] = g["base_lr"] * (rc.lr_final_ratio ** (step / rc.steps) if g["decay"] else 1.0)
+
+
+def _save_checkpoint(model: GaussianModel, optimizer, step: int, out_dir: Path) -> None:
+    """Atomic: write a temporary folder, then rename it over the previous checkpoint. The Adam state
+    goes to safetensors (one entry per parameter index and field) plus the step in JSON: no pickle."""
+    tmp, final, old = out_dir / "checkpoint.tmp", out_dir / "checkpoint", out_dir / "checkpoint.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    state = optimizer.state_dict()["state"]
+    tensors = {f"{i}.{k}": (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
+               for i, st in state.items() for k, v in st.items()}
+    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    (tmp / "trainer_state.json").write_text(json.dumps({"step": step}))
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_checkpoint(ck: Path, optimizer) -> int:
+    """Restore the Adam state saved by `_save_checkpoint`; returns the step it was written at."""
+    tensors = load_file(str(ck / "optimizer.safetensors"))
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        i, name = key.split(".", 1)
+        state.setdefault(int(i), {})[name] = value
+    sd = optimizer.state_dict()
+    sd["state"] = state
+    optimizer.load_state_dict(sd)
+    return int(json.loads((ck / "trainer_state.json").read_text())["step"])
+
+
+def train_reconstruction(rc: ReconConfig, data_dir, out_dir, resume: bool = False, progress: bool = True,
+                         stop_at: int | None = None) -> GaussianModel:
+    """Train a `GaussianModel` on the training frames of the clip in `data_dir`; write `out_dir`
+    (see the module docstring) and return the final model in eval mode. resume=True continues from
+    out_dir/checkpoint when there is one; stop_at ends the run after that step, as an interruption
+    would (the tests of resume use it)."""
+    check_recon_config(rc)
+    if not torch.cuda.is_available() and rc.cpu_threads > 0:
+        torch.set_num_threads(rc.cpu_threads)  # several CPU processes with many threads spin-wait
+    out_dir = Path(out_dir)
+    sample = load_clip(data_dir, rc)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    ck = out_dir / "checkpoint"
+    start = 0
+    if resume and ck.is_dir():
+        model = GaussianModel.from_pretrained(ck)
+    else:
+        model = init_reconstruction(rc, sample)
+    optimizer = torch.optim.Adam(_param_groups(model, rc), eps=1e-15)
+    for g in optimizer.param_groups:
+        g["base_lr"] = g["lr"]
+    if resume and ck.is_dir():
+        start = _load_checkpoint(ck, optimizer)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(rc, out_dir / "config.yaml")
+    model, optimizer = accelerator.prepare(model, optimizer)
+    dev = accelerator.device
+    sample = Sample(images=sample.images.to(dev), K=sample.K.to(dev), w2c=sample.w2c.to(dev),
+                    depth=sample.depth.to(dev), valid=sample.valid.to(dev),
+                    masks={"tool": sample.masks["tool"].to(dev)}, times=sample.times, scene_id=sample.scene_id,
+                    view_names=sample.view_names)
+    train_frames = endonerf_split(sample.num_views, "train")
+    log = open(out_dir / "metrics.jsonl", "a" if start else "w")
+    bar = tqdm(range(start, rc.steps), initial=start, total=rc.steps, disable=not progress, desc="endogsim recon")
+    t0 = time.time()
+    for step in bar:
+        gen = torch.Generator().manual_seed(rc.seed * 1_000_003 + step)
+        i = train_frames[int(torch.randint(len(train_frames), (), generator=gen))]
+        _set_lr(optimizer, step, rc)
+        raw = accelerator.unwrap_model(model)
+        losses = frame_losses(raw, sample, i, rc, deform=step >= rc.coarse_steps)
+        if not torch.isfinite(losses["total"]):
+            raise FloatingPointError(f"step {step}, frame {i}: non-finite loss "
+                                     f"{ {k: float(v) for k, v in losses.items()} }")
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(losses["total"])
+        if rc.grad_clip > 0:
+            accelerator.clip_grad_norm_(raw.parameters(), rc.grad_clip)
+        optimizer.step()
+        record = {"step": step + 1, "frame": i, "seconds": round(time.time() - t0, 3),
+                  **{k: round(float(v.detach()), 6) for k, v in losses.items()}}
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+        bar.set_postfix(loss=f"{record['total']:.4f}")
+        if (step + 1) % rc.checkpoint_every == 0 or step + 1 == rc.steps:
+            _save_checkpoint(raw, optimizer, step + 1, out_dir)
+        if stop_at is not None and step + 1 >= stop_at:
+            break
+    log.close()
+    model = accelerator.unwrap_model(model)
+    model.save_pretrained(out_dir / "model")
+    return model.eval()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", required=True, help="EndoNeRF-layout clip folder")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG))
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    parser.add_argument("--seed", type=int, default=None, help="overrides recon.seed")
+    parser.add_argument("overrides", nargs="*", help="key=value, e.g. recon.steps=200")
+    args = parser.parse_args(argv)
+    overrides = list(args.overrides) + ([f"recon.seed={args.seed}"] if args.seed is not None else [])
+    cfg = load_config(args.config, overrides)
+    t0 = time.time()
+    model = train_reconstruction(cfg.recon, args.data, args.out, resume=args.resume)
+    seconds = time.time() - t0
+    from .evaluate import evaluate_reconstruction
+
+    metrics = evaluate_reconstruction(model, args.data, cfg.recon)
+    result = {"data": str(args.data), "split": "test", "steps": cfg.recon.steps, "train_seconds": round(seconds, 1),
+              "num_gaussians": model.config.num_points, **{k: v for k, v in metrics.items() if k != "per_frame"},
+              "per_frame": metrics["per_frame"]}
+    (Path(args.out) / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "per_frame"}))
+
+
+if __name__ == "__main__":
+    main()
