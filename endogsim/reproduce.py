@@ -173,13 +173,11 @@ def main(argv=None) -> dict:
     # 5. interaction on the reconstructed scene with the refined materials (left object = tissue_0)
     from . import simulate
 
-    mats = list(scene.materials)
     for side, j in enumerate(order):
-        o = refine["objects"][side]
-        mats[j] = Material(model=gt["objects"][side]["model"], E=o["E_refined"], nu=o["nu_refined"],
-                           density=gt["objects"][side]["density"])
-    for j, m in enumerate(mats):
-        scene.objects[j].material, scene.objects[j].sources = m, {"all": "refined (endogsim.refine)"}
+        o, truth = refine["objects"][side], gt["objects"][side]
+        scene.objects[j].material = Material(model=truth["model"], E=o["E_refined"], nu=o["nu_refined"],
+                                             density=truth["density"])
+        scene.objects[j].sources = {"all": "refined (endogsim.refine)"}
     scene.save(out / "scene")
     s = time.time()
     sims = {}

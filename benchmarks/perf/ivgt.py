@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import textwrap
 
 import torch
 
@@ -29,30 +30,21 @@ from ivgt.model import IVGT
 from ivgt.train import set_cpu_threads
 
 _FRESH = """
-import json, threading, time, psutil, torch
+import json, torch
+from benchmarks.perf import peak_memory_mb
 from ivgt.train import set_cpu_threads
 set_cpu_threads(1)
 torch.manual_seed(0)
 {setup}
-proc = psutil.Process()
-before = proc.memory_info().rss
-peak = [before]
-done = threading.Event()
-def sample():
-    while not done.is_set():
-        peak[0] = max(peak[0], proc.memory_info().rss)
-        time.sleep(0.002)
-t = threading.Thread(target=sample, daemon=True); t.start()
+def call():
 {call}
-done.set(); t.join()
-peak[0] = max(peak[0], proc.memory_info().rss)
-print(json.dumps((peak[0] - before) / 2**20))
+print(json.dumps(peak_memory_mb(call)))
 """
 
 
 def fresh_peak_mb(setup: str, call: str) -> float | None:
     """Peak RSS growth (MiB) of `call` in a new Python process after `setup` (CPU only)."""
-    code = _FRESH.format(setup=setup, call=call)
+    code = _FRESH.format(setup=setup, call=textwrap.indent(call, "    "))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         return None
