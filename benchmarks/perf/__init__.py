@@ -11,10 +11,14 @@ means three times faster than the baseline).
 Peak memory: on CUDA, `torch.cuda.max_memory_allocated` over the call; on CPU, the peak resident
 set size sampled every millisecond during one extra call, minus the RSS before it (it includes
 every allocator, torch and numpy alike, but not memory that was already held before the call).
+Before that call, memory the process has freed but glibc still holds is handed back
+(`malloc_trim`); otherwise a call could reuse what earlier cases freed and read as ~0 MiB.
 """
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import json
 import platform
 import statistics
@@ -54,6 +58,15 @@ def _sync(device: str | None) -> None:
         torch.cuda.synchronize()
 
 
+def _release_freed_memory() -> None:
+    """Return freed heap pages to the OS (glibc keeps them for reuse, hiding later allocations)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
 def peak_memory_mb(fn: Callable[[], Any], device: str | None = None) -> float:
     """Peak memory of one call of `fn` in MiB (see the module docstring for what is counted)."""
     if device is not None and device.startswith("cuda"):
@@ -64,6 +77,7 @@ def peak_memory_mb(fn: Callable[[], Any], device: str | None = None) -> float:
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - before) / 2**20
     proc = psutil.Process()
+    _release_freed_memory()
     before = proc.memory_info().rss
     peak = [before]
     done = threading.Event()
