@@ -55,6 +55,9 @@ class DataConfig:
     # Share of training correspondence questions asked on one view twice (answer = query): at tiny
     # scale a cheap lesson in copying the query coordinate. Held-out questions never do this.
     corr_same_view: float = 0.0
+    # Training correspondence questions ask about 1..N pixels of the first image (VLM3 Table 4: 10
+    # pixels per sample); held-out questions ask about one.
+    corr_max_points: int = 1
     marker: bool = False  # ablation: DepthLM's red arrow drawn in the image instead of text coordinates
     mixture: dict = field(default_factory=lambda: {"depth": 1.0, "correspondence": 1.0, "pose": 1.0, "object": 1.0})
     samples: dict = field(default_factory=lambda: {"depth": 20000, "correspondence": 20000, "pose": 20000,

@@ -169,6 +169,7 @@ class TaskSettings:
     pair_gap: tuple = (1, 2)
     min_object_pixels: int = 150
     corr_same_view: float = 0.0  # training only: share of correspondence questions asked on one view twice
+    corr_max_points: int = 1  # training correspondence questions ask about 1..N pixels
 
 
 class QuestionBuilder:
@@ -220,43 +221,61 @@ class QuestionBuilder:
         j = i + gap if i + gap < V else i - gap
         return i, j
 
-    def correspondence(self, rng) -> Example | None:
-        s = int(rng.integers(len(self.cache)))
-        sample = self.cache.samples[s]
-        i, j = self._pair(rng, sample)
-        if self.s.corr_same_view > 0 and rng.random() < self.s.corr_same_view:
-            j = i  # the answer is the query: a copy lesson (drawn only when enabled: streams unchanged)
-        vi, vj = self._view(s, i, self.s.focal_depth), self._view(s, j, self.s.focal_depth)
-        uv0 = _random_valid_pixels(rng, vi, sample.valid[i], 1)  # [1, 2]
-        if len(uv0) == 0:
-            return None
-        z = float(sample.depth[i][int(uv0[0, 1]), int(uv0[0, 0])])
+    def _match(self, sample, i: int, j: int, uv0: np.ndarray) -> np.ndarray | None:
+        """Stored-view pixel uv0 [2] of view i -> its stored-view position [2] in view j, or None when
+        it falls behind camera j, outside view j or on an occluding surface there."""
+        z = float(sample.depth[i][int(uv0[1]), int(uv0[0])])
         K0i, K0j = sample.K[i].double(), sample.K[j].double()
-        ray = torch.linalg.inv(K0i) @ torch.tensor([uv0[0, 0], uv0[0, 1], 1.0], dtype=torch.float64)
-        x_cam_i = ray * z
+        ray = torch.linalg.inv(K0i) @ torch.tensor([uv0[0], uv0[1], 1.0], dtype=torch.float64)
         c2w_i = torch.linalg.inv(sample.w2c[i].double())
-        x_world = c2w_i[:3, :3] @ x_cam_i + c2w_i[:3, 3]
+        x_world = c2w_i[:3, :3] @ (ray * z) + c2w_i[:3, 3]
         w2c_j = sample.w2c[j].double()
         x_cam_j = w2c_j[:3, :3] @ x_world + w2c_j[:3, 3]
         if x_cam_j[2] <= 1e-6:
             return None
-        uvj0 = (K0j @ (x_cam_j / x_cam_j[2]))[:2].numpy()[None]  # [1, 2]
+        uvj0 = (K0j @ (x_cam_j / x_cam_j[2]))[:2].numpy()  # [2]
         H0, W0 = sample.depth.shape[-2:]
-        cj, rj = int(math.floor(uvj0[0, 0])), int(math.floor(uvj0[0, 1]))
+        cj, rj = int(math.floor(uvj0[0])), int(math.floor(uvj0[1]))
         if not (0 <= cj < W0 and 0 <= rj < H0):
             return None
         dj = float(sample.depth[j][rj, cj])
         if not (dj > 0 and abs(dj - float(x_cam_j[2])) < 0.03 * dj):  # occluded in view j
             return None
-        ui, uj = pixel_to_input(vi, uv0), pixel_to_input(vj, uvj0)
-        if ui is None or uj is None:
+        return uvj0
+
+    def correspondence(self, rng, n_points: int | None = None) -> Example | None:
+        """One pixel (held-out questions) or 1..corr_max_points pixels of view i (training: VLM3's
+        samples hold 10 pixels each) and their matches in view j."""
+        s = int(rng.integers(len(self.cache)))
+        sample = self.cache.samples[s]
+        i, j = self._pair(rng, sample)
+        if self.s.corr_same_view > 0 and rng.random() < self.s.corr_same_view:
+            j = i  # the answer is the query: a copy lesson (drawn only when enabled: streams unchanged)
+        if n_points is None:
+            n_points = int(rng.integers(1, self.s.corr_max_points + 1)) if self.s.corr_max_points > 1 else 1
+        vi, vj = self._view(s, i, self.s.focal_depth), self._view(s, j, self.s.focal_depth)
+        # One point: one draw, kept or rejected (the held-out stream). Several: the first n_points of
+        # 3 n_points draws that have a visible match.
+        cand = _random_valid_pixels(rng, vi, sample.valid[i], 1 if n_points == 1 else 3 * n_points)  # [M, 2]
+        queries, matches = [], []
+        for uv0 in cand:
+            uvj0 = self._match(sample, i, j, uv0)
+            if uvj0 is not None:
+                ui, uj = pixel_to_input(vi, uv0[None]), pixel_to_input(vj, uvj0[None])
+                if ui is not None and uj is not None:
+                    queries.append(ui[0])
+                    matches.append(uj[0])
+            if len(queries) == n_points:
+                break
+        if not queries:
             return None
         Hi, Wi = vi.image.shape[-2:]
         Hj, Wj = vj.image.shape[-2:]
-        qi = P.normalize_xy(ui, Wi, Hi, P.BOX_SCALE)[0]
-        qj = P.normalize_xy(uj, Wj, Hj, P.BOX_SCALE)[0]
+        qi = P.normalize_xy(np.array(queries), Wi, Hi, P.BOX_SCALE)  # [n, 2]
+        qj = P.normalize_xy(np.array(matches), Wj, Hj, P.BOX_SCALE)  # [n, 2]
+        target = {"query": qi[0].tolist(), "match": qj[0].tolist(), "queries": qi.tolist(), "matches": qj.tolist()}
         return Example("correspondence", "correspondence", [vi.image, vj.image], P.correspondence_prompt(qi),
-                       P.correspondence_answer(qj), {"query": qi.tolist(), "match": qj.tolist()})
+                       P.correspondence_answer(qj), target)
 
     # -- pose --------------------------------------------------------------------------------
     def pose(self, rng, kind: str | None = None, pair=None) -> Example | None:

@@ -48,7 +48,7 @@ def held_out_questions(cfg: Config, cache: SceneCache | None = None) -> dict:
     builder = QuestionBuilder(cache, task_settings(cfg, training=False))
     out = {
         "depth": [TaskDataset(builder, "depth", e.depth, e.seed, n_points=1)[i] for i in range(e.depth)],
-        "correspondence": [TaskDataset(builder, "correspondence", e.correspondence, e.seed)[i]
+        "correspondence": [TaskDataset(builder, "correspondence", e.correspondence, e.seed, n_points=1)[i]
                            for i in range(e.correspondence)],
         "object": [TaskDataset(builder, "object", e.object, e.seed)[i] for i in range(e.object)],
     }

@@ -48,8 +48,8 @@ def template_corpus(n: int = 3000, seed: int = 0) -> list[str]:
         pts = rng.integers(0, 2000, size=(int(rng.integers(1, 4)), 2))
         out.append(P.depth_prompt(pts) + P.depth_answer(rng.uniform(0.3, 80, len(pts)), think=True))
         out.append(P.marker_depth_prompt())
-        q = rng.integers(0, 1000, size=4)
-        out.append(P.correspondence_prompt(q[:2]) + P.correspondence_answer(q[2:]))
+        q = rng.integers(0, 1000, size=(2, int(rng.integers(1, 4)), 2))
+        out.append(P.correspondence_prompt(q[0]) + P.correspondence_answer(q[1]))
         for kind in P.POSE_QUESTIONS:
             t = rng.normal(size=3)
             out.append(P.pose_prompt(kind) + P.pose_answer(kind, angle=rng.uniform(0, 90),

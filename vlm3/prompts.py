@@ -125,15 +125,22 @@ def depth_answer(values, think: bool) -> str:
     return f"<think> {thought} </think>\n\n<answer> {nums} </answer>"
 
 
-def correspondence_prompt(nxy) -> str:
-    """VLM3's pixel-correspondence question (coordinates in [0, 1000) on both images)."""
-    return (f"Given these two images, what pixel in the second image corresponds to pixel {fmt_xy(nxy)} "
-            f"in the first image? The coordinates are in normalised [0, 1000] format relative to image "
-            f"width and height. Report the answer as (x, y).")
+def correspondence_prompt(points) -> str:
+    """VLM3's pixel-correspondence question (coordinates in [0, 1000) on both images) for one pixel
+    `(x, y)` or several `[[x, y], ...]` (answered in order, "(x, y), (x, y)")."""
+    points = np.asarray(points, dtype=np.int64).reshape(-1, 2)
+    if len(points) == 1:
+        return (f"Given these two images, what pixel in the second image corresponds to pixel {fmt_xy(points[0])} "
+                f"in the first image? The coordinates are in normalised [0, 1000] format relative to image "
+                f"width and height. Report the answer as (x, y).")
+    listed = ", ".join(fmt_xy(p) for p in points)
+    return (f"Given these two images, what pixels in the second image correspond to pixels {listed} in the "
+            f"first image? The coordinates are in normalised [0, 1000] format relative to image width and "
+            f"height. Report the answers as (x, y), in the same order, separated by commas.")
 
 
-def correspondence_answer(nxy) -> str:
-    return fmt_xy(nxy)
+def correspondence_answer(points) -> str:
+    return ", ".join(fmt_xy(p) for p in np.asarray(points).reshape(-1, 2))
 
 
 POSE_QUESTIONS = ("angle", "ypr", "direction", "distance")
@@ -285,6 +292,11 @@ def parse_xy(text: str) -> tuple[float, float] | None:
     span = answer_span(text)
     m = _PAIR.search(span) or re.search(rf"({_NUM})\s*,\s*({_NUM})", span)
     return (float(m.group(1)), float(m.group(2))) if m else None
+
+
+def parse_xy_list(text: str) -> list[tuple[float, float]]:
+    """Every "(x, y)" in the answer span, in order (several-pixel correspondence answers)."""
+    return [(float(a), float(b)) for a, b in _PAIR.findall(answer_span(text))]
 
 
 def prompt_points(prompt: str) -> list[tuple[int, int]]:

@@ -89,6 +89,45 @@ def test_correspondence_pairs_are_consistent_with_depth(cache):
     assert len(ex.images) == 2 and all(0 <= v < 1000 for v in ex.target["match"] + ex.target["query"])
 
 
+def test_several_pixel_correspondences_are_reprojections(cache):
+    """Each listed match is its query pixel lifted with the stored depth and projected into view j
+    (independently recomputed from the text coordinates); held-out questions ask about one pixel."""
+    from common.cameras import map_pixels
+
+    builder = QuestionBuilder(cache, TaskSettings(focal_depth=60, pair_gap=(1, 1), corr_max_points=6))
+    ds = TaskDataset(builder, "correspondence", 20, seed=3)
+    counts = []
+    for k in range(8):
+        ex = ds[k]
+        q, m = np.array(ex.target["queries"]), np.array(ex.target["matches"])  # [n, 2] each
+        counts.append(len(q))
+        assert P.prompt_points(ex.prompt) == [tuple(p) for p in q.astype(int).tolist()]
+        assert P.parse_xy_list(ex.answer) == [tuple(p) for p in m.astype(float).tolist()]
+        # Recover (scene, i, j) by matching the images against the cache.
+        hits = [(s, v) for s in range(len(cache)) for v in range(cache.samples[s].images.shape[0])
+                for im in ex.images if torch.equal(cache.view(s, v, 60.0, True).image, im)]
+        (s, i), (_, j) = hits
+        sample, vi, vj = cache.samples[s], cache.view(s, i, 60.0, True), cache.view(s, j, 60.0, True)
+        Hi, Wi = vi.image.shape[-2:]
+        uv_in = torch.from_numpy(P.denormalize_xy(q, Wi, Hi, P.BOX_SCALE))  # bin centres [n, 2]
+        uv0 = map_pixels(uv_in, vi.K, vi.K0).numpy()  # stored-view pixels of view i
+        rows, cols = uv0[:, 1].astype(int), uv0[:, 0].astype(int)
+        z = sample.depth[i][rows, cols].double().numpy()
+        centres = np.stack([cols, rows], -1) + 0.5  # the labelled pixels are pixel centres
+        rays = np.concatenate([centres, np.ones((len(z), 1))], -1) @ np.linalg.inv(sample.K[i].double().numpy()).T
+        c2w_i = np.linalg.inv(sample.w2c[i].double().numpy())
+        world = (rays * z[:, None]) @ c2w_i[:3, :3].T + c2w_i[:3, 3]
+        w2c_j = sample.w2c[j].double().numpy()
+        cam_j = world @ w2c_j[:3, :3].T + w2c_j[:3, 3]
+        uvj0 = (cam_j / cam_j[:, 2:]) @ sample.K[j].double().numpy().T  # [n, 3]
+        uvj = map_pixels(torch.from_numpy(uvj0[:, :2]), vj.K0, vj.K).numpy()
+        Hj, Wj = vj.image.shape[-2:]
+        assert np.abs(P.normalize_xy(uvj, Wj, Hj, P.BOX_SCALE) - m).max() <= 1
+    assert max(counts) > 1 and min(counts) >= 1
+    one = TaskDataset(builder, "correspondence", 20, seed=3, n_points=1)[0]
+    assert len(one.target["queries"]) == 1 and P.correspondence_prompt(one.target["query"]) == one.prompt
+
+
 def test_object_and_pose_questions(cache):
     builder = QuestionBuilder(cache, TaskSettings(focal_depth=60, focal_pose=45, min_object_pixels=20))
     obj = TaskDataset(builder, "object", 10, seed=0)[0]

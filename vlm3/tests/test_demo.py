@@ -102,3 +102,19 @@ def test_reproduce_reuses_only_a_finished_run_of_the_same_training_config(checkp
     assert finished_checkpoint(load_config(None, base + ["eval.max_new_tokens=99"])) == checkpoint
     assert finished_checkpoint(load_config(None, base + ["train.lr=0.5"])) is None  # trained differently
     assert finished_checkpoint(load_config(None, base[:-1] + ["train.steps=3"])) is None  # not finished
+
+
+@pytest.mark.slow
+def test_reproduce_variants_in_parallel_processes_answer_as_in_one(checkpoint, cfg_overrides):
+    from vlm3.reproduce import run_variants
+
+    cfg = load_config(None, cfg_overrides + [f"train.out_dir={checkpoint.parent}", "train.steps=2"])
+    variants = {"a": cfg, "b": load_config(None, cfg_overrides + [f"train.out_dir={checkpoint.parent}",
+                                                                    "train.steps=2", "eval.seed=7"])}
+    serial = run_variants(variants, reuse=True, jobs=1)
+    parallel = run_variants(variants, reuse=True, jobs=2)
+    for name in variants:
+        assert parallel[name]["reused_checkpoint"] and serial[name]["reused_checkpoint"]
+        assert parallel[name]["answers"] == serial[name]["answers"]
+        assert parallel[name]["metrics"] == serial[name]["metrics"]
+    assert serial["a"]["answers"] != serial["b"]["answers"]  # other questions: the results are per variant

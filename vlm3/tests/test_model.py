@@ -60,6 +60,22 @@ def test_save_load_round_trip(tiny_vlm, examples, tmp_path):
     assert tiny_vlm.generate(ims[:2], prompts[:2], 6) == loaded.generate(ims[:2], prompts[:2], 6)
 
 
+def test_unmerged_patches_one_token_per_patch_and_round_trip(cfg_overrides, examples, tmp_path):
+    """tiny.yaml's merge_size 1: every 16 px patch is an LLM token; save/load keeps it."""
+    cfg = load_config(None, cfg_overrides + ["model.merge_size=1"])
+    vlm = VLM3.build(cfg.model)
+    ims, prompts = [e.images for e in examples[:4]], [e.prompt for e in examples[:4]]
+    batch = vlm.encode(ims, prompts)
+    grid = batch["image_grid_thw"]  # [n_images, 3] (t, h, w) in 16 px patches
+    assert int((batch["input_ids"] == vlm.image_token_id).sum()) == int(grid.prod(-1).sum())
+    H, W = ims[0][0].shape[-2:]
+    assert int(grid[0, 1]) * 16 == round(H / 16) * 16 and int(grid[0, 2]) * 16 == round(W / 16) * 16
+    vlm.save_pretrained(tmp_path)
+    loaded = VLM3.from_pretrained(tmp_path)
+    assert loaded.merge == 1 and loaded.model.config.vision_config.spatial_merge_size == 1
+    assert vlm.generate(ims[:2], prompts[:2], 4) == loaded.generate(ims[:2], prompts[:2], 4)
+
+
 def test_from_pretrained_names_a_missing_file(tmp_path):
     with pytest.raises(ValueError, match="config.json: not found"):
         VLM3.from_pretrained(tmp_path)

@@ -76,6 +76,9 @@ def test_templates_parse_back():
     assert P.parse_direction(text) == pytest.approx(t, abs=0.01)
     assert P.parse_distance(P.pose_answer("distance", distance=1.984)) == pytest.approx(1.98)
     assert P.parse_xy(P.correspondence_answer([12, 999])) == (12.0, 999.0)
+    two = P.correspondence_answer([[12, 999], [0, 5]])
+    assert two == "(12, 999), (0, 5)" and P.parse_xy_list(two) == [(12.0, 999.0), (0.0, 5.0)]
+    assert P.prompt_points(P.correspondence_prompt([[1, 2], [30, 40]])) == [(1, 2), (30, 40)]
     assert P.parse_yes_no(P.object_answer("closer", True)) is True
     assert P.parse_yes_no(P.object_answer("closer", False)) is False
 
