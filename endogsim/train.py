@@ -34,9 +34,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from common.checkpoint import load_optimizer_state, save_optimizer_state
 from common.config import save_config
 from common.datasets import read_endonerf
 from common.datasets.endonerf import endonerf_split
@@ -156,10 +156,7 @@ def _save_checkpoint(model: GaussianModel, optimizer, step: int, out_dir: Path) 
     tmp, final, old = out_dir / "checkpoint.tmp", out_dir / "checkpoint", out_dir / "checkpoint.old"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
-    state = optimizer.state_dict()["state"]
-    tensors = {f"{i}.{k}": (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
-               for i, st in state.items() for k, v in st.items()}
-    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    save_optimizer_state(optimizer, tmp / "optimizer.safetensors")
     (tmp / "trainer_state.json").write_text(json.dumps({"step": step}))
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
@@ -170,14 +167,7 @@ def _save_checkpoint(model: GaussianModel, optimizer, step: int, out_dir: Path) 
 
 def _load_checkpoint(ck: Path, optimizer) -> int:
     """Restore the Adam state saved by `_save_checkpoint`; returns the step it was written at."""
-    tensors = load_file(str(ck / "optimizer.safetensors"))
-    state: dict[int, dict] = {}
-    for key, value in tensors.items():
-        i, name = key.split(".", 1)
-        state.setdefault(int(i), {})[name] = value
-    sd = optimizer.state_dict()
-    sd["state"] = state
-    optimizer.load_state_dict(sd)
+    load_optimizer_state(optimizer, ck / "optimizer.safetensors")
     return int(json.loads((ck / "trainer_state.json").read_text())["step"])
 
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from common.checkpoint import load_optimizer_state, save_optimizer_state
 from common.datasets import MixtureDataset
 from common.synthetic import generate_split
 from vlm3.config import Config, load_config, to_dict
@@ -87,26 +87,6 @@ def lr_at(step: int, cfg: Config) -> float:
     return t.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
-    """AdamW state as safetensors (no pickles): "<param index>.<name>" -> tensor."""
-    tensors = {}
-    for i, state in opt.state_dict()["state"].items():
-        for name, value in state.items():
-            tensors[f"{i}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    save_file(tensors, str(path))
-
-
-def load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
-    tensors = load_file(str(path))
-    state: dict = {}
-    for key, value in tensors.items():
-        i, name = key.split(".", 1)
-        state.setdefault(int(i), {})[name] = value
-    sd = opt.state_dict()
-    sd["state"] = state
-    opt.load_state_dict(sd)
-
-
 def settings_dict(cfg: Config) -> dict:
     """The data settings inference needs, saved beside the weights (`vlm3.demo.SETTINGS_FILE`)."""
     d = cfg.data
@@ -119,7 +99,7 @@ def save_checkpoint(vlm: VLM3, opt, step: int, out_dir: Path, settings: dict | N
     final, tmp, old = out_dir / "checkpoint", out_dir / "checkpoint.tmp", out_dir / "checkpoint.old"
     shutil.rmtree(tmp, ignore_errors=True)
     vlm.save_pretrained(tmp)
-    save_optimizer(opt, tmp / "optimizer.safetensors")
+    save_optimizer_state(opt, tmp / "optimizer.safetensors")
     (tmp / "trainer_state.json").write_text(json.dumps({"step": step}))
     (tmp / SETTINGS_FILE).write_text(json.dumps(settings or {}, indent=1))
     if final.exists():
@@ -150,7 +130,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, mixture: Mix
         vlm = VLM3.build(cfg.model, seed=cfg.train.seed)
     opt = torch.optim.AdamW(vlm.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     if resume:
-        load_optimizer(opt, ckpt / "optimizer.safetensors")
+        load_optimizer_state(opt, ckpt / "optimizer.safetensors")
     vlm.model, opt = accelerator.prepare(vlm.model, opt)
     vlm.model.train()
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
