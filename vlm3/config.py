@@ -58,6 +58,10 @@ class DataConfig:
     # Training correspondence questions ask about 1..N pixels of the first image (VLM3 Table 4: 10
     # pixels per sample); held-out questions ask about one.
     corr_max_points: int = 1
+    # Share of training correspondence and rotation (angle, yaw/pitch/roll) questions asked on a
+    # pair whose second camera turns in place: view i and a rendering from camera i's centre with
+    # view j's orientation. Same rotations as the real pairs, no parallax. Held-out pairs are real.
+    turn_pairs: float = 0.0
     marker: bool = False  # ablation: DepthLM's red arrow drawn in the image instead of text coordinates
     mixture: dict = field(default_factory=lambda: {"depth": 1.0, "correspondence": 1.0, "pose": 1.0, "object": 1.0})
     samples: dict = field(default_factory=lambda: {"depth": 20000, "correspondence": 20000, "pose": 20000,

@@ -30,6 +30,7 @@ from scipy.spatial.transform import Rotation
 
 from common.cameras import map_pixels, resample_to_intrinsics, unify_focal
 from common.datasets import SceneDataset
+from common.synthetic import Scene, render_views
 from vlm3 import prompts as P
 
 TASKS = ("depth", "correspondence", "pose", "object")
@@ -56,6 +57,18 @@ class View:
     candidates: np.ndarray | None = None  # labelled-pixel candidates [M, 2], filled on first use
 
 
+@dataclass
+class Frame:
+    """One stored (or rendered) view: image [3, H, W], z-depth and valid mask [H, W], K0 and w2c
+    (float64), and the zoom of its captured camera."""
+    image: torch.Tensor
+    depth: torch.Tensor
+    valid: torch.Tensor
+    K0: torch.Tensor
+    w2c: torch.Tensor
+    zoom: float
+
+
 class SceneCache:
     """The scenes of one split in memory, and their model-input views per (focal, unify) setting."""
 
@@ -65,6 +78,8 @@ class SceneCache:
         self.samples = [ds[i] for i in range(n)]
         self.zoom, self.seed = tuple(zoom), seed
         self._views: dict = {}
+        self._turned: dict = {}  # (s, ("turn", i, j)) -> Frame
+        self._scenes: dict = {}  # s -> Scene, for rendering turned views
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -73,13 +88,35 @@ class SceneCache:
         lo, hi = self.zoom
         return float(lo + (hi - lo) * np.random.default_rng([self.seed, 7, s, v]).random())
 
-    def view(self, s: int, v: int, focal: float, unify: bool) -> View:
+    def frame(self, s: int, v) -> Frame:
+        """View v of scene s as stored, or v = ("turn", i, j): camera i turned in place to camera j's
+        orientation, rendered from the scene's annotations (cached)."""
+        sample = self.samples[s]
+        if isinstance(v, (int, np.integer)):
+            return Frame(sample.images[v], sample.depth[v], sample.valid[v], sample.K[v].double(),
+                         sample.w2c[v].double(), self.zoom_factor(s, int(v)))
+        key = (s, tuple(v))
+        if key not in self._turned:
+            _, i, j = v
+            w2c = sample.w2c[j].double().clone()  # orientation of j, centre of i: t = -R C_i
+            c_i = -sample.w2c[i][:3, :3].double().T @ sample.w2c[i][:3, 3].double()
+            w2c[:3, 3] = -w2c[:3, :3] @ c_i
+            if s not in self._scenes:
+                self._scenes[s] = Scene.from_annotations(sample.annotations)
+            K = sample.K[i].double()
+            H, W = sample.images.shape[-2:]
+            out = render_views(self._scenes[s], K[None], w2c[None], H, W)
+            self._turned[key] = Frame(out["images"][0].float(), out["depth"][0].float(), out["valid"][0], K, w2c,
+                                      self.zoom_factor(s, i))
+        return self._turned[key]
+
+    def view(self, s: int, v, focal: float, unify: bool) -> View:
         key = (s, v, float(focal), bool(unify))
         if key not in self._views:
-            sample = self.samples[s]
-            image, K0 = sample.images[v], sample.K[v].double()  # [3, H, W], [3, 3]
+            f = self.frame(s, v)
+            image, K0 = f.image, f.K0  # [3, H, W], [3, 3]
             H, W = image.shape[-2:]
-            z = self.zoom_factor(s, v)
+            z = f.zoom
             # Zoom about the image centre: f *= z, principal point moves away from the centre by z.
             Kc = K0.clone()
             Kc[0, 0], Kc[1, 1] = K0[0, 0] * z, K0[1, 1] * z
@@ -170,6 +207,7 @@ class TaskSettings:
     min_object_pixels: int = 150
     corr_same_view: float = 0.0  # training only: share of correspondence questions asked on one view twice
     corr_max_points: int = 1  # training correspondence questions ask about 1..N pixels
+    turn_pairs: float = 0.0  # training only: share of correspondence / rotation questions on turned-in-place pairs
 
 
 class QuestionBuilder:
@@ -221,24 +259,22 @@ class QuestionBuilder:
         j = i + gap if i + gap < V else i - gap
         return i, j
 
-    def _match(self, sample, i: int, j: int, uv0: np.ndarray) -> np.ndarray | None:
-        """Stored-view pixel uv0 [2] of view i -> its stored-view position [2] in view j, or None when
-        it falls behind camera j, outside view j or on an occluding surface there."""
-        z = float(sample.depth[i][int(uv0[1]), int(uv0[0])])
-        K0i, K0j = sample.K[i].double(), sample.K[j].double()
-        ray = torch.linalg.inv(K0i) @ torch.tensor([uv0[0], uv0[1], 1.0], dtype=torch.float64)
-        c2w_i = torch.linalg.inv(sample.w2c[i].double())
+    def _match(self, fi: Frame, fj: Frame, uv0: np.ndarray) -> np.ndarray | None:
+        """Stored-view pixel uv0 [2] of frame i -> its stored-view position [2] in frame j, or None
+        when it falls behind camera j, outside view j or on an occluding surface there."""
+        z = float(fi.depth[int(uv0[1]), int(uv0[0])])
+        ray = torch.linalg.inv(fi.K0) @ torch.tensor([uv0[0], uv0[1], 1.0], dtype=torch.float64)
+        c2w_i = torch.linalg.inv(fi.w2c)
         x_world = c2w_i[:3, :3] @ (ray * z) + c2w_i[:3, 3]
-        w2c_j = sample.w2c[j].double()
-        x_cam_j = w2c_j[:3, :3] @ x_world + w2c_j[:3, 3]
+        x_cam_j = fj.w2c[:3, :3] @ x_world + fj.w2c[:3, 3]
         if x_cam_j[2] <= 1e-6:
             return None
-        uvj0 = (K0j @ (x_cam_j / x_cam_j[2]))[:2].numpy()  # [2]
-        H0, W0 = sample.depth.shape[-2:]
+        uvj0 = (fj.K0 @ (x_cam_j / x_cam_j[2]))[:2].numpy()  # [2]
+        H0, W0 = fj.depth.shape[-2:]
         cj, rj = int(math.floor(uvj0[0])), int(math.floor(uvj0[1]))
         if not (0 <= cj < W0 and 0 <= rj < H0):
             return None
-        dj = float(sample.depth[j][rj, cj])
+        dj = float(fj.depth[rj, cj])
         if not (dj > 0 and abs(dj - float(x_cam_j[2])) < 0.03 * dj):  # occluded in view j
             return None
         return uvj0
@@ -251,15 +287,18 @@ class QuestionBuilder:
         i, j = self._pair(rng, sample)
         if self.s.corr_same_view > 0 and rng.random() < self.s.corr_same_view:
             j = i  # the answer is the query: a copy lesson (drawn only when enabled: streams unchanged)
+        elif self.s.turn_pairs > 0 and rng.random() < self.s.turn_pairs:
+            j = ("turn", i, j)  # camera i turned in place to j's orientation (see `SceneCache.frame`)
         if n_points is None:
             n_points = int(rng.integers(1, self.s.corr_max_points + 1)) if self.s.corr_max_points > 1 else 1
         vi, vj = self._view(s, i, self.s.focal_depth), self._view(s, j, self.s.focal_depth)
         # One point: one draw, kept or rejected (the held-out stream). Several: the first n_points of
         # 3 n_points draws that have a visible match.
+        fi, fj = self.cache.frame(s, i), self.cache.frame(s, j)
         cand = _random_valid_pixels(rng, vi, sample.valid[i], 1 if n_points == 1 else 3 * n_points)  # [M, 2]
         queries, matches = [], []
         for uv0 in cand:
-            uvj0 = self._match(sample, i, j, uv0)
+            uvj0 = self._match(fi, fj, uv0)
             if uvj0 is not None:
                 ui, uj = pixel_to_input(vi, uv0[None]), pixel_to_input(vj, uvj0[None])
                 if ui is not None and uj is not None:
@@ -285,7 +324,9 @@ class QuestionBuilder:
         else:
             s, i, j = pair
         kind = kind or P.POSE_QUESTIONS[int(rng.integers(len(P.POSE_QUESTIONS)))]
-        gt = relative_pose(self.cache.samples[s].w2c[i], self.cache.samples[s].w2c[j])
+        if pair is None and kind in ("angle", "ypr") and self.s.turn_pairs > 0 and rng.random() < self.s.turn_pairs:
+            j = ("turn", i, j)  # same rotation as the pair (i, j), no translation
+        gt = relative_pose(self.cache.frame(s, i).w2c, self.cache.frame(s, j).w2c)
         vi, vj = self._view(s, i, self.s.focal_pose), self._view(s, j, self.s.focal_pose)
         answer = P.pose_answer(kind, angle=gt["angle"], ypr=gt["ypr"], t_unit=gt["t_unit"], distance=gt["distance"])
         target = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in gt.items()}

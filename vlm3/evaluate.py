@@ -38,14 +38,29 @@ METRICS = {
 }
 
 
-def held_out_questions(cfg: Config, cache: SceneCache | None = None) -> dict:
+def held_out_questions(cfg: Config, cache: SceneCache | None = None, turned: bool = False) -> dict:
     """{task: [Example]} on the test split: single-point depth, correspondences, four pose
-    questions per pair, object questions."""
+    questions per pair, object questions.
+
+    `turned` (a diagnostic): correspondence and rotation questions only, on the same test pairs with
+    the second camera turned in place (`DataConfig.turn_pairs`): the same rotations, no parallax."""
     from vlm3.train import task_settings  # local: train imports this module's users, not the reverse
 
     e = cfg.eval
     cache = cache or SceneCache(cfg.data.root, cfg.data.test_split, zoom=cfg.data.zoom, seed=e.seed)
-    builder = QuestionBuilder(cache, task_settings(cfg, training=False))
+    settings = task_settings(cfg, training=False)
+    if turned:
+        settings.turn_pairs = 1.0
+        builder = QuestionBuilder(cache, settings)
+        rng = np.random.default_rng([e.seed, 99])
+        pose = []
+        for _ in range(e.pose_pairs):
+            s = int(rng.integers(len(cache)))
+            i, j = builder._pair(rng, cache.samples[s])
+            pose += [builder.pose(rng, kind=k, pair=(s, i, ("turn", i, j))) for k in ("angle", "ypr")]
+        return {"correspondence": [TaskDataset(builder, "correspondence", e.correspondence, e.seed, n_points=1)[i]
+                                   for i in range(e.correspondence)], "pose": pose}
+    builder = QuestionBuilder(cache, settings)
     out = {
         "depth": [TaskDataset(builder, "depth", e.depth, e.seed, n_points=1)[i] for i in range(e.depth)],
         "correspondence": [TaskDataset(builder, "correspondence", e.correspondence, e.seed, n_points=1)[i]
@@ -187,16 +202,15 @@ def train_statistics(cfg: Config, n: int = 2000) -> dict:
 def baseline_answers(questions: dict, stats: dict) -> dict:
     """Median depth, identity correspondence, identity pose (no rotation, no translation), majority
     object answer, written in the answer templates so that they go through the same parser."""
-    out = {"depth": [P.depth_answer([stats["depth_median"]], think=False)] * len(questions["depth"]),
-           "correspondence": [P.correspondence_answer(e.target["query"]) for e in questions["correspondence"]]}
-    pose = []
-    for e in questions["pose"]:
+    def pose(e):
         if e.kind == "direction":
-            pose.append("The camera does not move, unit vector (0.00, 0.00, 0.00).")  # identity: no direction
-        else:
-            pose.append(P.pose_answer(e.kind, angle=0.0, ypr=(0.0, 0.0, 0.0), distance=stats["distance_median"]))
-    out["pose"] = pose
-    out["object"] = [P.object_answer(e.kind, stats["object"][e.kind]) for e in questions["object"]]
+            return "The camera does not move, unit vector (0.00, 0.00, 0.00)."  # identity: no direction
+        return P.pose_answer(e.kind, angle=0.0, ypr=(0.0, 0.0, 0.0), distance=stats["distance_median"])
+
+    answer = {"depth": lambda e: P.depth_answer([stats["depth_median"]], think=False),
+              "correspondence": lambda e: P.correspondence_answer(e.target["query"]),
+              "pose": pose, "object": lambda e: P.object_answer(e.kind, stats["object"][e.kind])}
+    out = {task: [answer[task](e) for e in exs] for task, exs in questions.items()}
     return out
 
 
@@ -204,7 +218,10 @@ def main(argv=None) -> None:
     from vlm3.model import VLM3
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--checkpoint", help="a trained model's checkpoint folder (or use --baseline)")
+    ap.add_argument("--baseline", action="store_true", help="score the trivial baselines instead of a model")
+    ap.add_argument("--turned", action="store_true",
+                    help="diagnostic: correspondence and rotation on test pairs turned in place (no parallax)")
     ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
     ap.add_argument("--out", default=None, help="write metrics and parse failures here (JSON)")
     ap.add_argument("--seed", type=int, default=None, help="overrides eval.seed")
@@ -214,11 +231,19 @@ def main(argv=None) -> None:
     from vlm3.train import set_threads
 
     set_threads(cfg)
-    vlm = VLM3.from_pretrained(args.checkpoint)
-    questions = held_out_questions(cfg)
-    answers = answer_all(vlm, questions, cfg.eval.batch_size, cfg.eval.max_new_tokens, progress=True)
+    if (args.checkpoint is None) == (not args.baseline):
+        ap.error("give exactly one of --checkpoint and --baseline")
+    questions = held_out_questions(cfg, turned=args.turned)
+    if args.baseline:
+        answers = baseline_answers(questions, train_statistics(cfg))
+    else:
+        vlm = VLM3.from_pretrained(args.checkpoint)
+        answers = answer_all(vlm, questions, cfg.eval.batch_size, cfg.eval.max_new_tokens, progress=True)
     failures: list = []
     metrics = score(questions, answers, failures)
+    if args.turned:  # no translation: only the rotation metrics mean something
+        metrics = {k: v for k, v in metrics.items() if k.startswith("corr") or k in
+                   ("pose_rot_err_deg", "pose_angle_err_deg", "parse_failure_rate")}
     print(json.dumps(metrics, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps({"metrics": metrics, "parse_failures": [asdict(f) for f in failures]},

@@ -82,6 +82,35 @@ def test_same_view_copy_lessons_are_training_only(cache, tiny_cfg):
     assert task_settings(cfg).corr_same_view == 0.5 and task_settings(cfg, training=False).corr_same_view == 0.0
 
 
+def test_turned_pairs_share_the_rotation_and_match_colours(cache, tiny_cfg):
+    """turn_pairs: the second view is rendered from the first camera's centre with the real partner's
+    orientation, so the rotation is the real pair's, the translation zero, and each query pixel's
+    colour is found at its match; held-out questions never use such pairs."""
+    from vlm3.train import task_settings
+
+    builder = QuestionBuilder(cache, TaskSettings(focal_depth=60, focal_pose=45, pair_gap=(1, 1), turn_pairs=1.0))
+    rng = np.random.default_rng(0)
+    ex = builder.pose(rng, kind="ypr")
+    s, i, turned = ex.target["pair"]
+    assert turned[0] == "turn" and turned[1] == i
+    real = relative_pose(cache.samples[s].w2c[i], cache.samples[s].w2c[turned[2]])
+    assert ex.target["distance"] == pytest.approx(0.0, abs=1e-5)  # w2c are stored as float32
+    assert np.array(ex.target["R"]) == pytest.approx(real["R"], abs=1e-9) and real["angle"] > 1.0
+    diffs = []
+    ds = TaskDataset(builder, "correspondence", 12, seed=4)
+    for k in range(12):
+        e = ds[k]
+        (a, b), q, m = e.images, np.array(e.target["query"]), np.array(e.target["match"])
+        qa = P.denormalize_xy(q, a.shape[-1], a.shape[-2], P.BOX_SCALE).astype(int)
+        mb = P.denormalize_xy(m, b.shape[-1], b.shape[-2], P.BOX_SCALE).astype(int)
+        diffs.append(float((a[:, qa[1], qa[0]] - b[:, mb[1], mb[0]]).abs().max()))
+        assert not torch.equal(a, b)
+    assert np.median(diffs) < 0.05  # resampling blurs edges a little; a wrong match differs by ~0.3
+    cfg = type(tiny_cfg)(**{**tiny_cfg.__dict__})
+    cfg.data = type(tiny_cfg.data)(**{**tiny_cfg.data.__dict__, "turn_pairs": 0.5})
+    assert task_settings(cfg).turn_pairs == 0.5 and task_settings(cfg, training=False).turn_pairs == 0.0
+
+
 def test_correspondence_pairs_are_consistent_with_depth(cache):
     builder = QuestionBuilder(cache, TaskSettings(focal_depth=60, pair_gap=(1, 1)))
     ds = TaskDataset(builder, "correspondence", 10, seed=2)

@@ -1,5 +1,7 @@
 """Scoring with common.metrics: perfect answers score perfectly, unparseable ones count as wrong."""
 
+import json
+
 import pytest
 
 from vlm3.evaluate import baseline_answers, score, held_out_questions
@@ -39,3 +41,27 @@ def test_baselines_go_through_the_same_parser(questions):
     m = score(questions, answers, failures)
     assert failures == []
     assert m["corr_epe_mean"] > 0 and m["pose_trans_err_deg"] == 90.0  # identity: no translation direction
+
+
+def test_turned_diagnostic_asks_rotations_of_the_same_pairs(tiny_cfg, cfg_overrides, questions, capsys):
+    """--turned: the held-out pairs' rotations with the second camera turned in place; the CLI
+    scores the identity baseline on them without a checkpoint."""
+    from vlm3.evaluate import main
+
+    turned = held_out_questions(tiny_cfg, turned=True)
+    assert set(turned) == {"correspondence", "pose"}
+    assert {e.kind for e in turned["pose"]} == {"angle", "ypr"}
+    real = [e for e in questions["pose"] if e.kind == "ypr"]
+    turned_ypr = [e for e in turned["pose"] if e.kind == "ypr"]
+    assert len(turned_ypr) == len(real) > 0
+    for a, b in zip(turned_ypr, real):
+        assert a.target["ypr"] == pytest.approx(b.target["ypr"], abs=1e-6)
+    assert all(e.target["distance"] < 1e-5 and e.target["pair"][2][0] == "turn" for e in turned["pose"])
+    overrides = cfg_overrides
+    main(["--baseline", "--turned", *overrides])
+    metrics = json.loads(capsys.readouterr().out)
+    assert set(metrics) == {"corr_epe_mean", "corr_epe_median", "pose_rot_err_deg", "pose_angle_err_deg",
+                            "parse_failure_rate"}
+    assert metrics["corr_epe_mean"] > 0 and metrics["parse_failure_rate"] == 0
+    with pytest.raises(SystemExit):
+        main(["--turned", *overrides])  # neither a checkpoint nor --baseline
