@@ -55,6 +55,10 @@ class DataConfig:
     # Share of training correspondence questions asked on one view twice (answer = query): at tiny
     # scale a cheap lesson in copying the query coordinate. Held-out questions never do this.
     corr_same_view: float = 0.0
+    # > 0: those copy lessons render the second view with its crop window moved by up to this many
+    # pixels in x and y (the same camera, content shifted, the uncovered border rendered): a lesson in
+    # finding the query's content in the other image rather than copying its coordinate.
+    corr_shift: int = 0
     # Training correspondence questions ask about 1..N pixels of the first image (VLM3 Table 4: 10
     # pixels per sample); held-out questions ask about one.
     corr_max_points: int = 1

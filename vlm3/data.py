@@ -78,7 +78,7 @@ class SceneCache:
         self.samples = [ds[i] for i in range(n)]
         self.zoom, self.seed = tuple(zoom), seed
         self._views: dict = {}
-        self._turned: dict = {}  # (s, ("turn", i, j)) -> Frame
+        self._rendered: dict = {}  # turned frames and shift canvases (see `frame`)
         self._scenes: dict = {}  # s -> Scene, for rendering turned views
 
     def __len__(self) -> int:
@@ -89,30 +89,50 @@ class SceneCache:
         return float(lo + (hi - lo) * np.random.default_rng([self.seed, 7, s, v]).random())
 
     def frame(self, s: int, v) -> Frame:
-        """View v of scene s as stored, or v = ("turn", i, j): camera i turned in place to camera j's
-        orientation, rendered from the scene's annotations (cached)."""
+        """View v of scene s as stored, or rendered from the scene's annotations (cached):
+
+        - v = ("turn", i, j): camera i turned in place to camera j's orientation;
+        - v = ("shift", i, dx, dy, m): camera i with its crop window moved by (dx, dy) stored-view
+          pixels, |dx|, |dy| <= m (a render with a margin of m pixels, cropped): content at (u, v)
+          in view i appears at (u - dx, v - dy), and the uncovered border shows what is really there.
+        """
         sample = self.samples[s]
         if isinstance(v, (int, np.integer)):
             return Frame(sample.images[v], sample.depth[v], sample.valid[v], sample.K[v].double(),
                          sample.w2c[v].double(), self.zoom_factor(s, int(v)))
+        H, W = sample.images.shape[-2:]
+        if v[0] == "shift":
+            _, i, dx, dy, m = v
+            if (s, i, m) not in self._rendered:
+                K = sample.K[i].double().clone()
+                K[0, 2], K[1, 2] = K[0, 2] + m, K[1, 2] + m
+                self._rendered[(s, i, m)] = self._render(s, K, sample.w2c[i].double(), H + 2 * m, W + 2 * m)
+            out = self._rendered[(s, i, m)]
+            rows, cols = slice(m + dy, m + dy + H), slice(m + dx, m + dx + W)
+            K = sample.K[i].double().clone()
+            K[0, 2], K[1, 2] = K[0, 2] - dx, K[1, 2] - dy
+            return Frame(out["images"][0][:, rows, cols], out["depth"][0][rows, cols], out["valid"][0][rows, cols],
+                         K, sample.w2c[i].double(), self.zoom_factor(s, i))
         key = (s, tuple(v))
-        if key not in self._turned:
+        if key not in self._rendered:
             _, i, j = v
             w2c = sample.w2c[j].double().clone()  # orientation of j, centre of i: t = -R C_i
             c_i = -sample.w2c[i][:3, :3].double().T @ sample.w2c[i][:3, 3].double()
             w2c[:3, 3] = -w2c[:3, :3] @ c_i
-            if s not in self._scenes:
-                self._scenes[s] = Scene.from_annotations(sample.annotations)
-            K = sample.K[i].double()
-            H, W = sample.images.shape[-2:]
-            out = render_views(self._scenes[s], K[None], w2c[None], H, W)
-            self._turned[key] = Frame(out["images"][0].float(), out["depth"][0].float(), out["valid"][0], K, w2c,
-                                      self.zoom_factor(s, i))
-        return self._turned[key]
+            out = self._render(s, sample.K[i].double(), w2c, H, W)
+            self._rendered[key] = Frame(out["images"][0], out["depth"][0], out["valid"][0], sample.K[i].double(), w2c,
+                                        self.zoom_factor(s, i))
+        return self._rendered[key]
+
+    def _render(self, s: int, K: torch.Tensor, w2c: torch.Tensor, H: int, W: int) -> dict:
+        if s not in self._scenes:
+            self._scenes[s] = Scene.from_annotations(self.samples[s].annotations)
+        out = render_views(self._scenes[s], K[None], w2c[None], H, W)
+        return {k: out[k].float() if k != "valid" else out[k] for k in ("images", "depth", "valid")}
 
     def view(self, s: int, v, focal: float, unify: bool) -> View:
         key = (s, v, float(focal), bool(unify))
-        if key not in self._views:
+        if key not in self._views or (not isinstance(v, (int, np.integer)) and v[0] == "shift"):
             f = self.frame(s, v)
             image, K0 = f.image, f.K0  # [3, H, W], [3, 3]
             H, W = image.shape[-2:]
@@ -127,7 +147,10 @@ class SceneCache:
                 K = K.double()
             else:
                 model_in, K = captured, Kc
-            self._views[key] = View(model_in.clamp(0, 1), K, K0, Kc, (H, W))
+            view = View(model_in.clamp(0, 1), K, K0, Kc, (H, W))
+            if not (not isinstance(v, (int, np.integer)) and v[0] == "shift"):  # shifted views are cheap and many
+                self._views[key] = view
+            return view
         return self._views[key]
 
 
@@ -207,6 +230,7 @@ class TaskSettings:
     min_object_pixels: int = 150
     corr_same_view: float = 0.0  # training only: share of correspondence questions asked on one view twice
     corr_max_points: int = 1  # training correspondence questions ask about 1..N pixels
+    corr_shift: int = 0  # copy lessons move the second view's crop window by up to this many pixels
     turn_pairs: float = 0.0  # training only: share of correspondence / rotation questions on turned-in-place pairs
 
 
@@ -287,6 +311,9 @@ class QuestionBuilder:
         i, j = self._pair(rng, sample)
         if self.s.corr_same_view > 0 and rng.random() < self.s.corr_same_view:
             j = i  # the answer is the query: a copy lesson (drawn only when enabled: streams unchanged)
+            if self.s.corr_shift > 0:  # ... or the same camera with its crop window moved
+                m = self.s.corr_shift
+                j = ("shift", i, int(rng.integers(-m, m + 1)), int(rng.integers(-m, m + 1)), m)
         elif self.s.turn_pairs > 0 and rng.random() < self.s.turn_pairs:
             j = ("turn", i, j)  # camera i turned in place to j's orientation (see `SceneCache.frame`)
         if n_points is None:

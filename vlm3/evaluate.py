@@ -38,17 +38,24 @@ METRICS = {
 }
 
 
-def held_out_questions(cfg: Config, cache: SceneCache | None = None, turned: bool = False) -> dict:
+def held_out_questions(cfg: Config, cache: SceneCache | None = None, turned: bool = False, shifted: int = 0) -> dict:
     """{task: [Example]} on the test split: single-point depth, correspondences, four pose
     questions per pair, object questions.
 
     `turned` (a diagnostic): correspondence and rotation questions only, on the same test pairs with
-    the second camera turned in place (`DataConfig.turn_pairs`): the same rotations, no parallax."""
+    the second camera turned in place (`DataConfig.turn_pairs`): the same rotations, no parallax.
+    `shifted` > 0 (a diagnostic): correspondence questions only, each view against itself with the
+    crop window moved by up to `shifted` pixels (`DataConfig.corr_shift`)."""
     from vlm3.train import task_settings  # local: train imports this module's users, not the reverse
 
     e = cfg.eval
     cache = cache or SceneCache(cfg.data.root, cfg.data.test_split, zoom=cfg.data.zoom, seed=e.seed)
     settings = task_settings(cfg, training=False)
+    if shifted > 0:
+        settings.corr_same_view, settings.corr_shift = 1.0, int(shifted)
+        builder = QuestionBuilder(cache, settings)
+        return {"correspondence": [TaskDataset(builder, "correspondence", e.correspondence, e.seed, n_points=1)[i]
+                                   for i in range(e.correspondence)]}
     if turned:
         settings.turn_pairs = 1.0
         builder = QuestionBuilder(cache, settings)
@@ -222,6 +229,8 @@ def main(argv=None) -> None:
     ap.add_argument("--baseline", action="store_true", help="score the trivial baselines instead of a model")
     ap.add_argument("--turned", action="store_true",
                     help="diagnostic: correspondence and rotation on test pairs turned in place (no parallax)")
+    ap.add_argument("--shifted", type=int, default=0, metavar="M",
+                    help="diagnostic: correspondence of each test view with itself, crop moved by up to M px")
     ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
     ap.add_argument("--out", default=None, help="write metrics and parse failures here (JSON)")
     ap.add_argument("--seed", type=int, default=None, help="overrides eval.seed")
@@ -233,7 +242,9 @@ def main(argv=None) -> None:
     set_threads(cfg)
     if (args.checkpoint is None) == (not args.baseline):
         ap.error("give exactly one of --checkpoint and --baseline")
-    questions = held_out_questions(cfg, turned=args.turned)
+    if args.turned and args.shifted:
+        ap.error("--turned and --shifted are separate diagnostics; give one")
+    questions = held_out_questions(cfg, turned=args.turned, shifted=args.shifted)
     if args.baseline:
         answers = baseline_answers(questions, train_statistics(cfg))
     else:
@@ -241,7 +252,7 @@ def main(argv=None) -> None:
         answers = answer_all(vlm, questions, cfg.eval.batch_size, cfg.eval.max_new_tokens, progress=True)
     failures: list = []
     metrics = score(questions, answers, failures)
-    if args.turned:  # no translation: only the rotation metrics mean something
+    if args.turned or args.shifted:  # no translation: only the rotation metrics mean something
         metrics = {k: v for k, v in metrics.items() if k.startswith("corr") or k in
                    ("pose_rot_err_deg", "pose_angle_err_deg", "parse_failure_rate")}
     print(json.dumps(metrics, indent=1))

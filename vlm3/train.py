@@ -51,7 +51,7 @@ def task_settings(cfg: Config, training: bool = True) -> TaskSettings:
     return TaskSettings(focal_depth=d.focal_depth, focal_pose=d.focal_pose, unify_focal=d.unify_focal,
                         depth_target=d.depth_target, depth_max_points=d.depth_max_points, think=d.think,
                         marker=d.marker, min_object_pixels=d.min_object_pixels,
-                        corr_same_view=d.corr_same_view if training else 0.0,
+                        corr_same_view=d.corr_same_view if training else 0.0, corr_shift=d.corr_shift,
                         corr_max_points=d.corr_max_points if training else 1,
                         turn_pairs=d.turn_pairs if training else 0.0)
 

@@ -82,6 +82,39 @@ def test_same_view_copy_lessons_are_training_only(cache, tiny_cfg):
     assert task_settings(cfg).corr_same_view == 0.5 and task_settings(cfg, training=False).corr_same_view == 0.0
 
 
+def test_shifted_copy_lessons_move_the_content(cache):
+    """corr_shift: the copy lesson's second view is the same camera with its crop window moved by
+    (dx, dy) stored pixels; the match is the query moved by -(dx, dy) (mapped to the model input) and
+    shows the query's colour."""
+    from common.cameras import map_pixels
+
+    builder = QuestionBuilder(cache, TaskSettings(focal_depth=60, corr_same_view=1.0, corr_shift=6))
+    moved = 0
+    for k in range(6):
+        rng = np.random.default_rng([7, k])
+        s = int(rng.integers(len(cache)))  # the draws `correspondence` makes first, replayed
+        i, _ = builder._pair(rng, cache.samples[s])
+        rng.random()
+        m = 6
+        dx, dy = int(rng.integers(-m, m + 1)), int(rng.integers(-m, m + 1))
+        ex = builder.correspondence(np.random.default_rng([7, k]))
+        if ex is None:
+            continue
+        (a, b), q, mt = ex.images, np.array(ex.target["query"]), np.array(ex.target["match"])
+        vi, vj = cache.view(s, i, 60, True), cache.view(s, ("shift", i, dx, dy, m), 60, True)
+        assert torch.equal(a, vi.image) and torch.equal(b, vj.image)
+        uv = P.denormalize_xy(q, a.shape[-1], a.shape[-2], P.BOX_SCALE)  # model-input pixel of view i
+        uv0 = map_pixels(torch.tensor(uv[None]), vi.K, vi.K0)[0].numpy() - np.array([dx, dy])  # stored, moved
+        expected = P.normalize_xy(map_pixels(torch.tensor(uv0[None]), vj.K0, vj.K).numpy(), b.shape[-1],
+                                  b.shape[-2], P.BOX_SCALE)[0]
+        assert mt == pytest.approx(expected, abs=1.0)  # text coordinates are integers
+        ma = P.denormalize_xy(mt, b.shape[-1], b.shape[-2], P.BOX_SCALE).astype(int)
+        qa = uv.astype(int)
+        assert float((a[:, qa[1], qa[0]] - b[:, ma[1], ma[0]]).abs().max()) < 0.1
+        moved += int((dx, dy) != (0, 0))
+    assert moved >= 3
+
+
 def test_turned_pairs_share_the_rotation_and_match_colours(cache, tiny_cfg):
     """turn_pairs: the second view is rendered from the first camera's centre with the real partner's
     orientation, so the rotation is the real pair's, the translation zero, and each query pixel's

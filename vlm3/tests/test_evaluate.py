@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from vlm3.evaluate import baseline_answers, score, held_out_questions
+from vlm3.evaluate import baseline_answers, held_out_questions, main, score
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +46,6 @@ def test_baselines_go_through_the_same_parser(questions):
 def test_turned_diagnostic_asks_rotations_of_the_same_pairs(tiny_cfg, cfg_overrides, questions, capsys):
     """--turned: the held-out pairs' rotations with the second camera turned in place; the CLI
     scores the identity baseline on them without a checkpoint."""
-    from vlm3.evaluate import main
-
     turned = held_out_questions(tiny_cfg, turned=True)
     assert set(turned) == {"correspondence", "pose"}
     assert {e.kind for e in turned["pose"]} == {"angle", "ypr"}
@@ -65,3 +63,12 @@ def test_turned_diagnostic_asks_rotations_of_the_same_pairs(tiny_cfg, cfg_overri
     assert metrics["corr_epe_mean"] > 0 and metrics["parse_failure_rate"] == 0
     with pytest.raises(SystemExit):
         main(["--turned", *overrides])  # neither a checkpoint nor --baseline
+
+
+def test_shifted_diagnostic_asks_views_against_moved_copies(tiny_cfg, cfg_overrides, capsys):
+    shifted = held_out_questions(tiny_cfg, shifted=5)
+    assert set(shifted) == {"correspondence"} and len(shifted["correspondence"]) == tiny_cfg.eval.correspondence
+    assert any(e.target["match"] != e.target["query"] for e in shifted["correspondence"])
+    main(["--baseline", "--shifted", "5", *cfg_overrides])
+    metrics = json.loads(capsys.readouterr().out)
+    assert set(metrics) == {"corr_epe_mean", "corr_epe_median", "parse_failure_rate"} and metrics["corr_epe_mean"] > 0
