@@ -71,3 +71,29 @@ def test_leaderboard_groups_by_data(tmp_path):
     ]
     assert "| 1 | ivgt:ivgt | 61.2 |" in md.split("### pose_auc30 (higher is better)")[1]
     assert "data:image/png;base64," in (tmp_path / "lb.html").read_text()
+
+
+def test_threads_option_sets_torch_threads_for_the_run(monkeypatch, tmp_path):
+    import types
+
+    import pytest
+    import torch
+
+    from benchmarks.perf import __main__ as cli
+
+    seen = []
+
+    def run(quick):
+        seen.append(torch.get_num_threads())
+        return PerfReport("toy", "nothing")
+
+    monkeypatch.setattr(cli, "available", lambda: ["toy"])
+    monkeypatch.setattr(cli.importlib, "import_module", lambda name: types.SimpleNamespace(run=run))
+    before = torch.get_num_threads()
+    try:
+        assert cli.main(["toy", "--threads", "1", "--out", str(tmp_path)]) == 0
+        assert seen == [1] and json.loads((tmp_path / "toy.json").read_text())["environment"]["threads"] == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(SystemExit):
+        cli.main(["toy", "--threads", "-2"])

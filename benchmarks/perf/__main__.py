@@ -1,4 +1,4 @@
-"""`python -m benchmarks.perf NAME [NAME ...] | all [--quick] [--out results/perf]`."""
+"""`python -m benchmarks.perf NAME [NAME ...] | all [--quick] [--threads N] [--out results/perf]`."""
 
 import argparse
 import importlib
@@ -17,7 +17,16 @@ def main(argv=None) -> int:
     parser.add_argument("names", nargs="+", help=f"benchmarks to run, or 'all': {', '.join(available())}")
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (a smoke run)")
     parser.add_argument("--out", default="results/perf", help="where the JSON files go")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (0: torch's default). On a busy machine 1 keeps the CPU "
+                             "numbers from waiting on each other's threads; the count is recorded in the JSON")
     args = parser.parse_args(argv)
+    if args.threads < 0:
+        parser.error(f"--threads: expected 0 (torch's default) or a positive count, got {args.threads}")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     names = available() if args.names == ["all"] else args.names
     unknown = [n for n in names if n not in available()]
     if unknown:
