@@ -132,7 +132,8 @@ class SceneCache:
 
     def view(self, s: int, v, focal: float, unify: bool) -> View:
         key = (s, v, float(focal), bool(unify))
-        if key not in self._views or (not isinstance(v, (int, np.integer)) and v[0] == "shift"):
+        moved = isinstance(v, tuple) and v[0] == "shift"  # moved copies are cheap to crop and many: not kept
+        if key not in self._views or moved:
             f = self.frame(s, v)
             image, K0 = f.image, f.K0  # [3, H, W], [3, 3]
             H, W = image.shape[-2:]
@@ -148,9 +149,9 @@ class SceneCache:
             else:
                 model_in, K = captured, Kc
             view = View(model_in.clamp(0, 1), K, K0, Kc, (H, W))
-            if not (not isinstance(v, (int, np.integer)) and v[0] == "shift"):  # shifted views are cheap and many
-                self._views[key] = view
-            return view
+            if moved:
+                return view
+            self._views[key] = view
         return self._views[key]
 
 
