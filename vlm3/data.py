@@ -79,7 +79,7 @@ class SceneCache:
         self.zoom, self.seed = tuple(zoom), seed
         self._views: dict = {}
         self._rendered: dict = {}  # turned frames and shift canvases (see `frame`)
-        self._scenes: dict = {}  # s -> Scene, for rendering turned views
+        self._scenes: dict = {}  # s -> Scene, for the rendered frames
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -53,34 +53,29 @@ def held_out_questions(cfg: Config, cache: SceneCache | None = None, turned: boo
     settings = task_settings(cfg, training=False)
     if shifted > 0:
         settings.corr_same_view, settings.corr_shift = 1.0, int(shifted)
-        builder = QuestionBuilder(cache, settings)
-        return {"correspondence": [TaskDataset(builder, "correspondence", e.correspondence, e.seed, n_points=1)[i]
-                                   for i in range(e.correspondence)]}
-    if turned:
-        settings.turn_pairs = 1.0
-        builder = QuestionBuilder(cache, settings)
-        rng = np.random.default_rng([e.seed, 99])
-        pose = []
-        for _ in range(e.pose_pairs):
-            s = int(rng.integers(len(cache)))
-            i, j = builder._pair(rng, cache.samples[s])
-            pose += [builder.pose(rng, kind=k, pair=(s, i, ("turn", i, j))) for k in ("angle", "ypr")]
-        return {"correspondence": [TaskDataset(builder, "correspondence", e.correspondence, e.seed, n_points=1)[i]
-                                   for i in range(e.correspondence)], "pose": pose}
+    settings.turn_pairs = 1.0 if turned else 0.0
     builder = QuestionBuilder(cache, settings)
-    out = {
-        "depth": [TaskDataset(builder, "depth", e.depth, e.seed, n_points=1)[i] for i in range(e.depth)],
-        "correspondence": [TaskDataset(builder, "correspondence", e.correspondence, e.seed, n_points=1)[i]
-                           for i in range(e.correspondence)],
-        "object": [TaskDataset(builder, "object", e.object, e.seed)[i] for i in range(e.object)],
-    }
+    corr = [TaskDataset(builder, "correspondence", e.correspondence, e.seed, n_points=1)[i]
+            for i in range(e.correspondence)]
+    if shifted > 0:
+        return {"correspondence": corr}
     pose = []
     rng = np.random.default_rng([e.seed, 99])
     for _ in range(e.pose_pairs):
         s = int(rng.integers(len(cache)))
         i, j = builder._pair(rng, cache.samples[s])
-        pose += [builder.pose(rng, kind=k, pair=(s, i, j)) for k in P.POSE_QUESTIONS]
-    out["pose"] = pose
+        if turned:  # only the rotation questions: a turned pair has no translation
+            pose += [builder.pose(rng, kind=k, pair=(s, i, ("turn", i, j))) for k in ("angle", "ypr")]
+        else:
+            pose += [builder.pose(rng, kind=k, pair=(s, i, j)) for k in P.POSE_QUESTIONS]
+    if turned:
+        return {"correspondence": corr, "pose": pose}
+    out = {
+        "depth": [TaskDataset(builder, "depth", e.depth, e.seed, n_points=1)[i] for i in range(e.depth)],
+        "correspondence": corr,
+        "object": [TaskDataset(builder, "object", e.object, e.seed)[i] for i in range(e.object)],
+        "pose": pose,
+    }
     return out
 
 
@@ -217,8 +212,7 @@ def baseline_answers(questions: dict, stats: dict) -> dict:
     answer = {"depth": lambda e: P.depth_answer([stats["depth_median"]], think=False),
               "correspondence": lambda e: P.correspondence_answer(e.target["query"]),
               "pose": pose, "object": lambda e: P.object_answer(e.kind, stats["object"][e.kind])}
-    out = {task: [answer[task](e) for e in exs] for task, exs in questions.items()}
-    return out
+    return {task: [answer[task](e) for e in exs] for task, exs in questions.items()}
 
 
 def main(argv=None) -> None:

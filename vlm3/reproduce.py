@@ -2,7 +2,7 @@
 scenes beside the untrained model and the trivial baselines, train and evaluate the two ablations,
 and write results/vlm3/ (results.json, results.md, parse failures, pictures).
 
-    python -m vlm3.reproduce                      # tiny.yaml, 27-31 minutes on 2 CPU cores
+    python -m vlm3.reproduce                      # tiny.yaml, about 28 minutes on 2 CPU cores
     python -m vlm3.reproduce --jobs 1             # the three trainings one after another (default: side by side)
     python -m vlm3.reproduce train.steps=300      # a shortened run (say so when quoting it)
     python -m vlm3.reproduce --reuse              # re-evaluate finished runs whose training config is unchanged

@@ -55,14 +55,13 @@ def test_turned_diagnostic_asks_rotations_of_the_same_pairs(tiny_cfg, cfg_overri
     for a, b in zip(turned_ypr, real):
         assert a.target["ypr"] == pytest.approx(b.target["ypr"], abs=1e-6)
     assert all(e.target["distance"] < 1e-5 and e.target["pair"][2][0] == "turn" for e in turned["pose"])
-    overrides = cfg_overrides
-    main(["--baseline", "--turned", *overrides])
+    main(["--baseline", "--turned", *cfg_overrides])
     metrics = json.loads(capsys.readouterr().out)
     assert set(metrics) == {"corr_epe_mean", "corr_epe_median", "pose_rot_err_deg", "pose_angle_err_deg",
                             "parse_failure_rate"}
     assert metrics["corr_epe_mean"] > 0 and metrics["parse_failure_rate"] == 0
     with pytest.raises(SystemExit):
-        main(["--turned", *overrides])  # neither a checkpoint nor --baseline
+        main(["--turned", *cfg_overrides])  # neither a checkpoint nor --baseline
 
 
 def test_shifted_diagnostic_asks_views_against_moved_copies(tiny_cfg, cfg_overrides, capsys):
