@@ -47,7 +47,7 @@ class DataConfig:
     focal_depth: float = 1000.0  # canonical focal length for depth, correspondence and objects (px)
     focal_pose: float = 750.0  # for pose (VLM3's "f750")
     unify_focal: bool = True
-    zoom: list = field(default_factory=lambda: [1.0, 1.6])  # per-view zoom: varied focal lengths
+    zoom: list = field(default_factory=lambda: [1.0, 1.6])  # per-scene zoom: varied focal lengths
     depth_target: str = "distance"  # VLM3/DepthLM: ray distance ("how far ... from the camera"); or "z"
     depth_max_points: int = 1  # depth prompts ask about 1..N points (N > 1: multi-point answers)
     think: bool = False  # DepthLM's templated <think> before <answer> in depth answers

@@ -11,8 +11,8 @@ Every question is built from exact ground truth (depth, K, w2c, object boxes) of
 - objects: two visible objects of a view, their 2D boxes as text, and relations / metric answers
   from the 3D boxes in the scene annotations.
 
-Image pipeline per view (VLM3 Sec. 3): the stored view (K0) is first zoomed by a per-view factor
-in `zoom` (fixed per seed: the "captured" camera Kc, so test images have varied focal lengths), then
+Image pipeline per view (VLM3 Sec. 3): the stored view (K0) is first zoomed by a factor in `zoom`
+(one per scene and seed: the "captured" camera Kc, so test images have varied focal lengths), then
 resampled to the canonical focal length with `common.cameras.unify_focal` (Kin). With
 `unify_focal=False` (the ablation) the captured image is the model input. Labelled pixels are chosen
 on the stored view and carried with `common.cameras.map_pixels` K0 -> Kc -> Kin, so labels stay
@@ -84,9 +84,12 @@ class SceneCache:
     def __len__(self) -> int:
         return len(self.samples)
 
-    def zoom_factor(self, s: int, v: int) -> float:
+    def zoom_factor(self, s: int) -> float:
+        """The zoom of scene s's captured camera. One per scene: the views of a scene are frames of
+        one camera (the pose prompt says "taken by the same camera"), so both views of a pair share
+        their intrinsics, as in the paper's multi-view data."""
         lo, hi = self.zoom
-        return float(lo + (hi - lo) * np.random.default_rng([self.seed, 7, s, v]).random())
+        return float(lo + (hi - lo) * np.random.default_rng([self.seed, 7, s]).random())
 
     def frame(self, s: int, v) -> Frame:
         """View v of scene s as stored, or rendered from the scene's annotations (cached):
@@ -99,7 +102,7 @@ class SceneCache:
         sample = self.samples[s]
         if isinstance(v, (int, np.integer)):
             return Frame(sample.images[v], sample.depth[v], sample.valid[v], sample.K[v].double(),
-                         sample.w2c[v].double(), self.zoom_factor(s, int(v)))
+                         sample.w2c[v].double(), self.zoom_factor(s))
         H, W = sample.images.shape[-2:]
         if v[0] == "shift":
             _, i, dx, dy, m = v
@@ -112,7 +115,7 @@ class SceneCache:
             K = sample.K[i].double().clone()
             K[0, 2], K[1, 2] = K[0, 2] - dx, K[1, 2] - dy
             return Frame(out["images"][0][:, rows, cols], out["depth"][0][rows, cols], out["valid"][0][rows, cols],
-                         K, sample.w2c[i].double(), self.zoom_factor(s, i))
+                         K, sample.w2c[i].double(), self.zoom_factor(s))
         key = (s, tuple(v))
         if key not in self._rendered:
             _, i, j = v
@@ -121,7 +124,7 @@ class SceneCache:
             w2c[:3, 3] = -w2c[:3, :3] @ c_i
             out = self._render(s, sample.K[i].double(), w2c, H, W)
             self._rendered[key] = Frame(out["images"][0], out["depth"][0], out["valid"][0], sample.K[i].double(), w2c,
-                                        self.zoom_factor(s, i))
+                                        self.zoom_factor(s))
         return self._rendered[key]
 
     def _render(self, s: int, K: torch.Tensor, w2c: torch.Tensor, H: int, W: int) -> dict:

@@ -9,7 +9,7 @@ and write results/vlm3/ (results.json, results.md, parse failures, pictures).
 
 Ablations (each trained exactly as the main run, only the named setting changed):
 - `no-focal-unification`: images enter at their captured focal length (the test views have varied
-  focal lengths: each view is zoomed by a factor in data.zoom);
+  focal lengths: each scene's camera is zoomed by a factor in data.zoom);
 - `red-arrow-marker`: depth questions mark the point with DepthLM's red arrow drawn into the image
   instead of VLM3's text coordinates (the other tasks are unchanged).
 """

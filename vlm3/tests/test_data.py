@@ -215,3 +215,13 @@ def test_marker_questions_use_no_text_coordinates(cache):
     assert "red arrow" in ex.prompt and P.prompt_points(ex.prompt) == []
     im = ex.images[0]
     assert ((im[0] == 1) & (im[1] == 0) & (im[2] == 0)).sum() >= 9
+
+
+def test_views_of_a_scene_share_the_captured_camera(cache):
+    """One zoom per scene: the views are frames of one camera, so a pair's focal-unified images have
+    the same size and intrinsics (the pose prompt says "taken by the same camera")."""
+    for s in range(len(cache)):
+        Kc = [cache.view(s, v, 60.0, True).Kc for v in range(cache.samples[s].images.shape[0])]
+        assert all(torch.equal(k, Kc[0]) for k in Kc)
+    assert len({round(cache.zoom_factor(s), 9) for s in range(len(cache))}) == len(cache)
+

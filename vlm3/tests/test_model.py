@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from transformers import Qwen3VLForConditionalGeneration
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
 from common.metrics import depth_metrics
 from vlm3 import prompts as P
@@ -69,7 +70,8 @@ def test_unmerged_patches_one_token_per_patch_and_round_trip(cfg_overrides, exam
     grid = batch["image_grid_thw"]  # [n_images, 3] (t, h, w) in 16 px patches
     assert int((batch["input_ids"] == vlm.image_token_id).sum()) == int(grid.prod(-1).sum())
     H, W = ims[0][0].shape[-2:]
-    assert int(grid[0, 1]) * 16 == round(H / 16) * 16 and int(grid[0, 2]) * 16 == round(W / 16) * 16
+    h, w = smart_resize(H, W, factor=16, min_pixels=cfg.model.min_pixels, max_pixels=cfg.model.max_pixels)
+    assert (int(grid[0, 1]) * 16, int(grid[0, 2]) * 16) == (h, w)  # one token per 16 px patch
     vlm.save_pretrained(tmp_path)
     loaded = VLM3.from_pretrained(tmp_path)
     assert loaded.merge == 1 and loaded.model.config.vision_config.spatial_merge_size == 1
