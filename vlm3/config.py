@@ -66,6 +66,10 @@ class DataConfig:
     # pair whose second camera turns in place: view i and a rendering from camera i's centre with
     # view j's orientation. Same rotations as the real pairs, no parallax. Held-out pairs are real.
     turn_pairs: float = 0.0
+    # Questions per training sample, per task (default 1): a sample is a multi-turn conversation of up
+    # to that many questions on the same images (VLM3 Table 4: 10 pixels per depth / correspondence
+    # sample). The images are encoded once for all of them. Held-out questions are single-turn.
+    turns: dict = field(default_factory=dict)
     marker: bool = False  # ablation: DepthLM's red arrow drawn in the image instead of text coordinates
     mixture: dict = field(default_factory=lambda: {"depth": 1.0, "correspondence": 1.0, "pose": 1.0, "object": 1.0})
     samples: dict = field(default_factory=lambda: {"depth": 20000, "correspondence": 20000, "pose": 20000,

@@ -38,13 +38,18 @@ TASKS = ("depth", "correspondence", "pose", "object")
 
 @dataclass
 class Example:
-    """One question: images [3, H, W] float in [0, 1] (focal-unified), prompt, answer, ground truth."""
+    """One question: images [3, H, W] float in [0, 1] (focal-unified), prompt, answer, ground truth.
+
+    `turns` holds further (prompt, answer) questions on the same images, asked and answered in order
+    after the first in one multi-turn conversation (training samples with `DataConfig.turns` > 1;
+    held-out questions have none)."""
     task: str
     kind: str
     images: list
     prompt: str
     answer: str
     target: dict = field(default_factory=dict)
+    turns: list = field(default_factory=list)
 
 
 @dataclass
@@ -236,6 +241,7 @@ class TaskSettings:
     corr_max_points: int = 1  # training correspondence questions ask about 1..N pixels
     corr_shift: int = 0  # copy lessons move the second view's crop window by up to this many pixels
     turn_pairs: float = 0.0  # training only: share of correspondence / rotation questions on turned-in-place pairs
+    turns: dict = field(default_factory=dict)  # training only: questions per conversation (default 1)
 
 
 class QuestionBuilder:
@@ -250,10 +256,14 @@ class QuestionBuilder:
         return self.cache.view(s, v, focal, self.s.unify_focal)
 
     # -- depth -------------------------------------------------------------------------------
-    def depth(self, rng, n_points: int | None = None) -> Example | None:
-        s = int(rng.integers(len(self.cache)))
+    def depth(self, rng, n_points: int | None = None, where=None) -> Example | None:
+        """Depth at 1..depth_max_points pixels of a random view, or of view `where` = (s, v)."""
+        if where is None:
+            s = int(rng.integers(len(self.cache)))
+            v = int(rng.integers(self.cache.samples[s].images.shape[0]))
+        else:
+            s, v = where
         sample = self.cache.samples[s]
-        v = int(rng.integers(sample.images.shape[0]))
         view = self._view(s, v, self.s.focal_depth)
         n = n_points or int(rng.integers(1, self.s.depth_max_points + 1))
         if self.s.marker:
@@ -277,7 +287,7 @@ class QuestionBuilder:
             nxy = P.normalize_xy(uv, W, H, P.DEPTH_SCALE)
             prompt = P.depth_prompt(nxy, self.s.depth_target)
         return Example("depth", "depth", [image], prompt, P.depth_answer(value, self.s.think),
-                       {"depth": value.tolist(), "uv": uv.tolist()})
+                       {"depth": value.tolist(), "uv": uv.tolist(), "where": (s, v)})
 
     # -- correspondence ----------------------------------------------------------------------
     def _pair(self, rng, sample):
@@ -307,19 +317,23 @@ class QuestionBuilder:
             return None
         return uvj0
 
-    def correspondence(self, rng, n_points: int | None = None) -> Example | None:
+    def correspondence(self, rng, n_points: int | None = None, where=None) -> Example | None:
         """One pixel (held-out questions) or 1..corr_max_points pixels of view i (training: VLM3's
-        samples hold 10 pixels each) and their matches in view j."""
-        s = int(rng.integers(len(self.cache)))
+        samples hold 10 pixels each) and their matches in view j; a random pair, or `where` =
+        (s, i, j) as a previous question's target["where"] gives it."""
+        if where is None:
+            s = int(rng.integers(len(self.cache)))
+            i, j = self._pair(rng, self.cache.samples[s])
+            if self.s.corr_same_view > 0 and rng.random() < self.s.corr_same_view:
+                j = i  # the answer is the query: a copy lesson (drawn only when enabled: streams unchanged)
+                if self.s.corr_shift > 0:  # ... or the same camera with its crop window moved
+                    m = self.s.corr_shift
+                    j = ("shift", i, int(rng.integers(-m, m + 1)), int(rng.integers(-m, m + 1)), m)
+            elif self.s.turn_pairs > 0 and rng.random() < self.s.turn_pairs:
+                j = ("turn", i, j)  # camera i turned in place to j's orientation (see `SceneCache.frame`)
+        else:
+            s, i, j = where
         sample = self.cache.samples[s]
-        i, j = self._pair(rng, sample)
-        if self.s.corr_same_view > 0 and rng.random() < self.s.corr_same_view:
-            j = i  # the answer is the query: a copy lesson (drawn only when enabled: streams unchanged)
-            if self.s.corr_shift > 0:  # ... or the same camera with its crop window moved
-                m = self.s.corr_shift
-                j = ("shift", i, int(rng.integers(-m, m + 1)), int(rng.integers(-m, m + 1)), m)
-        elif self.s.turn_pairs > 0 and rng.random() < self.s.turn_pairs:
-            j = ("turn", i, j)  # camera i turned in place to j's orientation (see `SceneCache.frame`)
         if n_points is None:
             n_points = int(rng.integers(1, self.s.corr_max_points + 1)) if self.s.corr_max_points > 1 else 1
         vi, vj = self._view(s, i, self.s.focal_depth), self._view(s, j, self.s.focal_depth)
@@ -343,7 +357,8 @@ class QuestionBuilder:
         Hj, Wj = vj.image.shape[-2:]
         qi = P.normalize_xy(np.array(queries), Wi, Hi, P.BOX_SCALE)  # [n, 2]
         qj = P.normalize_xy(np.array(matches), Wj, Hj, P.BOX_SCALE)  # [n, 2]
-        target = {"query": qi[0].tolist(), "match": qj[0].tolist(), "queries": qi.tolist(), "matches": qj.tolist()}
+        target = {"query": qi[0].tolist(), "match": qj[0].tolist(), "queries": qi.tolist(),
+                  "matches": qj.tolist(), "where": (s, i, j)}
         return Example("correspondence", "correspondence", [vi.image, vj.image], P.correspondence_prompt(qi),
                        P.correspondence_answer(qj), target)
 
@@ -365,10 +380,14 @@ class QuestionBuilder:
         return Example("pose", kind, [vi.image, vj.image], P.pose_prompt(kind), answer, target)
 
     # -- objects -----------------------------------------------------------------------------
-    def object(self, rng, kind: str | None = None) -> Example | None:
-        s = int(rng.integers(len(self.cache)))
+    def object(self, rng, kind: str | None = None, where=None) -> Example | None:
+        """A question about two objects of a random view, or of view `where` = (s, v)."""
+        if where is None:
+            s = int(rng.integers(len(self.cache)))
+            v = int(rng.integers(self.cache.samples[s].images.shape[0]))
+        else:
+            s, v = where
         sample = self.cache.samples[s]
-        v = int(rng.integers(sample.images.shape[0]))
         ann = sample.annotations
         vis = [o for o in ann["visibility"]["views"][v]["objects"] if o["pixels"] >= self.s.min_object_pixels]
         if len(vis) < 2:
@@ -408,10 +427,42 @@ class QuestionBuilder:
         else:
             value = float(oa["height"])
         prompt = P.object_prompt(kind, boxes[0], boxes[1] if kind != "height" else None)
-        return Example("object", kind, [view.image], prompt, P.object_answer(kind, value), {"value": value})
+        return Example("object", kind, [view.image], prompt, P.object_answer(kind, value),
+                       {"value": value, "where": (s, v)})
 
     def build(self, task: str, rng, **kw) -> Example | None:
         return getattr(self, task)(rng, **kw)
+
+    def conversation(self, task: str, rng, n_turns: int) -> Example | None:
+        """A first question as `build` draws it, then up to n_turns - 1 further questions on the same
+        images in its `turns` (VLM3's samples hold 10 pixels each; a multi-turn conversation keeps each
+        answer next to its question). Pose follow-ups ask the pair's other question types. The first
+        question uses the same random draws as a single-turn item."""
+        first = self.build(task, rng)
+        if first is None or n_turns <= 1:
+            return first
+        where = first.target["pair"] if task == "pose" else first.target["where"]
+        kinds = []
+        if task == "pose":  # the other question types, in random order (a turned pair has only rotations)
+            rotation_only = isinstance(where[2], tuple)
+            kinds = [k for k in P.POSE_QUESTIONS
+                     if k != first.kind and (k in ("angle", "ypr") or not rotation_only)]
+            kinds = [kinds[k] for k in rng.permutation(len(kinds))]
+        for k in range(n_turns - 1):
+            if task == "pose":
+                if k >= len(kinds):
+                    break
+                ex = self.pose(rng, kind=kinds[k], pair=tuple(where))
+            else:
+                ex = None
+                for _ in range(10):  # a rejected draw (an occluded pixel, an ambiguous pair) draws again
+                    ex = self.build(task, rng, where=where)
+                    if ex is not None:
+                        break
+            if ex is None:
+                break
+            first.turns.append((ex.prompt, ex.answer))
+        return first
 
 
 def relative_pose(w2c_1: torch.Tensor, w2c_2: torch.Tensor) -> dict:
@@ -442,13 +493,18 @@ class TaskDataset(torch.utils.data.Dataset):
     """`length` questions of one task; item i is a pure function of (seed, task, i).
 
     Builders can reject a draw (an occluded correspondence, an ambiguous relation); the item then
-    retries with the next sub-key, so the dataset never returns None.
+    retries with the next sub-key, so the dataset never returns None. `turns` > 1 makes each item a
+    conversation of up to that many questions on the same images (`QuestionBuilder.conversation`).
     """
 
-    def __init__(self, builder: QuestionBuilder, task: str, length: int, seed: int, **kw):
+    def __init__(self, builder: QuestionBuilder, task: str, length: int, seed: int, turns: int = 1, **kw):
         if task not in TASKS:
             raise ValueError(f"task: expected one of {TASKS}, got {task!r}")
+        if turns > 1 and kw:
+            raise ValueError(f"{task}: conversations (turns={turns}) take no question arguments, "
+                             f"got {sorted(kw)}")
         self.builder, self.task, self.length, self.seed, self.kw = builder, task, int(length), int(seed), kw
+        self.turns = int(turns)
 
     def __len__(self) -> int:
         return self.length
@@ -456,7 +512,8 @@ class TaskDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> Example:
         for attempt in range(200):
             rng = np.random.default_rng([self.seed, TASKS.index(self.task), int(i), attempt])
-            ex = self.builder.build(self.task, rng, **self.kw)
+            ex = (self.builder.conversation(self.task, rng, self.turns) if self.turns > 1
+                  else self.builder.build(self.task, rng, **self.kw))
             if ex is not None:
                 return ex
         raise RuntimeError(f"{self.task}: no valid question after 200 draws for item {i}; check the scenes")

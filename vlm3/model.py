@@ -168,6 +168,24 @@ class VLM3:
         return self.tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
                                                   add_generation_prompt=True)
 
+    def conversation_pieces(self, n_images: int, turns) -> list[tuple[str, str]]:
+        """[(prompt text, answer text)] of a multi-turn conversation on n_images images, cut where the
+        chat template puts each answer: prompt piece k runs from the end of answer k-1 (its
+        `<|im_end|>` included) to the assistant header; answer piece k is the answer + `<|im_end|>`."""
+        eos = self.tokenizer.eos_token
+        messages, done, pieces = [], "", []
+        for k, (prompt, answer) in enumerate(turns):
+            content = ([{"type": "image"}] * n_images if k == 0 else []) + [{"type": "text", "text": prompt}]
+            messages.append({"role": "user", "content": content})
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            if not text.startswith(done):
+                raise ValueError("the chat template renders an earlier turn differently once a later one "
+                                 "follows; multi-turn training samples (data.turns) need a template that does not")
+            pieces.append((text[len(done):], answer + eos))
+            messages.append({"role": "assistant", "content": answer})
+            done = text + answer + eos
+        return pieces
+
     def _images(self, image_lists):
         flat = [_to_uint8(im) for ims in image_lists for im in ims]
         if not flat:
@@ -182,20 +200,29 @@ class VLM3:
             raise ValueError(f"prompt has {len(parts) - 1} image placeholders for {len(counts)} images")
         return "".join(p + self.image_token * c for p, c in zip(parts[:-1], counts)) + parts[-1]
 
-    def encode(self, image_lists, prompts, answers=None) -> dict:
+    def encode(self, image_lists, prompts, answers=None, turns=None) -> dict:
         """A batch of model inputs. With answers: right-padded, with `labels` on the answer tokens
-        (+ `<|im_end|>`) only. Without: left-padded prompts ending in the assistant header, for
-        `generate`."""
+        (+ `<|im_end|>`) only; `turns` (optional, per example) adds further (prompt, answer) turns on
+        the same images, every answer labelled. Without answers: left-padded prompts ending in the
+        assistant header, for `generate`."""
         vision, counts = self._images(image_lists)
         seqs, labels, k = [], [], 0
         for b, (ims, prompt) in enumerate(zip(image_lists, prompts)):
-            text = self._expand(self.prompt_text(len(ims), prompt), counts[k:k + len(ims)])
+            if answers is None:
+                pieces = [(self.prompt_text(len(ims), prompt), None)]
+            else:
+                more = list(turns[b]) if turns else []
+                pieces = self.conversation_pieces(len(ims), [(prompt, answers[b])] + more)
+            ids, lab = [], []
+            for n, (text, answer) in enumerate(pieces):
+                if n == 0:
+                    text = self._expand(text, counts[k:k + len(ims)])
+                part = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+                ids, lab = ids + part, lab + [-100] * len(part)
+                if answer is not None:
+                    target = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
+                    ids, lab = ids + target, lab + target
             k += len(ims)
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            lab = [-100] * len(ids)
-            if answers is not None:
-                target = self.tokenizer(answers[b] + self.tokenizer.eos_token, add_special_tokens=False)["input_ids"]
-                ids, lab = ids + target, lab + target
             seqs.append(ids)
             labels.append(lab)
         L = max(len(s) for s in seqs)

@@ -53,7 +53,7 @@ def task_settings(cfg: Config, training: bool = True) -> TaskSettings:
                         marker=d.marker, min_object_pixels=d.min_object_pixels,
                         corr_same_view=d.corr_same_view if training else 0.0, corr_shift=d.corr_shift,
                         corr_max_points=d.corr_max_points if training else 1,
-                        turn_pairs=d.turn_pairs if training else 0.0)
+                        turn_pairs=d.turn_pairs if training else 0.0, turns=dict(d.turns) if training else {})
 
 
 def build_mixture(cfg: Config, cache: SceneCache | None = None) -> MixtureDataset:
@@ -64,12 +64,17 @@ def build_mixture(cfg: Config, cache: SceneCache | None = None) -> MixtureDatase
     cache = cache or SceneCache(cfg.data.root, cfg.data.train_split, zoom=cfg.data.zoom, seed=cfg.train.seed,
                                 max_scenes=cfg.data.max_train_scenes)
     builder = QuestionBuilder(cache, task_settings(cfg))
+    for task, n in cfg.data.turns.items():
+        if task not in TASKS or not isinstance(n, int) or n < 1:
+            raise ValueError(f"data.turns: expected {{task: questions per sample >= 1}} for tasks of {TASKS}, "
+                             f"got {task!r}: {n!r}")
     weights = {t: float(w) for t, w in cfg.data.mixture.items()}
     datasets = {}
     for t in weights:
         if t not in cfg.data.samples:
             raise ValueError(f"data.samples: no entry for task {t!r} of data.mixture")
-        datasets[t] = TaskDataset(builder, t, int(cfg.data.samples[t]), seed=cfg.train.seed)
+        datasets[t] = TaskDataset(builder, t, int(cfg.data.samples[t]), seed=cfg.train.seed,
+                                  turns=int(cfg.data.turns.get(t, 1)))
     length = cfg.train.steps * cfg.train.batch_size
     return MixtureDataset(datasets, weights, length=length, seed=cfg.train.seed)
 
@@ -143,7 +148,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, mixture: Mix
     for step in bar:
         items = [mixture[step * B + b] for b in range(B)]
         examples = [ex for _, ex in items]
-        batch = vlm.encode([e.images for e in examples], [e.prompt for e in examples], [e.answer for e in examples])
+        batch = vlm.encode([e.images for e in examples], [e.prompt for e in examples],
+                           [e.answer for e in examples], [e.turns for e in examples])
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         loss = vlm.loss(batch)

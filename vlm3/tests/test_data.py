@@ -225,3 +225,40 @@ def test_views_of_a_scene_share_the_captured_camera(cache):
         assert all(torch.equal(k, Kc[0]) for k in Kc)
     assert len({round(cache.zoom_factor(s), 9) for s in range(len(cache))}) == len(cache)
 
+
+def test_conversations_ask_several_questions_on_the_same_images(cache):
+    """turns > 1: the first question is the single-turn item's (same draws); the follow-ups ask about
+    the same images and their answers are their own labels."""
+    from common.cameras import depth_to_distance
+
+    settings = TaskSettings(focal_depth=60, focal_pose=45, min_object_pixels=20, corr_same_view=1.0)
+    builder = QuestionBuilder(cache, settings)
+    for task in ("depth", "correspondence", "pose", "object"):
+        single = TaskDataset(builder, task, 6, seed=5)[2]
+        conv = TaskDataset(builder, task, 6, seed=5, turns=4)[2]
+        assert (conv.prompt, conv.answer) == (single.prompt, single.answer) and conv.images is not None
+        assert all(torch.equal(a, b) for a, b in zip(conv.images, single.images)) and single.turns == []
+        assert 1 <= len(conv.turns) <= 3
+        assert len({p for p, _ in conv.turns} | {conv.prompt}) == len(conv.turns) + 1  # distinct questions
+    # Depth: every follow-up value is a ray distance of the first question's view.
+    conv = TaskDataset(builder, "depth", 6, seed=5, turns=4)[2]
+    s, v = conv.target["where"]
+    dist = depth_to_distance(cache.samples[s].depth[v].double(), cache.samples[s].K[v].double())
+    for _, answer in conv.turns:
+        assert torch.isclose(dist, torch.tensor(P.parse_depth(answer), dtype=torch.float64), atol=0.006).any()
+    # Correspondence copy lessons: each follow-up answers its own query.
+    conv = TaskDataset(builder, "correspondence", 6, seed=5, turns=4)[2]
+    for prompt, answer in conv.turns:
+        assert P.parse_xy(answer) == tuple(float(c) for c in P.prompt_points(prompt)[0])
+    # Pose: the four question types once each, answered for the same pair.
+    conv = TaskDataset(builder, "pose", 6, seed=5, turns=4)[2]
+    s, i, j = conv.target["pair"]
+    gt = relative_pose(cache.samples[s].w2c[i], cache.samples[s].w2c[j])
+    asked = {conv.kind} | {k for k in P.POSE_QUESTIONS for p, _ in conv.turns if p == P.pose_prompt(k)}
+    assert asked == set(P.POSE_QUESTIONS)
+    for prompt, answer in conv.turns:
+        kind = next(k for k in P.POSE_QUESTIONS if P.pose_prompt(k) == prompt)
+        assert answer == P.pose_answer(kind, angle=gt["angle"], ypr=gt["ypr"], t_unit=gt["t_unit"],
+                                       distance=gt["distance"])
+    with pytest.raises(ValueError, match="take no question arguments"):
+        TaskDataset(builder, "pose", 6, seed=5, turns=2, kind="ypr")

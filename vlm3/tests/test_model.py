@@ -132,6 +132,12 @@ def test_mixture_follows_the_ratios(tiny_cfg):
     cfg.data.mixture = {"depth": 1.0, "sky": 1.0}
     with pytest.raises(ValueError, match="unknown task 'sky'"):
         build_mixture(cfg)
+    cfg.data.mixture = {"depth": 1.0}
+    for bad in ({"depth": 0}, {"sky": 2}):
+        cfg.data.turns = bad
+        with pytest.raises(ValueError, match="data.turns"):
+            build_mixture(cfg)
+    cfg.data.turns = {}
 
 
 def test_config_typos_are_errors(tmp_path):
@@ -154,3 +160,29 @@ def test_shipped_configs_load():
     assert tiny.model.pretrained_path is None and paper.model.pretrained_path
     assert (paper.data.focal_depth, paper.data.focal_pose) == (1000.0, 750.0)
     assert paper.data.corr_same_view == 0.0 and 0.0 < tiny.data.corr_same_view < 1.0
+
+
+def test_conversations_label_every_answer(tiny_vlm, examples):
+    """A multi-turn sample is the chat template's rendering of the whole conversation; every answer
+    (+ <|im_end|>) is labelled, nothing else; a sample without follow-ups encodes as before."""
+    tok = tiny_vlm.tokenizer
+    ex = examples[2]  # correspondence: two images
+    turns = [("What is 1?", "one"), ("And 2?", "two")]
+    single = tiny_vlm.encode([ex.images], [ex.prompt], [ex.answer])
+    empty = tiny_vlm.encode([ex.images], [ex.prompt], [ex.answer], [[]])
+    assert all(torch.equal(single[k], empty[k]) for k in single)
+    batch = tiny_vlm.encode([ex.images] * 2, [ex.prompt] * 2, [ex.answer] * 2, [turns, []])
+    ids, labels = batch["input_ids"][0], batch["labels"][0]
+    supervised = labels != -100
+    assert tok.decode(labels[supervised]) == "".join(a + "<|im_end|>" for a in [ex.answer, "one", "two"])
+    messages = [{"role": "user", "content": [{"type": "image"}] * 2 + [{"type": "text", "text": ex.prompt}]},
+                {"role": "assistant", "content": ex.answer}]
+    for q, a in turns:
+        messages += [{"role": "user", "content": [{"type": "text", "text": q}]},
+                     {"role": "assistant", "content": a}]
+    rendered = tok.apply_chat_template(messages, tokenize=False)
+    text = tok.decode(ids[batch["attention_mask"][0] == 1]).replace("<|image_pad|>", "")
+    assert text + "\n" == rendered.replace("<|image_pad|>", "")
+    assert batch["image_grid_thw"].shape[0] == 4  # the images of both samples, once each
+    loss = tiny_vlm.loss(batch)
+    assert torch.isfinite(loss)
