@@ -26,6 +26,13 @@ class ModelConfig:
     vision_hidden: int = 64
     vision_heads: int = 2
     vision_intermediate: int = 128
+    # M-RoPE base of the text model. Qwen3-VL-4B: 5e6 over 64 rotary frequencies (head_dim 128); a tiny
+    # head_dim of 32 has 16, and a base of 100 gives them the 4B's highest image-row/column
+    # frequencies (about 0.75 and 0.56 rad per patch; 10000 would give 0.56 and 0.32).
+    rope_theta: float = 10000.0
+    # Std of the vision tower's learned position table at initialisation (None: transformers' default,
+    # N(0, 0.02), 20x weaker than the patch features). Random-weight models only (`vlm3.probe`).
+    vision_pos_init_std: float | None = None
     patch_size: int = 16  # Qwen3-VL: 16 px patches, 2x2 merged -> one LLM token per 32x32 px
     merge_size: int = 2
     min_pixels: int = 64 * 64  # image processor bounds (the processor resizes to multiples of 32)

@@ -86,7 +86,7 @@ def tiny_qwen3vl_config(cfg, tokenizer) -> Qwen3VLConfig:
                          num_attention_heads=cfg.text_heads, num_key_value_heads=cfg.text_kv_heads,
                          head_dim=cfg.text_head_dim, intermediate_size=cfg.text_intermediate,
                          max_position_embeddings=4096, pad_token_id=ids["<|endoftext|>"],
-                         rope_parameters=dict(rope_type="default", rope_theta=10000.0, mrope_section=section,
+                         rope_parameters=dict(rope_type="default", rope_theta=float(cfg.rope_theta), mrope_section=section,
                                               mrope_interleaved=True)),
         vision_config=dict(depth=cfg.vision_depth, hidden_size=cfg.vision_hidden, num_heads=cfg.vision_heads,
                            intermediate_size=cfg.vision_intermediate, patch_size=cfg.patch_size,
@@ -121,6 +121,9 @@ class VLM3:
         tokenizer = build_tokenizer(cfg.tokenizer_vocab, seed=0)
         torch.manual_seed(seed)
         model = Qwen3VLForConditionalGeneration(tiny_qwen3vl_config(cfg, tokenizer))
+        if cfg.vision_pos_init_std is not None:
+            with torch.no_grad():
+                model.model.visual.pos_embed.weight.normal_(0.0, cfg.vision_pos_init_std)
         return cls(model, tokenizer, cls.make_image_processor(cfg))
 
     @staticmethod

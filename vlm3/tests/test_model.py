@@ -186,3 +186,16 @@ def test_conversations_label_every_answer(tiny_vlm, examples):
     assert batch["image_grid_thw"].shape[0] == 4  # the images of both samples, once each
     loss = tiny_vlm.loss(batch)
     assert torch.isfinite(loss)
+
+
+def test_rope_base_and_position_table_init_are_config(cfg_overrides, tmp_path):
+    cfg = load_config(None, cfg_overrides + ["model.rope_theta=100", "model.vision_pos_init_std=0.5"])
+    vlm = VLM3.build(cfg.model)
+    assert vlm.model.config.text_config.rope_parameters["rope_theta"] == 100.0
+    assert float(vlm.model.model.visual.pos_embed.weight.detach().std()) == pytest.approx(0.5, rel=0.1)
+    default = VLM3.build(load_config(None, cfg_overrides).model)
+    assert float(default.model.model.visual.pos_embed.weight.detach().std()) == pytest.approx(0.02, rel=0.1)
+    vlm.save_pretrained(tmp_path)  # a loaded model keeps its rope base and weights
+    loaded = VLM3.from_pretrained(tmp_path)
+    assert loaded.model.config.text_config.rope_parameters["rope_theta"] == 100.0
+    assert torch.equal(loaded.model.model.visual.pos_embed.weight, vlm.model.model.visual.pos_embed.weight)

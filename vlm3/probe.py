@@ -1,0 +1,157 @@
+"""Probes: can a random-weight model of a given config learn the spatial skills the two-view tasks need?
+
+    python -m vlm3.probe --task locate --steps 1000 model.rope_theta=100
+    python -m vlm3.probe --task moved --steps 1500 model.rope_theta=100
+
+Correspondence and the sign of a rotation need the model to compare positions: where the query's
+content is in the second image, which way the content moved. These probes isolate that skill with
+one-word answers ("left" / "right"), fresh questions at every step (no memorising) on crops of the
+synthetic views, and 128 held-out questions from the test split:
+
+- `locate`: one image with a red square: is it in the left or the right half? (finding one thing)
+- `relate`: one image with a red and a blue square: is the blue one left or right of the red one?
+- `relate2`: two images, a red square in each: is the second image's left or right of the first's?
+- `moved`: two crops of one view, the second moved sideways by 16-32 px: did the camera move left
+  or right? (what correspondence and the yaw sign need, without parallax)
+
+Crops are 96 px (6 x 6 tokens of 16 px), squares 16 px; `crop` scales both and the moves.
+
+Training is the VLM3 loop in miniature (the model's own `encode` / `loss` / `generate`, AdamW, linear
+warm-up); accuracy on the held-out questions is printed every `--every` steps and written to
+`--out` (JSON). Chance is 0.5; a model that has learned nothing answers one word for every question.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.datasets import SceneDataset
+from vlm3.config import load_config
+from vlm3.model import VLM3
+
+TASKS = ("locate", "relate", "relate2", "moved")
+PROMPTS = {
+    "locate": "Given this image, is the red square in the left or right half?",
+    "relate": "Given this image, is the blue square left or right of the red one?",
+    "relate2": ("Given these two images, is the red square of the second image left or right of the one in "
+                "the first?"),
+    "moved": "Given these two images, did the camera move left or right?",
+}
+RED, BLUE = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 0.0, 1.0])
+
+
+def _paint(image: torch.Tensor, x: int, y: int, size: int, colour: torch.Tensor) -> None:
+    image[:, y:y + size, x:x + size] = colour[:, None, None]
+
+
+def probe_question(task: str, rng, views: list, crop: int = 96) -> tuple[list, str, str]:
+    """(images [3, crop, crop] each, prompt, answer) on a random crop of a random view of `views`
+    ([V, 3, H, W] per scene, at least crop + crop // 3 px wide); `answer` is "left" or "right".
+    Squares are crop // 6 px; `moved` shifts by crop // 6 to crop // 3 px."""
+    square = crop // 6
+    if task not in TASKS:
+        raise ValueError(f"probe task: expected one of {TASKS}, got {task!r}")
+    scene = views[int(rng.integers(len(views)))]
+    image = scene[int(rng.integers(scene.shape[0]))]  # [3, H, W]
+    H, W = image.shape[-2:]
+    if task == "moved":
+        s = int(rng.integers(square, crop // 3 + 1)) * (1 if rng.random() < 0.5 else -1)  # the camera's move
+        x0 = int(rng.integers(max(0, -s), W - crop - max(0, s) + 1))
+        y0 = int(rng.integers(0, H - crop + 1))
+        first, second = image[:, y0:y0 + crop, x0:x0 + crop], image[:, y0:y0 + crop, x0 + s:x0 + s + crop]
+        return [first.clone(), second.clone()], PROMPTS[task], "right" if s > 0 else "left"
+    x0, y0 = int(rng.integers(0, W - crop + 1)), int(rng.integers(0, H - crop + 1))
+    base = image[:, y0:y0 + crop, x0:x0 + crop]
+    xs = [int(x) for x in rng.choice(crop - square, size=2, replace=False)]  # two distinct columns
+    ys = [int(y) for y in rng.integers(0, crop - square, size=2)]
+    if task == "locate" and 2 * xs[0] + square == crop:
+        xs[0] += 1  # never centred exactly on the middle
+    a = base.clone()
+    _paint(a, xs[0], ys[0], square, RED)
+    if task == "locate":
+        return [a], PROMPTS[task], "left" if xs[0] + square / 2 < crop / 2 else "right"
+    if task == "relate":
+        _paint(a, xs[1], ys[1], square, BLUE)
+        return [a], PROMPTS[task], "left" if xs[1] < xs[0] else "right"
+    b = base.clone()
+    _paint(b, xs[1], ys[1], square, RED)
+    return [a, b], PROMPTS[task], "left" if xs[1] < xs[0] else "right"
+
+
+def run_probe(task: str, cfg, steps: int, every: int = 250, seed: int = 0, held_out: int = 128,
+              crop: int = 96, progress: bool = True) -> dict:
+    """Train a fresh `VLM3.build(cfg.model)` on `task` for `steps` steps of `cfg.train.batch_size`
+    questions at `cfg.train.lr`; held-out accuracy every `every` steps."""
+    root = Path(cfg.data.root)
+    train_views = [s.images for s in SceneDataset(root, cfg.data.train_split)]
+    test_views = [s.images for s in SceneDataset(root, cfg.data.test_split)]
+    torch.manual_seed(seed)
+    vlm = VLM3.build(cfg.model, seed=seed)
+    opt = torch.optim.AdamW(vlm.model.parameters(), lr=cfg.train.lr)
+    rng, erng = np.random.default_rng([seed, 1]), np.random.default_rng([seed, 2])
+    evalset = [probe_question(task, erng, test_views, crop) for _ in range(held_out)]
+    B = cfg.train.batch_size
+
+    def accuracy() -> float:
+        vlm.model.eval()
+        said = []
+        for k in range(0, len(evalset), 32):
+            chunk = evalset[k:k + 32]
+            said += vlm.generate([q[0] for q in chunk], [q[1] for q in chunk], 3)
+        vlm.model.train()
+        return float(np.mean([s.strip().startswith(q[2]) for s, q in zip(said, evalset)]))
+
+    curve, losses, t0 = [{"step": 0, "accuracy": accuracy()}], [], time.time()
+    vlm.model.train()
+    for step in range(steps):
+        qs = [probe_question(task, rng, train_views, crop) for _ in range(B)]
+        for group in opt.param_groups:
+            group["lr"] = cfg.train.lr * min(1.0, (step + 1) / max(1, cfg.train.warmup))
+        loss = vlm.loss(vlm.encode([q[0] for q in qs], [q[1] for q in qs], [q[2] for q in qs]))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vlm.model.parameters(), cfg.train.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if (step + 1) % every == 0 or step + 1 == steps:
+            curve.append({"step": step + 1, "accuracy": accuracy(), "loss": float(np.mean(losses[-every:])),
+                          "seconds": round(time.time() - t0, 1)})
+            if progress:
+                print(f"{task} step {step + 1}: held-out accuracy {curve[-1]['accuracy']:.3f}, "
+                      f"loss {curve[-1]['loss']:.3f}", flush=True)
+    return {"task": task, "prompt": PROMPTS[task], "steps": steps, "batch_size": B, "lr": cfg.train.lr,
+            "rope_theta": cfg.model.rope_theta, "held_out": held_out, "curve": curve,
+            "final_accuracy": curve[-1]["accuracy"]}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", choices=TASKS, required=True)
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--every", type=int, default=250)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
+    ap.add_argument("--out", default=None, help="JSON file for the accuracy curve")
+    ap.add_argument("overrides", nargs="*", help="key=value, e.g. model.rope_theta=100")
+    args = ap.parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    from vlm3.train import ensure_data, set_threads
+
+    set_threads(cfg)
+    ensure_data(cfg)
+    result = run_probe(args.task, cfg, args.steps, args.every, args.seed)
+    result["overrides"] = list(args.overrides)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: result[k] for k in ("task", "steps", "final_accuracy")}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""The spatial probes: their questions are labelled right, and a run reports a held-out curve."""
+
+import numpy as np
+import pytest
+import torch
+
+from vlm3.config import load_config
+from vlm3.probe import PROMPTS, probe_question, run_probe
+
+
+def _square_x(image, colour):
+    mask = (image[0] == colour[0]) & (image[1] == colour[1]) & (image[2] == colour[2])  # [H, W]
+    return float(torch.nonzero(mask)[:, 1].float().mean())  # mean column
+
+
+def test_probe_questions_are_labelled_right():
+    rng = np.random.default_rng(0)
+    views = [torch.rand(3, 3, 128, 128) * 0.8 + 0.1 for _ in range(2)]  # no pure red or blue pixel
+    for _ in range(20):
+        (a,), prompt, answer = probe_question("locate", rng, views)
+        assert prompt == PROMPTS["locate"] and a.shape == (3, 96, 96)
+        assert answer == ("left" if _square_x(a, (1, 0, 0)) + 0.5 < 48 else "right")  # pixel centres
+        (a,), _, answer = probe_question("relate", rng, views)
+        assert answer == ("left" if _square_x(a, (0, 0, 1)) < _square_x(a, (1, 0, 0)) else "right")
+        (a, b), _, answer = probe_question("relate2", rng, views)
+        assert answer == ("left" if _square_x(b, (1, 0, 0)) < _square_x(a, (1, 0, 0)) else "right")
+        (a, b), _, answer = probe_question("moved", rng, views)
+        # The camera moved by s px: the second crop's column c shows the first crop's column c + s.
+        found = [s for s in range(-32, 33) if abs(s) >= 16
+                 and torch.equal(a[:, :, max(s, 0):96 + min(s, 0)], b[:, :, max(-s, 0):96 - max(s, 0)])]
+        assert len(found) == 1 and answer == ("right" if found[0] > 0 else "left")
+    with pytest.raises(ValueError, match="probe task"):
+        probe_question("above", rng, views)
+
+
+def test_probe_run_reports_a_held_out_curve(cfg_overrides):
+    cfg = load_config(None, cfg_overrides + ["train.batch_size=2"])  # the fixture's views are 64 px
+    result = run_probe("moved", cfg, steps=2, every=1, held_out=4, crop=48, progress=False)
+    assert [c["step"] for c in result["curve"]] == [0, 1, 2]
+    assert all(c["accuracy"] in (0.0, 0.25, 0.5, 0.75, 1.0) for c in result["curve"])  # of 4 questions
+    assert result["final_accuracy"] == result["curve"][-1]["accuracy"] and result["curve"][-1]["loss"] > 0
