@@ -31,7 +31,7 @@ class ModelConfig:
     # frequencies (about 0.75 and 0.56 rad per patch; 10000 would give 0.56 and 0.32).
     rope_theta: float = 10000.0
     # Std of the vision tower's learned position table at initialisation (None: transformers' default,
-    # N(0, 0.02), 20x weaker than the patch features). Random-weight models only (`vlm3.probe`).
+    # N(0, 0.02), 20x weaker than the patch features). Random-weight models only (tiny.yaml: 0.5).
     vision_pos_init_std: float | None = None
     patch_size: int = 16  # Qwen3-VL: 16 px patches, 2x2 merged -> one LLM token per 32x32 px
     merge_size: int = 2

@@ -1,7 +1,8 @@
 """Probes: can a random-weight model of a given config learn the spatial skills the two-view tasks need?
 
-    python -m vlm3.probe --task locate --steps 1000 model.rope_theta=100
-    python -m vlm3.probe --task moved --steps 1500 model.rope_theta=100
+    python -m vlm3.probe --task locate --steps 1000   # tiny.yaml: rope base 100, position std 0.5
+    python -m vlm3.probe --task locate --steps 1000 model.rope_theta=10000 model.vision_pos_init_std=null
+    python -m vlm3.probe --task moved --steps 1500 model.text_layers=4
 
 Correspondence and the sign of a rotation need the model to compare positions: where the query's
 content is in the second image, which way the content moved. These probes isolate that skill with
