@@ -185,15 +185,32 @@ def _score_pose(exs, texts, failures) -> dict:
 
 
 def train_statistics(cfg: Config, n: int = 2000) -> dict:
-    """Median training depth and distance, majority yes/no and median metric answer per object kind."""
+    """Answer statistics of the training split (real pairs only, no copy lessons): median depth and
+    distance, majority yes/no and median metric answer per object kind, and the two-view priors of
+    `baseline_answers(prior=True)`: median match offset, median rotation angle and yaw/pitch/roll,
+    medoid translation direction, the distance with the least AbsRel."""
     from vlm3.train import task_settings
 
     cache = SceneCache(cfg.data.root, cfg.data.train_split, zoom=cfg.data.zoom, seed=cfg.train.seed,
                        max_scenes=cfg.data.max_train_scenes)
-    builder = QuestionBuilder(cache, task_settings(cfg))
+    builder = QuestionBuilder(cache, task_settings(cfg, training=False))
     depth = [TaskDataset(builder, "depth", n, 5, n_points=1)[i].target["depth"][0] for i in range(n)]
     dist = [TaskDataset(builder, "pose", n, 5, kind="distance")[i].target["distance"] for i in range(n // 4)]
     stats = {"depth_median": float(np.median(depth)), "distance_median": float(np.median(dist)), "object": {}}
+    d = np.sort(dist)  # the constant c minimising mean |c - d| / d: the median of d weighted by 1 / d
+    stats["distance_abs_rel_best"] = float(d[np.searchsorted(np.cumsum(1 / d), 0.5 * np.sum(1 / d))])
+    corr = [TaskDataset(builder, "correspondence", n, 5, n_points=1)[i].target for i in range(n // 4)]
+    offset = np.median([np.subtract(c["match"], c["query"]) for c in corr], axis=0)  # [2] in [0, 1000) px
+    ypr = [TaskDataset(builder, "pose", n, 5, kind="ypr")[i].target for i in range(n // 4)]
+    t = np.array([TaskDataset(builder, "pose", n, 5, kind="direction")[i].target["t_unit"] for i in range(n // 4)])
+    # The training direction with the least mean (sign-invariant) error to all the others: the best
+    # constant answer under the metric, which the mean direction is not when motions are bimodal.
+    err = translation_direction_error_deg(np.broadcast_to(t[:, None], (len(t),) * 2 + (3,)),
+                                          np.broadcast_to(t[None], (len(t),) * 2 + (3,)))  # [N, N]
+    stats.update({"corr_offset_median": offset.tolist(),
+                  "angle_median": float(np.median([y["angle"] for y in ypr])),
+                  "ypr_median": np.median([y["ypr"] for y in ypr], axis=0).tolist(),
+                  "direction_medoid": t[int(np.argmin(err.mean(1)))].tolist()})
     for kind in P.OBJECT_QUESTIONS:
         vals = [TaskDataset(builder, "object", n, 5, kind=kind)[i].target["value"] for i in range(n // 4)]
         stats["object"][kind] = (float(np.median(vals)) if kind in P.OBJECT_METRIC
@@ -201,16 +218,31 @@ def train_statistics(cfg: Config, n: int = 2000) -> dict:
     return stats
 
 
-def baseline_answers(questions: dict, stats: dict) -> dict:
+def baseline_answers(questions: dict, stats: dict, prior: bool = False) -> dict:
     """Median depth, identity correspondence, identity pose (no rotation, no translation), majority
-    object answer, written in the answer templates so that they go through the same parser."""
+    object answer, written in the answer templates so that they go through the same parser.
+
+    `prior`: the two-view answers a model gives that has learned the training answers but not to
+    compare the images: the query plus the median training offset, the median training rotation
+    angle and yaw/pitch/roll, the training translation direction closest to all others (medoid), the
+    constant distance with the least training AbsRel: each the best constant for its metric. A model that beats identity
+    but not this prior has learned the answer statistics, not the pair."""
     def pose(e):
+        if prior:
+            return P.pose_answer(e.kind, angle=stats["angle_median"], ypr=stats["ypr_median"],
+                                 t_unit=stats["direction_medoid"], distance=stats["distance_abs_rel_best"])
         if e.kind == "direction":
             return "The camera does not move, unit vector (0.00, 0.00, 0.00)."  # identity: no direction
         return P.pose_answer(e.kind, angle=0.0, ypr=(0.0, 0.0, 0.0), distance=stats["distance_median"])
 
+    def corr(e):
+        xy = np.asarray(e.target["query"], dtype=float)
+        if prior:  # inside the [0, 1000) frame, as any answer is
+            xy = np.clip(xy + np.asarray(stats["corr_offset_median"]), 0.0, P.BOX_SCALE - 1.0)
+        return P.correspondence_answer(xy.tolist())
+
     answer = {"depth": lambda e: P.depth_answer([stats["depth_median"]], think=False),
-              "correspondence": lambda e: P.correspondence_answer(e.target["query"]),
+              "correspondence": corr,
               "pose": pose, "object": lambda e: P.object_answer(e.kind, stats["object"][e.kind])}
     return {task: [answer[task](e) for e in exs] for task, exs in questions.items()}
 

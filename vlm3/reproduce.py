@@ -178,6 +178,7 @@ def main(argv=None) -> None:
     untrained_metrics = score(questions, answers)
     stats = train_statistics(cfg)
     base = score(questions, baseline_answers(questions, stats))
+    prior = score(questions, baseline_answers(questions, stats, prior=True))
     per_task = {
         "baseline-median-depth": ("depth_delta1", "depth_abs_rel"),
         "baseline-identity-correspondence": ("corr_epe_mean", "corr_epe_median"),
@@ -188,6 +189,10 @@ def main(argv=None) -> None:
     methods = {"vlm3": log["vlm3"]["metrics"], "vlm3-untrained": untrained_metrics}
     for name, keys in per_task.items():
         methods[name] = {k: base[k] for k in keys}
+    # What a model scores that learned the training answers of the two-view tasks but not to compare
+    # the images: the bar below which a two-view "win" over identity is the answer prior.
+    methods["baseline-training-prior"] = {k: prior[k] for k in per_task["baseline-identity-correspondence"]
+                                          + per_task["baseline-identity-pose"]}
     ci95 = {"vlm3": {k: list(bootstrap_ci(v, seed=args.seed)) for k, v in log["vlm3"]["items"].items()}}
 
     results = {

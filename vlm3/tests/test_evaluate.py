@@ -43,6 +43,32 @@ def test_baselines_go_through_the_same_parser(questions):
     assert m["corr_epe_mean"] > 0 and m["pose_trans_err_deg"] == 90.0  # identity: no translation direction
 
 
+def test_prior_baseline_answers_the_training_statistics(questions):
+    """The two-view prior: query + median offset, median angle / yaw-pitch-roll, mean direction."""
+    import numpy as np
+
+    from vlm3 import prompts as P
+
+    stats = {"depth_median": 3.0, "distance_median": 1.0, "corr_offset_median": [40.0, -2000.0],
+             "angle_median": 10.0, "ypr_median": [5.0, 0.0, 0.0], "direction_medoid": [0.0, 0.0, 1.0], "distance_abs_rel_best": 0.5,
+             "object": {"closer": True, "left": False, "taller": True, "distance": 2.0, "height": 1.0}}
+    answers = baseline_answers(questions, stats, prior=True)
+    for e, t in zip(questions["correspondence"], answers["correspondence"]):
+        assert P.parse_xy(t) == pytest.approx([min(e.target["query"][0] + 40, 999), 0.0], abs=0.5)  # clipped
+    failures = []
+    m = score(questions, answers, failures)
+    assert failures == []
+    angles = np.array([e.target["angle"] for e in questions["pose"] if e.kind == "angle"])
+    assert m["pose_angle_err_deg"] == pytest.approx(np.abs(angles - 10.0).mean(), abs=0.06)  # answers: 0.1 deg
+    t_gt = np.array([e.target["t_unit"] for e in questions["pose"] if e.kind == "direction"])
+    forward = np.degrees(np.arccos(np.abs(np.clip(t_gt[:, 2], -1, 1)))).mean()  # sign-invariant angle to (0, 0, 1)
+    assert m["pose_trans_err_deg"] == pytest.approx(forward, abs=0.5)
+    dist = np.array([e.target["distance"] for e in questions["pose"] if e.kind == "distance"])
+    assert m["pose_distance_abs_rel"] == pytest.approx(np.mean(np.abs(0.5 - dist) / dist), abs=0.01)
+    identity = score(questions, baseline_answers(questions, stats))
+    assert identity["pose_trans_err_deg"] == 90.0 and m["pose_trans_err_deg"] != 90.0
+
+
 def test_turned_diagnostic_asks_rotations_of_the_same_pairs(tiny_cfg, cfg_overrides, questions, capsys):
     """--turned: the held-out pairs' rotations with the second camera turned in place; the CLI
     scores the identity baseline on them without a checkpoint."""
