@@ -33,6 +33,9 @@ class ModelConfig:
     # Std of the vision tower's learned position table at initialisation (None: transformers' default,
     # N(0, 0.02), 20x weaker than the patch features). Random-weight models only (tiny.yaml: 0.5).
     vision_pos_init_std: float | None = None
+    # Two-image questions (correspondence, pose) as one 2-frame video: Qwen3-VL's temporal patch
+    # holds both views of a cell in one token (README "Departures"); False: two images, as the paper.
+    pair_as_video: bool = False
     patch_size: int = 16  # Qwen3-VL: 16 px patches, 2x2 merged -> one LLM token per 32x32 px
     merge_size: int = 2
     min_pixels: int = 64 * 64  # image processor bounds (the processor resizes to multiples of 32)

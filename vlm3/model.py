@@ -7,6 +7,10 @@ turns (images, prompt[, answer]) into model inputs:
   each `<|image_pad|>` is expanded to the image's number of merged patches (grid t*h*w / merge^2),
   as `Qwen3VLProcessor` does (that class needs torchvision for its video half, so the image half is
   done here with the PIL image processor);
+- with `pair_as_video`, the two views of a two-image question enter as one 2-frame video
+  (`<|video_pad|>`, `pixel_values_videos`): Qwen3-VL's temporal patch of 2 frames puts both views
+  of a 16 x 16 px cell into one token, so the vision tower compares them before the LLM does (see
+  the README's departures); every other input is unchanged;
 - training targets are the answer tokens and the closing `<|im_end|>` only; every prompt, image
   and padding token has label -100 (next-token cross-entropy on the answer, VLM3 Sec. 3).
 
@@ -16,6 +20,7 @@ templates (nothing downloaded); `from_pretrained(path)` loads a saved model or Q
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +40,7 @@ CHAT_TEMPLATE = (
     "{% if message['content'] is string %}{{ message['content'] }}"
     "{% else %}{% for c in message['content'] %}"
     "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif c['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
     "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
     "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
@@ -106,14 +112,20 @@ def _to_uint8(image: torch.Tensor) -> np.ndarray:
     return (image.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
 
 
+INPUT_FILE = "vlm3_input.json"  # beside the weights: how image pairs enter the model
+
+
 class VLM3:
     """A Qwen3-VL with its tokenizer and image processor (see the module docstring)."""
 
-    def __init__(self, model: Qwen3VLForConditionalGeneration, tokenizer, image_processor):
+    def __init__(self, model: Qwen3VLForConditionalGeneration, tokenizer, image_processor,
+                 pair_as_video: bool = False):
         self.model, self.tokenizer, self.image_processor = model, tokenizer, image_processor
-        self.image_token = "<|image_pad|>"
+        self.image_token, self.video_token = "<|image_pad|>", "<|video_pad|>"
         self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+        self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
         self.merge = image_processor.merge_size
+        self.pair_as_video = bool(pair_as_video)
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -124,7 +136,7 @@ class VLM3:
         if cfg.vision_pos_init_std is not None:
             with torch.no_grad():
                 model.model.visual.pos_embed.weight.normal_(0.0, cfg.vision_pos_init_std)
-        return cls(model, tokenizer, cls.make_image_processor(cfg))
+        return cls(model, tokenizer, cls.make_image_processor(cfg), pair_as_video=cfg.pair_as_video)
 
     @staticmethod
     def make_image_processor(cfg) -> Qwen2VLImageProcessorPil:
@@ -137,7 +149,9 @@ class VLM3:
         """tiny.yaml: random weights; paper.yaml: `cfg.pretrained_path` (a local folder)."""
         if cfg.pretrained_path is None:
             return cls.tiny(cfg, seed)
-        return cls.from_pretrained(cfg.pretrained_path, dtype=cfg.dtype, image_cfg=cfg)
+        vlm = cls.from_pretrained(cfg.pretrained_path, dtype=cfg.dtype, image_cfg=cfg)
+        vlm.pair_as_video = bool(cfg.pair_as_video)
+        return vlm
 
     @classmethod
     def from_pretrained(cls, path, dtype: str = "float32", image_cfg=None) -> "VLM3":
@@ -153,21 +167,30 @@ class VLM3:
         if image_cfg is not None:  # bound the number of image tokens as the config says
             kwargs = {"min_pixels": image_cfg.min_pixels, "max_pixels": image_cfg.max_pixels}
         image_processor = Qwen2VLImageProcessorPil.from_pretrained(path, **kwargs)
-        return cls(model, tokenizer, image_processor)
+        pair_as_video = False  # a Qwen3-VL folder has no INPUT_FILE: pairs as two images
+        if (path / INPUT_FILE).is_file():
+            pair_as_video = bool(json.loads((path / INPUT_FILE).read_text()).get("pair_as_video", False))
+        return cls(model, tokenizer, image_processor, pair_as_video=pair_as_video)
 
     def save_pretrained(self, path) -> None:
-        """config.json + model.safetensors, the tokenizer and the image processor, in one folder."""
+        """config.json + model.safetensors, the tokenizer, the image processor and INPUT_FILE."""
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
         self.image_processor.save_pretrained(path)
+        (Path(path) / INPUT_FILE).write_text(json.dumps({"pair_as_video": self.pair_as_video}))
 
     @property
     def device(self) -> torch.device:
         return self.model.device
 
     # -- inputs ------------------------------------------------------------------------------
+    def _visual_content(self, n_images: int) -> list[dict]:
+        if self.pair_as_video and n_images == 2:
+            return [{"type": "video"}]
+        return [{"type": "image"}] * n_images
+
     def prompt_text(self, n_images: int, prompt: str) -> str:
-        content = [{"type": "image"}] * n_images + [{"type": "text", "text": prompt}]
+        content = self._visual_content(n_images) + [{"type": "text", "text": prompt}]
         return self.tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
                                                   add_generation_prompt=True)
 
@@ -178,7 +201,7 @@ class VLM3:
         eos = self.tokenizer.eos_token
         messages, done, pieces = [], "", []
         for k, (prompt, answer) in enumerate(turns):
-            content = ([{"type": "image"}] * n_images if k == 0 else []) + [{"type": "text", "text": prompt}]
+            content = (self._visual_content(n_images) if k == 0 else []) + [{"type": "text", "text": prompt}]
             messages.append({"role": "user", "content": content})
             text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             if not text.startswith(done):
@@ -189,19 +212,55 @@ class VLM3:
             done = text + answer + eos
         return pieces
 
+    def _clip(self, first: torch.Tensor, second: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two views [3, H, W] as one 2-frame video: flattened patches [N, 3 * 2 * P * P] with the first
+        view in temporal slot 0 and the second in slot 1 (what Qwen3-VL's video processor makes of a
+        2-frame clip), and its grid [1, 3]."""
+        if first.shape != second.shape:
+            raise ValueError(f"pair_as_video: the two views must have one size, got {tuple(first.shape)} and "
+                             f"{tuple(second.shape)}")
+        a = self.image_processor(images=[_to_uint8(first)], return_tensors="pt")
+        b = self.image_processor(images=[_to_uint8(second)], return_tensors="pt")
+        n = a["pixel_values"].shape[0]
+        clip = a["pixel_values"].reshape(n, 3, 2, -1).clone()  # [N, C, T, P*P]: an image fills T by repetition
+        clip[:, :, 1] = b["pixel_values"].reshape(n, 3, 2, -1)[:, :, 1]
+        return clip.reshape(n, -1), a["image_grid_thw"]
+
     def _images(self, image_lists):
-        flat = [_to_uint8(im) for ims in image_lists for im in ims]
-        if not flat:
-            return {}, []
-        out = self.image_processor(images=flat, return_tensors="pt")
-        counts = (out["image_grid_thw"].prod(-1) // self.merge**2).tolist()  # tokens per image
-        return {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}, counts
+        """Vision inputs of a batch and the token count of each visual item in order (an image, or a
+        pair as one video)."""
+        flat, videos, grids, kinds = [], [], [], []
+        for ims in image_lists:
+            if self.pair_as_video and len(ims) == 2:
+                pixels, grid = self._clip(*ims)
+                videos.append(pixels)
+                grids.append(grid)
+                kinds.append("video")
+            else:
+                flat += [_to_uint8(im) for im in ims]
+                kinds += ["image"] * len(ims)
+        out, counts = {}, []
+        if flat:
+            img = self.image_processor(images=flat, return_tensors="pt")
+            out = {"pixel_values": img["pixel_values"], "image_grid_thw": img["image_grid_thw"]}
+        if videos:
+            out.update(pixel_values_videos=torch.cat(videos), video_grid_thw=torch.cat(grids))
+        per = {"image": iter(out["image_grid_thw"]) if flat else iter(()),
+               "video": iter(out["video_grid_thw"]) if videos else iter(())}
+        counts = [int(next(per[k]).prod()) // self.merge**2 for k in kinds]  # tokens per visual item
+        return out, counts
 
     def _expand(self, text: str, counts) -> str:
-        parts = text.split(self.image_token)
-        if len(parts) - 1 != len(counts):
-            raise ValueError(f"prompt has {len(parts) - 1} image placeholders for {len(counts)} images")
-        return "".join(p + self.image_token * c for p, c in zip(parts[:-1], counts)) + parts[-1]
+        """Each image or video placeholder repeated as many times as its item has tokens."""
+        pads = [i for i in range(len(text)) if text.startswith((self.image_token, self.video_token), i)]
+        if len(pads) != len(counts):
+            raise ValueError(f"prompt has {len(pads)} image/video placeholders for {len(counts)} visual items")
+        out, prev = [], 0
+        for i, c in zip(pads, counts):
+            tok = self.image_token if text.startswith(self.image_token, i) else self.video_token
+            out += [text[prev:i], tok * c]
+            prev = i + len(tok)
+        return "".join(out) + text[prev:]
 
     def encode(self, image_lists, prompts, answers=None, turns=None) -> dict:
         """A batch of model inputs. With answers: right-padded, with `labels` on the answer tokens
@@ -216,16 +275,17 @@ class VLM3:
             else:
                 more = list(turns[b]) if turns else []
                 pieces = self.conversation_pieces(len(ims), [(prompt, answers[b])] + more)
+            n_items = 1 if (self.pair_as_video and len(ims) == 2) else len(ims)
             ids, lab = [], []
             for n, (text, answer) in enumerate(pieces):
                 if n == 0:
-                    text = self._expand(text, counts[k:k + len(ims)])
+                    text = self._expand(text, counts[k:k + n_items])
                 part = self.tokenizer(text, add_special_tokens=False)["input_ids"]
                 ids, lab = ids + part, lab + [-100] * len(part)
                 if answer is not None:
                     target = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
                     ids, lab = ids + target, lab + target
-            k += len(ims)
+            k += n_items
             seqs.append(ids)
             labels.append(lab)
         L = max(len(s) for s in seqs)
@@ -238,8 +298,9 @@ class VLM3:
             input_ids[b, sl] = torch.tensor(ids)
             attention[b, sl] = 1
             label_t[b, sl] = torch.tensor(lab)
+        types = (input_ids == self.image_token_id).long() + 2 * (input_ids == self.video_token_id).long()
         batch = {"input_ids": input_ids, "attention_mask": attention,
-                 "mm_token_type_ids": (input_ids == self.image_token_id).long(), **vision}  # 1 on image tokens
+                 "mm_token_type_ids": types, **vision}  # 1 on image tokens, 2 on video tokens
         if answers is not None:
             batch["labels"] = label_t
         return batch
@@ -257,8 +318,9 @@ class VLM3:
         random weights)."""
         self.model.eval()
         batch = {k: v.to(self.device) for k, v in self.encode(image_lists, prompts).items()}
-        if "pixel_values" in batch:
-            batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
+        for key in ("pixel_values", "pixel_values_videos"):
+            if key in batch:
+                batch[key] = batch[key].to(self.model.dtype)
         out = self.model.generate(**batch, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=False,
                                   pad_token_id=self.tokenizer.pad_token_id,
                                   eos_token_id=self.tokenizer.convert_tokens_to_ids("<|im_end|>"))

@@ -78,6 +78,37 @@ def test_unmerged_patches_one_token_per_patch_and_round_trip(cfg_overrides, exam
     assert vlm.generate(ims[:2], prompts[:2], 4) == loaded.generate(ims[:2], prompts[:2], 4)
 
 
+def test_pairs_as_video_put_both_views_of_a_cell_in_one_token(cfg_overrides, examples, tmp_path):
+    """model.pair_as_video: a two-image question is one 2-frame video (the first view in temporal
+    slot 0, the second in slot 1), one-image questions stay images; labels and save/load unchanged."""
+    cfg = load_config(None, cfg_overrides + ["model.pair_as_video=true"])
+    vlm = VLM3.build(cfg.model)
+    pair = next(e for e in examples if e.task == "correspondence")
+    single = next(e for e in examples if e.task == "depth")
+    batch = vlm.encode([pair.images, single.images], [pair.prompt, single.prompt], [pair.answer, single.answer])
+    assert len(batch["video_grid_thw"]) == 1 and len(batch["image_grid_thw"]) == 1
+    n_video = int(batch["video_grid_thw"].prod()) // 4  # merge 2 x 2
+    assert int((batch["input_ids"][0] == vlm.video_token_id).sum()) == n_video
+    assert int((batch["input_ids"][0] == vlm.image_token_id).sum()) == 0
+    assert int((batch["input_ids"][1] == vlm.image_token_id).sum()) == int(batch["image_grid_thw"].prod()) // 4
+    assert torch.equal(batch["mm_token_type_ids"][0] == 2, batch["input_ids"][0] == vlm.video_token_id)
+    alone = [vlm.encode([[im]], ["x"])["pixel_values"] for im in pair.images]  # each view as an image
+    clip = batch["pixel_values_videos"].reshape(n_video * 4, 3, 2, -1)  # [N, C, T, P*P]
+    assert torch.equal(clip[:, :, 0], alone[0].reshape(n_video * 4, 3, 2, -1)[:, :, 0])
+    assert torch.equal(clip[:, :, 1], alone[1].reshape(n_video * 4, 3, 2, -1)[:, :, 1])
+    assert not torch.equal(clip[:, :, 0], clip[:, :, 1])
+    tok = vlm.tokenizer
+    assert tok.decode(batch["labels"][0][batch["labels"][0] != -100]) == pair.answer + "<|im_end|>"
+    assert torch.isfinite(vlm.loss(batch))
+    vlm.save_pretrained(tmp_path)
+    loaded = VLM3.from_pretrained(tmp_path)
+    assert loaded.pair_as_video
+    ims, prompts = [pair.images, single.images], [pair.prompt, single.prompt]
+    assert vlm.generate(ims, prompts, 4) == loaded.generate(ims, prompts, 4)
+    with pytest.raises(ValueError, match="pair_as_video: the two views must have one size"):
+        vlm.encode([[pair.images[0], pair.images[0][:, :-8]]], ["x"])
+
+
 def test_from_pretrained_names_a_missing_file(tmp_path):
     with pytest.raises(ValueError, match="config.json: not found"):
         VLM3.from_pretrained(tmp_path)
