@@ -34,7 +34,7 @@ class ModelConfig:
     # N(0, 0.02), 20x weaker than the patch features). Random-weight models only (tiny.yaml: 0.5).
     vision_pos_init_std: float | None = None
     # Two-image questions (correspondence, pose) as one 2-frame video: Qwen3-VL's temporal patch
-    # holds both views of a cell in one token (README "Departures"); False: two images, as the paper.
+    # holds both views of a cell in one token (README "Results"); False: two images, as the paper.
     pair_as_video: bool = False
     patch_size: int = 16  # Qwen3-VL: 16 px patches, 2x2 merged -> one LLM token per 32x32 px
     merge_size: int = 2

@@ -194,25 +194,30 @@ def train_statistics(cfg: Config, n: int = 2000) -> dict:
     cache = SceneCache(cfg.data.root, cfg.data.train_split, zoom=cfg.data.zoom, seed=cfg.train.seed,
                        max_scenes=cfg.data.max_train_scenes)
     builder = QuestionBuilder(cache, task_settings(cfg, training=False))
-    depth = [TaskDataset(builder, "depth", n, 5, n_points=1)[i].target["depth"][0] for i in range(n)]
-    dist = [TaskDataset(builder, "pose", n, 5, kind="distance")[i].target["distance"] for i in range(n // 4)]
+
+    def targets(task: str, m: int, **kw) -> list[dict]:
+        ds = TaskDataset(builder, task, n, 5, **kw)
+        return [ds[i].target for i in range(m)]
+
+    depth = [t["depth"][0] for t in targets("depth", n, n_points=1)]
+    pose = targets("pose", n // 4, kind="distance")  # every pose target holds the whole relative pose
+    dist = np.array([t["distance"] for t in pose])
     stats = {"depth_median": float(np.median(depth)), "distance_median": float(np.median(dist)), "object": {}}
     d = np.sort(dist)  # the constant c minimising mean |c - d| / d: the median of d weighted by 1 / d
     stats["distance_abs_rel_best"] = float(d[np.searchsorted(np.cumsum(1 / d), 0.5 * np.sum(1 / d))])
-    corr = [TaskDataset(builder, "correspondence", n, 5, n_points=1)[i].target for i in range(n // 4)]
+    corr = targets("correspondence", n // 4, n_points=1)
     offset = np.median([np.subtract(c["match"], c["query"]) for c in corr], axis=0)  # [2] in [0, 1000) px
-    ypr = [TaskDataset(builder, "pose", n, 5, kind="ypr")[i].target for i in range(n // 4)]
-    t = np.array([TaskDataset(builder, "pose", n, 5, kind="direction")[i].target["t_unit"] for i in range(n // 4)])
+    t = np.array([p["t_unit"] for p in pose])  # [N, 3]
     # The training direction with the least mean (sign-invariant) error to all the others: the best
     # constant answer under the metric, which the mean direction is not when motions are bimodal.
-    err = translation_direction_error_deg(np.broadcast_to(t[:, None], (len(t),) * 2 + (3,)),
-                                          np.broadcast_to(t[None], (len(t),) * 2 + (3,)))  # [N, N]
+    pairs = (len(t), len(t), 3)
+    err = translation_direction_error_deg(np.broadcast_to(t[:, None], pairs), np.broadcast_to(t[None], pairs))
     stats.update({"corr_offset_median": offset.tolist(),
-                  "angle_median": float(np.median([y["angle"] for y in ypr])),
-                  "ypr_median": np.median([y["ypr"] for y in ypr], axis=0).tolist(),
-                  "direction_medoid": t[int(np.argmin(err.mean(1)))].tolist()})
+                  "angle_median": float(np.median([p["angle"] for p in pose])),
+                  "ypr_median": np.median([p["ypr"] for p in pose], axis=0).tolist(),
+                  "direction_medoid": t[int(np.argmin(err.mean(1)))].tolist()})  # err: [N, N]
     for kind in P.OBJECT_QUESTIONS:
-        vals = [TaskDataset(builder, "object", n, 5, kind=kind)[i].target["value"] for i in range(n // 4)]
+        vals = [t["value"] for t in targets("object", n // 4, kind=kind)]
         stats["object"][kind] = (float(np.median(vals)) if kind in P.OBJECT_METRIC
                                  else bool(np.mean(vals) >= 0.5))
     return stats
@@ -225,8 +230,8 @@ def baseline_answers(questions: dict, stats: dict, prior: bool = False) -> dict:
     `prior`: the two-view answers a model gives that has learned the training answers but not to
     compare the images: the query plus the median training offset, the median training rotation
     angle and yaw/pitch/roll, the training translation direction closest to all others (medoid), the
-    constant distance with the least training AbsRel: each the best constant for its metric. A model that beats identity
-    but not this prior has learned the answer statistics, not the pair."""
+    constant distance with the least training AbsRel: each the best constant for its metric. A model
+    that beats identity but not this prior has learned the answer statistics, not the pair."""
     def pose(e):
         if prior:
             return P.pose_answer(e.kind, angle=stats["angle_median"], ypr=stats["ypr_median"],

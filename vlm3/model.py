@@ -10,7 +10,7 @@ turns (images, prompt[, answer]) into model inputs:
 - with `pair_as_video`, the two views of a two-image question enter as one 2-frame video
   (`<|video_pad|>`, `pixel_values_videos`): Qwen3-VL's temporal patch of 2 frames puts both views
   of a 16 x 16 px cell into one token, so the vision tower compares them before the LLM does (see
-  the README's departures); every other input is unchanged;
+  the README's results); every other input is unchanged;
 - training targets are the answer tokens and the closing `<|im_end|>` only; every prompt, image
   and padding token has label -100 (next-token cross-entropy on the answer, VLM3 Sec. 3).
 
@@ -21,6 +21,7 @@ templates (nothing downloaded); `from_pretrained(path)` loads a saved model or Q
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -184,10 +185,12 @@ class VLM3:
         return self.model.device
 
     # -- inputs ------------------------------------------------------------------------------
+    def _as_clip(self, n_images: int) -> bool:
+        """Whether a question's images enter as one 2-frame video (`pair_as_video` and a pair)."""
+        return self.pair_as_video and n_images == 2
+
     def _visual_content(self, n_images: int) -> list[dict]:
-        if self.pair_as_video and n_images == 2:
-            return [{"type": "video"}]
-        return [{"type": "image"}] * n_images
+        return [{"type": "video"}] if self._as_clip(n_images) else [{"type": "image"}] * n_images
 
     def prompt_text(self, n_images: int, prompt: str) -> str:
         content = self._visual_content(n_images) + [{"type": "text", "text": prompt}]
@@ -229,38 +232,33 @@ class VLM3:
     def _images(self, image_lists):
         """Vision inputs of a batch and the token count of each visual item in order (an image, or a
         pair as one video)."""
-        flat, videos, grids, kinds = [], [], [], []
+        flat, videos, grids, is_clip = [], [], [], []
         for ims in image_lists:
-            if self.pair_as_video and len(ims) == 2:
+            if self._as_clip(len(ims)):
                 pixels, grid = self._clip(*ims)
                 videos.append(pixels)
                 grids.append(grid)
-                kinds.append("video")
+                is_clip.append(True)
             else:
                 flat += [_to_uint8(im) for im in ims]
-                kinds += ["image"] * len(ims)
-        out, counts = {}, []
+                is_clip += [False] * len(ims)
+        out = {}
         if flat:
             img = self.image_processor(images=flat, return_tensors="pt")
             out = {"pixel_values": img["pixel_values"], "image_grid_thw": img["image_grid_thw"]}
         if videos:
             out.update(pixel_values_videos=torch.cat(videos), video_grid_thw=torch.cat(grids))
-        per = {"image": iter(out["image_grid_thw"]) if flat else iter(()),
-               "video": iter(out["video_grid_thw"]) if videos else iter(())}
-        counts = [int(next(per[k]).prod()) // self.merge**2 for k in kinds]  # tokens per visual item
-        return out, counts
+        tokens = {kind: iter((out[key].prod(-1) // self.merge**2).tolist() if key in out else [])
+                  for kind, key in ((False, "image_grid_thw"), (True, "video_grid_thw"))}
+        return out, [next(tokens[c]) for c in is_clip]  # tokens per visual item, in order
 
     def _expand(self, text: str, counts) -> str:
         """Each image or video placeholder repeated as many times as its item has tokens."""
-        pads = [i for i in range(len(text)) if text.startswith((self.image_token, self.video_token), i)]
+        parts = re.split(f"({re.escape(self.image_token)}|{re.escape(self.video_token)})", text)
+        texts, pads = parts[::2], parts[1::2]  # text, placeholder, text, ..., text
         if len(pads) != len(counts):
             raise ValueError(f"prompt has {len(pads)} image/video placeholders for {len(counts)} visual items")
-        out, prev = [], 0
-        for i, c in zip(pads, counts):
-            tok = self.image_token if text.startswith(self.image_token, i) else self.video_token
-            out += [text[prev:i], tok * c]
-            prev = i + len(tok)
-        return "".join(out) + text[prev:]
+        return "".join(t + p * c for t, p, c in zip(texts, pads, counts)) + texts[-1]
 
     def encode(self, image_lists, prompts, answers=None, turns=None) -> dict:
         """A batch of model inputs. With answers: right-padded, with `labels` on the answer tokens
@@ -275,7 +273,7 @@ class VLM3:
             else:
                 more = list(turns[b]) if turns else []
                 pieces = self.conversation_pieces(len(ims), [(prompt, answers[b])] + more)
-            n_items = 1 if (self.pair_as_video and len(ims) == 2) else len(ims)
+            n_items = 1 if self._as_clip(len(ims)) else len(ims)
             ids, lab = [], []
             for n, (text, answer) in enumerate(pieces):
                 if n == 0:

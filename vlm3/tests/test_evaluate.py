@@ -44,13 +44,15 @@ def test_baselines_go_through_the_same_parser(questions):
 
 
 def test_prior_baseline_answers_the_training_statistics(questions):
-    """The two-view prior: query + median offset, median angle / yaw-pitch-roll, mean direction."""
+    """The two-view prior: query + median offset, median angle / yaw-pitch-roll, medoid direction,
+    best-AbsRel distance."""
     import numpy as np
 
     from vlm3 import prompts as P
 
     stats = {"depth_median": 3.0, "distance_median": 1.0, "corr_offset_median": [40.0, -2000.0],
-             "angle_median": 10.0, "ypr_median": [5.0, 0.0, 0.0], "direction_medoid": [0.0, 0.0, 1.0], "distance_abs_rel_best": 0.5,
+             "angle_median": 10.0, "ypr_median": [5.0, 0.0, 0.0], "direction_medoid": [0.0, 0.0, 1.0],
+             "distance_abs_rel_best": 0.5,
              "object": {"closer": True, "left": False, "taller": True, "distance": 2.0, "height": 1.0}}
     answers = baseline_answers(questions, stats, prior=True)
     for e, t in zip(questions["correspondence"], answers["correspondence"]):
