@@ -210,7 +210,11 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)  # decoding is greedy; the seed is for completeness
-    print(json.dumps(run(args), indent=1))
+    try:
+        out = run(args)
+    except (ValueError, OSError) as e:  # bad input (DatasetError is a ValueError): one line, no traceback
+        ap.exit(2, f"vlm3.demo: error: {e}\n")
+    print(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

@@ -63,6 +63,16 @@ def test_cli_prints_parsed_and_raw(checkpoint, images, capsys):
     assert '"metres"' in printed and '"raw"' in printed
 
 
+def test_cli_reports_bad_input_in_one_line(checkpoint, images, capsys):
+    (img, _), K = images
+    with pytest.raises(SystemExit) as stop:
+        main(["--image", str(img), "--ask", "depth at 64,20", "--checkpoint", str(checkpoint), "--intrinsics", K])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err  # may also hold the weight-loading progress bar
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("vlm3.demo: error: ") and "outside the 64x64 image" in last and "Traceback" not in err
+
+
 def test_pixel_outside_the_image(checkpoint, images):
     (img, _), K = images
     with pytest.raises(ValueError, match=r"pixel \(64, 20\) is outside the 64x64 image"):
