@@ -81,9 +81,12 @@ class DataConfig:
     # sample). The images are encoded once for all of them. Held-out questions are single-turn.
     turns: dict = field(default_factory=dict)
     marker: bool = False  # ablation: DepthLM's red arrow drawn in the image instead of text coordinates
-    mixture: dict = field(default_factory=lambda: {"depth": 1.0, "correspondence": 1.0, "pose": 1.0, "object": 1.0})
-    samples: dict = field(default_factory=lambda: {"depth": 20000, "correspondence": 20000, "pose": 20000,
-                                                  "object": 20000})  # distinct questions per task
+    mixture: dict = field(
+        default_factory=lambda: {"depth": 1.0, "correspondence": 1.0, "pose": 1.0, "object": 1.0}
+    )
+    samples: dict = field(
+        default_factory=lambda: {"depth": 20000, "correspondence": 20000, "pose": 20000, "object": 20000}
+    )  # distinct questions per task
 
 
 @dataclass

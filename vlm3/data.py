@@ -43,6 +43,7 @@ class Example:
     `turns` holds further (prompt, answer) questions on the same images, asked and answered in order
     after the first in one multi-turn conversation (training samples with `DataConfig.turns` > 1;
     held-out questions have none)."""
+
     task: str
     kind: str
     images: list
@@ -66,6 +67,7 @@ class View:
 class Frame:
     """One stored (or rendered) view: image [3, H, W], z-depth and valid mask [H, W], K0 and w2c
     (float64), and the zoom of its captured camera."""
+
     image: torch.Tensor
     depth: torch.Tensor
     valid: torch.Tensor
@@ -106,8 +108,14 @@ class SceneCache:
         """
         sample = self.samples[s]
         if isinstance(v, (int, np.integer)):
-            return Frame(sample.images[v], sample.depth[v], sample.valid[v], sample.K[v].double(),
-                         sample.w2c[v].double(), self.zoom_factor(s))
+            return Frame(
+                sample.images[v],
+                sample.depth[v],
+                sample.valid[v],
+                sample.K[v].double(),
+                sample.w2c[v].double(),
+                self.zoom_factor(s),
+            )
         H, W = sample.images.shape[-2:]
         if v[0] == "shift":
             _, i, dx, dy, m = v
@@ -119,8 +127,14 @@ class SceneCache:
             rows, cols = slice(m + dy, m + dy + H), slice(m + dx, m + dx + W)
             K = sample.K[i].double().clone()
             K[0, 2], K[1, 2] = K[0, 2] - dx, K[1, 2] - dy
-            return Frame(out["images"][0][:, rows, cols], out["depth"][0][rows, cols], out["valid"][0][rows, cols],
-                         K, sample.w2c[i].double(), self.zoom_factor(s))
+            return Frame(
+                out["images"][0][:, rows, cols],
+                out["depth"][0][rows, cols],
+                out["valid"][0][rows, cols],
+                K,
+                sample.w2c[i].double(),
+                self.zoom_factor(s),
+            )
         key = (s, tuple(v))
         if key not in self._rendered:
             _, i, j = v
@@ -128,8 +142,14 @@ class SceneCache:
             c_i = -sample.w2c[i][:3, :3].double().T @ sample.w2c[i][:3, 3].double()
             w2c[:3, 3] = -w2c[:3, :3] @ c_i
             out = self._render(s, sample.K[i].double(), w2c, H, W)
-            self._rendered[key] = Frame(out["images"][0], out["depth"][0], out["valid"][0], sample.K[i].double(), w2c,
-                                        self.zoom_factor(s))
+            self._rendered[key] = Frame(
+                out["images"][0],
+                out["depth"][0],
+                out["valid"][0],
+                sample.K[i].double(),
+                w2c,
+                self.zoom_factor(s),
+            )
         return self._rendered[key]
 
     def _render(self, s: int, K: torch.Tensor, w2c: torch.Tensor, H: int, W: int) -> dict:
@@ -186,8 +206,14 @@ def _candidate_pixels(view: View, valid: torch.Tensor) -> np.ndarray:
     uv = map_pixels(torch.from_numpy(uv0), view.K0, view.K).numpy()  # [M, 2]
     H, W = view.image.shape[-2:]
     Hc, Wc = view.size_c
-    keep = ((uvc >= 0).all(-1) & (uvc[:, 0] < Wc) & (uvc[:, 1] < Hc)
-            & (uv >= 0).all(-1) & (uv[:, 0] < W) & (uv[:, 1] < H))
+    keep = (
+        (uvc >= 0).all(-1)
+        & (uvc[:, 0] < Wc)
+        & (uvc[:, 1] < Hc)
+        & (uv >= 0).all(-1)
+        & (uv[:, 0] < W)
+        & (uv[:, 1] < H)
+    )
     return uv0[keep]
 
 
@@ -216,7 +242,9 @@ def draw_arrow(image: torch.Tensor, x: int, y: int) -> torch.Tensor:
     """
     H, W = image.shape[-2:]
     if not (6 <= x < W and 2 <= y < H - 2):
-        raise ValueError(f"pixel ({x}, {y}): the arrow needs 6 pixels left and 2 above/below inside the {W}x{H} image")
+        raise ValueError(
+            f"pixel ({x}, {y}): the arrow needs 6 pixels left and 2 above/below inside the {W}x{H} image"
+        )
     out = image.clone()
     pts = [(y, x - k) for k in range(1, 6)] + [(y - 1, x - 2), (y - 2, x - 3), (y + 1, x - 2), (y + 2, x - 3)]
     red = torch.tensor([1.0, 0.0, 0.0], dtype=image.dtype)
@@ -228,6 +256,7 @@ def draw_arrow(image: torch.Tensor, x: int, y: int) -> torch.Tensor:
 @dataclass
 class TaskSettings:
     """What the question builders need from the config (see `vlm3.config.DataConfig`)."""
+
     focal_depth: float = 1000.0
     focal_pose: float = 750.0
     unify_focal: bool = True
@@ -240,7 +269,9 @@ class TaskSettings:
     corr_same_view: float = 0.0  # training only: share of correspondence questions asked on one view twice
     corr_max_points: int = 1  # training correspondence questions ask about 1..N pixels
     corr_shift: int = 0  # copy lessons move the second view's crop window by up to this many pixels
-    turn_pairs: float = 0.0  # training only: share of correspondence / rotation questions on turned-in-place pairs
+    turn_pairs: float = (
+        0.0  # training only: share of correspondence / rotation questions on turned-in-place pairs
+    )
     turns: dict = field(default_factory=dict)  # training only: questions per conversation (default 1)
 
 
@@ -286,8 +317,14 @@ class QuestionBuilder:
         else:
             nxy = P.normalize_xy(uv, W, H, P.DEPTH_SCALE)
             prompt = P.depth_prompt(nxy, self.s.depth_target)
-        return Example("depth", "depth", [image], prompt, P.depth_answer(value, self.s.think),
-                       {"depth": value.tolist(), "uv": uv.tolist(), "where": (s, v)})
+        return Example(
+            "depth",
+            "depth",
+            [image],
+            prompt,
+            P.depth_answer(value, self.s.think),
+            {"depth": value.tolist(), "uv": uv.tolist(), "where": (s, v)},
+        )
 
     # -- correspondence ----------------------------------------------------------------------
     def _pair(self, rng, sample):
@@ -357,10 +394,21 @@ class QuestionBuilder:
         Hj, Wj = vj.image.shape[-2:]
         qi = P.normalize_xy(np.array(queries), Wi, Hi, P.BOX_SCALE)  # [n, 2]
         qj = P.normalize_xy(np.array(matches), Wj, Hj, P.BOX_SCALE)  # [n, 2]
-        target = {"query": qi[0].tolist(), "match": qj[0].tolist(), "queries": qi.tolist(),
-                  "matches": qj.tolist(), "where": (s, i, j)}
-        return Example("correspondence", "correspondence", [vi.image, vj.image], P.correspondence_prompt(qi),
-                       P.correspondence_answer(qj), target)
+        target = {
+            "query": qi[0].tolist(),
+            "match": qj[0].tolist(),
+            "queries": qi.tolist(),
+            "matches": qj.tolist(),
+            "where": (s, i, j),
+        }
+        return Example(
+            "correspondence",
+            "correspondence",
+            [vi.image, vj.image],
+            P.correspondence_prompt(qi),
+            P.correspondence_answer(qj),
+            target,
+        )
 
     # -- pose --------------------------------------------------------------------------------
     def pose(self, rng, kind: str | None = None, pair=None) -> Example | None:
@@ -370,11 +418,18 @@ class QuestionBuilder:
         else:
             s, i, j = pair
         kind = kind or P.POSE_QUESTIONS[int(rng.integers(len(P.POSE_QUESTIONS)))]
-        if pair is None and kind in ("angle", "ypr") and self.s.turn_pairs > 0 and rng.random() < self.s.turn_pairs:
+        if (
+            pair is None
+            and kind in ("angle", "ypr")
+            and self.s.turn_pairs > 0
+            and rng.random() < self.s.turn_pairs
+        ):
             j = ("turn", i, j)  # same rotation as the pair (i, j), no translation
         gt = relative_pose(self.cache.frame(s, i).w2c, self.cache.frame(s, j).w2c)
         vi, vj = self._view(s, i, self.s.focal_pose), self._view(s, j, self.s.focal_pose)
-        answer = P.pose_answer(kind, angle=gt["angle"], ypr=gt["ypr"], t_unit=gt["t_unit"], distance=gt["distance"])
+        answer = P.pose_answer(
+            kind, angle=gt["angle"], ypr=gt["ypr"], t_unit=gt["t_unit"], distance=gt["distance"]
+        )
         target = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in gt.items()}
         target["pair"] = [s, i, j]
         return Example("pose", kind, [vi.image, vj.image], P.pose_prompt(kind), answer, target)
@@ -399,7 +454,9 @@ class QuestionBuilder:
         boxes = []
         for o in (a, b):
             x0, y0, x1, y1 = o["box2d"]
-            corners = pixel_to_input(view, np.array([[x0, y0], [max(x1 - 1e-6, x0), max(y1 - 1e-6, y0)]], float))
+            corners = pixel_to_input(
+                view, np.array([[x0, y0], [max(x1 - 1e-6, x0), max(y1 - 1e-6, y0)]], float)
+            )
             if corners is None:
                 return None
             H, W = view.image.shape[-2:]
@@ -427,8 +484,14 @@ class QuestionBuilder:
         else:
             value = float(oa["height"])
         prompt = P.object_prompt(kind, boxes[0], boxes[1] if kind != "height" else None)
-        return Example("object", kind, [view.image], prompt, P.object_answer(kind, value),
-                       {"value": value, "where": (s, v)})
+        return Example(
+            "object",
+            kind,
+            [view.image],
+            prompt,
+            P.object_answer(kind, value),
+            {"value": value, "where": (s, v)},
+        )
 
     def build(self, task: str, rng, **kw) -> Example | None:
         return getattr(self, task)(rng, **kw)
@@ -445,8 +508,11 @@ class QuestionBuilder:
         kinds = []
         if task == "pose":  # the other question types, in random order (a turned pair has only rotations)
             rotation_only = isinstance(where[2], tuple)
-            kinds = [k for k in P.POSE_QUESTIONS
-                     if k != first.kind and (k in ("angle", "ypr") or not rotation_only)]
+            kinds = [
+                k
+                for k in P.POSE_QUESTIONS
+                if k != first.kind and (k in ("angle", "ypr") or not rotation_only)
+            ]
             kinds = [kinds[k] for k in rng.permutation(len(kinds))]
         for k in range(n_turns - 1):
             if task == "pose":
@@ -501,8 +567,9 @@ class TaskDataset(torch.utils.data.Dataset):
         if task not in TASKS:
             raise ValueError(f"task: expected one of {TASKS}, got {task!r}")
         if turns > 1 and kw:
-            raise ValueError(f"{task}: conversations (turns={turns}) take no question arguments, "
-                             f"got {sorted(kw)}")
+            raise ValueError(
+                f"{task}: conversations (turns={turns}) take no question arguments, got {sorted(kw)}"
+            )
         self.builder, self.task, self.length, self.seed, self.kw = builder, task, int(length), int(seed), kw
         self.turns = int(turns)
 
@@ -512,8 +579,11 @@ class TaskDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> Example:
         for attempt in range(200):
             rng = np.random.default_rng([self.seed, TASKS.index(self.task), int(i), attempt])
-            ex = (self.builder.conversation(self.task, rng, self.turns) if self.turns > 1
-                  else self.builder.build(self.task, rng, **self.kw))
+            ex = (
+                self.builder.conversation(self.task, rng, self.turns)
+                if self.turns > 1
+                else self.builder.build(self.task, rng, **self.kw)
+            )
             if ex is not None:
                 return ex
         raise RuntimeError(f"{self.task}: no valid question after 200 draws for item {i}; check the scenes")

@@ -5,7 +5,7 @@
     python -m vlm3.demo --image IMG --ask "depth at 120,64 30,100" --per-pixel  # one prompt per pixel
     python -m vlm3.demo --image A --image2 B --ask "match 40,50"
     python -m vlm3.demo --image A --image2 B --ask "pose"
-    python -m vlm3.demo --image IMG --ask "closer 10,20,40,60 vs 70,10,120,50"   # also left / taller / distance
+    python -m vlm3.demo --image IMG --ask "closer 10,20,40,60 vs 70,10,120,50"  # or left / taller / distance
     python -m vlm3.demo --image IMG --ask "height 10,20,40,60"
 
 Pixels and boxes are in the given image's pixels (x = column, y = row; boxes x0,y0,x1,y1). The
@@ -51,8 +51,10 @@ class Predictor:
     def _input(self, image: torch.Tensor, K: torch.Tensor, focal: float):
         """(model-input image [3, H', W'], its K) after focal-length unification (if trained with it)."""
         if K is None:
-            raise ValueError("intrinsics: missing; pass --intrinsics fx,fy,cx,cy, an intrinsics.txt beside the "
-                             "image, or --fov DEG (focal-length unification needs them)")
+            raise ValueError(
+                "intrinsics: missing; pass --intrinsics fx,fy,cx,cy, an intrinsics.txt beside the "
+                "image, or --fov DEG (focal-length unification needs them)"
+            )
         if not self.settings.get("unify_focal", True):
             return image, K.double()
         out, K_new = unify_focal(image, K.float(), focal)
@@ -70,8 +72,10 @@ class Predictor:
         hi_x, hi_y = (W, H) if edges else (W - 1, H - 1)
         for x, y in xy:
             if not (0 <= x <= hi_x and 0 <= y <= hi_y):
-                raise ValueError(f"pixel ({x:g}, {y:g}) is outside the {W}x{H} image "
-                                 f"(expected 0 <= x <= {hi_x}, 0 <= y <= {hi_y})")
+                raise ValueError(
+                    f"pixel ({x:g}, {y:g}) is outside the {W}x{H} image "
+                    f"(expected 0 <= x <= {hi_x}, 0 <= y <= {hi_y})"
+                )
         centres = xy if edges else np.floor(xy) + 0.5
         return map_pixels(torch.from_numpy(centres), K.double(), K_in).numpy()  # [N, 2]
 
@@ -93,7 +97,9 @@ class Predictor:
         if one_prompt:
             raw = self.ask([img], P.depth_prompt(nxy, target))
             return P.parse_depth_list(raw, len(nxy)), [raw]
-        raws = self.vlm.generate([[img]] * len(nxy), [P.depth_prompt([q], target) for q in nxy], self.max_new_tokens)
+        raws = self.vlm.generate(
+            [[img]] * len(nxy), [P.depth_prompt([q], target) for q in nxy], self.max_new_tokens
+        )
         return [P.parse_depth(r) for r in raws], raws
 
     def correspondence(self, image1, K1, image2, K2, pixel):
@@ -108,15 +114,23 @@ class Predictor:
             return None, raw
         H2, W2 = img2.shape[-2:]
         xy_in = P.denormalize_xy(np.array(nxy), W2, H2, P.BOX_SCALE)[None]  # [1, 2] on the model input
-        xy = map_pixels(torch.from_numpy(xy_in), K2_in, K2.double()).numpy()[0] - 0.5  # back to image 2 pixels
+        xy = (
+            map_pixels(torch.from_numpy(xy_in), K2_in, K2.double()).numpy()[0] - 0.5
+        )  # back to image 2 pixels
         return (float(xy[0]), float(xy[1])), raw
 
     def pose(self, image1, K1, image2, K2) -> dict:
         f = self.settings["focal_pose"]
         imgs = [self._input(image1, K1, f)[0], self._input(image2, K2, f)[0]]
-        raws = self.vlm.generate([imgs] * 4, [P.pose_prompt(k) for k in P.POSE_QUESTIONS], self.max_new_tokens)
-        parse = {"angle": P.parse_rotation_angle, "ypr": P.parse_ypr, "direction": P.parse_direction,
-                 "distance": P.parse_distance}
+        raws = self.vlm.generate(
+            [imgs] * 4, [P.pose_prompt(k) for k in P.POSE_QUESTIONS], self.max_new_tokens
+        )
+        parse = {
+            "angle": P.parse_rotation_angle,
+            "ypr": P.parse_ypr,
+            "direction": P.parse_direction,
+            "distance": P.parse_distance,
+        }
         return {k: (parse[k](r), r) for k, r in zip(P.POSE_QUESTIONS, raws)}
 
     def object(self, image, K, kind: str, box_a, box_b=None):
@@ -127,7 +141,9 @@ class Predictor:
             if box is None:
                 boxes.append(None)
                 continue
-            corners = self._to_input(image, K, K_in, np.asarray(box, dtype=np.float64).reshape(2, 2), edges=True)
+            corners = self._to_input(
+                image, K, K_in, np.asarray(box, dtype=np.float64).reshape(2, 2), edges=True
+            )
             boxes.append(P.normalize_box(corners.reshape(-1), W, H))
         raw = self.ask([img], P.object_prompt(kind, boxes[0], boxes[1]))
         value = P.parse_depth(raw) if kind in P.OBJECT_METRIC else P.parse_yes_no(raw)
@@ -176,11 +192,18 @@ def run(args) -> dict:
         if not args.image2:
             raise ValueError(f"--ask {word!r} needs --image2")
         image2 = read_rgb(Path(args.image2))
-        K2 = load_intrinsics(Path(args.image2), args.intrinsics2 or args.intrinsics, args.fov,
-                             image2.shape[-1], image2.shape[-2])
+        K2 = load_intrinsics(
+            Path(args.image2),
+            args.intrinsics2 or args.intrinsics,
+            args.fov,
+            image2.shape[-1],
+            image2.shape[-2],
+        )
         if word == "pose":
-            return {"task": "pose", **{k: {"parsed": v, "raw": r} for k, (v, r) in
-                                       predictor.pose(image, K, image2, K2).items()}}
+            return {
+                "task": "pose",
+                **{k: {"parsed": v, "raw": r} for k, (v, r) in predictor.pose(image, K, image2, K2).items()},
+            }
         nums = _numbers(ask)
         if len(nums) != 2:
             raise ValueError(f"--ask {ask!r}: expected 'match X,Y'")
@@ -190,11 +213,15 @@ def run(args) -> dict:
         nums = _numbers(ask)
         need = 4 if word == "height" else 8
         if len(nums) != need:
-            raise ValueError(f"--ask {ask!r}: expected '{word} x0,y0,x1,y1{'' if need == 4 else ' vs x0,y0,x1,y1'}'")
+            raise ValueError(
+                f"--ask {ask!r}: expected '{word} x0,y0,x1,y1{'' if need == 4 else ' vs x0,y0,x1,y1'}'"
+            )
         value, raw = predictor.object(image, K, word, nums[:4], nums[4:] if need == 8 else None)
         return {"task": "object", "kind": word, "answer": value, "raw": raw}
-    raise ValueError(f"--ask {ask!r}: expected 'depth at X,Y', 'match X,Y', 'pose', or one of "
-                     f"{', '.join(P.OBJECT_QUESTIONS)} with boxes")
+    raise ValueError(
+        f"--ask {ask!r}: expected 'depth at X,Y', 'match X,Y', 'pose', or one of "
+        f"{', '.join(P.OBJECT_QUESTIONS)} with boxes"
+    )
 
 
 def main(argv=None) -> None:
@@ -202,7 +229,9 @@ def main(argv=None) -> None:
     ap.add_argument("--image", required=True)
     ap.add_argument("--image2", default=None)
     ap.add_argument("--ask", required=True)
-    ap.add_argument("--checkpoint", default="results/vlm3/vlm3/checkpoint", help="default: make reproduce-vlm3's model")
+    ap.add_argument(
+        "--checkpoint", default="results/vlm3/vlm3/checkpoint", help="default: make reproduce-vlm3's model"
+    )
     ap.add_argument("--intrinsics", default=None, help="fx,fy,cx,cy in pixels of --image")
     ap.add_argument("--intrinsics2", default=None, help="fx,fy,cx,cy of --image2 (default: --intrinsics)")
     ap.add_argument("--fov", type=float, default=None, help="horizontal field of view in degrees")

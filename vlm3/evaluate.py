@@ -22,23 +22,36 @@ from pathlib import Path
 
 import numpy as np
 
-from common.metrics import (accuracy, depth_metrics, epe_stats, pose_auc, rotation_error_deg,
-                            translation_direction_error_deg)
+from common.metrics import (
+    accuracy,
+    depth_metrics,
+    epe_stats,
+    pose_auc,
+    rotation_error_deg,
+    translation_direction_error_deg,
+)
 from vlm3 import prompts as P
 from vlm3.config import Config, load_config
 from vlm3.data import QuestionBuilder, SceneCache, TaskDataset, ypr_to_matrix
 
 METRICS = {
-    "depth_delta1": True, "depth_abs_rel": False,
-    "corr_epe_mean": False, "corr_epe_median": False,
-    "pose_rot_err_deg": False, "pose_trans_err_deg": False, "pose_auc30": True,
-    "pose_angle_err_deg": False, "pose_distance_abs_rel": False,
+    "depth_delta1": True,
+    "depth_abs_rel": False,
+    "corr_epe_mean": False,
+    "corr_epe_median": False,
+    "pose_rot_err_deg": False,
+    "pose_trans_err_deg": False,
+    "pose_auc30": True,
+    "pose_angle_err_deg": False,
+    "pose_distance_abs_rel": False,
     "object_accuracy": True,
     "parse_failure_rate": False,
 }
 
 
-def held_out_questions(cfg: Config, cache: SceneCache | None = None, turned: bool = False, shifted: int = 0) -> dict:
+def held_out_questions(
+    cfg: Config, cache: SceneCache | None = None, turned: bool = False, shifted: int = 0
+) -> dict:
     """{task: [Example]} on the test split: single-point depth, correspondences, four pose
     questions per pair, object questions.
 
@@ -55,8 +68,10 @@ def held_out_questions(cfg: Config, cache: SceneCache | None = None, turned: boo
         settings.corr_same_view, settings.corr_shift = 1.0, int(shifted)
     settings.turn_pairs = 1.0 if turned else 0.0
     builder = QuestionBuilder(cache, settings)
-    corr = [TaskDataset(builder, "correspondence", e.correspondence, e.seed, n_points=1)[i]
-            for i in range(e.correspondence)]
+    corr = [
+        TaskDataset(builder, "correspondence", e.correspondence, e.seed, n_points=1)[i]
+        for i in range(e.correspondence)
+    ]
     if shifted > 0:
         return {"correspondence": corr}
     pose = []
@@ -87,7 +102,7 @@ def answer_all(vlm, questions: dict, batch_size: int, max_new_tokens: int, progr
     for task, exs in questions.items():
         texts = []
         for k in tqdm(range(0, len(exs), batch_size), desc=f"answer {task}", disable=not progress):
-            chunk = exs[k:k + batch_size]
+            chunk = exs[k : k + batch_size]
             texts += vlm.generate([e.images for e in chunk], [e.prompt for e in chunk], max_new_tokens)
         answers[task] = texts
     return answers
@@ -158,25 +173,40 @@ def _score_pose(exs, texts, failures) -> dict:
     for k, (e, t) in enumerate(zip(exs, texts)):
         key = tuple(e.target["pair"])
         pairs.setdefault(key, {"R": np.array(e.target["R"]), "t": np.array(e.target["t_unit"])})
-        parsed = {"angle": P.parse_rotation_angle, "ypr": P.parse_ypr, "direction": P.parse_direction,
-                  "distance": P.parse_distance}[e.kind](t)
+        parsed = {
+            "angle": P.parse_rotation_angle,
+            "ypr": P.parse_ypr,
+            "direction": P.parse_direction,
+            "distance": P.parse_distance,
+        }[e.kind](t)
         if parsed is None:
             P.log_failure(failures, "pose", e.kind, t, k)
         if e.kind == "angle":
             angle_err.append(180.0 if parsed is None else abs(parsed - e.target["angle"]))
         elif e.kind == "distance":
-            dist_rel.append(1.0 if parsed is None else abs(parsed - e.target["distance"]) / e.target["distance"])
+            dist_rel.append(
+                1.0 if parsed is None else abs(parsed - e.target["distance"]) / e.target["distance"]
+            )
         else:
             pairs[key][e.kind] = parsed
     t_gt = np.stack([p["t"] for p in pairs.values()])  # [P, 3]
-    rot_err = np.array([180.0 if p.get("ypr") is None else float(rotation_error_deg(ypr_to_matrix(p["ypr"]), p["R"]))
-                        for p in pairs.values()])
-    t_pred = np.stack([np.zeros(3) if p.get("direction") is None else np.array(p["direction"]) for p in pairs.values()])
+    rot_err = np.array(
+        [
+            180.0 if p.get("ypr") is None else float(rotation_error_deg(ypr_to_matrix(p["ypr"]), p["R"]))
+            for p in pairs.values()
+        ]
+    )
+    t_pred = np.stack(
+        [np.zeros(3) if p.get("direction") is None else np.array(p["direction"]) for p in pairs.values()]
+    )
     trans_err = translation_direction_error_deg(t_pred, t_gt)  # zero vector (failure) -> 90 deg
-    return {"pose_rot_err_deg": float(rot_err.mean()), "pose_trans_err_deg": float(trans_err.mean()),
-            "pose_auc30": 100.0 * pose_auc(rot_err, trans_err, 30),
-            "pose_angle_err_deg": float(np.mean(angle_err)) if angle_err else None,
-            "pose_distance_abs_rel": float(np.mean(dist_rel)) if dist_rel else None}
+    return {
+        "pose_rot_err_deg": float(rot_err.mean()),
+        "pose_trans_err_deg": float(trans_err.mean()),
+        "pose_auc30": 100.0 * pose_auc(rot_err, trans_err, 30),
+        "pose_angle_err_deg": float(np.mean(angle_err)) if angle_err else None,
+        "pose_distance_abs_rel": float(np.mean(dist_rel)) if dist_rel else None,
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -191,8 +221,13 @@ def train_statistics(cfg: Config, n: int = 2000) -> dict:
     medoid translation direction, the distance with the least AbsRel."""
     from vlm3.train import task_settings
 
-    cache = SceneCache(cfg.data.root, cfg.data.train_split, zoom=cfg.data.zoom, seed=cfg.train.seed,
-                       max_scenes=cfg.data.max_train_scenes)
+    cache = SceneCache(
+        cfg.data.root,
+        cfg.data.train_split,
+        zoom=cfg.data.zoom,
+        seed=cfg.train.seed,
+        max_scenes=cfg.data.max_train_scenes,
+    )
     builder = QuestionBuilder(cache, task_settings(cfg, training=False))
 
     def targets(task: str, m: int, **kw) -> list[dict]:
@@ -212,14 +247,19 @@ def train_statistics(cfg: Config, n: int = 2000) -> dict:
     # constant answer under the metric, which the mean direction is not when motions are bimodal.
     pairs = (len(t), len(t), 3)
     err = translation_direction_error_deg(np.broadcast_to(t[:, None], pairs), np.broadcast_to(t[None], pairs))
-    stats.update({"corr_offset_median": offset.tolist(),
-                  "angle_median": float(np.median([p["angle"] for p in pose])),
-                  "ypr_median": np.median([p["ypr"] for p in pose], axis=0).tolist(),
-                  "direction_medoid": t[int(np.argmin(err.mean(1)))].tolist()})  # err: [N, N]
+    stats.update(
+        {
+            "corr_offset_median": offset.tolist(),
+            "angle_median": float(np.median([p["angle"] for p in pose])),
+            "ypr_median": np.median([p["ypr"] for p in pose], axis=0).tolist(),
+            "direction_medoid": t[int(np.argmin(err.mean(1)))].tolist(),
+        }
+    )  # err: [N, N]
     for kind in P.OBJECT_QUESTIONS:
         vals = [t["value"] for t in targets("object", n // 4, kind=kind)]
-        stats["object"][kind] = (float(np.median(vals)) if kind in P.OBJECT_METRIC
-                                 else bool(np.mean(vals) >= 0.5))
+        stats["object"][kind] = (
+            float(np.median(vals)) if kind in P.OBJECT_METRIC else bool(np.mean(vals) >= 0.5)
+        )
     return stats
 
 
@@ -232,10 +272,16 @@ def baseline_answers(questions: dict, stats: dict, prior: bool = False) -> dict:
     angle and yaw/pitch/roll, the training translation direction closest to all others (medoid), the
     constant distance with the least training AbsRel: each the best constant for its metric. A model
     that beats identity but not this prior has learned the answer statistics, not the pair."""
+
     def pose(e):
         if prior:
-            return P.pose_answer(e.kind, angle=stats["angle_median"], ypr=stats["ypr_median"],
-                                 t_unit=stats["direction_medoid"], distance=stats["distance_abs_rel_best"])
+            return P.pose_answer(
+                e.kind,
+                angle=stats["angle_median"],
+                ypr=stats["ypr_median"],
+                t_unit=stats["direction_medoid"],
+                distance=stats["distance_abs_rel_best"],
+            )
         if e.kind == "direction":
             return "The camera does not move, unit vector (0.00, 0.00, 0.00)."  # identity: no direction
         return P.pose_answer(e.kind, angle=0.0, ypr=(0.0, 0.0, 0.0), distance=stats["distance_median"])
@@ -246,9 +292,12 @@ def baseline_answers(questions: dict, stats: dict, prior: bool = False) -> dict:
             xy = np.clip(xy + np.asarray(stats["corr_offset_median"]), 0.0, P.BOX_SCALE - 1.0)
         return P.correspondence_answer(xy.tolist())
 
-    answer = {"depth": lambda e: P.depth_answer([stats["depth_median"]], think=False),
-              "correspondence": corr,
-              "pose": pose, "object": lambda e: P.object_answer(e.kind, stats["object"][e.kind])}
+    answer = {
+        "depth": lambda e: P.depth_answer([stats["depth_median"]], think=False),
+        "correspondence": corr,
+        "pose": pose,
+        "object": lambda e: P.object_answer(e.kind, stats["object"][e.kind]),
+    }
     return {task: [answer[task](e) for e in exs] for task, exs in questions.items()}
 
 
@@ -258,16 +307,26 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", help="a trained model's checkpoint folder (or use --baseline)")
     ap.add_argument("--baseline", action="store_true", help="score the trivial baselines instead of a model")
-    ap.add_argument("--turned", action="store_true",
-                    help="diagnostic: correspondence and rotation on test pairs turned in place (no parallax)")
-    ap.add_argument("--shifted", type=int, default=0, metavar="M",
-                    help="diagnostic: correspondence of each test view with itself, crop moved by up to M px")
+    ap.add_argument(
+        "--turned",
+        action="store_true",
+        help="diagnostic: correspondence and rotation on test pairs turned in place (no parallax)",
+    )
+    ap.add_argument(
+        "--shifted",
+        type=int,
+        default=0,
+        metavar="M",
+        help="diagnostic: correspondence of each test view with itself, crop moved by up to M px",
+    )
     ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
     ap.add_argument("--out", default=None, help="write metrics and parse failures here (JSON)")
     ap.add_argument("--seed", type=int, default=None, help="overrides eval.seed")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
-    cfg = load_config(args.config, list(args.overrides) + ([f"eval.seed={args.seed}"] if args.seed is not None else []))
+    cfg = load_config(
+        args.config, list(args.overrides) + ([f"eval.seed={args.seed}"] if args.seed is not None else [])
+    )
     from vlm3.train import set_threads
 
     set_threads(cfg)
@@ -284,12 +343,16 @@ def main(argv=None) -> None:
     failures: list = []
     metrics = score(questions, answers, failures)
     if args.turned or args.shifted:  # no translation: only the rotation metrics mean something
-        metrics = {k: v for k, v in metrics.items() if k.startswith("corr") or k in
-                   ("pose_rot_err_deg", "pose_angle_err_deg", "parse_failure_rate")}
+        metrics = {
+            k: v
+            for k, v in metrics.items()
+            if k.startswith("corr") or k in ("pose_rot_err_deg", "pose_angle_err_deg", "parse_failure_rate")
+        }
     print(json.dumps(metrics, indent=1))
     if args.out:
-        Path(args.out).write_text(json.dumps({"metrics": metrics, "parse_failures": [asdict(f) for f in failures]},
-                                             indent=1))
+        Path(args.out).write_text(
+            json.dumps({"metrics": metrics, "parse_failures": [asdict(f) for f in failures]}, indent=1)
+        )
 
 
 if __name__ == "__main__":

@@ -27,13 +27,25 @@ from pathlib import Path
 import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerFast, Qwen3VLConfig, Qwen3VLForConditionalGeneration
+from transformers import (
+    AutoTokenizer,
+    PreTrainedTokenizerFast,
+    Qwen3VLConfig,
+    Qwen3VLForConditionalGeneration,
+)
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from vlm3 import prompts as P
 
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-                  "<|image_pad|>", "<|video_pad|>"]
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
 
 # Qwen's chat format, restricted to what VLM3 needs (user turns with images and text, assistant text).
 CHAT_TEMPLATE = (
@@ -59,8 +71,16 @@ def template_corpus(n: int = 3000, seed: int = 0) -> list[str]:
         out.append(P.correspondence_prompt(q[0]) + P.correspondence_answer(q[1]))
         for kind in P.POSE_QUESTIONS:
             t = rng.normal(size=3)
-            out.append(P.pose_prompt(kind) + P.pose_answer(kind, angle=rng.uniform(0, 90),
-                       ypr=rng.uniform(-90, 90, 3), t_unit=t / np.linalg.norm(t), distance=rng.uniform(0, 5)))
+            out.append(
+                P.pose_prompt(kind)
+                + P.pose_answer(
+                    kind,
+                    angle=rng.uniform(0, 90),
+                    ypr=rng.uniform(-90, 90, 3),
+                    t_unit=t / np.linalg.norm(t),
+                    distance=rng.uniform(0, 5),
+                )
+            )
         for kind in P.OBJECT_QUESTIONS:
             b = np.sort(rng.integers(0, 1000, size=(2, 4)), axis=-1)
             out.append(P.object_prompt(kind, b[0], b[1]) + P.object_answer(kind, rng.uniform(0, 10)))
@@ -73,14 +93,20 @@ def build_tokenizer(vocab_size: int = 512, seed: int = 0) -> PreTrainedTokenizer
     Digits are split one per token (as Qwen's tokenizer does), so numbers are spelt digit by digit.
     """
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(template_corpus(seed=seed), trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   chat_template=CHAT_TEMPLATE)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=CHAT_TEMPLATE
+    )
 
 
 def tiny_qwen3vl_config(cfg, tokenizer) -> Qwen3VLConfig:
@@ -89,19 +115,39 @@ def tiny_qwen3vl_config(cfg, tokenizer) -> Qwen3VLConfig:
     section = [half - 2 * (half // 3), half // 3, half // 3]
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     return Qwen3VLConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=cfg.text_hidden, num_hidden_layers=cfg.text_layers,
-                         num_attention_heads=cfg.text_heads, num_key_value_heads=cfg.text_kv_heads,
-                         head_dim=cfg.text_head_dim, intermediate_size=cfg.text_intermediate,
-                         max_position_embeddings=4096, pad_token_id=ids["<|endoftext|>"],
-                         rope_parameters=dict(rope_type="default", rope_theta=float(cfg.rope_theta), mrope_section=section,
-                                              mrope_interleaved=True)),
-        vision_config=dict(depth=cfg.vision_depth, hidden_size=cfg.vision_hidden, num_heads=cfg.vision_heads,
-                           intermediate_size=cfg.vision_intermediate, patch_size=cfg.patch_size,
-                           spatial_merge_size=cfg.merge_size, temporal_patch_size=2,
-                           out_hidden_size=cfg.text_hidden, num_position_embeddings=256,
-                           deepstack_visual_indexes=list(range(min(cfg.vision_depth, 3)))),
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=cfg.text_hidden,
+            num_hidden_layers=cfg.text_layers,
+            num_attention_heads=cfg.text_heads,
+            num_key_value_heads=cfg.text_kv_heads,
+            head_dim=cfg.text_head_dim,
+            intermediate_size=cfg.text_intermediate,
+            max_position_embeddings=4096,
+            pad_token_id=ids["<|endoftext|>"],
+            rope_parameters=dict(
+                rope_type="default",
+                rope_theta=float(cfg.rope_theta),
+                mrope_section=section,
+                mrope_interleaved=True,
+            ),
+        ),
+        vision_config=dict(
+            depth=cfg.vision_depth,
+            hidden_size=cfg.vision_hidden,
+            num_heads=cfg.vision_heads,
+            intermediate_size=cfg.vision_intermediate,
+            patch_size=cfg.patch_size,
+            spatial_merge_size=cfg.merge_size,
+            temporal_patch_size=2,
+            out_hidden_size=cfg.text_hidden,
+            num_position_embeddings=256,
+            deepstack_visual_indexes=list(range(min(cfg.vision_depth, 3))),
+        ),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=False,
     )
 
@@ -119,8 +165,9 @@ INPUT_FILE = "vlm3_input.json"  # beside the weights: how image pairs enter the 
 class VLM3:
     """A Qwen3-VL with its tokenizer and image processor (see the module docstring)."""
 
-    def __init__(self, model: Qwen3VLForConditionalGeneration, tokenizer, image_processor,
-                 pair_as_video: bool = False):
+    def __init__(
+        self, model: Qwen3VLForConditionalGeneration, tokenizer, image_processor, pair_as_video: bool = False
+    ):
         self.model, self.tokenizer, self.image_processor = model, tokenizer, image_processor
         self.image_token, self.video_token = "<|image_pad|>", "<|video_pad|>"
         self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
@@ -141,9 +188,15 @@ class VLM3:
 
     @staticmethod
     def make_image_processor(cfg) -> Qwen2VLImageProcessorPil:
-        return Qwen2VLImageProcessorPil(patch_size=cfg.patch_size, merge_size=cfg.merge_size, temporal_patch_size=2,
-                                        min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels,
-                                        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+        return Qwen2VLImageProcessorPil(
+            patch_size=cfg.patch_size,
+            merge_size=cfg.merge_size,
+            temporal_patch_size=2,
+            min_pixels=cfg.min_pixels,
+            max_pixels=cfg.max_pixels,
+            image_mean=[0.5, 0.5, 0.5],
+            image_std=[0.5, 0.5, 0.5],
+        )
 
     @classmethod
     def build(cls, cfg, seed: int = 0) -> "VLM3":
@@ -159,9 +212,11 @@ class VLM3:
         path = Path(path)
         for name in ("config.json", "preprocessor_config.json"):
             if not (path / name).is_file():
-                raise ValueError(f"{path / name}: not found; expected a folder written by VLM3.save_pretrained "
-                                 f"or a local copy of Qwen3-VL (config.json, *.safetensors, tokenizer files, "
-                                 f"preprocessor_config.json)")
+                raise ValueError(
+                    f"{path / name}: not found; expected a folder written by VLM3.save_pretrained "
+                    f"or a local copy of Qwen3-VL (config.json, *.safetensors, tokenizer files, "
+                    f"preprocessor_config.json)"
+                )
         model = Qwen3VLForConditionalGeneration.from_pretrained(path, dtype=getattr(torch, dtype))
         tokenizer = AutoTokenizer.from_pretrained(path)
         kwargs = {}
@@ -194,8 +249,9 @@ class VLM3:
 
     def prompt_text(self, n_images: int, prompt: str) -> str:
         content = self._visual_content(n_images) + [{"type": "text", "text": prompt}]
-        return self.tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
-                                                  add_generation_prompt=True)
+        return self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+        )
 
     def conversation_pieces(self, n_images: int, turns) -> list[tuple[str, str]]:
         """[(prompt text, answer text)] of a multi-turn conversation on n_images images, cut where the
@@ -208,9 +264,11 @@ class VLM3:
             messages.append({"role": "user", "content": content})
             text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             if not text.startswith(done):
-                raise ValueError("the chat template renders an earlier turn differently once a later one "
-                                 "follows; multi-turn training samples (data.turns) need a template that does not")
-            pieces.append((text[len(done):], answer + eos))
+                raise ValueError(
+                    "the chat template renders an earlier turn differently once a later one "
+                    "follows; multi-turn training samples (data.turns) need a template that does not"
+                )
+            pieces.append((text[len(done) :], answer + eos))
             messages.append({"role": "assistant", "content": answer})
             done = text + answer + eos
         return pieces
@@ -220,12 +278,16 @@ class VLM3:
         view in temporal slot 0 and the second in slot 1 (what Qwen3-VL's video processor makes of a
         2-frame clip), and its grid [1, 3]."""
         if first.shape != second.shape:
-            raise ValueError(f"pair_as_video: the two views must have one size, got {tuple(first.shape)} and "
-                             f"{tuple(second.shape)}")
+            raise ValueError(
+                f"pair_as_video: the two views must have one size, got {tuple(first.shape)} and "
+                f"{tuple(second.shape)}"
+            )
         a = self.image_processor(images=[_to_uint8(first)], return_tensors="pt")
         b = self.image_processor(images=[_to_uint8(second)], return_tensors="pt")
         n = a["pixel_values"].shape[0]
-        clip = a["pixel_values"].reshape(n, 3, 2, -1).clone()  # [N, C, T, P*P]: an image fills T by repetition
+        clip = (
+            a["pixel_values"].reshape(n, 3, 2, -1).clone()
+        )  # [N, C, T, P*P]: an image fills T by repetition
         clip[:, :, 1] = b["pixel_values"].reshape(n, 3, 2, -1)[:, :, 1]
         return clip.reshape(n, -1), a["image_grid_thw"]
 
@@ -248,8 +310,10 @@ class VLM3:
             out = {"pixel_values": img["pixel_values"], "image_grid_thw": img["image_grid_thw"]}
         if videos:
             out.update(pixel_values_videos=torch.cat(videos), video_grid_thw=torch.cat(grids))
-        tokens = {kind: iter((out[key].prod(-1) // self.merge**2).tolist() if key in out else [])
-                  for kind, key in ((False, "image_grid_thw"), (True, "video_grid_thw"))}
+        tokens = {
+            kind: iter((out[key].prod(-1) // self.merge**2).tolist() if key in out else [])
+            for kind, key in ((False, "image_grid_thw"), (True, "video_grid_thw"))
+        }
         return out, [next(tokens[c]) for c in is_clip]  # tokens per visual item, in order
 
     def _expand(self, text: str, counts) -> str:
@@ -257,7 +321,9 @@ class VLM3:
         parts = re.split(f"({re.escape(self.image_token)}|{re.escape(self.video_token)})", text)
         texts, pads = parts[::2], parts[1::2]  # text, placeholder, text, ..., text
         if len(pads) != len(counts):
-            raise ValueError(f"prompt has {len(pads)} image/video placeholders for {len(counts)} visual items")
+            raise ValueError(
+                f"prompt has {len(pads)} image/video placeholders for {len(counts)} visual items"
+            )
         return "".join(t + p * c for t, p, c in zip(texts, pads, counts)) + texts[-1]
 
     def encode(self, image_lists, prompts, answers=None, turns=None) -> dict:
@@ -277,7 +343,7 @@ class VLM3:
             ids, lab = [], []
             for n, (text, answer) in enumerate(pieces):
                 if n == 0:
-                    text = self._expand(text, counts[k:k + n_items])
+                    text = self._expand(text, counts[k : k + n_items])
                 part = self.tokenizer(text, add_special_tokens=False)["input_ids"]
                 ids, lab = ids + part, lab + [-100] * len(part)
                 if answer is not None:
@@ -297,8 +363,12 @@ class VLM3:
             attention[b, sl] = 1
             label_t[b, sl] = torch.tensor(lab)
         types = (input_ids == self.image_token_id).long() + 2 * (input_ids == self.video_token_id).long()
-        batch = {"input_ids": input_ids, "attention_mask": attention,
-                 "mm_token_type_ids": types, **vision}  # 1 on image tokens, 2 on video tokens
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": attention,
+            "mm_token_type_ids": types,
+            **vision,
+        }  # 1 on image tokens, 2 on video tokens
         if answers is not None:
             batch["labels"] = label_t
         return batch
@@ -319,8 +389,13 @@ class VLM3:
         for key in ("pixel_values", "pixel_values_videos"):
             if key in batch:
                 batch[key] = batch[key].to(self.model.dtype)
-        out = self.model.generate(**batch, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=False,
-                                  pad_token_id=self.tokenizer.pad_token_id,
-                                  eos_token_id=self.tokenizer.convert_tokens_to_ids("<|im_end|>"))
-        new = out[:, batch["input_ids"].shape[1]:]  # [B, T]
+        out = self.model.generate(
+            **batch,
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=min_new_tokens,
+            do_sample=False,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        )
+        new = out[:, batch["input_ids"].shape[1] :]  # [B, T]
         return self.tokenizer.batch_decode(new, skip_special_tokens=True)

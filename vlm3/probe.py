@@ -40,15 +40,16 @@ TASKS = ("locate", "relate", "relate2", "moved")
 PROMPTS = {
     "locate": "Given this image, is the red square in the left or right half?",
     "relate": "Given this image, is the blue square left or right of the red one?",
-    "relate2": ("Given these two images, is the red square of the second image left or right of the one in "
-                "the first?"),
+    "relate2": (
+        "Given these two images, is the red square of the second image left or right of the one in the first?"
+    ),
     "moved": "Given these two images, did the camera move left or right?",
 }
 RED, BLUE = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 0.0, 1.0])
 
 
 def _paint(image: torch.Tensor, x: int, y: int, size: int, colour: torch.Tensor) -> None:
-    image[:, y:y + size, x:x + size] = colour[:, None, None]
+    image[:, y : y + size, x : x + size] = colour[:, None, None]
 
 
 def probe_question(task: str, rng, views: list, crop: int = 96) -> tuple[list, str, str]:
@@ -65,10 +66,13 @@ def probe_question(task: str, rng, views: list, crop: int = 96) -> tuple[list, s
         s = int(rng.integers(square, crop // 3 + 1)) * (1 if rng.random() < 0.5 else -1)  # the camera's move
         x0 = int(rng.integers(max(0, -s), W - crop - max(0, s) + 1))
         y0 = int(rng.integers(0, H - crop + 1))
-        first, second = image[:, y0:y0 + crop, x0:x0 + crop], image[:, y0:y0 + crop, x0 + s:x0 + s + crop]
+        first, second = (
+            image[:, y0 : y0 + crop, x0 : x0 + crop],
+            image[:, y0 : y0 + crop, x0 + s : x0 + s + crop],
+        )
         return [first.clone(), second.clone()], PROMPTS[task], "right" if s > 0 else "left"
     x0, y0 = int(rng.integers(0, W - crop + 1)), int(rng.integers(0, H - crop + 1))
-    base = image[:, y0:y0 + crop, x0:x0 + crop]
+    base = image[:, y0 : y0 + crop, x0 : x0 + crop]
     xs = [int(x) for x in rng.choice(crop - square, size=2, replace=False)]  # two distinct columns
     ys = [int(y) for y in rng.integers(0, crop - square, size=2)]
     if task == "locate" and 2 * xs[0] + square == crop:
@@ -85,8 +89,16 @@ def probe_question(task: str, rng, views: list, crop: int = 96) -> tuple[list, s
     return [a, b], PROMPTS[task], "left" if xs[1] < xs[0] else "right"
 
 
-def run_probe(task: str, cfg, steps: int, every: int = 250, seed: int = 0, held_out: int = 128,
-              crop: int = 96, progress: bool = True) -> dict:
+def run_probe(
+    task: str,
+    cfg,
+    steps: int,
+    every: int = 250,
+    seed: int = 0,
+    held_out: int = 128,
+    crop: int = 96,
+    progress: bool = True,
+) -> dict:
     """Train a fresh `VLM3.build(cfg.model)` on `task` for `steps` steps of `cfg.train.batch_size`
     questions at `cfg.train.lr`; held-out accuracy every `every` steps."""
     root = Path(cfg.data.root)
@@ -103,7 +115,7 @@ def run_probe(task: str, cfg, steps: int, every: int = 250, seed: int = 0, held_
         vlm.model.eval()
         said = []
         for k in range(0, len(evalset), 32):
-            chunk = evalset[k:k + 32]
+            chunk = evalset[k : k + 32]
             said += vlm.generate([q[0] for q in chunk], [q[1] for q in chunk], 3)
         vlm.model.train()
         return float(np.mean([s.strip().startswith(q[2]) for s, q in zip(said, evalset)]))
@@ -121,14 +133,31 @@ def run_probe(task: str, cfg, steps: int, every: int = 250, seed: int = 0, held_
         opt.zero_grad(set_to_none=True)
         losses.append(loss.item())
         if (step + 1) % every == 0 or step + 1 == steps:
-            curve.append({"step": step + 1, "accuracy": accuracy(), "loss": float(np.mean(losses[-every:])),
-                          "seconds": round(time.time() - t0, 1)})
+            curve.append(
+                {
+                    "step": step + 1,
+                    "accuracy": accuracy(),
+                    "loss": float(np.mean(losses[-every:])),
+                    "seconds": round(time.time() - t0, 1),
+                }
+            )
             if progress:
-                print(f"{task} step {step + 1}: held-out accuracy {curve[-1]['accuracy']:.3f}, "
-                      f"loss {curve[-1]['loss']:.3f}", flush=True)
-    return {"task": task, "prompt": PROMPTS[task], "steps": steps, "batch_size": B, "lr": cfg.train.lr,
-            "rope_theta": cfg.model.rope_theta, "held_out": held_out, "curve": curve,
-            "final_accuracy": curve[-1]["accuracy"]}
+                print(
+                    f"{task} step {step + 1}: held-out accuracy {curve[-1]['accuracy']:.3f}, "
+                    f"loss {curve[-1]['loss']:.3f}",
+                    flush=True,
+                )
+    return {
+        "task": task,
+        "prompt": PROMPTS[task],
+        "steps": steps,
+        "batch_size": B,
+        "lr": cfg.train.lr,
+        "rope_theta": cfg.model.rope_theta,
+        "held_out": held_out,
+        "curve": curve,
+        "final_accuracy": curve[-1]["accuracy"],
+    }
 
 
 def main(argv=None) -> None:

@@ -50,8 +50,10 @@ def normalize_xy(xy, width: int, height: int, scale: int) -> np.ndarray:
     inside = (xy[..., 0] >= 0) & (xy[..., 0] < width) & (xy[..., 1] >= 0) & (xy[..., 1] < height)
     if not np.all(inside):
         bad = xy[~inside].reshape(-1, 2)[0]
-        raise ValueError(f"pixel ({bad[0]:g}, {bad[1]:g}) is outside the {width}x{height} image "
-                         f"(expected 0 <= x < {width}, 0 <= y < {height})")
+        raise ValueError(
+            f"pixel ({bad[0]:g}, {bad[1]:g}) is outside the {width}x{height} image "
+            f"(expected 0 <= x < {width}, 0 <= y < {height})"
+        )
     size = np.array([width, height], dtype=np.float64)
     return np.floor(xy / size * scale).astype(np.int64)  # [..., 2]
 
@@ -82,8 +84,10 @@ def fmt_box(nbox) -> str:
 # Prompts and answers
 # ----------------------------------------------------------------------------------------------
 
-_ANSWER_INSTRUCTION = ("Output the thinking process in <think> </think> and final answer (the meter "
-                       "number only, without the unit) in <answer> </answer> tags.")
+_ANSWER_INSTRUCTION = (
+    "Output the thinking process in <think> </think> and final answer (the meter "
+    "number only, without the unit) in <answer> </answer> tags."
+)
 
 
 def depth_prompt(points, target: str = "distance") -> str:
@@ -95,21 +99,27 @@ def depth_prompt(points, target: str = "distance") -> str:
     points = [tuple(int(v) for v in p) for p in points]
     what = "how far is the point" if target == "distance" else "what is the depth (z) of the point"
     if len(points) == 1:
-        return (f"Given this image, {what} at coordinates {fmt_xy(points[0])} from the camera? The "
-                f"coordinates are in normalised [0, 2000] format relative to image width and height. "
-                + _ANSWER_INSTRUCTION)
+        return (
+            f"Given this image, {what} at coordinates {fmt_xy(points[0])} from the camera? The "
+            f"coordinates are in normalised [0, 2000] format relative to image width and height. "
+            + _ANSWER_INSTRUCTION
+        )
     what = "how far are the points" if target == "distance" else "what are the depths (z) of the points"
     listed = ", ".join(fmt_xy(p) for p in points)
-    return (f"Given this image, {what} at coordinates {listed} from the camera? The coordinates are "
-            f"in normalised [0, 2000] format relative to image width and height. Output the thinking "
-            f"process in <think> </think> and final answer (the meter numbers only, in the same order, "
-            f"separated by commas, without the unit) in <answer> </answer> tags.")
+    return (
+        f"Given this image, {what} at coordinates {listed} from the camera? The coordinates are "
+        f"in normalised [0, 2000] format relative to image width and height. Output the thinking "
+        f"process in <think> </think> and final answer (the meter numbers only, in the same order, "
+        f"separated by commas, without the unit) in <answer> </answer> tags."
+    )
 
 
 def marker_depth_prompt() -> str:
     """DepthLM's prompt for a point marked by a red arrow drawn into the image (the ablation)."""
-    return ("Given this image, how far is the point pointed by the red arrow from the camera? "
-            + _ANSWER_INSTRUCTION)
+    return (
+        "Given this image, how far is the point pointed by the red arrow from the camera? "
+        + _ANSWER_INSTRUCTION
+    )
 
 
 def depth_answer(values, think: bool) -> str:
@@ -130,13 +140,17 @@ def correspondence_prompt(points) -> str:
     `(x, y)` or several `[[x, y], ...]` (answered in order, "(x, y), (x, y)")."""
     points = np.asarray(points, dtype=np.int64).reshape(-1, 2)
     if len(points) == 1:
-        return (f"Given these two images, what pixel in the second image corresponds to pixel {fmt_xy(points[0])} "
-                f"in the first image? The coordinates are in normalised [0, 1000] format relative to image "
-                f"width and height. Report the answer as (x, y).")
+        return (
+            f"Given these two images, what pixel in the second image corresponds to pixel "
+            f"{fmt_xy(points[0])} in the first image? The coordinates are in normalised [0, 1000] format "
+            f"relative to image width and height. Report the answer as (x, y)."
+        )
     listed = ", ".join(fmt_xy(p) for p in points)
-    return (f"Given these two images, what pixels in the second image correspond to pixels {listed} in the "
-            f"first image? The coordinates are in normalised [0, 1000] format relative to image width and "
-            f"height. Report the answers as (x, y), in the same order, separated by commas.")
+    return (
+        f"Given these two images, what pixels in the second image correspond to pixels {listed} in the "
+        f"first image? The coordinates are in normalised [0, 1000] format relative to image width and "
+        f"height. Report the answers as (x, y), in the same order, separated by commas."
+    )
 
 
 def correspondence_answer(points) -> str:
@@ -149,16 +163,20 @@ POSE_QUESTIONS = ("angle", "ypr", "direction", "distance")
 def pose_prompt(kind: str) -> str:
     """Relative pose of the second camera with respect to the first (four question types)."""
     if kind == "angle":
-        q = "What is the rotation angle between the two cameras? Answer as \"Rotation angle: X degrees\"."
+        q = 'What is the rotation angle between the two cameras? Answer as "Rotation angle: X degrees".'
     elif kind == "ypr":
-        q = ("What is the rotation of the second camera relative to the first, as yaw, pitch and roll "
-             "(intrinsic, about the first camera's axes; yaw > 0 turns right, pitch > 0 looks up, "
-             "roll > 0 banks right)? Answer as \"Yaw=+Y°, Pitch=+P°, Roll=+R°\".")
+        q = (
+            "What is the rotation of the second camera relative to the first, as yaw, pitch and roll "
+            "(intrinsic, about the first camera's axes; yaw > 0 turns right, pitch > 0 looks up, "
+            'roll > 0 banks right)? Answer as "Yaw=+Y°, Pitch=+P°, Roll=+R°".'
+        )
     elif kind == "direction":
-        q = ("In which direction does the camera move from the first image to the second, in the first "
-             "camera's frame (x right, y down, z forward)? Answer with the directions and the unit vector.")
+        q = (
+            "In which direction does the camera move from the first image to the second, in the first "
+            "camera's frame (x right, y down, z forward)? Answer with the directions and the unit vector."
+        )
     elif kind == "distance":
-        q = "How far does the camera move between the two images? Answer as \"Translation distance: X meters\"."
+        q = 'How far does the camera move between the two images? Answer as "Translation distance: X meters".'
     else:
         raise ValueError(f"pose question kind: expected one of {POSE_QUESTIONS}, got {kind!r}")
     return "Given these two images taken by the same camera, " + q[0].lower() + q[1:]
@@ -209,7 +227,7 @@ def object_prompt(kind: str, box_a, box_b=None) -> str:
     elif kind == "taller":
         q = f"Is {a} taller than {b}? Answer yes or no in <answer> </answer> tags."
     elif kind == "distance":
-        q = (f"How far is {a} from {b} (centre to centre)? Answer in meters in <answer> </answer> tags.")
+        q = f"How far is {a} from {b} (centre to centre)? Answer in meters in <answer> </answer> tags."
     elif kind == "height":
         q = f"How tall is {a}? Answer in meters in <answer> </answer> tags."
     else:
@@ -228,12 +246,31 @@ def object_answer(kind: str, value) -> str:
 # ----------------------------------------------------------------------------------------------
 
 _NUM = r"[-+\u2212]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
-_LENGTH_UNITS = {"mm": 1e-3, "millimeter": 1e-3, "millimetre": 1e-3, "cm": 1e-2, "centimeter": 1e-2,
-                 "centimetre": 1e-2, "m": 1.0, "meter": 1.0, "metre": 1.0, "km": 1e3, "kilometer": 1e3,
-                 "kilometre": 1e3, "ft": 0.3048, "foot": 0.3048, "feet": 0.3048, "in": 0.0254,
-                 "inch": 0.0254, "inches": 0.0254}
-_NUM_UNIT = re.compile(rf"(?<![\w.])({_NUM})\s*(millimet(?:er|re)s?|centimet(?:er|re)s?|kilomet(?:er|re)s?|met(?:er|re)s?"
-                       rf"|mm|cm|km|m|ft|feet|foot|inch(?:es)?|in)?(?![a-z])", re.IGNORECASE)
+_LENGTH_UNITS = {
+    "mm": 1e-3,
+    "millimeter": 1e-3,
+    "millimetre": 1e-3,
+    "cm": 1e-2,
+    "centimeter": 1e-2,
+    "centimetre": 1e-2,
+    "m": 1.0,
+    "meter": 1.0,
+    "metre": 1.0,
+    "km": 1e3,
+    "kilometer": 1e3,
+    "kilometre": 1e3,
+    "ft": 0.3048,
+    "foot": 0.3048,
+    "feet": 0.3048,
+    "in": 0.0254,
+    "inch": 0.0254,
+    "inches": 0.0254,
+}
+_NUM_UNIT = re.compile(
+    rf"(?<![\w.])({_NUM})\s*(millimet(?:er|re)s?|centimet(?:er|re)s?|kilomet(?:er|re)s?|met(?:er|re)s?"
+    rf"|mm|cm|km|m|ft|feet|foot|inch(?:es)?|in)?(?![a-z])",
+    re.IGNORECASE,
+)
 _ANSWER = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.IGNORECASE | re.DOTALL)
 _THINK = re.compile(r"<think>.*?(?:</think>|$)", re.IGNORECASE | re.DOTALL)
 
@@ -251,15 +288,17 @@ def _unit_scale(unit: str | None) -> float:
         return 1.0
     u = unit.lower()
     for key in sorted(_LENGTH_UNITS, key=len, reverse=True):
-        if u.startswith(key) and (len(u) == len(key) or u[len(key):] in ("s", "es")):
+        if u.startswith(key) and (len(u) == len(key) or u[len(key) :] in ("s", "es")):
             return _LENGTH_UNITS[key]
     return 1.0
 
 
 def parse_lengths(text: str) -> list[float]:
     """Every length in the answer span, converted to metres ("250 cm" -> 2.5; no unit = metres)."""
-    return [float(m.group(1).replace("\u2212", "-")) * _unit_scale(m.group(2))
-            for m in _NUM_UNIT.finditer(answer_span(text))]
+    return [
+        float(m.group(1).replace("\u2212", "-")) * _unit_scale(m.group(2))
+        for m in _NUM_UNIT.finditer(answer_span(text))
+    ]
 
 
 def parse_depth(text: str) -> float | None:
@@ -370,6 +409,7 @@ def parse_yes_no(text: str) -> bool | None:
 @dataclass
 class ParseFailure:
     """One unparseable answer: it counts as wrong and is written to the evaluation log."""
+
     task: str
     kind: str
     text: str

@@ -3,9 +3,9 @@ scenes beside the untrained model and the trivial baselines, train and evaluate 
 and write results/vlm3/ (results.json, results.md, parse failures, pictures).
 
     python -m vlm3.reproduce                      # tiny.yaml, about 28 minutes on 2 CPU cores
-    python -m vlm3.reproduce --jobs 1             # the three trainings one after another (default: side by side)
+    python -m vlm3.reproduce --jobs 1             # the three trainings in turn (default: side by side)
     python -m vlm3.reproduce train.steps=300      # a shortened run (say so when quoting it)
-    python -m vlm3.reproduce --reuse              # re-evaluate finished runs whose training config is unchanged
+    python -m vlm3.reproduce --reuse              # re-evaluate finished runs of an unchanged training config
 
 Ablations (each trained exactly as the main run, only the named setting changed):
 - `no-focal-unification`: images enter at their captured focal length (the test views have varied
@@ -32,8 +32,7 @@ from common.metrics import bootstrap_ci
 from common.results import git_commit, markdown_table, write_results
 from vlm3.config import Config, load_config, to_dict
 from vlm3.data import SceneCache
-from vlm3.evaluate import (METRICS, answer_all, baseline_answers, held_out_questions, score,
-                           train_statistics)
+from vlm3.evaluate import METRICS, answer_all, baseline_answers, held_out_questions, score, train_statistics
 from vlm3.model import VLM3
 from vlm3.train import build_mixture, ensure_data, set_threads, train
 
@@ -41,8 +40,11 @@ OUT = Path("results/vlm3")
 
 # The paper's numbers, with the data they were measured on (notes/anchors-vlm.md Sec. 1.3).
 PAPER = {
-    "depth_delta1": {"value": 0.904, "dataset": "avg of 8 depth benchmarks (Argoverse2, DDAD, nuScenes, ETH3D, "
-                     "ScanNet++, SUN-RGBD, iBims-1, NYUv2; third-party summary of the paper)"},
+    "depth_delta1": {
+        "value": 0.904,
+        "dataset": "avg of 8 depth benchmarks (Argoverse2, DDAD, nuScenes, ETH3D, "
+        "ScanNet++, SUN-RGBD, iBims-1, NYUv2; third-party summary of the paper)",
+    },
     "pose_auc30": {"value": 94.0, "dataset": "ETH3D + ScanNet++ (third-party summary)"},
     "object_accuracy": {"value": 0.9135, "dataset": "SpatialRGPT-Bench (third-party summary)"},
 }
@@ -66,21 +68,35 @@ def run_variant(name: str, cfg: Config, reuse: bool = False) -> dict:
     variants can run in separate processes. Returns what the report needs (no images)."""
     set_threads(cfg)
     t0 = time.time()
-    train_cache = SceneCache(cfg.data.root, cfg.data.train_split, zoom=cfg.data.zoom, seed=cfg.train.seed,
-                             max_scenes=cfg.data.max_train_scenes)
+    train_cache = SceneCache(
+        cfg.data.root,
+        cfg.data.train_split,
+        zoom=cfg.data.zoom,
+        seed=cfg.train.seed,
+        max_scenes=cfg.data.max_train_scenes,
+    )
     test_cache = SceneCache(cfg.data.root, cfg.data.test_split, zoom=cfg.data.zoom, seed=cfg.eval.seed)
     ckpt = finished_checkpoint(cfg) if reuse else None
     if reuse and ckpt is None:
         print(f"{name}: no finished checkpoint of this configuration in {cfg.train.out_dir}; training")
-    vlm = (VLM3.from_pretrained(ckpt) if ckpt is not None
-           else train(cfg, mixture=build_mixture(cfg, train_cache), progress=False))
+    vlm = (
+        VLM3.from_pretrained(ckpt)
+        if ckpt is not None
+        else train(cfg, mixture=build_mixture(cfg, train_cache), progress=False)
+    )
     questions = held_out_questions(cfg, test_cache)
     answers = answer_all(vlm, questions, cfg.eval.batch_size, cfg.eval.max_new_tokens)
     failures, items = [], {}
     metrics = score(questions, answers, failures, items)
     print(f"{name} ({time.time() - t0:.0f} s): {json.dumps(metrics)}", flush=True)
-    return {"metrics": metrics, "seconds": round(time.time() - t0, 1), "reused_checkpoint": ckpt is not None,
-            "failures": [asdict(f) for f in failures], "items": items, "answers": answers}
+    return {
+        "metrics": metrics,
+        "seconds": round(time.time() - t0, 1),
+        "reused_checkpoint": ckpt is not None,
+        "failures": [asdict(f) for f in failures],
+        "items": items,
+        "answers": answers,
+    }
 
 
 def run_variants(variants: dict, reuse: bool, jobs: int) -> dict:
@@ -108,7 +124,7 @@ def plot_curves(runs: dict, path: Path) -> None:
         loss = np.array([r["loss"] for r in rows])
         k = max(1, len(loss) // 50)
         smooth = np.convolve(loss, np.ones(k) / k, mode="valid")  # [n - k + 1]
-        ax.plot(steps[k - 1:], smooth, label=name)
+        ax.plot(steps[k - 1 :], smooth, label=name)
     ax.set_xlabel("step")
     ax.set_ylabel("answer-token cross-entropy")
     ax.set_yscale("log")
@@ -144,12 +160,19 @@ def main(argv=None) -> None:
     ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--reuse", action="store_true",
-                    help="evaluate a run's finished checkpoint when its model/data/train config is unchanged "
-                         "(e.g. after changing only eval settings) instead of training it again")
-    ap.add_argument("--jobs", type=int, default=3,
-                    help="variants trained at once, each in its own single-threaded process (default 3: all "
-                         "of them, also on 2 cores); 1 runs them one after another in this process")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="evaluate a run's finished checkpoint when its model/data/train config is unchanged "
+        "(e.g. after changing only eval settings) instead of training it again",
+    )
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=3,
+        help="variants trained at once, each in its own single-threaded process (default 3: all "
+        "of them, also on 2 cores); 1 runs them one after another in this process",
+    )
     ap.add_argument("overrides", nargs="*", help="key=value for every run, e.g. train.steps=300")
     args = ap.parse_args(argv)
     start = time.time()
@@ -162,7 +185,10 @@ def main(argv=None) -> None:
     test_cache = SceneCache(cfg.data.root, cfg.data.test_split, zoom=cfg.data.zoom, seed=cfg.eval.seed)
 
     variants = {"vlm3": cfg}
-    for name, change in (("no-focal-unification", {"unify_focal": False}), ("red-arrow-marker", {"marker": True})):
+    for name, change in (
+        ("no-focal-unification", {"unify_focal": False}),
+        ("red-arrow-marker", {"marker": True}),
+    ):
         v = copy.deepcopy(cfg)
         for k, val in change.items():
             setattr(v.data, k, val)
@@ -182,8 +208,13 @@ def main(argv=None) -> None:
     per_task = {
         "baseline-median-depth": ("depth_delta1", "depth_abs_rel"),
         "baseline-identity-correspondence": ("corr_epe_mean", "corr_epe_median"),
-        "baseline-identity-pose": ("pose_rot_err_deg", "pose_trans_err_deg", "pose_auc30", "pose_angle_err_deg",
-                                   "pose_distance_abs_rel"),
+        "baseline-identity-pose": (
+            "pose_rot_err_deg",
+            "pose_trans_err_deg",
+            "pose_auc30",
+            "pose_angle_err_deg",
+            "pose_distance_abs_rel",
+        ),
         "baseline-majority-answer": ("object_accuracy",),
     }
     methods = {"vlm3": log["vlm3"]["metrics"], "vlm3-untrained": untrained_metrics}
@@ -191,25 +222,36 @@ def main(argv=None) -> None:
         methods[name] = {k: base[k] for k in keys}
     # What a model scores that learned the training answers of the two-view tasks but not to compare
     # the images: the bar below which a two-view "win" over identity is the answer prior.
-    methods["baseline-training-prior"] = {k: prior[k] for k in per_task["baseline-identity-correspondence"]
-                                          + per_task["baseline-identity-pose"]}
+    methods["baseline-training-prior"] = {
+        k: prior[k] for k in per_task["baseline-identity-correspondence"] + per_task["baseline-identity-pose"]
+    }
     ci95 = {"vlm3": {k: list(bootstrap_ci(v, seed=args.seed)) for k, v in log["vlm3"]["items"].items()}}
 
     results = {
-        "paper": "vlm3", "ours": "vlm3",
-        "data": {"name": "synthetic", "split": cfg.data.test_split, "generator_version": "1",
-                 "scenes": len(test_cache), "seed": args.seed,
-                 "questions": {t: len(q) for t, q in questions.items()}},
+        "paper": "vlm3",
+        "ours": "vlm3",
+        "data": {
+            "name": "synthetic",
+            "split": cfg.data.test_split,
+            "generator_version": "1",
+            "scenes": len(test_cache),
+            "seed": args.seed,
+            "questions": {t: len(q) for t, q in questions.items()},
+        },
         "metrics": {k: {"higher_is_better": v} for k, v in METRICS.items()},
         "methods": methods,
         "ablations": {n: log[n]["metrics"] for n in variants if n != "vlm3"},
         "ci95": ci95,
         "paper_reported": PAPER,
-        "environment": {"device": "cuda" if torch.cuda.is_available() else "cpu",
-                        "seconds": round(time.time() - start, 1), "git": git_commit(),
-                        "train_steps": cfg.train.steps, "batch_size": cfg.train.batch_size,
-                        "reused_checkpoints": [n for n in variants if log[n]["reused_checkpoint"]],
-                        "baseline_statistics": stats},
+        "environment": {
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "seconds": round(time.time() - start, 1),
+            "git": git_commit(),
+            "train_steps": cfg.train.steps,
+            "batch_size": cfg.train.batch_size,
+            "reused_checkpoints": [n for n in variants if log[n]["reused_checkpoint"]],
+            "baseline_statistics": stats,
+        },
     }
     write_results(out / "results.json", results)
     plot_curves({n: out / n for n in variants}, out / "loss_curves.png")
@@ -219,11 +261,14 @@ def main(argv=None) -> None:
             for fail in entry["failures"]:
                 f.write(json.dumps({"run": name, **fail}) + "\n")
     table = markdown_table(results)
+    command = " ".join(
+        ["python -m vlm3.reproduce"] + (["--reuse"] if args.reuse else []) + list(args.overrides)
+    )
     (out / "results.md").write_text(
-        f"# VLM3 on the synthetic benchmark\n\nCommand: `python -m vlm3.reproduce {'--reuse ' if args.reuse else ''}"
-        f"{' '.join(args.overrides)}`"
+        f"# VLM3 on the synthetic benchmark\n\nCommand: `{command}`"
         f" ({cfg.train.steps} steps x {cfg.train.batch_size}, {results['environment']['seconds']:.0f} s on "
-        f"{results['environment']['device']}).\n\n{table}\n")
+        f"{results['environment']['device']}).\n\n{table}\n"
+    )
     print(table)
     print(f"wrote {out / 'results.json'} in {time.time() - start:.0f} s")
 

@@ -29,14 +29,16 @@ def plot(rows: list, path: Path) -> None:
 
     names = [m for m in METRICS if m != "parse_failure_rate"]
     cols = 4
-    fig, axes = plt.subplots((len(names) + cols - 1) // cols, cols, figsize=(3.2 * cols, 2.6 * ((len(names) + 3) // 4)))
+    fig, axes = plt.subplots(
+        (len(names) + cols - 1) // cols, cols, figsize=(3.2 * cols, 2.6 * ((len(names) + 3) // 4))
+    )
     sizes = [r["samples"] for r in rows]
     for ax, name in zip(axes.flat, names):
         ax.plot(sizes, [r["metrics"].get(name) for r in rows], "o-")
         ax.set_xscale("log")
         ax.set_title(f"{name} {'↑' if METRICS[name] else '↓'}", fontsize=9)
         ax.set_xlabel("training questions", fontsize=8)
-    for ax in list(axes.flat)[len(names):]:
+    for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -46,7 +48,9 @@ def plot(rows: list, path: Path) -> None:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
-    ap.add_argument("--sizes", default="250,1000,4000,16000", help="total distinct training questions per run")
+    ap.add_argument(
+        "--sizes", default="250,1000,4000,16000", help="total distinct training questions per run"
+    )
     ap.add_argument("--out", default="results/vlm3/scaling")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("overrides", nargs="*")
@@ -59,8 +63,13 @@ def main(argv=None) -> None:
     cfg = load_config(args.config, list(args.overrides) + [f"train.seed={args.seed}"])
     set_threads(cfg)
     ensure_data(cfg)
-    train_cache = SceneCache(cfg.data.root, cfg.data.train_split, zoom=cfg.data.zoom, seed=cfg.train.seed,
-                             max_scenes=cfg.data.max_train_scenes)
+    train_cache = SceneCache(
+        cfg.data.root,
+        cfg.data.train_split,
+        zoom=cfg.data.zoom,
+        seed=cfg.train.seed,
+        max_scenes=cfg.data.max_train_scenes,
+    )
     test_cache = SceneCache(cfg.data.root, cfg.data.test_split, zoom=cfg.data.zoom, seed=cfg.eval.seed)
     questions = held_out_questions(cfg, test_cache)
     total = sum(cfg.data.mixture.values())
@@ -71,11 +80,18 @@ def main(argv=None) -> None:
         cfg.train.out_dir = str(out / f"n{size}")
         vlm = train(cfg, mixture=build_mixture(cfg, train_cache))
         answers = answer_all(vlm, questions, cfg.eval.batch_size, cfg.eval.max_new_tokens)
-        rows.append({"samples": size, "per_task": dict(cfg.data.samples), "metrics": score(questions, answers),
-                     "seconds": round(time.time() - t0, 1)})
+        rows.append(
+            {
+                "samples": size,
+                "per_task": dict(cfg.data.samples),
+                "metrics": score(questions, answers),
+                "seconds": round(time.time() - t0, 1),
+            }
+        )
         print(json.dumps(rows[-1]))
-        (out / "scaling.json").write_text(json.dumps({"steps": cfg.train.steps, "batch_size": cfg.train.batch_size,
-                                                      "rows": rows}, indent=1))
+        (out / "scaling.json").write_text(
+            json.dumps({"steps": cfg.train.steps, "batch_size": cfg.train.batch_size, "rows": rows}, indent=1)
+        )
     plot(rows, out / "scaling.png")
     print(f"wrote {out / 'scaling.json'} and {out / 'scaling.png'}")
 

@@ -41,19 +41,30 @@ def ensure_data(cfg: Config) -> None:
         if not (root / split / "index.json").is_file():
             n = cfg.data.generate_scenes.get(split)
             if n is None:
-                raise ValueError(f"{root / split}: no index.json, and data.generate_scenes has no entry for {split!r}")
+                raise ValueError(
+                    f"{root / split}: no index.json, and data.generate_scenes has no entry for {split!r}"
+                )
             generate_split(root, split, scenes=int(n), views=cfg.data.views, size=cfg.data.size, seed=0)
 
 
 def task_settings(cfg: Config, training: bool = True) -> TaskSettings:
     """Question settings; held-out questions (`training=False`) never ask a view against itself."""
     d = cfg.data
-    return TaskSettings(focal_depth=d.focal_depth, focal_pose=d.focal_pose, unify_focal=d.unify_focal,
-                        depth_target=d.depth_target, depth_max_points=d.depth_max_points, think=d.think,
-                        marker=d.marker, min_object_pixels=d.min_object_pixels,
-                        corr_same_view=d.corr_same_view if training else 0.0, corr_shift=d.corr_shift,
-                        corr_max_points=d.corr_max_points if training else 1,
-                        turn_pairs=d.turn_pairs if training else 0.0, turns=dict(d.turns) if training else {})
+    return TaskSettings(
+        focal_depth=d.focal_depth,
+        focal_pose=d.focal_pose,
+        unify_focal=d.unify_focal,
+        depth_target=d.depth_target,
+        depth_max_points=d.depth_max_points,
+        think=d.think,
+        marker=d.marker,
+        min_object_pixels=d.min_object_pixels,
+        corr_same_view=d.corr_same_view if training else 0.0,
+        corr_shift=d.corr_shift,
+        corr_max_points=d.corr_max_points if training else 1,
+        turn_pairs=d.turn_pairs if training else 0.0,
+        turns=dict(d.turns) if training else {},
+    )
 
 
 def build_mixture(cfg: Config, cache: SceneCache | None = None) -> MixtureDataset:
@@ -61,20 +72,28 @@ def build_mixture(cfg: Config, cache: SceneCache | None = None) -> MixtureDatase
     for task in cfg.data.mixture:
         if task not in TASKS:
             raise ValueError(f"data.mixture: unknown task {task!r}; expected some of {TASKS}")
-    cache = cache or SceneCache(cfg.data.root, cfg.data.train_split, zoom=cfg.data.zoom, seed=cfg.train.seed,
-                                max_scenes=cfg.data.max_train_scenes)
+    cache = cache or SceneCache(
+        cfg.data.root,
+        cfg.data.train_split,
+        zoom=cfg.data.zoom,
+        seed=cfg.train.seed,
+        max_scenes=cfg.data.max_train_scenes,
+    )
     builder = QuestionBuilder(cache, task_settings(cfg))
     for task, n in cfg.data.turns.items():
         if task not in TASKS or not isinstance(n, int) or n < 1:
-            raise ValueError(f"data.turns: expected {{task: questions per sample >= 1}} for tasks of {TASKS}, "
-                             f"got {task!r}: {n!r}")
+            raise ValueError(
+                f"data.turns: expected {{task: questions per sample >= 1}} for tasks of {TASKS}, "
+                f"got {task!r}: {n!r}"
+            )
     weights = {t: float(w) for t, w in cfg.data.mixture.items()}
     datasets = {}
     for t in weights:
         if t not in cfg.data.samples:
             raise ValueError(f"data.samples: no entry for task {t!r} of data.mixture")
-        datasets[t] = TaskDataset(builder, t, int(cfg.data.samples[t]), seed=cfg.train.seed,
-                                  turns=int(cfg.data.turns.get(t, 1)))
+        datasets[t] = TaskDataset(
+            builder, t, int(cfg.data.samples[t]), seed=cfg.train.seed, turns=int(cfg.data.turns.get(t, 1))
+        )
     length = cfg.train.steps * cfg.train.batch_size
     return MixtureDataset(datasets, weights, length=length, seed=cfg.train.seed)
 
@@ -96,8 +115,14 @@ def lr_at(step: int, cfg: Config) -> float:
 def settings_dict(cfg: Config) -> dict:
     """The data settings inference needs, saved beside the weights (`vlm3.demo.SETTINGS_FILE`)."""
     d = cfg.data
-    return {"focal_depth": d.focal_depth, "focal_pose": d.focal_pose, "unify_focal": d.unify_focal,
-            "depth_target": d.depth_target, "think": d.think, "marker": d.marker}
+    return {
+        "focal_depth": d.focal_depth,
+        "focal_pose": d.focal_pose,
+        "unify_focal": d.unify_focal,
+        "depth_target": d.depth_target,
+        "think": d.think,
+        "marker": d.marker,
+    }
 
 
 def save_checkpoint(vlm: VLM3, opt, step: int, out_dir: Path, settings: dict | None = None) -> Path:
@@ -115,8 +140,13 @@ def save_checkpoint(vlm: VLM3, opt, step: int, out_dir: Path, settings: dict | N
     return final
 
 
-def train(cfg: Config, resume: bool = False, progress: bool = True, mixture: MixtureDataset | None = None,
-          stop_at: int | None = None) -> VLM3:
+def train(
+    cfg: Config,
+    resume: bool = False,
+    progress: bool = True,
+    mixture: MixtureDataset | None = None,
+    stop_at: int | None = None,
+) -> VLM3:
     """Train (or resume) per `cfg`; `stop_at` ends the run early after that step, as a kill would
     (after its checkpoint, if one falls there), to test resuming."""
     set_threads(cfg)
@@ -142,14 +172,23 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, mixture: Mix
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
     log = open(out / "metrics.jsonl", "a" if resume else "w")
     B = cfg.train.batch_size
-    bar = tqdm(range(start, cfg.train.steps), desc="vlm3 train", disable=not progress, initial=start,
-               total=cfg.train.steps)
+    bar = tqdm(
+        range(start, cfg.train.steps),
+        desc="vlm3 train",
+        disable=not progress,
+        initial=start,
+        total=cfg.train.steps,
+    )
     t0 = time.time()
     for step in bar:
         items = [mixture[step * B + b] for b in range(B)]
         examples = [ex for _, ex in items]
-        batch = vlm.encode([e.images for e in examples], [e.prompt for e in examples],
-                           [e.answer for e in examples], [e.turns for e in examples])
+        batch = vlm.encode(
+            [e.images for e in examples],
+            [e.prompt for e in examples],
+            [e.answer for e in examples],
+            [e.turns for e in examples],
+        )
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         loss = vlm.loss(batch)
@@ -161,8 +200,18 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, mixture: Mix
         opt.step()
         opt.zero_grad(set_to_none=True)
         tasks = {t: sum(1 for n, _ in items if n == t) for t in cfg.data.mixture}
-        log.write(json.dumps({"step": step + 1, "loss": loss.item(), "lr": lr_at(step, cfg), "tasks": tasks,
-                              "seconds": round(time.time() - t0, 2)}) + "\n")
+        log.write(
+            json.dumps(
+                {
+                    "step": step + 1,
+                    "loss": loss.item(),
+                    "lr": lr_at(step, cfg),
+                    "tasks": tasks,
+                    "seconds": round(time.time() - t0, 2),
+                }
+            )
+            + "\n"
+        )
         log.flush()
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if (step + 1) % cfg.train.checkpoint_every == 0 or step + 1 == cfg.train.steps:

@@ -7,8 +7,15 @@ from scipy.spatial.transform import Rotation
 
 from common.cameras import depth_to_distance, look_at
 from vlm3 import prompts as P
-from vlm3.data import (QuestionBuilder, SceneCache, TaskDataset, TaskSettings, draw_arrow, relative_pose,
-                       ypr_to_matrix)
+from vlm3.data import (
+    QuestionBuilder,
+    SceneCache,
+    TaskDataset,
+    TaskSettings,
+    draw_arrow,
+    relative_pose,
+    ypr_to_matrix,
+)
 
 
 @pytest.fixture(scope="module")
@@ -17,8 +24,11 @@ def cache(data_root):
 
 
 def _w2c(eye, target):
-    return look_at(torch.tensor(eye, dtype=torch.float64), torch.tensor(target, dtype=torch.float64),
-                   torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))
+    return look_at(
+        torch.tensor(eye, dtype=torch.float64),
+        torch.tensor(target, dtype=torch.float64),
+        torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64),
+    )
 
 
 def test_relative_pose_conventions():
@@ -79,7 +89,9 @@ def test_same_view_copy_lessons_are_training_only(cache, tiny_cfg):
     assert ex.target["match"] == ex.target["query"]
     cfg = type(tiny_cfg)(**{**tiny_cfg.__dict__})
     cfg.data = type(tiny_cfg.data)(**{**tiny_cfg.data.__dict__, "corr_same_view": 0.5})
-    assert task_settings(cfg).corr_same_view == 0.5 and task_settings(cfg, training=False).corr_same_view == 0.0
+    assert (
+        task_settings(cfg).corr_same_view == 0.5 and task_settings(cfg, training=False).corr_same_view == 0.0
+    )
 
 
 def test_shifted_copy_lessons_move_the_content(cache):
@@ -105,8 +117,9 @@ def test_shifted_copy_lessons_move_the_content(cache):
         assert torch.equal(a, vi.image) and torch.equal(b, vj.image)
         uv = P.denormalize_xy(q, a.shape[-1], a.shape[-2], P.BOX_SCALE)  # model-input pixel of view i
         uv0 = map_pixels(torch.tensor(uv[None]), vi.K, vi.K0)[0].numpy() - np.array([dx, dy])  # stored, moved
-        expected = P.normalize_xy(map_pixels(torch.tensor(uv0[None]), vj.K0, vj.K).numpy(), b.shape[-1],
-                                  b.shape[-2], P.BOX_SCALE)[0]
+        expected = P.normalize_xy(
+            map_pixels(torch.tensor(uv0[None]), vj.K0, vj.K).numpy(), b.shape[-1], b.shape[-2], P.BOX_SCALE
+        )[0]
         assert mt == pytest.approx(expected, abs=1.0)  # text coordinates are integers
         ma = P.denormalize_xy(mt, b.shape[-1], b.shape[-2], P.BOX_SCALE).astype(int)
         qa = uv.astype(int)
@@ -121,7 +134,9 @@ def test_turned_pairs_share_the_rotation_and_match_colours(cache, tiny_cfg):
     colour is found at its match; held-out questions never use such pairs."""
     from vlm3.train import task_settings
 
-    builder = QuestionBuilder(cache, TaskSettings(focal_depth=60, focal_pose=45, pair_gap=(1, 1), turn_pairs=1.0))
+    builder = QuestionBuilder(
+        cache, TaskSettings(focal_depth=60, focal_pose=45, pair_gap=(1, 1), turn_pairs=1.0)
+    )
     rng = np.random.default_rng(0)
     ex = builder.pose(rng, kind="ypr")
     s, i, turned = ex.target["pair"]
@@ -166,8 +181,13 @@ def test_several_pixel_correspondences_are_reprojections(cache):
         assert P.prompt_points(ex.prompt) == [tuple(p) for p in q.astype(int).tolist()]
         assert P.parse_xy_list(ex.answer) == [tuple(p) for p in m.astype(float).tolist()]
         # Recover (scene, i, j) by matching the images against the cache.
-        hits = [(s, v) for s in range(len(cache)) for v in range(cache.samples[s].images.shape[0])
-                for im in ex.images if torch.equal(cache.view(s, v, 60.0, True).image, im)]
+        hits = [
+            (s, v)
+            for s in range(len(cache))
+            for v in range(cache.samples[s].images.shape[0])
+            for im in ex.images
+            if torch.equal(cache.view(s, v, 60.0, True).image, im)
+        ]
         (s, i), (_, j) = hits
         sample, vi, vj = cache.samples[s], cache.view(s, i, 60.0, True), cache.view(s, j, 60.0, True)
         Hi, Wi = vi.image.shape[-2:]
@@ -176,7 +196,10 @@ def test_several_pixel_correspondences_are_reprojections(cache):
         rows, cols = uv0[:, 1].astype(int), uv0[:, 0].astype(int)
         z = sample.depth[i][rows, cols].double().numpy()
         centres = np.stack([cols, rows], -1) + 0.5  # the labelled pixels are pixel centres
-        rays = np.concatenate([centres, np.ones((len(z), 1))], -1) @ np.linalg.inv(sample.K[i].double().numpy()).T
+        rays = (
+            np.concatenate([centres, np.ones((len(z), 1))], -1)
+            @ np.linalg.inv(sample.K[i].double().numpy()).T
+        )
         c2w_i = np.linalg.inv(sample.w2c[i].double().numpy())
         world = (rays * z[:, None]) @ c2w_i[:3, :3].T + c2w_i[:3, 3]
         w2c_j = sample.w2c[j].double().numpy()
@@ -258,7 +281,8 @@ def test_conversations_ask_several_questions_on_the_same_images(cache):
     assert asked == set(P.POSE_QUESTIONS)
     for prompt, answer in conv.turns:
         kind = next(k for k in P.POSE_QUESTIONS if P.pose_prompt(k) == prompt)
-        assert answer == P.pose_answer(kind, angle=gt["angle"], ypr=gt["ypr"], t_unit=gt["t_unit"],
-                                       distance=gt["distance"])
+        assert answer == P.pose_answer(
+            kind, angle=gt["angle"], ypr=gt["ypr"], t_unit=gt["t_unit"], distance=gt["distance"]
+        )
     with pytest.raises(ValueError, match="take no question arguments"):
         TaskDataset(builder, "pose", 6, seed=5, turns=2, kind="ypr")

@@ -39,10 +39,19 @@ class Args:
 
 def test_depth_several_pixels_in_one_prompt(checkpoint, images):
     (img, _), K = images
-    out = run(Args(image=str(img), ask="depth at 10,20 30,40 63,63", checkpoint=str(checkpoint), intrinsics=K))
+    out = run(
+        Args(image=str(img), ask="depth at 10,20 30,40 63,63", checkpoint=str(checkpoint), intrinsics=K)
+    )
     assert out["task"] == "depth" and len(out["metres"]) == 3 and len(out["raw"]) == 1
-    per = run(Args(image=str(img), ask="depth at 10,20 30,40", checkpoint=str(checkpoint), intrinsics=K,
-                   per_pixel=True))
+    per = run(
+        Args(
+            image=str(img),
+            ask="depth at 10,20 30,40",
+            checkpoint=str(checkpoint),
+            intrinsics=K,
+            per_pixel=True,
+        )
+    )
     assert len(per["raw"]) == 2 and len(per["metres"]) == 2
 
 
@@ -66,11 +75,24 @@ def test_cli_prints_parsed_and_raw(checkpoint, images, capsys):
 def test_cli_reports_bad_input_in_one_line(checkpoint, images, capsys):
     (img, _), K = images
     with pytest.raises(SystemExit) as stop:
-        main(["--image", str(img), "--ask", "depth at 64,20", "--checkpoint", str(checkpoint), "--intrinsics", K])
+        main(
+            [
+                "--image",
+                str(img),
+                "--ask",
+                "depth at 64,20",
+                "--checkpoint",
+                str(checkpoint),
+                "--intrinsics",
+                K,
+            ]
+        )
     assert stop.value.code == 2
     err = capsys.readouterr().err  # may also hold the weight-loading progress bar
     last = err.strip().splitlines()[-1]
-    assert last.startswith("vlm3.demo: error: ") and "outside the 64x64 image" in last and "Traceback" not in err
+    assert (
+        last.startswith("vlm3.demo: error: ") and "outside the 64x64 image" in last and "Traceback" not in err
+    )
 
 
 def test_pixel_outside_the_image(checkpoint, images):
@@ -119,8 +141,12 @@ def test_reproduce_variants_in_parallel_processes_answer_as_in_one(checkpoint, c
     from vlm3.reproduce import run_variants
 
     cfg = load_config(None, cfg_overrides + [f"train.out_dir={checkpoint.parent}", "train.steps=2"])
-    variants = {"a": cfg, "b": load_config(None, cfg_overrides + [f"train.out_dir={checkpoint.parent}",
-                                                                    "train.steps=2", "eval.seed=7"])}
+    variants = {
+        "a": cfg,
+        "b": load_config(
+            None, cfg_overrides + [f"train.out_dir={checkpoint.parent}", "train.steps=2", "eval.seed=7"]
+        ),
+    }
     serial = run_variants(variants, reuse=True, jobs=1)
     parallel = run_variants(variants, reuse=True, jobs=2)
     for name in variants:

@@ -34,8 +34,11 @@ def test_unparseable_answers_are_wrong_and_logged(questions):
 
 
 def test_baselines_go_through_the_same_parser(questions):
-    stats = {"depth_median": 3.0, "distance_median": 1.0,
-             "object": {"closer": True, "left": False, "taller": True, "distance": 2.0, "height": 1.0}}
+    stats = {
+        "depth_median": 3.0,
+        "distance_median": 1.0,
+        "object": {"closer": True, "left": False, "taller": True, "distance": 2.0, "height": 1.0},
+    }
     answers = baseline_answers(questions, stats)
     failures = []
     m = score(questions, answers, failures)
@@ -50,10 +53,16 @@ def test_prior_baseline_answers_the_training_statistics(questions):
 
     from vlm3 import prompts as P
 
-    stats = {"depth_median": 3.0, "distance_median": 1.0, "corr_offset_median": [40.0, -2000.0],
-             "angle_median": 10.0, "ypr_median": [5.0, 0.0, 0.0], "direction_medoid": [0.0, 0.0, 1.0],
-             "distance_abs_rel_best": 0.5,
-             "object": {"closer": True, "left": False, "taller": True, "distance": 2.0, "height": 1.0}}
+    stats = {
+        "depth_median": 3.0,
+        "distance_median": 1.0,
+        "corr_offset_median": [40.0, -2000.0],
+        "angle_median": 10.0,
+        "ypr_median": [5.0, 0.0, 0.0],
+        "direction_medoid": [0.0, 0.0, 1.0],
+        "distance_abs_rel_best": 0.5,
+        "object": {"closer": True, "left": False, "taller": True, "distance": 2.0, "height": 1.0},
+    }
     answers = baseline_answers(questions, stats, prior=True)
     for e, t in zip(questions["correspondence"], answers["correspondence"]):
         assert P.parse_xy(t) == pytest.approx([min(e.target["query"][0] + 40, 999), 0.0], abs=0.5)  # clipped
@@ -61,9 +70,13 @@ def test_prior_baseline_answers_the_training_statistics(questions):
     m = score(questions, answers, failures)
     assert failures == []
     angles = np.array([e.target["angle"] for e in questions["pose"] if e.kind == "angle"])
-    assert m["pose_angle_err_deg"] == pytest.approx(np.abs(angles - 10.0).mean(), abs=0.06)  # answers: 0.1 deg
+    assert m["pose_angle_err_deg"] == pytest.approx(
+        np.abs(angles - 10.0).mean(), abs=0.06
+    )  # answers: 0.1 deg
     t_gt = np.array([e.target["t_unit"] for e in questions["pose"] if e.kind == "direction"])
-    forward = np.degrees(np.arccos(np.abs(np.clip(t_gt[:, 2], -1, 1)))).mean()  # sign-invariant angle to (0, 0, 1)
+    forward = np.degrees(
+        np.arccos(np.abs(np.clip(t_gt[:, 2], -1, 1)))
+    ).mean()  # sign-invariant angle to (0, 0, 1)
     assert m["pose_trans_err_deg"] == pytest.approx(forward, abs=0.5)
     dist = np.array([e.target["distance"] for e in questions["pose"] if e.kind == "distance"])
     assert m["pose_distance_abs_rel"] == pytest.approx(np.mean(np.abs(0.5 - dist) / dist), abs=0.01)
@@ -85,8 +98,13 @@ def test_turned_diagnostic_asks_rotations_of_the_same_pairs(tiny_cfg, cfg_overri
     assert all(e.target["distance"] < 1e-5 and e.target["pair"][2][0] == "turn" for e in turned["pose"])
     main(["--baseline", "--turned", *cfg_overrides])
     metrics = json.loads(capsys.readouterr().out)
-    assert set(metrics) == {"corr_epe_mean", "corr_epe_median", "pose_rot_err_deg", "pose_angle_err_deg",
-                            "parse_failure_rate"}
+    assert set(metrics) == {
+        "corr_epe_mean",
+        "corr_epe_median",
+        "pose_rot_err_deg",
+        "pose_angle_err_deg",
+        "parse_failure_rate",
+    }
     assert metrics["corr_epe_mean"] > 0 and metrics["parse_failure_rate"] == 0
     with pytest.raises(SystemExit):
         main(["--turned", *cfg_overrides])  # neither a checkpoint nor --baseline
@@ -94,8 +112,13 @@ def test_turned_diagnostic_asks_rotations_of_the_same_pairs(tiny_cfg, cfg_overri
 
 def test_shifted_diagnostic_asks_views_against_moved_copies(tiny_cfg, cfg_overrides, capsys):
     shifted = held_out_questions(tiny_cfg, shifted=5)
-    assert set(shifted) == {"correspondence"} and len(shifted["correspondence"]) == tiny_cfg.eval.correspondence
+    assert (
+        set(shifted) == {"correspondence"} and len(shifted["correspondence"]) == tiny_cfg.eval.correspondence
+    )
     assert any(e.target["match"] != e.target["query"] for e in shifted["correspondence"])
     main(["--baseline", "--shifted", "5", *cfg_overrides])
     metrics = json.loads(capsys.readouterr().out)
-    assert set(metrics) == {"corr_epe_mean", "corr_epe_median", "parse_failure_rate"} and metrics["corr_epe_mean"] > 0
+    assert (
+        set(metrics) == {"corr_epe_mean", "corr_epe_median", "parse_failure_rate"}
+        and metrics["corr_epe_mean"] > 0
+    )

@@ -17,10 +17,14 @@ from vlm3.train import build_mixture, train
 @pytest.fixture(scope="module")
 def examples(data_root):
     cache = SceneCache(data_root, "train", zoom=(1.0, 1.3), seed=0)
-    builder = QuestionBuilder(cache, TaskSettings(focal_depth=60, focal_pose=45, depth_max_points=2,
-                                                  min_object_pixels=20))
-    return [TaskDataset(builder, t, 8, seed=0)[i] for t in ("depth", "correspondence", "pose", "object")
-            for i in range(2)]
+    builder = QuestionBuilder(
+        cache, TaskSettings(focal_depth=60, focal_pose=45, depth_max_points=2, min_object_pixels=20)
+    )
+    return [
+        TaskDataset(builder, t, 8, seed=0)[i]
+        for t in ("depth", "correspondence", "pose", "object")
+        for i in range(2)
+    ]
 
 
 def test_is_the_stock_qwen3vl(tiny_vlm):
@@ -28,7 +32,9 @@ def test_is_the_stock_qwen3vl(tiny_vlm):
 
 
 def test_labels_mask_everything_but_the_answer(tiny_vlm, examples):
-    batch = tiny_vlm.encode([e.images for e in examples], [e.prompt for e in examples], [e.answer for e in examples])
+    batch = tiny_vlm.encode(
+        [e.images for e in examples], [e.prompt for e in examples], [e.answer for e in examples]
+    )
     tok = tiny_vlm.tokenizer
     n_images = 0
     for b, ex in enumerate(examples):
@@ -51,7 +57,11 @@ def test_labels_mask_everything_but_the_answer(tiny_vlm, examples):
 def test_save_load_round_trip(tiny_vlm, examples, tmp_path):
     tiny_vlm.save_pretrained(tmp_path)
     loaded = VLM3.from_pretrained(tmp_path)
-    ims, prompts, answers = [e.images for e in examples], [e.prompt for e in examples], [e.answer for e in examples]
+    ims, prompts, answers = (
+        [e.images for e in examples],
+        [e.prompt for e in examples],
+        [e.answer for e in examples],
+    )
     a, b = tiny_vlm.encode(ims, prompts, answers), loaded.encode(ims, prompts, answers)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     tiny_vlm.model.eval()
@@ -85,12 +95,16 @@ def test_pairs_as_video_put_both_views_of_a_cell_in_one_token(cfg_overrides, exa
     vlm = VLM3.build(cfg.model)
     pair = next(e for e in examples if e.task == "correspondence")
     single = next(e for e in examples if e.task == "depth")
-    batch = vlm.encode([pair.images, single.images], [pair.prompt, single.prompt], [pair.answer, single.answer])
+    batch = vlm.encode(
+        [pair.images, single.images], [pair.prompt, single.prompt], [pair.answer, single.answer]
+    )
     assert len(batch["video_grid_thw"]) == 1 and len(batch["image_grid_thw"]) == 1
     n_video = int(batch["video_grid_thw"].prod()) // 4  # merge 2 x 2
     assert int((batch["input_ids"][0] == vlm.video_token_id).sum()) == n_video
     assert int((batch["input_ids"][0] == vlm.image_token_id).sum()) == 0
-    assert int((batch["input_ids"][1] == vlm.image_token_id).sum()) == int(batch["image_grid_thw"].prod()) // 4
+    assert (
+        int((batch["input_ids"][1] == vlm.image_token_id).sum()) == int(batch["image_grid_thw"].prod()) // 4
+    )
     assert torch.equal(batch["mm_token_type_ids"][0] == 2, batch["input_ids"][0] == vlm.video_token_id)
     alone = [vlm.encode([[im]], ["x"])["pixel_values"] for im in pair.images]  # each view as an image
     clip = batch["pixel_values_videos"].reshape(n_video * 4, 3, 2, -1)  # [N, C, T, P*P]
@@ -150,7 +164,11 @@ def test_resume_reaches_the_same_weights(cfg_overrides, tmp_path):
     lines = (tmp_path / "cut" / "metrics.jsonl").read_text().strip().splitlines()
     assert len(lines) == 4
     with pytest.raises(ValueError, match="no checkpoint"):
-        train(load_config(None, cfg_overrides + [f"train.out_dir={tmp_path / 'none'}"]), resume=True, progress=False)
+        train(
+            load_config(None, cfg_overrides + [f"train.out_dir={tmp_path / 'none'}"]),
+            resume=True,
+            progress=False,
+        )
 
 
 def test_mixture_follows_the_ratios(tiny_cfg):
@@ -206,11 +224,15 @@ def test_conversations_label_every_answer(tiny_vlm, examples):
     ids, labels = batch["input_ids"][0], batch["labels"][0]
     supervised = labels != -100
     assert tok.decode(labels[supervised]) == "".join(a + "<|im_end|>" for a in [ex.answer, "one", "two"])
-    messages = [{"role": "user", "content": [{"type": "image"}] * 2 + [{"type": "text", "text": ex.prompt}]},
-                {"role": "assistant", "content": ex.answer}]
+    messages = [
+        {"role": "user", "content": [{"type": "image"}] * 2 + [{"type": "text", "text": ex.prompt}]},
+        {"role": "assistant", "content": ex.answer},
+    ]
     for q, a in turns:
-        messages += [{"role": "user", "content": [{"type": "text", "text": q}]},
-                     {"role": "assistant", "content": a}]
+        messages += [
+            {"role": "user", "content": [{"type": "text", "text": q}]},
+            {"role": "assistant", "content": a},
+        ]
     rendered = tok.apply_chat_template(messages, tokenize=False)
     text = tok.decode(ids[batch["attention_mask"][0] == 1]).replace("<|image_pad|>", "")
     assert text + "\n" == rendered.replace("<|image_pad|>", "")

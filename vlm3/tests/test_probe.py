@@ -26,8 +26,12 @@ def test_probe_questions_are_labelled_right():
         assert answer == ("left" if _square_x(b, (1, 0, 0)) < _square_x(a, (1, 0, 0)) else "right")
         (a, b), _, answer = probe_question("moved", rng, views)
         # The camera moved by s px: the second crop's column c shows the first crop's column c + s.
-        found = [s for s in range(-32, 33) if abs(s) >= 16
-                 and torch.equal(a[:, :, max(s, 0):96 + min(s, 0)], b[:, :, max(-s, 0):96 - max(s, 0)])]
+        found = [
+            s
+            for s in range(-32, 33)
+            if abs(s) >= 16
+            and torch.equal(a[:, :, max(s, 0) : 96 + min(s, 0)], b[:, :, max(-s, 0) : 96 - max(s, 0)])
+        ]
         assert len(found) == 1 and answer == ("right" if found[0] > 0 else "left")
     with pytest.raises(ValueError, match="probe task"):
         probe_question("above", rng, views)

@@ -66,7 +66,9 @@ def test_normalise_box_and_ranges():
 
 def test_templates_parse_back():
     assert P.parse_depth(P.depth_answer([2.345], think=True)) == pytest.approx(2.35)
-    assert P.parse_depth_list(P.depth_answer([1.0, 22.5, 3.25], think=False), 3) == pytest.approx([1.0, 22.5, 3.25])
+    assert P.parse_depth_list(P.depth_answer([1.0, 22.5, 3.25], think=False), 3) == pytest.approx(
+        [1.0, 22.5, 3.25]
+    )
     ypr = (12.3, -4.5, 0.7)
     assert P.parse_ypr(P.pose_answer("ypr", ypr=ypr)) == pytest.approx(ypr, abs=0.051)
     assert P.parse_rotation_angle(P.pose_answer("angle", angle=89.74)) == pytest.approx(89.7)
@@ -85,7 +87,9 @@ def test_templates_parse_back():
 
 def test_depth_prompt_is_the_papers():
     text = P.depth_prompt([[1234, 567]])
-    assert text.startswith("Given this image, how far is the point at coordinates (1234, 567) from the camera?")
+    assert text.startswith(
+        "Given this image, how far is the point at coordinates (1234, 567) from the camera?"
+    )
     assert "normalised [0, 2000] format" in text and "<answer> </answer> tags" in text
     assert "depth (z)" in P.depth_prompt([[1, 2]], target="z")
 
@@ -93,7 +97,10 @@ def test_depth_prompt_is_the_papers():
 # (answer text, expected depth in metres or None = unparseable -> counted wrong)
 DEPTH_ANSWERS = [
     ("<answer> 2.35 </answer>", 2.35),
-    ("<think> The point is around 3.10 meters away from the camera. </think>\n\n<answer> 3.10 </answer>", 3.10),
+    (
+        "<think> The point is around 3.10 meters away from the camera. </think>\n\n<answer> 3.10 </answer>",
+        3.10,
+    ),
     ("<answer>4.2m</answer>", 4.2),
     ("<answer> 250 cm </answer>", 2.5),
     ("<answer> 1,234.5 </answer>", 1234.5),
