@@ -3,19 +3,30 @@
     python -m vlm3.probe --task locate --steps 1000   # tiny.yaml: rope base 100, position std 0.5
     python -m vlm3.probe --task locate --steps 1000 model.rope_theta=10000 model.vision_pos_init_std=null
     python -m vlm3.probe --task moved --steps 1500 model.text_layers=4
+    python -m vlm3.probe --task turned --yaw 6,20 --steps 1500 model.pair_as_video=true \
+        data.focal_pose=40 model.min_pixels=1024 \
+        data.root=data/synthetic512 "data.generate_scenes={train: 512, test: 32}"
 
 Correspondence and the sign of a rotation need the model to compare positions: where the query's
 content is in the second image, which way the content moved. These probes isolate that skill with
 one-word answers ("left" / "right"), fresh questions at every step (no memorising) on crops of the
-synthetic views, and 128 held-out questions from the test split:
+synthetic views (the pose probes draw from a split's finite set of orbit pairs: with 64 training
+scenes the model memorises them, hence a 512-scene root above), and 128 held-out questions from the
+test split:
 
 - `locate`: one image with a red square: is it in the left or the right half? (finding one thing)
 - `relate`: one image with a red and a blue square: is the blue one left or right of the red one?
 - `relate2`: two images, a red square in each: is the second image's left or right of the first's?
 - `moved`: two crops of one view, the second moved sideways by 16-32 px: did the camera move left
   or right? (what correspondence and the yaw sign need, without parallax)
+- `turned`: the two images of a pose question on an orbit scene, the second camera turned in place
+  to the pair's rotation (no parallax): did the camera turn left or right? (the sign of the yaw)
+- `orbit`: the same on the real pair (the camera moves along the orbit and turns to its centre:
+  near and far content move opposite ways). Both keep pairs with |yaw| in `--yaw LO,HI` degrees.
 
-Crops are 96 px (6 x 6 tokens of 16 px), squares 16 px; `crop` scales both and the moves.
+Crops are 96 px (6 x 6 tokens of 16 px), squares 16 px; `crop` scales both and the moves. The pose
+probes use the pose task's images (`data.focal_pose`, `data.unify_focal`, `model.pair_as_video`).
+The held-out majority answer's share (`majority`) is the score of a model that learned nothing.
 
 Training is the VLM3 loop in miniature (the model's own `encode` / `loss` / `generate`, AdamW, linear
 warm-up); accuracy on the held-out questions is printed every `--every` steps and written to
@@ -34,9 +45,11 @@ import torch
 
 from common.datasets import SceneDataset
 from vlm3.config import load_config
+from vlm3.data import QuestionBuilder, SceneCache
 from vlm3.model import VLM3
 
-TASKS = ("locate", "relate", "relate2", "moved")
+POSE_TASKS = ("turned", "orbit")
+TASKS = ("locate", "relate", "relate2", "moved") + POSE_TASKS
 PROMPTS = {
     "locate": "Given this image, is the red square in the left or right half?",
     "relate": "Given this image, is the blue square left or right of the red one?",
@@ -44,6 +57,8 @@ PROMPTS = {
         "Given these two images, is the red square of the second image left or right of the one in the first?"
     ),
     "moved": "Given these two images, did the camera move left or right?",
+    "turned": "Given these two images, did the camera turn left or right?",
+    "orbit": "Given these two images, did the camera turn left or right?",
 }
 RED, BLUE = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 0.0, 1.0])
 
@@ -89,6 +104,38 @@ def probe_question(task: str, rng, views: list, crop: int = 96) -> tuple[list, s
     return [a, b], PROMPTS[task], "left" if xs[1] < xs[0] else "right"
 
 
+class PoseSignQuestions:
+    """`turned` / `orbit` questions on the orbit scenes of one split, drawn as the pose task draws
+    its pairs (`QuestionBuilder._pair`), redrawn until |yaw| is in `yaw` = (lo, hi) degrees."""
+
+    def __init__(self, cfg, split: str, seed: int, yaw=(3.0, 90.0)):
+        from vlm3.train import task_settings  # local: vlm3.train imports the data modules this one uses
+
+        self.cache = SceneCache(cfg.data.root, split, zoom=cfg.data.zoom, seed=seed)
+        self.builder = QuestionBuilder(self.cache, task_settings(cfg, training=False))
+        self.orbits = [
+            s
+            for s, sample in enumerate(self.cache.samples)
+            if sample.annotations["camera_path"]["kind"] == "orbit"
+        ]
+        if not self.orbits:
+            raise ValueError(f"{cfg.data.root}/{split}: no orbit scene for the turned / orbit probes")
+        self.yaw = (float(yaw[0]), float(yaw[1]))
+
+    def draw(self, task: str, rng) -> tuple[list, str, str, tuple]:
+        """(images, prompt, "left" | "right", (s, i, j)) where j is the second view (a "turn" frame
+        for `turned`, see `SceneCache.frame`); "right" when the yaw is > 0 (the pose prompt's sign)."""
+        for _ in range(1000):
+            s = self.orbits[int(rng.integers(len(self.orbits)))]
+            i, j = self.builder._pair(rng, self.cache.samples[s])
+            j = ("turn", i, j) if task == "turned" else j
+            ex = self.builder.pose(rng, kind="ypr", pair=(s, i, j))
+            yaw = ex.target["ypr"][0]
+            if self.yaw[0] <= abs(yaw) <= self.yaw[1]:
+                return ex.images, PROMPTS[task], "right" if yaw > 0 else "left", (s, i, j)
+        raise ValueError(f"no orbit pair with |yaw| in {self.yaw} degrees in 1000 draws")
+
+
 def run_probe(
     task: str,
     cfg,
@@ -98,17 +145,34 @@ def run_probe(
     held_out: int = 128,
     crop: int = 96,
     progress: bool = True,
+    yaw=(3.0, 90.0),
 ) -> dict:
     """Train a fresh `VLM3.build(cfg.model)` on `task` for `steps` steps of `cfg.train.batch_size`
     questions at `cfg.train.lr`; held-out accuracy every `every` steps."""
-    root = Path(cfg.data.root)
-    train_views = [s.images for s in SceneDataset(root, cfg.data.train_split)]
-    test_views = [s.images for s in SceneDataset(root, cfg.data.test_split)]
+    if task not in TASKS:
+        raise ValueError(f"probe task: expected one of {TASKS}, got {task!r}")
+    if task in POSE_TASKS:
+        train_q = PoseSignQuestions(cfg, cfg.data.train_split, cfg.train.seed, yaw)
+        test_q = PoseSignQuestions(cfg, cfg.data.test_split, cfg.eval.seed, yaw)
+
+        def ask(r, held_out=False):
+            return (test_q if held_out else train_q).draw(task, r)[:3]
+    else:
+        root = Path(cfg.data.root)
+        train_views = [s.images for s in SceneDataset(root, cfg.data.train_split)]
+        test_views = [s.images for s in SceneDataset(root, cfg.data.test_split)]
+
+        def ask(r, held_out=False):
+            return probe_question(task, r, test_views if held_out else train_views, crop)
+
     torch.manual_seed(seed)
     vlm = VLM3.build(cfg.model, seed=seed)
     opt = torch.optim.AdamW(vlm.model.parameters(), lr=cfg.train.lr)
     rng, erng = np.random.default_rng([seed, 1]), np.random.default_rng([seed, 2])
-    evalset = [probe_question(task, erng, test_views, crop) for _ in range(held_out)]
+    evalset = [ask(erng, held_out=True) for _ in range(held_out)]
+    majority = float(
+        max(np.mean([q[2] == "right" for q in evalset]), np.mean([q[2] == "left" for q in evalset]))
+    )
     B = cfg.train.batch_size
 
     def accuracy() -> float:
@@ -123,7 +187,7 @@ def run_probe(
     curve, losses, t0 = [{"step": 0, "accuracy": accuracy()}], [], time.time()
     vlm.model.train()
     for step in range(steps):
-        qs = [probe_question(task, rng, train_views, crop) for _ in range(B)]
+        qs = [ask(rng) for _ in range(B)]
         for group in opt.param_groups:
             group["lr"] = cfg.train.lr * min(1.0, (step + 1) / max(1, cfg.train.warmup))
         loss = vlm.loss(vlm.encode([q[0] for q in qs], [q[1] for q in qs], [q[2] for q in qs]))
@@ -143,8 +207,8 @@ def run_probe(
             )
             if progress:
                 print(
-                    f"{task} step {step + 1}: held-out accuracy {curve[-1]['accuracy']:.3f}, "
-                    f"loss {curve[-1]['loss']:.3f}",
+                    f"{task} step {step + 1}: held-out accuracy {curve[-1]['accuracy']:.3f} (majority "
+                    f"{majority:.3f}), loss {curve[-1]['loss']:.3f}",
                     flush=True,
                 )
     return {
@@ -155,6 +219,8 @@ def run_probe(
         "lr": cfg.train.lr,
         "rope_theta": cfg.model.rope_theta,
         "held_out": held_out,
+        "majority": majority,
+        "yaw": list(yaw) if task in POSE_TASKS else None,
         "curve": curve,
         "final_accuracy": curve[-1]["accuracy"],
     }
@@ -166,21 +232,28 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--every", type=int, default=250)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--yaw", default="3,90", help="turned / orbit: keep pairs with |yaw| in LO,HI degrees")
     ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
     ap.add_argument("--out", default=None, help="JSON file for the accuracy curve")
     ap.add_argument("overrides", nargs="*", help="key=value, e.g. model.rope_theta=100")
     args = ap.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
+    try:
+        yaw = tuple(float(v) for v in args.yaw.split(","))
+    except ValueError:
+        yaw = ()
+    if len(yaw) != 2 or not 0 <= yaw[0] <= yaw[1]:
+        ap.error(f"--yaw {args.yaw!r}: expected LO,HI degrees with 0 <= LO <= HI")
     from vlm3.train import ensure_data, set_threads
 
     set_threads(cfg)
     ensure_data(cfg)
-    result = run_probe(args.task, cfg, args.steps, args.every, args.seed)
+    result = run_probe(args.task, cfg, args.steps, args.every, args.seed, yaw=yaw)
     result["overrides"] = list(args.overrides)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1))
-    print(json.dumps({k: result[k] for k in ("task", "steps", "final_accuracy")}))
+    print(json.dumps({k: result[k] for k in ("task", "steps", "final_accuracy", "majority")}))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from vlm3.config import load_config
-from vlm3.probe import PROMPTS, probe_question, run_probe
+from common.synthetic import generate_split
+from vlm3.probe import PROMPTS, PoseSignQuestions, probe_question, run_probe
 
 
 def _square_x(image, colour):
@@ -43,3 +44,37 @@ def test_probe_run_reports_a_held_out_curve(cfg_overrides):
     assert [c["step"] for c in result["curve"]] == [0, 1, 2]
     assert all(c["accuracy"] in (0.0, 0.25, 0.5, 0.75, 1.0) for c in result["curve"])  # of 4 questions
     assert result["final_accuracy"] == result["curve"][-1]["accuracy"] and result["curve"][-1]["loss"] > 0
+
+
+def test_pose_sign_questions_are_labelled_by_the_second_camera_s_heading(tmp_path, cfg_overrides):
+    generate_split(tmp_path, "orbits", scenes=6, views=4, size=48, seed=0, progress=False)
+    cfg = load_config(None, cfg_overrides + [f"data.root={tmp_path}"])
+    qs = PoseSignQuestions(cfg, "orbits", seed=0, yaw=(1.0, 90.0))
+    assert qs.orbits  # this seed's six scenes hold orbits
+    rng = np.random.default_rng(0)
+    for task in ("turned", "orbit"):
+        for _ in range(6):
+            images, prompt, answer, (s, i, j) = qs.draw(task, rng)
+            assert len(images) == 2 and prompt == PROMPTS[task]
+            assert qs.cache.samples[s].annotations["camera_path"]["kind"] == "orbit"
+            assert isinstance(j, tuple) == (task == "turned")  # ("turn", i, j_pair) or a view index
+            # The second camera's optical axis in the first camera's frame (x right): right if x > 0.
+            Ri = qs.cache.frame(s, i).w2c[:3, :3].double()
+            Rj = qs.cache.frame(s, j).w2c[:3, :3].double()
+            axis = Ri @ Rj.T @ torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+            assert answer == ("right" if axis[0] > 0 else "left")
+    with pytest.raises(ValueError, match="no orbit pair"):
+        PoseSignQuestions(cfg, "orbits", seed=0, yaw=(170.0, 180.0)).draw("orbit", rng)
+    cfg = load_config(
+        None,
+        cfg_overrides
+        + [
+            f"data.root={tmp_path}",
+            "data.train_split=orbits",
+            "data.test_split=orbits",
+            "train.batch_size=2",
+        ],
+    )
+    result = run_probe("turned", cfg, steps=1, every=1, held_out=4, progress=False, yaw=(1.0, 90.0))
+    assert [c["step"] for c in result["curve"]] == [0, 1] and result["yaw"] == [1.0, 90.0]
+    assert result["majority"] in (0.5, 0.75, 1.0)  # the commoner answer's share of 4 questions
