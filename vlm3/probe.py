@@ -45,7 +45,7 @@ import torch
 
 from common.datasets import SceneDataset
 from vlm3.config import load_config
-from vlm3.data import QuestionBuilder, SceneCache
+from vlm3.data import QuestionBuilder, SceneCache, relative_pose
 from vlm3.model import VLM3
 
 POSE_TASKS = ("turned", "orbit")
@@ -128,11 +128,12 @@ class PoseSignQuestions:
         for _ in range(1000):
             s = self.orbits[int(rng.integers(len(self.orbits)))]
             i, j = self.builder._pair(rng, self.cache.samples[s])
-            j = ("turn", i, j) if task == "turned" else j
-            ex = self.builder.pose(rng, kind="ypr", pair=(s, i, j))
-            yaw = ex.target["ypr"][0]
-            if self.yaw[0] <= abs(yaw) <= self.yaw[1]:
-                return ex.images, PROMPTS[task], "right" if yaw > 0 else "left", (s, i, j)
+            w2c = self.cache.samples[s].w2c
+            yaw = relative_pose(w2c[i], w2c[j])["ypr"][0]  # a turned pair has the same rotation
+            if self.yaw[0] <= abs(yaw) <= self.yaw[1]:  # checked before rendering a turned view
+                j = ("turn", i, j) if task == "turned" else j
+                ex = self.builder.pose(rng, kind="ypr", pair=(s, i, j))
+                return ex.images, PROMPTS[task], "right" if ex.target["ypr"][0] > 0 else "left", (s, i, j)
         raise ValueError(f"no orbit pair with |yaw| in {self.yaw} degrees in 1000 draws")
 
 
