@@ -269,9 +269,7 @@ class TaskSettings:
     corr_same_view: float = 0.0  # training only: share of correspondence questions asked on one view twice
     corr_max_points: int = 1  # training correspondence questions ask about 1..N pixels
     corr_shift: int = 0  # copy lessons move the second view's crop window by up to this many pixels
-    turn_pairs: float = (
-        0.0  # training only: share of correspondence / rotation questions on turned-in-place pairs
-    )
+    turn_pairs: float = 0.0  # training only: share of correspondence / rotation questions on turned pairs
     turns: dict = field(default_factory=dict)  # training only: questions per conversation (default 1)
 
 
