@@ -6,6 +6,7 @@
     python -m vlm3.probe --task turned --yaw 6,20 --steps 1500 model.pair_as_video=true \
         data.focal_pose=40 model.min_pixels=1024 \
         data.root=data/synthetic512 "data.generate_scenes={train: 512, test: 32}"
+    python -m vlm3.probe --flow-signs   # no model: where the orbit pairs' yaw sign shows in their motion
 
 Correspondence and the sign of a rotation need the model to compare positions: where the query's
 content is in the second image, which way the content moved. These probes isolate that skill with
@@ -137,6 +138,50 @@ class PoseSignQuestions:
         raise ValueError(f"no orbit pair with |yaw| in {self.yaw} degrees in 1000 draws")
 
 
+def flow_signs(cfg, split: str, turned: bool = False, pixels: int = 300, seed: int = 0) -> dict:
+    """Where the yaw sign of an orbit scene's pose pairs shows in the images' motion.
+
+    For every pair (i, j) the pose task draws from an orbit scene (`QuestionBuilder._pair`'s gaps)
+    with |yaw| >= 3 deg: `pixels` random valid pixels of view i are matched into view j with depth,
+    as the correspondence labels are. Returns {region: share of pairs whose median horizontal motion
+    in that region runs against the turn} (content moves left when the camera turns right) for the
+    whole view, its top and bottom thirds and its nearer and farther halves (by depth), and "pairs".
+    `turned`: the second camera turned in place (no parallax: everything moves against the turn)."""
+    qs = PoseSignQuestions(cfg, split, seed)
+    rng = np.random.default_rng(seed)
+    regions = ("all", "top third", "bottom third", "nearer half", "farther half")
+    hits: dict = {r: [] for r in regions}
+    lo, hi = qs.builder.s.pair_gap
+    for s in qs.orbits:
+        sample = qs.cache.samples[s]
+        V, (H, W) = sample.images.shape[0], sample.images.shape[-2:]
+        for i in range(V):
+            fi = qs.cache.frame(s, i)
+            for gap in range(lo, hi + 1):
+                j = i + gap if i + gap < V else i - gap
+                yaw = relative_pose(sample.w2c[i], sample.w2c[j])["ypr"][0]
+                if abs(yaw) < 3.0:
+                    continue
+                fj = qs.cache.frame(s, ("turn", i, j) if turned else j)
+                rows = []  # (row, z-depth, horizontal motion in px)
+                for u, v in rng.uniform((0, 0), (W, H), size=(pixels, 2)):
+                    if not fi.valid[int(v), int(u)]:
+                        continue
+                    m = qs.builder._match(fi, fj, np.array([u, v]))
+                    if m is not None:
+                        rows.append((v, float(fi.depth[int(v), int(u)]), m[0] - u))
+                if len(rows) < 30:
+                    continue
+                r = np.array(rows)  # [n, 3]
+                near = r[:, 1] < np.median(r[:, 1])
+                for name, sel in zip(
+                    regions, (r[:, 0] >= 0, r[:, 0] < H / 3, r[:, 0] >= 2 * H / 3, near, ~near)
+                ):
+                    if sel.sum() >= 5:
+                        hits[name].append(bool(np.sign(np.median(r[sel, 2])) == -np.sign(yaw)))
+    return {"pairs": len(hits["all"]), **{k: float(np.mean(v)) if v else None for k, v in hits.items()}}
+
+
 def run_probe(
     task: str,
     cfg,
@@ -229,7 +274,12 @@ def run_probe(
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--task", choices=TASKS, required=True)
+    ap.add_argument("--task", choices=TASKS)
+    ap.add_argument(
+        "--flow-signs",
+        action="store_true",
+        help="instead of training: where the orbit pairs' yaw sign shows in their motion (no model)",
+    )
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--every", type=int, default=250)
     ap.add_argument("--seed", type=int, default=0)
@@ -249,6 +299,15 @@ def main(argv=None) -> None:
 
     set_threads(cfg)
     ensure_data(cfg)
+    if args.flow_signs:
+        out = {
+            split: {kind: flow_signs(cfg, split, turned=kind == "turned") for kind in ("real", "turned")}
+            for split in (cfg.data.train_split, cfg.data.test_split)
+        }
+        print(json.dumps(out, indent=1))
+        return
+    if args.task is None:
+        ap.error("--task is required (or --flow-signs)")
     result = run_probe(args.task, cfg, args.steps, args.every, args.seed, yaw=yaw)
     result["overrides"] = list(args.overrides)
     if args.out:

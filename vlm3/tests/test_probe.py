@@ -6,7 +6,7 @@ import torch
 
 from vlm3.config import load_config
 from common.synthetic import generate_split
-from vlm3.probe import PROMPTS, PoseSignQuestions, probe_question, run_probe
+from vlm3.probe import PROMPTS, PoseSignQuestions, flow_signs, probe_question, run_probe
 
 
 def _square_x(image, colour):
@@ -78,3 +78,15 @@ def test_pose_sign_questions_are_labelled_by_the_second_camera_s_heading(tmp_pat
     result = run_probe("turned", cfg, steps=1, every=1, held_out=4, progress=False, yaw=(1.0, 90.0))
     assert [c["step"] for c in result["curve"]] == [0, 1] and result["yaw"] == [1.0, 90.0]
     assert result["majority"] in (0.5, 0.75, 1.0)  # the commoner answer's share of 4 questions
+
+
+def test_flow_signs_a_pure_turn_moves_everything_against_it(tmp_path, cfg_overrides):
+    generate_split(tmp_path, "orbits", scenes=6, views=4, size=48, seed=0, progress=False)
+    cfg = load_config(None, cfg_overrides + [f"data.root={tmp_path}"])
+    turned = flow_signs(cfg, "orbits", turned=True, pixels=120)
+    assert turned["pairs"] > 0
+    assert all(turned[r] == 1.0 for r in ("all", "top third", "bottom third", "nearer half", "farther half"))
+    # Along the orbit the camera turns to keep the centre in view: the far top of the view moves against
+    # the turn, the near floor at the bottom with it, and the whole view either way.
+    real = flow_signs(cfg, "orbits", pixels=120)
+    assert real["pairs"] > 0 and real["top third"] >= 0.9 and real["bottom third"] <= 0.1
