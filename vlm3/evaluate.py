@@ -59,10 +59,10 @@ def held_out_questions(
     the second camera turned in place (`DataConfig.turn_pairs`): the same rotations, no parallax.
     `shifted` > 0 (a diagnostic): correspondence questions only, each view against itself with the
     crop window moved by up to `shifted` pixels (`DataConfig.corr_shift`)."""
-    from vlm3.train import task_settings  # local: train imports this module's users, not the reverse
+    from vlm3.train import scene_cache, task_settings  # local: train imports this module's users
 
     e = cfg.eval
-    cache = cache or SceneCache(cfg.data.root, cfg.data.test_split, zoom=cfg.data.zoom, seed=e.seed)
+    cache = cache or scene_cache(cfg, "test")
     settings = task_settings(cfg, training=False)
     if shifted > 0:
         settings.corr_same_view, settings.corr_shift = 1.0, int(shifted)
@@ -219,15 +219,9 @@ def train_statistics(cfg: Config, n: int = 2000) -> dict:
     distance, majority yes/no and median metric answer per object kind, and the two-view priors of
     `baseline_answers(prior=True)`: median match offset, median rotation angle and yaw/pitch/roll,
     medoid translation direction, the distance with the least AbsRel."""
-    from vlm3.train import task_settings
+    from vlm3.train import scene_cache, task_settings
 
-    cache = SceneCache(
-        cfg.data.root,
-        cfg.data.train_split,
-        zoom=cfg.data.zoom,
-        seed=cfg.train.seed,
-        max_scenes=cfg.data.max_train_scenes,
-    )
+    cache = scene_cache(cfg)
     builder = QuestionBuilder(cache, task_settings(cfg, training=False))
 
     def targets(task: str, m: int, **kw) -> list[dict]:

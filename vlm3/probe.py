@@ -134,7 +134,7 @@ class PoseSignQuestions:
             if self.yaw[0] <= abs(yaw) <= self.yaw[1]:  # checked before rendering a turned view
                 j = ("turn", i, j) if task == "turned" else j
                 ex = self.builder.pose(rng, kind="ypr", pair=(s, i, j))
-                return ex.images, PROMPTS[task], "right" if ex.target["ypr"][0] > 0 else "left", (s, i, j)
+                return ex.images, PROMPTS[task], "right" if yaw > 0 else "left", (s, i, j)
         raise ValueError(f"no orbit pair with |yaw| in {self.yaw} degrees in 1000 draws")
 
 

@@ -31,10 +31,9 @@ import torch
 from common.metrics import bootstrap_ci
 from common.results import git_commit, markdown_table, write_results
 from vlm3.config import Config, load_config, to_dict
-from vlm3.data import SceneCache
 from vlm3.evaluate import METRICS, answer_all, baseline_answers, held_out_questions, score, train_statistics
 from vlm3.model import VLM3
-from vlm3.train import build_mixture, ensure_data, set_threads, train
+from vlm3.train import build_mixture, ensure_data, scene_cache, set_threads, train
 
 OUT = Path("results/vlm3")
 
@@ -68,14 +67,8 @@ def run_variant(name: str, cfg: Config, reuse: bool = False) -> dict:
     variants can run in separate processes. Returns what the report needs (no images)."""
     set_threads(cfg)
     t0 = time.time()
-    train_cache = SceneCache(
-        cfg.data.root,
-        cfg.data.train_split,
-        zoom=cfg.data.zoom,
-        seed=cfg.train.seed,
-        max_scenes=cfg.data.max_train_scenes,
-    )
-    test_cache = SceneCache(cfg.data.root, cfg.data.test_split, zoom=cfg.data.zoom, seed=cfg.eval.seed)
+    train_cache = scene_cache(cfg)
+    test_cache = scene_cache(cfg, "test")
     ckpt = finished_checkpoint(cfg) if reuse else None
     if reuse and ckpt is None:
         print(f"{name}: no finished checkpoint of this configuration in {cfg.train.out_dir}; training")
@@ -182,7 +175,7 @@ def main(argv=None) -> None:
     set_threads(cfg)
     ensure_data(cfg)
     torch.manual_seed(args.seed)
-    test_cache = SceneCache(cfg.data.root, cfg.data.test_split, zoom=cfg.data.zoom, seed=cfg.eval.seed)
+    test_cache = scene_cache(cfg, "test")
 
     variants = {"vlm3": cfg}
     for name, change in (

@@ -16,9 +16,8 @@ import time
 from pathlib import Path
 
 from vlm3.config import load_config
-from vlm3.data import SceneCache
 from vlm3.evaluate import METRICS, answer_all, held_out_questions, score
-from vlm3.train import build_mixture, ensure_data, set_threads, train
+from vlm3.train import build_mixture, ensure_data, scene_cache, set_threads, train
 
 
 def plot(rows: list, path: Path) -> None:
@@ -63,14 +62,8 @@ def main(argv=None) -> None:
     cfg = load_config(args.config, list(args.overrides) + [f"train.seed={args.seed}"])
     set_threads(cfg)
     ensure_data(cfg)
-    train_cache = SceneCache(
-        cfg.data.root,
-        cfg.data.train_split,
-        zoom=cfg.data.zoom,
-        seed=cfg.train.seed,
-        max_scenes=cfg.data.max_train_scenes,
-    )
-    test_cache = SceneCache(cfg.data.root, cfg.data.test_split, zoom=cfg.data.zoom, seed=cfg.eval.seed)
+    train_cache = scene_cache(cfg)
+    test_cache = scene_cache(cfg, "test")
     questions = held_out_questions(cfg, test_cache)
     total = sum(cfg.data.mixture.values())
     rows = []

@@ -67,18 +67,28 @@ def task_settings(cfg: Config, training: bool = True) -> TaskSettings:
     )
 
 
+def scene_cache(cfg: Config, split: str = "train") -> SceneCache:
+    """The scenes of the training split (seeded by train.seed, at most data.max_train_scenes) or of
+    the test split (seeded by eval.seed: the held-out questions' zooms)."""
+    if split == "train":
+        return SceneCache(
+            cfg.data.root,
+            cfg.data.train_split,
+            zoom=cfg.data.zoom,
+            seed=cfg.train.seed,
+            max_scenes=cfg.data.max_train_scenes,
+        )
+    if split == "test":
+        return SceneCache(cfg.data.root, cfg.data.test_split, zoom=cfg.data.zoom, seed=cfg.eval.seed)
+    raise ValueError(f"scene_cache: split {split!r}; expected 'train' or 'test'")
+
+
 def build_mixture(cfg: Config, cache: SceneCache | None = None) -> MixtureDataset:
     """The training mixture over tasks (VLM3 Sec. 3.3: data mixture and scaling)."""
     for task in cfg.data.mixture:
         if task not in TASKS:
             raise ValueError(f"data.mixture: unknown task {task!r}; expected some of {TASKS}")
-    cache = cache or SceneCache(
-        cfg.data.root,
-        cfg.data.train_split,
-        zoom=cfg.data.zoom,
-        seed=cfg.train.seed,
-        max_scenes=cfg.data.max_train_scenes,
-    )
+    cache = cache or scene_cache(cfg)
     builder = QuestionBuilder(cache, task_settings(cfg))
     for task, n in cfg.data.turns.items():
         if task not in TASKS or not isinstance(n, int) or n < 1:
