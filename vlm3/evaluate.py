@@ -209,6 +209,52 @@ def _score_pose(exs, texts, failures) -> dict:
     }
 
 
+def path_kind(cache: SceneCache, s: int) -> str:
+    """The camera path of test scene s ("orbit" or "forward", `common.synthetic.paths`)."""
+    return cache.samples[s].annotations["camera_path"]["kind"]
+
+
+def by_path(questions: dict, answers: dict, cache: SceneCache) -> dict:
+    """The two-view metrics per camera path {kind: metrics}: orbits (the camera circles the scene's
+    centre, turning to keep it in view) and forward paths (walking or driving, a small sway) ask
+    different things of a model. Besides `score`'s metrics, per path: the pairs, and for the yaw
+    answers of pairs that turn by at least 1 deg the share with the true sign, their Pearson r with
+    the truth (None for a constant answer) and their range; identity's yaw 0 has no sign."""
+
+    def where(task, e):
+        return e.target["where"][0] if task == "correspondence" else e.target["pair"][0]
+
+    out = {}
+    kinds = sorted(
+        {path_kind(cache, where(t, e)) for t in ("correspondence", "pose") for e in questions.get(t, [])}
+    )
+    for kind in kinds:
+        q, a = {}, {}
+        for task in ("correspondence", "pose"):
+            keep = [
+                k for k, e in enumerate(questions.get(task, [])) if path_kind(cache, where(task, e)) == kind
+            ]
+            if keep:
+                q[task] = [questions[task][k] for k in keep]
+                a[task] = [answers[task][k] for k in keep]
+        m = score(q, a)
+        m["correspondences"] = len(q.get("correspondence", []))
+        ypr = [
+            (e.target["ypr"][0], P.parse_ypr(t))
+            for e, t in zip(q.get("pose", []), a.get("pose", []))
+            if e.kind == "ypr"
+        ]
+        m["pose_pairs"] = len(ypr)
+        turned = [(gt, p[0] if p is not None else 0.0) for gt, p in ypr if abs(gt) >= 1.0]
+        if turned:
+            gt, pred = np.array(turned).T  # [2, N]
+            m["pose_yaw_sign_acc"] = float(np.mean(np.sign(pred) == np.sign(gt)))
+            m["pose_yaw_pearson"] = float(np.corrcoef(gt, pred)[0, 1]) if np.std(pred) > 0 else None
+            m["pose_yaw_answers"] = [float(pred.min()), float(pred.max())]  # the range of the answers
+        out[kind] = m
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # Trivial baselines: text answers built from training statistics, scored by the same code
 # ----------------------------------------------------------------------------------------------
@@ -313,6 +359,11 @@ def main(argv=None) -> None:
         metavar="M",
         help="diagnostic: correspondence of each test view with itself, crop moved by up to M px",
     )
+    ap.add_argument(
+        "--by-path",
+        action="store_true",
+        help="diagnostic: also the two-view metrics per camera path (orbit, forward) and the yaw sign",
+    )
     ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
     ap.add_argument("--out", default=None, help="write metrics and parse failures here (JSON)")
     ap.add_argument("--seed", type=int, default=None, help="overrides eval.seed")
@@ -328,7 +379,10 @@ def main(argv=None) -> None:
         ap.error("give exactly one of --checkpoint and --baseline")
     if args.turned and args.shifted:
         ap.error("--turned and --shifted are separate diagnostics; give one")
-    questions = held_out_questions(cfg, turned=args.turned, shifted=args.shifted)
+    from vlm3.train import scene_cache
+
+    cache = scene_cache(cfg, "test")
+    questions = held_out_questions(cfg, cache, turned=args.turned, shifted=args.shifted)
     if args.baseline:
         answers = baseline_answers(questions, train_statistics(cfg))
     else:
@@ -336,12 +390,16 @@ def main(argv=None) -> None:
         answers = answer_all(vlm, questions, cfg.eval.batch_size, cfg.eval.max_new_tokens, progress=True)
     failures: list = []
     metrics = score(questions, answers, failures)
+    if args.by_path:
+        metrics["by_path"] = by_path(questions, answers, cache)
     if args.turned or args.shifted:  # no translation: only the rotation metrics mean something
+        translation = ("pose_trans_err_deg", "pose_auc30", "pose_distance_abs_rel")
         metrics = {
-            k: v
-            for k, v in metrics.items()
-            if k.startswith("corr") or k in ("pose_rot_err_deg", "pose_angle_err_deg", "parse_failure_rate")
+            k: v for k, v in metrics.items() if not k.startswith("depth") and not k.startswith("object")
         }
+        for m in [metrics, *metrics.get("by_path", {}).values()]:
+            for k in translation:
+                m.pop(k, None)
     print(json.dumps(metrics, indent=1))
     if args.out:
         Path(args.out).write_text(

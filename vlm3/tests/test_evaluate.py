@@ -122,3 +122,39 @@ def test_shifted_diagnostic_asks_views_against_moved_copies(tiny_cfg, cfg_overri
         set(metrics) == {"corr_epe_mean", "corr_epe_median", "parse_failure_rate"}
         and metrics["corr_epe_mean"] > 0
     )
+
+
+def test_by_path_splits_the_two_view_questions(tiny_cfg, cfg_overrides, questions, capsys):
+    """--by-path: the correspondence and pose questions partitioned by camera path; true answers get
+    every yaw sign, identity's yaw 0 none."""
+    from vlm3.evaluate import by_path, path_kind
+    from vlm3.train import scene_cache
+
+    cache = scene_cache(tiny_cfg, "test")
+    truth = {t: [e.answer for e in exs] for t, exs in questions.items()}
+    split = by_path(questions, truth, cache)
+    assert set(split) == {path_kind(cache, s) for s in range(len(cache))} and set(split) <= {
+        "orbit",
+        "forward",
+    }
+    assert sum(m["correspondences"] for m in split.values()) == len(questions["correspondence"])
+    assert sum(m["pose_pairs"] for m in split.values()) == len(questions["pose"]) // 4
+    turning = [m for m in split.values() if "pose_yaw_sign_acc" in m]
+    assert turning, "some held-out pair turns by 1 deg or more"
+    for m in split.values():
+        assert m["corr_epe_mean"] < 1e-9 and m["pose_rot_err_deg"] < 0.2
+    assert all(m["pose_yaw_sign_acc"] == 1.0 for m in turning)
+    stats = {
+        "depth_median": 3.0,
+        "distance_median": 1.0,
+        "object": {"closer": True, "left": False, "taller": True, "distance": 2.0, "height": 1.0},
+    }
+    identity = by_path(questions, baseline_answers(questions, stats), cache)
+    assert all(
+        identity[k]["pose_yaw_sign_acc"] == 0.0 and identity[k]["pose_yaw_pearson"] is None
+        for k in identity
+        if "pose_yaw_sign_acc" in identity[k]
+    )
+    main(["--baseline", "--by-path", *cfg_overrides])
+    metrics = json.loads(capsys.readouterr().out)
+    assert set(metrics["by_path"]) == set(split)
