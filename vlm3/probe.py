@@ -145,12 +145,15 @@ def flow_signs(cfg, split: str, turned: bool = False, pixels: int = 300, seed: i
     with |yaw| >= 3 deg: `pixels` random valid pixels of view i are matched into view j with depth,
     as the correspondence labels are. Returns {region: share of pairs whose median horizontal motion
     in that region runs against the turn} (content moves left when the camera turns right) for the
-    whole view, its top and bottom thirds and its nearer and farther halves (by depth), and "pairs".
+    whole view, its top and bottom thirds and its nearer and farther halves (by depth), "pairs", and
+    the share of pairs whose roll has the yaw's sign with their median |roll| (deg): the orbit's cameras
+    look down at its centre, so a turn about the world's vertical is a yaw and a roll of camera 1.
     `turned`: the second camera turned in place (no parallax: everything moves against the turn)."""
     qs = PoseSignQuestions(cfg, split, seed)
     rng = np.random.default_rng(seed)
     regions = ("all", "top third", "bottom third", "nearer half", "farther half")
     hits: dict = {r: [] for r in regions}
+    rolls = []  # roll x sign(yaw) per counted pair, deg
     lo, hi = qs.builder.s.pair_gap
     for s in qs.orbits:
         sample = qs.cache.samples[s]
@@ -159,7 +162,7 @@ def flow_signs(cfg, split: str, turned: bool = False, pixels: int = 300, seed: i
             fi = qs.cache.frame(s, i)
             for gap in range(lo, hi + 1):
                 j = i + gap if i + gap < V else i - gap
-                yaw = relative_pose(sample.w2c[i], sample.w2c[j])["ypr"][0]
+                yaw, _, roll = relative_pose(sample.w2c[i], sample.w2c[j])["ypr"]
                 if abs(yaw) < 3.0:
                     continue
                 fj = qs.cache.frame(s, ("turn", i, j) if turned else j)
@@ -173,13 +176,18 @@ def flow_signs(cfg, split: str, turned: bool = False, pixels: int = 300, seed: i
                 if len(rows) < 30:
                     continue
                 r = np.array(rows)  # [n, 3]
+                rolls.append(roll * np.sign(yaw))
                 near = r[:, 1] < np.median(r[:, 1])
                 for name, sel in zip(
                     regions, (r[:, 0] >= 0, r[:, 0] < H / 3, r[:, 0] >= 2 * H / 3, near, ~near)
                 ):
                     if sel.sum() >= 5:
                         hits[name].append(bool(np.sign(np.median(r[sel, 2])) == -np.sign(yaw)))
-    return {"pairs": len(hits["all"]), **{k: float(np.mean(v)) if v else None for k, v in hits.items()}}
+    out = {"pairs": len(hits["all"]), **{k: float(np.mean(v)) if v else None for k, v in hits.items()}}
+    rolls = np.array(rolls)
+    out["roll with the yaw"] = float(np.mean(rolls > 0)) if len(rolls) else None
+    out["median |roll|"] = float(np.median(np.abs(rolls))) if len(rolls) else None
+    return out
 
 
 def run_probe(

@@ -90,3 +90,6 @@ def test_flow_signs_a_pure_turn_moves_everything_against_it(tmp_path, cfg_overri
     # the turn, the near floor at the bottom with it, and the whole view either way.
     real = flow_signs(cfg, "orbits", pixels=120)
     assert real["pairs"] > 0 and real["top third"] >= 0.9 and real["bottom third"] <= 0.1
+    # ... and, looking down at it, rolls the way it turns; the turned pair has the same rotation.
+    assert real["roll with the yaw"] >= 0.9 and real["median |roll|"] > 1.0
+    assert turned["roll with the yaw"] >= 0.9
