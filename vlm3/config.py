@@ -103,6 +103,9 @@ class TrainConfig:
     # CPU threads for torch (0: torch's default). On a shared machine 1 is the safe choice: busy
     # cores make torch's spinning OpenMP threads wait on each other (we measured 20x slower steps).
     threads: int = 0
+    # Processes that build the training questions (0: the training loop itself). Questions are pure
+    # functions of their index, so the batches are the same either way; a GPU run needs them.
+    workers: int = 0
 
 
 @dataclass

@@ -108,6 +108,28 @@ def build_mixture(cfg: Config, cache: SceneCache | None = None) -> MixtureDatase
     return MixtureDataset(datasets, weights, length=length, seed=cfg.train.seed)
 
 
+def _as_list(items: list) -> list:
+    return items
+
+
+def batches(mixture: MixtureDataset, cfg: Config, start: int = 0):
+    """The training batches of steps start .. train.steps - 1: lists of (task, Example), step s's
+    being items s * B .. (s + 1) * B - 1 of the mixture; built in `train.workers` processes if > 0."""
+    B, workers = cfg.train.batch_size, cfg.train.workers
+    if workers < 0:
+        raise ValueError(f"train.workers = {workers}: expected 0 (no worker processes) or more")
+    if workers == 0:
+        return ([mixture[s * B + b] for b in range(B)] for s in range(start, cfg.train.steps))
+    loader = torch.utils.data.DataLoader(
+        mixture,
+        batch_size=B,
+        sampler=range(start * B, cfg.train.steps * B),
+        num_workers=workers,
+        collate_fn=_as_list,
+    )
+    return iter(loader)
+
+
 def set_threads(cfg: Config) -> None:
     if cfg.train.threads > 0 and not torch.cuda.is_available():
         torch.set_num_threads(cfg.train.threads)
@@ -181,7 +203,6 @@ def train(
     vlm.model.train()
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
     log = open(out / "metrics.jsonl", "a" if resume else "w")
-    B = cfg.train.batch_size
     bar = tqdm(
         range(start, cfg.train.steps),
         desc="vlm3 train",
@@ -190,8 +211,7 @@ def train(
         total=cfg.train.steps,
     )
     t0 = time.time()
-    for step in bar:
-        items = [mixture[step * B + b] for b in range(B)]
+    for step, items in zip(bar, batches(mixture, cfg, start)):
         examples = [ex for _, ex in items]
         batch = vlm.encode(
             [e.images for e in examples],

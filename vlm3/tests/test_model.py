@@ -171,6 +171,21 @@ def test_resume_reaches_the_same_weights(cfg_overrides, tmp_path):
         )
 
 
+def test_worker_processes_build_the_same_batches(cfg_overrides, tmp_path):
+    """train.workers > 0 builds the questions in other processes; the weights come out the same."""
+    runs = []
+    for workers in (0, 2):
+        cfg = load_config(
+            None, cfg_overrides + [f"train.out_dir={tmp_path / str(workers)}", f"train.workers={workers}"]
+        )
+        runs.append(train(cfg, progress=False))
+    for (name, pa), (_, pb) in zip(runs[0].model.named_parameters(), runs[1].model.named_parameters()):
+        assert torch.equal(pa, pb), name
+    cfg = load_config(None, cfg_overrides + [f"train.out_dir={tmp_path / 'bad'}", "train.workers=-1"])
+    with pytest.raises(ValueError, match="train.workers"):
+        train(cfg, progress=False)
+
+
 def test_mixture_follows_the_ratios(tiny_cfg):
     cfg = load_config(None, [])
     cfg.data, cfg.train = tiny_cfg.data, tiny_cfg.train
