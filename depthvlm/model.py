@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from huggingface_hub.dataclasses import strict
 from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 from transformers.utils import ModelOutput

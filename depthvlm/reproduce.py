@@ -13,7 +13,6 @@ Ablation: DepthVLM after stage 1 only. Every number is measured by this run.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 

@@ -88,7 +88,6 @@ def render_rays(
     """
     if density not in ("neus", "volsdf"):
         raise ValueError(f"density: expected 'neus' or 'volsdf', got {density!r}")
-    R = origins.shape[0]
     steps = torch.linspace(0.0, 1.0, n_coarse, device=origins.device, dtype=origins.dtype)  # [S]
     if log_spacing:
         t = torch.exp(torch.log(near)[:, None] + (torch.log(far) - torch.log(near))[:, None] * steps)  # [R, S]

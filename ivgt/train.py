@@ -24,7 +24,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-from common.cameras import pixel_centers, pixel_rays
+from common.cameras import pixel_rays
 from ivgt.config import Config, load_config
 from ivgt.data import build_mixture, canonical_views
 from ivgt.losses import camera_loss, confidence_depth_loss, normal_loss
@@ -44,7 +44,7 @@ def set_cpu_threads(n: int) -> None:
 
 def step_losses(model: IVGT, batch: dict, cfg: Config, step: int, gen: torch.Generator) -> dict:
     """All losses of one training step on one canonical batch (`canonical_views` output)."""
-    tc, mc = cfg.train, cfg.model
+    tc = cfg.train
     n_in = tc.input_views
     images = batch["images"]  # [V, 3, H, W]
     V, _, H, W = images.shape

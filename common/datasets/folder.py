@@ -30,7 +30,6 @@ import math
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from common.cameras import make_K, read_colmap_text, resize

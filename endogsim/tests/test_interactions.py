@@ -1,7 +1,6 @@
 """Surgical interactions: retraction (grasp), incision (damage), force on a region, the tool."""
 
 import numpy as np
-import pytest
 
 from endogsim.physics import (
     Grasp, Incision, Material, MPMConfig, MPMSimulator, RegionForce, Scene, StaticBox, Tool, block_particles,
