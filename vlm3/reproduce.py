@@ -49,6 +49,10 @@ PAPER = {
 }
 
 
+# Train settings that change how a run executes, not the weights it ends with (resuming is exact).
+RUN_ONLY = ("threads", "workers", "checkpoint_every")
+
+
 def finished_checkpoint(cfg: Config) -> Path | None:
     """out_dir/checkpoint if a finished run with this exact model, data and train config wrote it."""
     out = Path(cfg.train.out_dir)
@@ -57,7 +61,11 @@ def finished_checkpoint(cfg: Config) -> Path | None:
         return None
     saved = json.loads((out / "config.json").read_text())
     now = json.loads(json.dumps(to_dict(cfg)))  # as train() wrote it
-    same = all(saved.get(k) == v for k, v in now.items() if k != "eval")  # eval settings may differ
+    for c in (saved, now):  # eval settings may differ, and how the run was executed does not matter
+        c.pop("eval", None)
+        for k in RUN_ONLY:
+            c.get("train", {}).pop(k, None)
+    same = saved == now
     done = json.loads((ckpt / "trainer_state.json").read_text())["step"] == cfg.train.steps
     return ckpt if (same and done) else None
 
