@@ -221,19 +221,13 @@ def by_path(questions: dict, answers: dict, cache: SceneCache) -> dict:
     answers of pairs that turn by at least 1 deg the share with the true sign, their Pearson r with
     the truth (None for a constant answer) and their range; identity's yaw 0 has no sign."""
 
-    def where(task, e):
-        return e.target["where"][0] if task == "correspondence" else e.target["pair"][0]
-
+    scene = {"correspondence": lambda e: e.target["where"][0], "pose": lambda e: e.target["pair"][0]}
+    kind_of = {t: [path_kind(cache, scene[t](e)) for e in questions.get(t, [])] for t in scene}
     out = {}
-    kinds = sorted(
-        {path_kind(cache, where(t, e)) for t in ("correspondence", "pose") for e in questions.get(t, [])}
-    )
-    for kind in kinds:
+    for kind in sorted({k for ks in kind_of.values() for k in ks}):
         q, a = {}, {}
-        for task in ("correspondence", "pose"):
-            keep = [
-                k for k, e in enumerate(questions.get(task, [])) if path_kind(cache, where(task, e)) == kind
-            ]
+        for task, kinds in kind_of.items():
+            keep = [k for k, kk in enumerate(kinds) if kk == kind]
             if keep:
                 q[task] = [questions[task][k] for k in keep]
                 a[task] = [answers[task][k] for k in keep]
@@ -393,12 +387,8 @@ def main(argv=None) -> None:
     if args.by_path:
         metrics["by_path"] = by_path(questions, answers, cache)
     if args.turned or args.shifted:  # no translation: only the rotation metrics mean something
-        translation = ("pose_trans_err_deg", "pose_auc30", "pose_distance_abs_rel")
-        metrics = {
-            k: v for k, v in metrics.items() if not k.startswith("depth") and not k.startswith("object")
-        }
         for m in [metrics, *metrics.get("by_path", {}).values()]:
-            for k in translation:
+            for k in ("pose_trans_err_deg", "pose_auc30", "pose_distance_abs_rel"):
                 m.pop(k, None)
     print(json.dumps(metrics, indent=1))
     if args.out:

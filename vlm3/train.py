@@ -108,10 +108,6 @@ def build_mixture(cfg: Config, cache: SceneCache | None = None) -> MixtureDatase
     return MixtureDataset(datasets, weights, length=length, seed=cfg.train.seed)
 
 
-def _as_list(items: list) -> list:
-    return items
-
-
 def batches(mixture: MixtureDataset, cfg: Config, start: int = 0):
     """The training batches of steps start .. train.steps - 1: lists of (task, Example), step s's
     being items s * B .. (s + 1) * B - 1 of the mixture; built in `train.workers` processes if > 0."""
@@ -125,7 +121,7 @@ def batches(mixture: MixtureDataset, cfg: Config, start: int = 0):
         batch_size=B,
         sampler=range(start * B, cfg.train.steps * B),
         num_workers=workers,
-        collate_fn=_as_list,
+        collate_fn=list,  # a batch stays a list of (task, Example)
     )
     return iter(loader)
 
