@@ -163,6 +163,32 @@ def read_scannet_scene(
     )
 
 
+def read_scannet_axis_alignment(scene_dir) -> np.ndarray:
+    """The 4x4 `axisAlignment` of `<scene_dir>/<scene_id>.txt` (ScanNet's scene meta file), which
+    maps the scan's world frame to the axis-aligned frame that ScanRefer boxes and Video-3D LLM's
+    box files use: p_aligned = A @ p_world, so an aligned camera is `w2c @ inv(A)`.
+
+    Test scans have no alignment line: the identity is returned with a warning. A missing meta
+    file or a line without 16 numbers is a DatasetError.
+    """
+    scene_dir = Path(scene_dir)
+    path = scene_dir / f"{scene_dir.name}.txt"
+    if not path.is_file():
+        raise DatasetError(path, "scene meta file not found (expected <scene_id>.txt with axisAlignment)")
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == "axisAlignment":
+            try:
+                numbers = [float(x) for x in value.split()]
+            except ValueError:
+                numbers = []
+            if len(numbers) != 16 or not np.all(np.isfinite(numbers)):
+                raise DatasetError(path, f"axisAlignment: expected 16 finite numbers, got {value.strip()[:80]!r}")
+            return np.array(numbers, dtype=np.float64).reshape(4, 4)
+    warnings.warn(f"{path}: no axisAlignment line (a test scan?); using the identity")
+    return np.eye(4)
+
+
 class ScanNetDataset(torch.utils.data.Dataset):
     """Windows of `num_views` consecutive valid frames (after `stride`) from ScanNet scenes.
 

@@ -154,3 +154,21 @@ def test_sqa3d_missing_key(tmp_path):
 def _tiny_sample(scene_id):
     return Sample(images=torch.zeros(1, 3, 2, 2), K=torch.eye(3)[None], w2c=torch.eye(4)[None],
                   scene_id=scene_id)
+
+
+def test_axis_alignment_meta_file(tmp_path):
+    from common.datasets import read_scannet_axis_alignment
+
+    scene = tmp_path / "scene0002_00"
+    scene.mkdir()
+    align = np.arange(16, dtype=float).reshape(4, 4)
+    (scene / "scene0002_00.txt").write_text("colorHeight = 968\naxisAlignment = " + " ".join(map(str, align.flatten())) + "\n")
+    assert np.array_equal(read_scannet_axis_alignment(scene), align)
+    (scene / "scene0002_00.txt").write_text("colorHeight = 968\n")  # test scans have none
+    with pytest.warns(UserWarning, match="no axisAlignment line"):
+        assert np.array_equal(read_scannet_axis_alignment(scene), np.eye(4))
+    (scene / "scene0002_00.txt").write_text("axisAlignment = 1 0 0\n")
+    with pytest.raises(DatasetError, match="axisAlignment: expected 16 finite numbers"):
+        read_scannet_axis_alignment(scene)
+    with pytest.raises(DatasetError, match="scene meta file not found"):
+        read_scannet_axis_alignment(tmp_path / "scene0003_00")

@@ -1,0 +1,192 @@
+"""Training: the inference checkpoint holds no training-only module, resume is exact, two processes
+shard like one with twice the batch, a tiny model learns, and bad settings are one line."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ide3d.data import load_scenes
+from ide3d.evaluate import predict, score
+from ide3d.model import build_model, load_pretrained
+from ide3d.tests.conftest import make_cfg
+from ide3d.train import main as train_main
+from ide3d.train import pretrain_verifier, train
+
+ROOT = Path(__file__).resolve().parents[2]
+NO_AUX = ["supervision.geometry_weight=0", "supervision.cross_view_weight=0", "supervision.global_weight=0"]
+
+
+def weights(path) -> dict:
+    return load_file(str(Path(path) / "model.safetensors"))
+
+
+def test_training_only_modules_leave_the_inference_model(data_root, teacher_path, tmp_path):
+    full = train(make_cfg(data_root, tmp_path / "full", teacher_path), progress=False)
+    base = train(make_cfg(data_root, tmp_path / "base", teacher_path, NO_AUX), progress=False)
+    names_full, names_base = weights(full), weights(base)
+    assert sorted(names_full) == sorted(names_base)  # same parameters as the baseline VLM
+    assert sum(v.numel() for v in names_full.values()) == sum(v.numel() for v in names_base.values())
+    assert not any(k.startswith(("supervision", "verifier", "proj_3d")) for k in names_full)
+    ckpt = load_file(str(tmp_path / "full" / "checkpoint" / "supervision.safetensors"))
+    assert any(k.startswith("verifier.") for k in ckpt) and any(k.startswith("proj_3d.") for k in ckpt)
+    log = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    assert all(r["geometry"] > 0 and r["cross_view"] >= 0 and r["global"] > 0 for r in log)
+
+
+def test_resume_reaches_the_same_weights_and_log(data_root, teacher_path, tmp_path):
+    straight = train(make_cfg(data_root, tmp_path / "a", teacher_path), progress=False)
+    cfg = make_cfg(data_root, tmp_path / "b", teacher_path)
+    train(cfg, stop_at=3, progress=False)  # killed after step 3: the checkpoint is step 2's
+    assert json.loads((tmp_path / "b" / "checkpoint" / "trainer_state.json").read_text())["step"] == 2
+    assert len((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()) == 3
+    resumed = train(cfg, resume=True, progress=False)
+    a, b = weights(straight), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    def log(run):
+        return [
+            {k: v for k, v in json.loads(line).items() if k != "seconds"}
+            for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        ]
+
+    assert log("a") == log("b")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_follow_one_with_twice_the_batch(data_root, teacher_path, tmp_path):
+    common = [
+        "--config",
+        str(ROOT / "ide3d/configs/tiny.yaml"),
+        f"data.root={data_root}",
+        "data.frames=4",
+        f"supervision.teacher_path={teacher_path}",
+        "train.steps=3",
+        "train.checkpoint_every=3",
+        "train.queries_per_scene=2",
+        "threads=1",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    one = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ide3d.train",
+            *common,
+            f"train.out_dir={tmp_path / 'one'}",
+            "train.scenes_per_batch=2",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(_free_port()),
+            "-m",
+            "ide3d.train",
+            *common,
+            f"train.out_dir={tmp_path / 'two'}",
+            "train.scenes_per_batch=1",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    curve = {
+        run: [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        for run in ("one", "two")
+    }
+    assert len(curve["one"]) == len(curve["two"]) == 3  # one log, written by the main process only
+    for a, b in zip(curve["one"], curve["two"]):
+        for key in ("loss", "task", "geometry", "cross_view", "global"):
+            assert a[key] == pytest.approx(b[key], rel=2e-4, abs=1e-5), (key, a, b)
+    wa, wb = weights(tmp_path / "one" / "final"), weights(tmp_path / "two" / "final")
+    # Within float noise: Adam rescales gradients that are zero up to rounding (attention key
+    # biases cancel in the softmax) to steps of the learning rate's size, so allow 1e-4.
+    diff = {k: (wa[k] - wb[k]).abs().max().item() for k in wa}
+    assert max(diff.values()) < 1e-4, sorted(diff.items(), key=lambda kv: -kv[1])[:5]
+
+
+def test_tiny_model_learns_to_ground_its_training_queries(data_root, teacher_path, tmp_path):
+    """Learning test: the trained model against the untrained one on the queries it saw."""
+    cfg = make_cfg(
+        data_root,
+        tmp_path / "learn",
+        teacher_path,
+        NO_AUX + ["train.steps=120", "train.warmup=0.0", "train.queries_per_scene=8"],
+    )
+    model, processor = build_model(cfg.model, seed=0)
+    scenes = load_scenes(cfg.data, "train", processor=processor)
+    before, _ = score(scenes, predict(model, processor, scenes))
+    trained, _ = load_pretrained(train(cfg, progress=False))
+    after, _ = score(scenes, predict(trained, processor, scenes))
+    # Measured: Acc@0.25 0.17 -> 0.42, F1@0.25 0.11 -> 0.38 (120 steps).
+    assert after["acc@0.25"] > before["acc@0.25"] + 0.15, (before, after)
+    assert after["f1@0.25"] > before["f1@0.25"] + 0.15, (before, after)
+
+
+def test_strong_verifier_pretraining_and_loading(data_root, teacher_path, tmp_path):
+    cfg = make_cfg(data_root, tmp_path / "strong", teacher_path)
+    path = pretrain_verifier(cfg, tmp_path / "verifier", progress=False)
+    assert (path / "config.json").is_file() and json.loads((path / "pretraining.json").read_text())[
+        "steps"
+    ] == 2
+    cfg = make_cfg(
+        data_root, tmp_path / "strong", teacher_path, [f"supervision.verifier_init={path}", "train.steps=1"]
+    )
+    train(cfg, progress=False)
+    ckpt = load_file(str(tmp_path / "strong" / "checkpoint" / "supervision.safetensors"))
+    assert any(k.startswith("verifier.") for k in ckpt)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.steps=-5", "train.steps: expected >= 1, got -5"),
+        ("train.checkpoint_every=0", "train.checkpoint_every: expected >= 1"),
+        (
+            "supervision.geometry_weight=0",
+            "supervision.cross_view_weight: expected 0 when geometry_weight is 0",
+        ),
+        ("supervision.global_wieght=1.0", "unknown key 'supervision.global_wieght'; did you mean"),
+        ("data.source=kinect", "data.source: expected 'synthetic', 'scannet' or 'video3dllm', got 'kinect'"),
+    ],
+)
+def test_bad_settings_are_one_line(override, message, data_root, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        train_main(
+            [
+                "--config",
+                str(ROOT / "ide3d/configs/tiny.yaml"),
+                f"data.root={data_root}",
+                f"train.out_dir={tmp_path}",
+                override,
+            ]
+        )
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and err.startswith("ide3d.train: error: ") and message in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "metrics.jsonl").exists()
