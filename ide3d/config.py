@@ -124,13 +124,13 @@ class TeacherConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 1200
+    steps: int = 1600
     # Per process and step: scenes, and queries of each (the video encoder and the training-only
     # losses run once per scene). N processes follow the loss curve of one with N x the scenes.
     scenes_per_batch: int = 2
     queries_per_scene: int = 16
     lr: float = 1.0e-3
-    vision_lr: float = 1.0e-3  # official: 2e-6 for the vision tower, the DPT and the adapter
+    vision_lr: float = 2.0e-4  # official: 2e-6 for the vision tower and the verifier, 1e-5 for the rest
     warmup: float = 0.03
     weight_decay: float = 0.0
     grad_clip: float = 1.0

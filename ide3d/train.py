@@ -74,7 +74,7 @@ def global_batch(
     return out
 
 
-def teacher_features(cfg: Config, scenes, accelerator, out: Path) -> tuple[list | None, int | None]:
+def teacher_features(cfg: Config, scenes, accelerator) -> tuple[list | None, int | None]:
     """Frozen teacher features per training scene (main process trains the builtin teacher when
     absent and fills the cache; the others wait and read it)."""
     s = cfg.supervision
@@ -147,7 +147,7 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None, progres
         pool.setdefault(it[0], []).append(it)
     if not pool:
         raise ValueError(f"data ({cfg.data.source}): no training queries with labels")
-    feats, teacher_dim = teacher_features(cfg, scenes, accelerator, out)
+    feats, teacher_dim = teacher_features(cfg, scenes, accelerator)
     start = 0
     if resume:
         model, processor = load_pretrained(ckpt / "model")

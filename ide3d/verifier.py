@@ -7,7 +7,7 @@ shared MLP projector (Linear 1152 -> 2304, GELU, Linear -> 2048, LayerNorm), the
 (per level a 1x1 projection and a resampling x4 / x2 / x1 / x0.5, RefineNet fusion, output at
 the input size) with depth = exp(c0) and confidence = 1 + exp(c1). "Weak" means this decoder
 starts from random weights; the "strong" ablation starts it from a depth network trained to
-convergence (`pretrain_verifier`).
+convergence (`ide3d.train.pretrain_verifier`).
 
 Loss (VGGT-style, official `geometric_loss.py`), on pixels with ground-truth depth > 0:
 conf * |D - D*| - alpha * log(conf)  +  |D - D*|  +  multi-scale gradient term, where the two
