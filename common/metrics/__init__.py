@@ -9,7 +9,12 @@ the argument.
 from .correspondence import end_point_error, epe_stats, pck
 from .depth import align_lstsq, align_median, depth_metrics, silog
 from .geometry import (
+    align_sim3_icp,
+    estimate_normals,
+    icp,
     mesh_metrics,
+    multiview_reconstruction_metrics,
+    occupancy_iou,
     nearest_neighbor_distances,
     normal_angle_metrics,
     point_cloud_metrics,
@@ -52,6 +57,11 @@ __all__ = [
     "normal_angle_metrics",
     "nearest_neighbor_distances",
     "sample_mesh_surface",
+    "estimate_normals",
+    "icp",
+    "multiview_reconstruction_metrics",
+    "align_sim3_icp",
+    "occupancy_iou",
     # pose
     "rotation_error_deg",
     "translation_direction_error_deg",

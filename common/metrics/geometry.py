@@ -171,3 +171,98 @@ def normal_angle_metrics(pred, gt, mask=None, channel_axis=None) -> dict:
         "within_22_5": float(100 * np.mean(theta < 22.5)),
         "within_30": float(100 * np.mean(theta < 30.0)),
     }
+
+
+def estimate_normals(points, k: int = 30) -> np.ndarray:
+    """Unit normals [N, 3] of a point cloud [N, 3] by PCA over each point's k nearest neighbours
+    (Open3D's `estimate_normals` default, KNN 30): the eigenvector of the smallest eigenvalue of the
+    neighbourhood covariance. The sign is arbitrary (orientation-free metrics use |n . n|)."""
+    points = _points(points, "points")
+    k = int(min(k, len(points)))
+    if k < 3:
+        raise ValueError(f"points: need at least 3 points for normals, got {len(points)}")
+    _, idx = cKDTree(points).query(points, k=k)  # [N, k]
+    nb = points[idx] - points[idx].mean(1, keepdims=True)  # [N, k, 3]
+    cov = np.einsum("nki,nkj->nij", nb, nb)  # [N, 3, 3]
+    _, vecs = np.linalg.eigh(cov)  # ascending eigenvalues
+    return vecs[:, :, 0]
+
+
+def icp(src, dst, threshold: float, max_iterations: int = 30, init=None) -> np.ndarray:
+    """Point-to-point ICP (Besl & McKay; Open3D's `registration_icp` with its defaults: 30 iterations,
+    correspondences = nearest neighbours within `threshold`, rigid, no scale). Returns the 4x4
+    transform that maps src [N, 3] onto dst [M, 3]; stops early when the inlier RMSE stops improving."""
+    src, dst = _points(src, "src"), _points(dst, "dst")
+    if not threshold > 0:
+        raise ValueError(f"threshold: must be > 0, got {threshold}")
+    T = np.eye(4) if init is None else np.array(init, dtype=np.float64)
+    tree = cKDTree(dst)
+    prev = np.inf
+    for _ in range(int(max_iterations)):
+        moved = src @ T[:3, :3].T + T[:3, 3]
+        dist, idx = tree.query(moved, k=1, distance_upper_bound=threshold)
+        inlier = np.isfinite(dist)
+        if inlier.sum() < 3:
+            break
+        rmse = float(np.sqrt(np.mean(dist[inlier] ** 2)))
+        if prev - rmse < 1e-6 * max(prev, 1e-12) and np.isfinite(prev):
+            break
+        prev = rmse
+        from .pose import umeyama  # local: pose imports nothing from here
+
+        _, R, t = umeyama(moved[inlier], dst[idx[inlier]], with_scale=False)
+        step = np.eye(4)
+        step[:3, :3], step[:3, 3] = R, t
+        T = step @ T
+    return T
+
+
+def align_sim3_icp(pred, gt, icp_threshold: float = 0.1) -> tuple:
+    """The alignment of the multi-view protocol: Umeyama Sim(3) of pred [N, 3] onto its corresponding gt
+    [N, 3], then point-to-point ICP at `icp_threshold`. -> (aligned pred [N, 3], scale)."""
+    from .pose import umeyama
+
+    pred, gt = _points(pred, "pred"), _points(gt, "gt")
+    check_same_shape(pred, gt, "pred", "gt")
+    s, R, t = umeyama(pred, gt, with_scale=True)
+    aligned = s * pred @ R.T + t
+    T = icp(aligned, gt, icp_threshold)
+    return aligned @ T[:3, :3].T + T[:3, 3], float(s)
+
+
+def multiview_reconstruction_metrics(pred, gt, icp_threshold: float = 0.1, normal_k: int = 30) -> dict:
+    """The multi-view point-map protocol of CUT3R / Pi3 / G2VLM (`mv_recon/eval.py`).
+
+    pred, gt: corresponding points [N, 3] (pixel i of the predicted point maps against pixel i of
+    the ground truth, on the ground truth's valid pixels). Steps: Umeyama Sim(3) (with scale) of
+    pred onto gt on all correspondences; point-to-point ICP at `icp_threshold` (0.1 m; 100 for DTU
+    in mm); then accuracy = NN distance pred -> gt, completeness = gt -> pred (means and medians),
+    normal consistency from PCA normals (k = 30) on both clouds, NC = (|n_p . n_gt(NN)| mean over
+    pred + the same over gt) / 2, and its median. Returns a dict of floats.
+    """
+    aligned, s = align_sim3_icp(pred, gt, icp_threshold)
+    gt = _points(gt, "gt")
+    d_pred, nn_gt = cKDTree(gt).query(aligned, k=1)
+    d_gt, nn_pred = cKDTree(aligned).query(gt, k=1)
+    n_pred, n_gt = estimate_normals(aligned, normal_k), estimate_normals(gt, normal_k)
+    nc1 = np.abs(np.sum(n_pred * n_gt[nn_gt], 1))
+    nc2 = np.abs(np.sum(n_gt * n_pred[nn_pred], 1))
+    return {
+        "acc": float(d_pred.mean()),
+        "acc_median": float(np.median(d_pred)),
+        "comp": float(d_gt.mean()),
+        "comp_median": float(np.median(d_gt)),
+        "nc": float((nc1.mean() + nc2.mean()) / 2),
+        "nc_median": float((np.median(nc1) + np.median(nc2)) / 2),
+        "scale": float(s),
+    }
+
+
+def occupancy_iou(pred, gt, voxel: float = 0.1) -> float:
+    """IoU of the sets of voxels (edge `voxel`, from the origin) occupied by pred [N, 3] and gt [M, 3]."""
+    pred, gt = _points(pred, "pred"), _points(gt, "gt")
+    if not voxel > 0:
+        raise ValueError(f"voxel: must be > 0, got {voxel}")
+    a = {tuple(v) for v in np.floor(pred / voxel).astype(np.int64)}
+    b = {tuple(v) for v in np.floor(gt / voxel).astype(np.int64)}
+    return len(a & b) / len(a | b)

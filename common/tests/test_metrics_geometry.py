@@ -100,3 +100,61 @@ def test_bad_inputs():
         normal_angle_metrics(np.ones((2, 3)), np.zeros((2, 3)))
     with pytest.raises(ValueError, match="mesh"):
         mesh_metrics("not a mesh", trimesh.creation.box(), n_samples=10)
+
+
+def _cube_surface(n=3000, seed=0):
+    rng = np.random.default_rng(seed)
+    g = rng.uniform(-1, 1, (n, 3))
+    axis = rng.integers(0, 3, n)
+    g[np.arange(n), axis] = np.sign(g[np.arange(n), axis])
+    return g
+
+
+def _rotation(deg_xyz):
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.from_euler("xyz", deg_xyz, degrees=True).as_matrix()
+
+
+def test_estimate_normals_of_a_plane():
+    from common.metrics import estimate_normals
+
+    rng = np.random.default_rng(1)
+    pts = np.c_[rng.uniform(-1, 1, (500, 2)), np.zeros(500)]
+    n = estimate_normals(pts)
+    assert np.allclose(np.abs(n[:, 2]), 1.0, atol=1e-6)
+
+
+def test_icp_recovers_a_rigid_transform():
+    from common.metrics import icp
+
+    g = _cube_surface()
+    R = _rotation([0, 0, 4])
+    src = g @ R.T + [0.02, -0.01, 0.03]
+    T = icp(src, g, threshold=0.2)
+    assert np.allclose(src @ T[:3, :3].T + T[:3, 3], g, atol=1e-3)
+
+
+def test_multiview_protocol_undoes_a_similarity_and_refines_with_icp():
+    from common.metrics import multiview_reconstruction_metrics
+
+    g = _cube_surface()
+    R, s, t = _rotation([10, -5, 20]), 1.7, np.array([0.3, -0.2, 0.5])
+    pred = (g - t) @ R / s  # s R pred + t = g
+    exact = multiview_reconstruction_metrics(pred, g)
+    assert (
+        exact["acc"] < 1e-9 and exact["comp"] < 1e-9 and exact["nc"] > 0.999 and np.isclose(exact["scale"], s)
+    )
+    # Correspondences of a shifted surface: Umeyama alone leaves an offset that ICP removes.
+    rng = np.random.default_rng(2)
+    noisy = pred + rng.normal(0, 0.004, pred.shape)
+    m = multiview_reconstruction_metrics(noisy, g)
+    assert m["acc"] < 0.02 and m["comp"] < 0.02 and m["nc"] > 0.95
+
+
+def test_occupancy_iou_hand_case():
+    from common.metrics import occupancy_iou
+
+    a = np.array([[0.05, 0.05, 0.05], [0.15, 0.05, 0.05]])  # voxels (0,0,0), (1,0,0)
+    b = np.array([[0.06, 0.02, 0.01], [0.05, 0.25, 0.05]])  # voxels (0,0,0), (0,2,0)
+    assert occupancy_iou(a, b, voxel=0.1) == 1 / 3 and occupancy_iou(a, a) == 1.0
