@@ -1,0 +1,202 @@
+"""Reconstruct a scene, build its scene graph and answer a question with G2VLM.
+
+    python -m g2vlm.demo --images data/synthetic/test/00000_indoor --ask "How many boxes are there?"
+    python -m g2vlm.demo --images photos/ --ask "..."                          # RGB only
+    python -m g2vlm.demo --images photos/ --depth depth/ --K 500,500,320,240 --mesh partial.ply --ask "..."
+
+`--images` is a folder of images (intrinsics from `intrinsics.txt`, poses from a COLMAP text model
+when present, as `common.datasets.read_image_folder` reads them) or a scene folder of the project's
+format (scene.json: its depth is the sensor depth, its annotated objects the candidate boxes).
+With `--depth` (16-bit PNGs in millimetres named as the images) the sensor-depth mode runs and needs
+intrinsics (`--K`, `intrinsics.txt` or COLMAP) and, for several views, poses (COLMAP); without it
+the RGB-only path predicts depth and cameras. `--mesh` adds a partial mesh or point cloud (PLY/OBJ,
+world frame) to the geometry. `--boxes` (a JSON list of [cx, cy, cz, dx, dy, dz]) gives the
+candidate objects of the scene graph. Writes `<out>/<name>_points.ply`, `<name>_mesh.glb`,
+`<name>_scene_graph.json` (with candidates) and `<name>_answer.json` (name = the folder's name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.cameras import make_K, resize
+from common.cli import one_line_errors
+from common.datasets import DatasetError, io, read_image_folder, read_scene
+from g2vlm.data import object_boxes, uniform_views
+
+DEPTH_SCALE = 1000.0  # --depth PNGs hold millimetres
+
+
+def read_mesh(path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Vertices [M, 3] and vertex normals [M, 3] of a PLY/OBJ mesh or point cloud (trimesh)."""
+    import trimesh
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(path, "--mesh file not found")
+    try:
+        geom = trimesh.load(str(path), force=None)
+    except Exception as exc:  # trimesh raises many kinds for a file it cannot parse
+        raise DatasetError(
+            path, f"not a mesh or point cloud trimesh can read ({type(exc).__name__}: {exc})"
+        ) from None
+    if isinstance(geom, trimesh.Scene):
+        geom = geom.dump(concatenate=True) if geom.geometry else None
+    vertices = getattr(geom, "vertices", None)
+    if vertices is None or len(vertices) == 0:
+        raise DatasetError(path, "no vertices (expected a PLY/OBJ mesh or point cloud)")
+    normals = (
+        np.asarray(geom.vertex_normals) if isinstance(geom, trimesh.Trimesh) else np.zeros_like(vertices)
+    )
+    return torch.as_tensor(np.asarray(vertices), dtype=torch.float32), torch.as_tensor(
+        normals, dtype=torch.float32
+    )
+
+
+def parse_K(text: str) -> torch.Tensor:
+    try:
+        fx, fy, cx, cy = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--K: expected fx,fy,cx,cy in pixels, got {text!r}") from None
+    if not (fx > 0 and fy > 0):
+        raise ValueError(f"--K: focal lengths must be > 0, got fx={fx}, fy={fy}")
+    return make_K(fx, fy, cx, cy).float()
+
+
+def read_inputs(args, size: int) -> dict:
+    """Views at `size` x `size` and what is known of them (module docstring); raises on bad input
+    before any model is loaded."""
+    folder = Path(args.images)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: --images folder not found")
+    boxes = None
+    if (folder / "scene.json").is_file():
+        sample = read_scene(folder, load=("depth",))
+        depth, known_K, poses = sample.depth, True, True
+        objects = sample.annotations.get("objects", [])
+        boxes = torch.from_numpy(object_boxes(objects)).float() if objects else None
+    else:
+        sample = read_image_folder(folder)
+        known_K = sample.annotations.get("intrinsics_source") != "assumed 60 deg fov" or args.K is not None
+        poses = bool(sample.annotations.get("poses_known"))
+        if args.K is not None:
+            sample.K[:] = parse_K(args.K)
+        depth = None
+        if args.depth is not None:
+            dd = Path(args.depth)
+            maps = []
+            for name in sample.view_names:
+                path = dd / f"{name}.png"
+                if not path.is_file():
+                    raise DatasetError(
+                        path, f"no depth map for image {name!r} (expected {name}.png in --depth)"
+                    )
+                maps.append(io.read_depth_png(path, DEPTH_SCALE, tuple(sample.images.shape[-2:])))
+            depth = torch.stack(maps)
+    views = uniform_views(sample.num_views, args.num_views)
+    rgb, K = resize(sample.images[views], sample.K[views], (size, size))
+    out = {"name": folder.name, "rgb": rgb.clamp(0, 1), "K": K, "w2c": sample.w2c[views], "boxes": boxes}
+    if depth is not None:
+        if not known_K:
+            raise ValueError(
+                "intrinsics missing: the sensor-depth mode needs --K fx,fy,cx,cy, intrinsics.txt or "
+                "COLMAP cameras in --images"
+            )
+        if len(views) > 1 and not poses:
+            raise ValueError(
+                "poses missing: several views in the sensor-depth mode need a COLMAP text model in "
+                "--images (or drop --depth for the RGB-only path)"
+            )
+        out["sensor"] = resize(depth[views][:, None], sample.K[views], (size, size), mode="nearest")[0][:, 0]
+    if args.boxes:
+        data = json.loads(Path(args.boxes).read_text())
+        arr = np.asarray(data, dtype=np.float64)
+        if arr.ndim != 2 or arr.shape[1] != 6:
+            raise DatasetError(args.boxes, "expected a JSON list of [cx, cy, cz, dx, dy, dz] boxes")
+        out["boxes"] = torch.from_numpy(arr).float()
+    if args.mesh:
+        out["vertices"], out["vertex_normals"] = read_mesh(args.mesh)
+    return out
+
+
+@torch.no_grad()
+def run(model, inputs: dict, question: str, out_dir: Path, tsdf_voxel: float = 0.05) -> dict:
+    from g2vlm.evaluate import scene_graph
+    from g2vlm.objective import QA_SUFFIX
+    from g2vlm.tsdf import colored_points, save_point_cloud, tsdf_mesh
+
+    g = model.geometry
+    rgb, K, w2c = inputs["rgb"], inputs["K"], inputs["w2c"]
+    mode = "sensor" if "sensor" in inputs else "rgb"
+    if mode == "sensor":
+        depth, _ = g.depth_head(rgb, inputs["sensor"])
+    else:
+        depth, w2c, _, _ = g.rgb_only(rgb, w2c[0])
+    tokens = g.tokens(
+        rgb, inputs.get("sensor", depth), K, w2c, mode, inputs.get("vertices"), inputs.get("vertex_normals")
+    )
+    name = inputs["name"]
+    points, colors = colored_points(depth, K, w2c, rgb)
+    save_point_cloud(out_dir / f"{name}_points.ply", points, colors)
+    mesh = tsdf_mesh(depth, K, w2c, rgb, tsdf_voxel)
+    if mesh is not None:
+        mesh.export(str(out_dir / f"{name}_mesh.glb"))
+    result = {"mode": mode, "question": question}
+    if inputs.get("boxes") is not None:
+        feats, objectness = g.object_features(tokens, inputs["boxes"], rgb, K, w2c)
+        graph = scene_graph(model, inputs["boxes"], w2c[0], feats, objectness)
+        (out_dir / f"{name}_scene_graph.json").write_text(json.dumps(graph, indent=1))
+        result["scene_graph"] = f"{len(graph['objects'])} objects, {len(graph['relations'])} relations"
+    else:
+        print("g2vlm.demo: no scene graph: give candidate boxes with --boxes", file=sys.stderr)
+    result["answer"] = model.answer([question + QA_SUFFIX], [tokens])[0]
+    (out_dir / f"{name}_answer.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", required=True)
+    ap.add_argument("--ask", required=True)
+    ap.add_argument(
+        "--depth", default=None, help="sensor depth PNGs (16-bit millimetres), named as the images"
+    )
+    ap.add_argument("--K", default=None, help="fx,fy,cx,cy in pixels of the images")
+    ap.add_argument("--mesh", default=None, help="a partial mesh or point cloud (PLY/OBJ, world frame)")
+    ap.add_argument("--boxes", default=None, help="candidate boxes for the scene graph (JSON list)")
+    ap.add_argument("--num-views", type=int, default=4)
+    ap.add_argument(
+        "--model", default="results/g2vlm/g2vlm/stage2/final", help="default: make reproduce-g2vlm's"
+    )
+    ap.add_argument("--out", default="results/g2vlm/demo")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args(argv)
+    with one_line_errors("g2vlm.demo"):
+        from g2vlm.config import set_threads
+        from g2vlm.model import G2VLM
+
+        if args.num_views < 1:
+            raise ValueError(f"--num-views: expected >= 1, got {args.num_views}")
+        set_threads(args.threads)
+        geometry_config = Path(args.model) / "geometry" / "config.json"
+        if not geometry_config.is_file():
+            raise FileNotFoundError(f"{args.model}: not a G2VLM folder (expected geometry/config.json)")
+        inputs = read_inputs(args, int(json.loads(geometry_config.read_text())["image_size"]))
+        model = G2VLM.from_pretrained(args.model)
+        model.to(args.device).eval()
+        inputs = {k: v.to(args.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        result = run(model, inputs, args.ask, out)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
