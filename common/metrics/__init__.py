@@ -6,6 +6,7 @@ protocol (paper / codebase) it follows. Bad shapes or non-finite inputs raise Va
 the argument.
 """
 
+from .captions import bleu, cider, rouge_l
 from .correspondence import end_point_error, epe_stats, pck
 from .depth import align_lstsq, align_median, depth_metrics, silog
 from .geometry import (
@@ -21,7 +22,7 @@ from .geometry import (
     sample_mesh_surface,
 )
 from .grounding import acc_at_iou, box_corners, box_iou_3d_axis_aligned, box_iou_3d_oriented, multi3drefer_f1
-from .image import psnr, ssim, ssim_map
+from .image import psnr, psnr_masked_image, ssim, ssim_3dgs, ssim_map
 from .language import (
     MRA_THRESHOLDS,
     accuracy,
@@ -29,6 +30,8 @@ from .language import (
     mean_relative_accuracy,
     normalize_answer,
     parse_number,
+    parse_number_depthlm,
+    parse_number_vsibench,
     refined_exact_match,
 )
 from .pose import (
@@ -46,6 +49,9 @@ from .pose import (
 from .statistics import bootstrap_ci, paired_bootstrap_test
 
 __all__ = [
+    "bleu",
+    "cider",
+    "rouge_l",
     # depth
     "depth_metrics",
     "align_median",
@@ -75,13 +81,17 @@ __all__ = [
     "pose_metrics",
     # image
     "psnr",
+    "psnr_masked_image",
     "ssim",
+    "ssim_3dgs",
     "ssim_map",
     # language
     "normalize_answer",
     "exact_match",
     "refined_exact_match",
     "parse_number",
+    "parse_number_depthlm",
+    "parse_number_vsibench",
     "MRA_THRESHOLDS",
     "mean_relative_accuracy",
     "accuracy",

@@ -134,8 +134,9 @@ def normal_angle_metrics(pred, gt, mask=None, channel_axis=None) -> dict:
     degrees. Normals must be in the same frame (camera frame, OpenCV) and sign convention.
 
     theta = arccos(clip(n_pred . n_gt, -1, 1)) per valid pixel; returns mean, median, rmse
-    (sqrt(mean theta^2)) in degrees and within_11_25 / within_22_5 / within_30 = percent of valid
-    pixels with theta < 11.25 / 22.5 / 30 degrees.
+    (sqrt(mean theta^2)) in degrees and within_5 / within_7_5 / within_11_25 / within_22_5 /
+    within_30 = percent of valid pixels with theta < 5 / 7.5 / 11.25 / 22.5 / 30 degrees (DSINE's
+    table adds the 5 and 7.5 columns to Omnidata's three).
     """
     pred = as_numpy(pred, "pred")
     gt = as_numpy(gt, "gt")
@@ -167,6 +168,8 @@ def normal_angle_metrics(pred, gt, mask=None, channel_axis=None) -> dict:
         "mean": float(theta.mean()),
         "median": float(np.median(theta)),
         "rmse": float(np.sqrt(np.mean(theta**2))),
+        "within_5": float(100 * np.mean(theta < 5.0)),
+        "within_7_5": float(100 * np.mean(theta < 7.5)),
         "within_11_25": float(100 * np.mean(theta < 11.25)),
         "within_22_5": float(100 * np.mean(theta < 22.5)),
         "within_30": float(100 * np.mean(theta < 30.0)),

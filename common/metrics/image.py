@@ -153,3 +153,36 @@ def ssim(pred, gt, mask=None, data_range: float = 1.0, reduce: str = "mean"):
             )
         values = (s * m[:, None]).sum(dim=(1, 2, 3)) / (area * C)
     return _reduce(values, batch_shape, reduce)
+
+
+def ssim_3dgs(pred, gt, data_range: float = 1.0, reduce: str = "mean"):
+    """SSIM as 3D Gaussian Splatting's `utils/loss_utils.ssim` computes it (and the 3DGS-derived
+    EndoGaussian / Deform3DGS report it): the same Gaussian window and constants as `ssim`, but
+    convolved with zero padding of 5 pixels (`F.conv2d(..., padding=5)`) and averaged over the
+    full H x W map, borders included. Slightly different from `ssim` (skimage / pixelSplat), which
+    averages only the windows inside the image; the leaderboard names which one a number follows.
+    """
+    pred, gt, batch_shape = _image_pair(pred, gt, data_range)
+    B, C, H, W = pred.shape
+    g = _gaussian_window(pred.device)
+    w = (g[:, None] * g[None, :])[None, None]  # [1, 1, 11, 11]
+    x, y = pred.reshape(B * C, 1, H, W), gt.reshape(B * C, 1, H, W)
+    r = SSIM_WIN // 2
+    conv = lambda t: F.conv2d(t, w, padding=r)  # noqa: E731  [B C, 1, H, W], zero padding
+    mu_x, mu_y = conv(x), conv(y)
+    var_x, var_y, cov = conv(x * x) - mu_x**2, conv(y * y) - mu_y**2, conv(x * y) - mu_x * mu_y
+    c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
+    s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return _reduce(s.reshape(B, C * H * W).mean(1), batch_shape, reduce)
+
+
+def psnr_masked_image(pred, gt, mask, data_range: float = 1.0, reduce: str = "mean"):
+    """PSNR the way EndoGaussian / EndoNeRF evaluation scripts compute it on masked frames: both
+    images multiplied by the tissue mask [..., H, W], then the MSE over *all* pixels (the masked-out
+    ones count as perfect zeros), which inflates PSNR by 10 log10(1 / mask fraction) against
+    `psnr(..., mask=mask)`. For comparing with their tables only."""
+    pred, gt, batch_shape = _image_pair(pred, gt, data_range)
+    B, C, H, W = pred.shape
+    m = _mask(mask, batch_shape, H, W, pred.device)[:, None]  # [B, 1, H, W]
+    mse = ((pred * m - gt * m) ** 2).mean(dim=(1, 2, 3))
+    return _reduce(10 * torch.log10(data_range**2 / mse), batch_shape, reduce)

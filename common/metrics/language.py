@@ -141,6 +141,38 @@ def parse_number(text) -> float | None:
     return None
 
 
+def parse_number_vsibench(text) -> float | None:
+    """VSI-Bench's own reading of a numeric answer (`fuzzy_matching` then `float()`): the first
+    space-separated token with a trailing '.' stripped; anything else ("about 2 m", "two") is None,
+    which scores 0. Stricter than `parse_number`; for comparing with VSI-Bench tables."""
+    if text is None:
+        return None
+    try:
+        value = float(str(text).strip().split(" ")[0].rstrip(".").strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+_FLOAT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def parse_number_depthlm(text) -> float | None:
+    """DepthLM / VLM3's reading of a depth answer: the first number inside `<answer> ... </answer>`
+    (the last such span); no tag, no number (their fallback after `math_verify` looks only there).
+    Units and number words are not read. None scores as a miss."""
+    if text is None:
+        return None
+    spans = re.findall(r"<answer>(.*?)</answer>", str(text), re.IGNORECASE | re.DOTALL)
+    if not spans:
+        return None
+    m = _FLOAT.search(spans[-1])
+    if not m:
+        return None
+    value = float(m.group(0))
+    return value if math.isfinite(value) else None
+
+
 # VSI-Bench's confidence thresholds C = {0.50, 0.55, ..., 0.95}, written out: its code builds them
 # with np.linspace(0.5, 0.95, int((0.95 - 0.5) / 0.05 + 2)), which gives 10 values only because
 # (0.95 - 0.5) / 0.05 + 2 = 10.999... truncates to 10.

@@ -95,3 +95,34 @@ def test_bad_inputs():
         psnr(np.zeros((3, 4, 4)), np.ones((3, 4, 4)), reduce="sum")
     with pytest.raises(ValueError, match="pred: contains NaN"):
         psnr(np.full((3, 4, 4), np.nan), np.zeros((3, 4, 4)))
+
+
+def test_ssim_3dgs_matches_a_zero_padded_full_map_reference():
+    from scipy.ndimage import gaussian_filter
+
+    from common.metrics import ssim_3dgs
+
+    rng = np.random.default_rng(3)
+    gt = rng.random((3, 24, 20))
+    pred = np.clip(gt + 0.1 * rng.standard_normal(gt.shape), 0, 1)
+    f = lambda a: np.stack([gaussian_filter(c, 1.5, mode="constant", cval=0.0, truncate=3.5) for c in a])  # noqa: E731
+    mx, my = f(pred), f(gt)
+    vx, vy, cxy = f(pred * pred) - mx**2, f(gt * gt) - my**2, f(pred * gt) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    ref = np.mean((2 * mx * my + c1) * (2 * cxy + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2)))
+    assert ssim_3dgs(pred, gt) == pytest.approx(ref, abs=1e-10)
+    assert ssim_3dgs(gt, gt) == pytest.approx(1.0)
+    assert abs(ssim_3dgs(pred, gt) - ssim(pred, gt)) > 1e-4  # the border windows differ
+
+
+def test_psnr_masked_image_is_inflated_by_the_mask_fraction():
+    from common.metrics import psnr_masked_image
+
+    rng = np.random.default_rng(4)
+    gt = rng.random((3, 16, 16))
+    mask = np.zeros((16, 16), bool)
+    mask[:, :4] = True  # a quarter of the image
+    pred = gt.copy()
+    pred[:, mask] = np.clip(pred[:, mask] + 0.05, 0, 1)
+    inflated = psnr_masked_image(pred, gt, mask)
+    assert inflated == pytest.approx(psnr(pred, gt, mask=mask) + 10 * np.log10(4), abs=1e-9)

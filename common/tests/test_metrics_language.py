@@ -105,3 +105,13 @@ def test_accuracy():
     assert accuracy([True, False, True, True]) == pytest.approx(0.75)
     with pytest.raises(ValueError, match="flags"):
         accuracy([])
+
+
+def test_peer_number_parsers():
+    from common.metrics import parse_number_depthlm, parse_number_vsibench
+
+    assert parse_number_vsibench("3 meters") == 3.0 and parse_number_vsibench("2.5.") == 2.5
+    assert parse_number_vsibench("about 3") is None and parse_number_vsibench("three") is None
+    assert parse_number_depthlm("<answer>1.5</answer>") == 1.5
+    assert parse_number_depthlm("<answer>x</answer> then <answer>about 2.25 m</answer>") == 2.25
+    assert parse_number_depthlm("1.5") is None and parse_number_depthlm("<answer>two</answer>") is None
