@@ -1,4 +1,12 @@
-"""Put every `results/<paper>/results.json` side by side: `python -m benchmarks.leaderboard`.
+"""The leaderboard: the shared tasks' tables (`benchmarks.run` calls `write`), and every paper's own
+`results/<paper>/results.json` side by side (`python -m benchmarks.leaderboard`).
+
+Shared tasks (`write`): per task a table of methods, baselines and methods that could not run (with
+the reason), each metric as mean [95% CI] and the paired bootstrap p-value against the best, the
+protocol each metric follows; one bar chart with intervals per task. The HTML is one file with its
+images inline (opens offline).
+
+Each paper's own results (`collect`):
 
 Methods are compared on a metric only where they were measured on the same data (name, split,
 generator version, number of scenes, seed); within such a group each metric gets a ranked table of
@@ -16,6 +24,8 @@ import io
 import json
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from common.results import read_results
 
@@ -89,7 +99,9 @@ def to_html(groups: dict) -> str:
         parts.extend(f"<th>{html.escape(m)}</th>" for m in metrics)
         parts.append("</tr>")
         for method, values in group["rows"].items():
-            cells = "".join(f"<td>{'-' if values.get(m) is None else f'{values[m]:.4g}'}</td>" for m in metrics)
+            cells = "".join(
+                f"<td>{'-' if values.get(m) is None else f'{values[m]:.4g}'}</td>" for m in metrics
+            )
             parts.append(f"<tr><td>{html.escape(method)}</td>{cells}</tr>")
         parts.append("</table>")
         for m in metrics:
@@ -100,10 +112,187 @@ def to_html(groups: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
+# -- the shared tasks (benchmarks.run) ---------------------------------------------------------------
+
+
+def _cell(row: dict | None, digits: int = 3) -> str:
+    if row is None:
+        return "-"
+    lo, hi = row["ci95"]
+    p = row.get("p_vs_best")
+    mark = "" if p is None else (f" p={p:.2g}")
+    return f"{row['value']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]{mark}"
+
+
+def task_rows(task: dict) -> list[tuple[str, str, str, list[str]]]:
+    """(method, kind, status, cells) per row of a task's table: methods first, then baselines."""
+    metrics = list(task["metric_specs"])
+    order = sorted(task["methods"], key=lambda m: (task["methods"][m]["kind"] != "method", m))
+    rows = []
+    for name in order:
+        info = task["methods"][name]
+        if info["status"] == "ok":
+            cells = [_cell(task["metrics"].get(m, {}).get(name)) for m in metrics]
+        else:
+            cells = [""] * len(metrics)
+        status = info["status"] if info["status"] != "ok" else (info.get("note") or "")
+        rows.append((name, info["kind"], status, cells))
+    return rows
+
+
+def board_markdown(board: dict) -> str:
+    d = board["data"]
+    out = [
+        "# Leaderboard: the shared tasks\n",
+        f"Held-out data: {d['name']} {d['split']} split (generator v{d['generator_version']}, seed "
+        f"{d['seed']}), {d['scenes']} scenes. Each cell: mean [95% bootstrap CI] and the paired "
+        "bootstrap p-value against the best row of that column (none on the best).\n",
+        summary_markdown(board),
+    ]
+    for name, task in board["tasks"].items():
+        metrics = list(task["metric_specs"])
+        out.append(f"## {task['title']} (`{name}`, {task['items']} items)\n\n{task['protocol']}\n")
+        out.append("| method | kind | note | " + " | ".join(metrics) + " |")
+        out.append("|---|---|---|" + "---|" * len(metrics))
+        for method, kind, status, cells in task_rows(task):
+            out.append(f"| {method} | {kind} | {status} | " + " | ".join(cells) + " |")
+        out.append(
+            "\nProtocols: "
+            + "; ".join(
+                f"{m} ({'higher' if s['higher_is_better'] else 'lower'} is better): {s['protocol']}"
+                for m, s in task["metric_specs"].items()
+            )
+            + "\n"
+        )
+    return "\n".join(out)
+
+
+def summary_markdown(board: dict) -> str:
+    """One headline number per task and method (the root README shows this table)."""
+    from benchmarks.tasks import HEADLINE
+
+    tasks = [t for t in board["tasks"] if HEADLINE.get(t) in board["tasks"][t]["metric_specs"]]
+    names = sorted(
+        {m for t in tasks for m, i in board["tasks"][t]["methods"].items() if i["kind"] == "method"}
+    )
+    head = [f"{t}: {HEADLINE[t]}" for t in tasks]
+    lines = ["| method | " + " | ".join(head) + " |", "|---|" + "---|" * len(tasks)]
+    for name in names:
+        cells = []
+        for t in tasks:
+            info = board["tasks"][t]["methods"].get(name)
+            row = board["tasks"][t]["metrics"].get(HEADLINE[t], {}).get(name)
+            if info is None:
+                cells.append("")
+            elif info["status"] != "ok":
+                cells.append(
+                    "not yet" if info["status"].startswith("not yet") else info["status"].split(":")[0]
+                )
+            else:
+                cells.append("-" if row is None else f"{row['value']:.3f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    cells = []
+    for t in tasks:
+        spec = board["tasks"][t]["metric_specs"][HEADLINE[t]]
+        rows = board["tasks"][t]["metrics"].get(HEADLINE[t], {})
+        base = [
+            (r["value"], n) for n, r in rows.items() if board["tasks"][t]["methods"][n]["kind"] == "baseline"
+        ]
+        if base:
+            v, n = (max if spec["higher_is_better"] else min)(base)
+            cells.append(f"{v:.3f} ({n})")
+        else:
+            cells.append("")
+    lines.append("| *best trivial baseline* | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def task_chart_png(task: dict) -> bytes | None:
+    """Bars with 95% intervals, one panel per metric, every row that has the metric."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in task["metric_specs"] if task["metrics"].get(m)]
+    if not metrics:
+        return None
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(3.2 * len(metrics), 0.3 * len(task["methods"]) + 1.6), squeeze=False
+    )
+    for ax, m in zip(axes[0], metrics):
+        rows = task["metrics"][m]
+        names = sorted(rows, key=lambda n: (task["methods"][n]["kind"] != "method", n))
+        vals = np.array([rows[n]["value"] for n in names])
+        lo = vals - np.array([rows[n]["ci95"][0] for n in names])
+        hi = np.array([rows[n]["ci95"][1] for n in names]) - vals
+        colors = ["tab:blue" if task["methods"][n]["kind"] == "method" else "tab:gray" for n in names]
+        ax.barh(range(len(names)), vals, xerr=[lo, hi], color=colors)
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(
+            f"{m} ({'higher' if task['metric_specs'][m]['higher_is_better'] else 'lower'} better)", fontsize=8
+        )
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def board_html(board: dict) -> str:
+    d = board["data"]
+    esc = html.escape
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>Leaderboard</title>",
+        "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;margin:.5em 0}"
+        "td,th{border:1px solid #bbb;padding:3px 6px;font-size:13px}th{background:#eee}"
+        ".baseline{color:#555}.off{color:#a00}</style></head><body>",
+        "<h1>Leaderboard: the shared tasks</h1>",
+        f"<p>Held-out data: {esc(str(d['name']))} {esc(str(d['split']))} split, {d['scenes']} scenes. "
+        "Cells: mean [95% bootstrap CI], paired bootstrap p against the column's best.</p>",
+    ]
+    for name, task in board["tasks"].items():
+        metrics = list(task["metric_specs"])
+        parts.append(
+            f"<h2 id='{esc(name)}'>{esc(task['title'])}</h2><p>{esc(task['protocol'])} "
+            f"({task['items']} items)</p><table><tr><th>method</th><th>kind</th><th>note</th>"
+        )
+        parts.extend(f"<th title='{esc(task['metric_specs'][m]['protocol'])}'>{esc(m)}</th>" for m in metrics)
+        parts.append("</tr>")
+        for method, kind, status, cells in task_rows(task):
+            cls = "off" if task["methods"][method]["status"] != "ok" else kind
+            parts.append(
+                f"<tr class='{cls}'><td>{esc(method)}</td><td>{kind}</td><td>{esc(status)}</td>"
+                + "".join(f"<td>{esc(c)}</td>" for c in cells)
+                + "</tr>"
+            )
+        parts.append("</table>")
+        png = task_chart_png(task)
+        if png is not None:
+            parts.append(
+                f"<img alt='{esc(name)} metrics' "
+                f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+            )
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write(board: dict, out: Path) -> list[Path]:
+    """`<out>.json`, `<out>.md`, `<out>.html`."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = [out.with_suffix(".json"), out.with_suffix(".md"), out.with_suffix(".html")]
+    paths[0].write_text(json.dumps(board, indent=1) + "\n")
+    paths[1].write_text(board_markdown(board))
+    paths[2].write_text(board_html(board))
+    return paths
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.leaderboard", description=__doc__)
     parser.add_argument("--results", default="results", help="folder holding <paper>/results.json")
-    parser.add_argument("--out", default="results/leaderboard", help="output path without suffix")
+    parser.add_argument("--out", default="results/papers", help="output path without suffix")
     args = parser.parse_args(argv)
     groups = collect(args.results)
     out = Path(args.out)
