@@ -152,6 +152,7 @@ def board_markdown(board: dict) -> str:
     for name, task in board["tasks"].items():
         metrics = list(task["metric_specs"])
         out.append(f"## {task['title']} (`{name}`, {task['items']} items)\n\n{task['protocol']}\n")
+        out.extend(f"![{f['title']}]({f['file']})\n" for f in task.get("figures", []) if "file" in f)
         out.append("| method | kind | note | " + " | ".join(metrics) + " |")
         out.append("|---|---|---|" + "---|" * len(metrics))
         for method, kind, status, cells in task_rows(task):
@@ -164,7 +165,29 @@ def board_markdown(board: dict) -> str:
             )
             + "\n"
         )
+    out.append(cost_markdown(board))
     return "\n".join(out)
+
+
+def cost_markdown(board: dict) -> str:
+    cost = board.get("cost", {})
+    if not cost:
+        return ""
+    tasks = list(board["tasks"])
+    lines = [
+        "## Cost, side by side\n",
+        "Parameters of the tiny model each row ran and CPU seconds per item of each task in this run "
+        "(same machine, same run); paper-scale counts where `make perf` measured them.\n",
+        "| method | parameters | " + " | ".join(f"{t} s/item" for t in tasks) + " | paper scale |",
+        "|---|---|" + "---|" * len(tasks) + "---|",
+    ]
+    for name, c in cost.items():
+        params = "-" if c["parameters"] is None else f"{c['parameters'] / 1e6:.2f} M"
+        secs = [f"{c['seconds_per_item'][t]:.3f}" if t in c["seconds_per_item"] else "" for t in tasks]
+        lines.append(
+            f"| {name} | {params} | " + " | ".join(secs) + f" | {'; '.join(c['paper_scale']) or 'not yet'} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def summary_markdown(board: dict) -> str:
@@ -274,18 +297,48 @@ def board_html(board: dict) -> str:
                 f"<img alt='{esc(name)} metrics' "
                 f"src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
             )
+        for fig in task.get("figures", []):
+            parts.append(
+                f"<figure><img alt='{esc(fig['title'])}' src='data:image/png;base64,{fig['png']}'>"
+                f"<figcaption>{esc(fig['title'])}</figcaption></figure>"
+            )
+    cost = board.get("cost", {})
+    if cost:
+        tasks = list(board["tasks"])
+        parts.append(
+            "<h2 id='cost'>Cost, side by side</h2><table><tr><th>method</th><th>parameters</th>"
+            + "".join(f"<th>{esc(t)} s/item</th>" for t in tasks)
+            + "<th>paper scale</th></tr>"
+        )
+        for name, c in cost.items():
+            params = "-" if c["parameters"] is None else f"{c['parameters'] / 1e6:.2f} M"
+            secs = "".join(f"<td>{c['seconds_per_item'].get(t, '')}</td>" for t in tasks)
+            parts.append(
+                f"<tr><td>{esc(name)}</td><td>{params}</td>{secs}"
+                f"<td>{esc('; '.join(c['paper_scale']) or 'not yet')}</td></tr>"
+            )
+        parts.append("</table>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
 
 def write(board: dict, out: Path) -> list[Path]:
-    """`<out>.json`, `<out>.md`, `<out>.html`."""
+    """`<out>.json`, `<out>.md`, `<out>.html` and the figures as `<out>_figures/<task>_<k>.png`
+    (the JSON and the Markdown name the files; the HTML carries them inline)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     paths = [out.with_suffix(".json"), out.with_suffix(".md"), out.with_suffix(".html")]
-    paths[0].write_text(json.dumps(board, indent=1) + "\n")
-    paths[1].write_text(board_markdown(board))
     paths[2].write_text(board_html(board))
+    folder = out.parent / f"{out.name}_figures"
+    plain = json.loads(json.dumps(board))
+    for name, task in plain["tasks"].items():
+        for k, fig in enumerate(task.get("figures", [])):
+            folder.mkdir(exist_ok=True)
+            path = folder / f"{name}_{k}.png"
+            path.write_bytes(base64.b64decode(fig.pop("png")))
+            fig["file"] = str(path.relative_to(out.parent))
+    paths[0].write_text(json.dumps(plain, indent=1) + "\n")
+    paths[1].write_text(board_markdown(plain))
     return paths
 
 

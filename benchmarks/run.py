@@ -15,6 +15,7 @@ items both answered. Writes `<out>.json`, `<out>.md` and `<out>.html` (see `benc
 from __future__ import annotations
 
 import argparse
+import base64
 import sys
 import time
 from pathlib import Path
@@ -104,6 +105,7 @@ def run_task(task, methods: dict, test, train, n_boot: int, log=print) -> dict:
     items = task.items(test)
     per_item: dict[str, list[dict]] = {}
     corpus: dict[str, dict] = {}
+    kept: dict[str, list] = {}  # every row's answers, for the task's figures
     status: dict[str, dict] = {}
     seconds: dict[str, float] = {}
     answerers = {}
@@ -122,6 +124,7 @@ def run_task(task, methods: dict, test, train, n_boot: int, log=print) -> dict:
         answers = answer(task.name, [it.query for it in items])
         per_item[name] = [task.score(it, a) for it, a in zip(items, answers)]
         corpus[name] = corpus_rows(task, items, answers, n_boot)
+        kept[name] = answers
         seconds[name] = round(time.time() - t0, 2)
         status[name] = {
             "kind": kind,
@@ -138,8 +141,10 @@ def run_task(task, methods: dict, test, train, n_boot: int, log=print) -> dict:
         if metric not in summary["best"] and rows:
             sign = 1 if task.metric(metric).higher_is_better else -1
             summary["best"][metric] = max(rows, key=lambda m: sign * rows[m]["value"])
+    figures = [{"title": t, "png": base64.b64encode(png).decode()} for t, png in task.figures(items, kept)]
     return {
         "title": task.title,
+        "figures": figures,
         "protocol": task.protocol,
         "items": len(items),
         "metric_specs": {
@@ -148,6 +153,32 @@ def run_task(task, methods: dict, test, train, n_boot: int, log=print) -> dict:
         "methods": status,
         **summary,
     }
+
+
+def cost_table(methods: dict, tasks: dict, perf_dir: Path = Path("results/perf")) -> dict:
+    """Per method: parameters of the loaded model, CPU seconds per item of each task in this run, and
+    the paper-scale counts (parameters, FLOPs of one inference on the `meta` device) that
+    `make perf` measured, quoted from `results/perf/<paper>.json` where that file has them."""
+    out = {}
+    for name, m in methods.items():
+        if isinstance(m, str):
+            continue
+        perf = perf_dir / f"{m.paper}.json"
+        notes = []
+        if perf.is_file():
+            import json
+
+            notes = [n for n in json.loads(perf.read_text()).get("notes", []) if n.startswith("paper scale")]
+        out[name] = {
+            "parameters": m.parameters(),
+            "seconds_per_item": {
+                t: round(task["methods"][name]["seconds_per_item"], 4)
+                for t, task in tasks.items()
+                if task["methods"].get(name, {}).get("status") == "ok"
+            },
+            "paper_scale": notes,
+        }
+    return out
 
 
 def main(argv=None) -> int:
@@ -202,6 +233,7 @@ def main(argv=None) -> int:
         board = {"data": test.data, "tasks": {}}
         for task in task_objs:
             board["tasks"][task.name] = run_task(task, methods, test, train, args.bootstrap)
+        board["cost"] = cost_table(methods, board["tasks"])
         board["environment"] = {"seconds": round(time.time() - t0), "git": git_commit(), "device": "cpu"}
         paths = leaderboard.write(board, Path(args.out))
     print(leaderboard.summary_markdown(board))

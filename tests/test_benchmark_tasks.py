@@ -161,7 +161,9 @@ def test_run_writes_the_leaderboard_with_every_participant(root, tmp_path, monke
     md = out.with_suffix(".md").read_text()
     assert "| *best trivial baseline* |" in md and "not yet" in md
     html = out.with_suffix(".html").read_text()
-    assert html.count("<table>") == 3 and html.count("data:image/png;base64,") == 3
+    figures = [f for t in board["tasks"].values() for f in t["figures"]]
+    assert len(figures) == 3 and all((tmp_path / f["file"]).is_file() for f in figures)  # depth 2, recon 1
+    assert html.count("<table>") == 3 and html.count("data:image/png;base64,") == 3 + len(figures)
 
 
 @pytest.mark.parametrize(

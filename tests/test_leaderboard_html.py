@@ -97,7 +97,9 @@ def test_leaderboard_html_in_headless_chromium(tmp_path, monkeypatch):
     m = re.search(r"data-check=\"([^\"]*)\"", dom.stdout)
     assert m, dom.stderr[-2000:]
     check = json.loads(m.group(1).replace("&quot;", '"'))
-    assert check["tables"] == len(board["tasks"]) and check["images"] == len(board["tasks"]), check
+    figures = sum(len(t.get("figures", [])) for t in board["tasks"].values())
+    assert figures >= 3  # depth: error by range and maps; pose: CDF
+    assert check["tables"] == len(board["tasks"]) and check["images"] == len(board["tasks"]) + figures, check
     assert check["broken"] == 0 and check["hidden"] == 0 and check["errors"] == [], check
     shot = tmp_path / "shot.png"
     subprocess.run(

@@ -34,6 +34,11 @@ class Method:
         """Answers to `queries` of `task`, in order."""
         raise NotImplementedError
 
+    def parameters(self) -> int | None:
+        """Parameters of the loaded model (None for a method without one, e.g. COLMAP)."""
+        model = getattr(self, "model", None)
+        return None if model is None else sum(p.numel() for p in model.parameters())
+
 
 # name -> "module:Class"; a module is imported only when its method runs.
 ADAPTERS = {

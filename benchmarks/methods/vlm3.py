@@ -63,6 +63,7 @@ class VLM3Method(Method):
         if path is None:
             raise Unavailable(f"no trained run (looked for {RUNS[0]}; run make reproduce-vlm3)")
         self.predictor = Predictor.load(path)
+        self.model = self.predictor.vlm.model  # transformers' Qwen3-VL module
 
     def answer(self, task: str, queries: list) -> list:
         from benchmarks.tasks.depth import DepthAnswer

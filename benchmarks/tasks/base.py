@@ -77,6 +77,10 @@ class Task:
         CIDEr's document frequencies); names must be `metrics` entries."""
         return {}
 
+    def figures(self, items: list[Item], answers: dict[str, list]) -> list[tuple[str, bytes]]:
+        """(title, PNG bytes) of the task's figures from every row's answers {name: answers}."""
+        return []
+
     def baselines(self, data: TaskData, train: TaskData | None) -> dict[str, Any]:
         """{name: callable(query) -> answer}: the task's trivial baselines (`train` is the train split
         where a baseline needs its statistics, else None)."""

@@ -121,6 +121,11 @@ class DepthTask(Task):
             out.update(pixel_abs_rel=m["abs_rel"], pixel_delta1=m["delta1"])
         return out
 
+    def figures(self, items: list[Item], answers: dict) -> list[tuple[str, bytes]]:
+        from benchmarks.figures import depth_figures
+
+        return depth_figures(items, answers)
+
     def baselines(self, data: TaskData, train: TaskData | None) -> dict:
         if train is None:
             return {}

@@ -81,5 +81,10 @@ class PoseTask(Task):
             "registered": float(reg.mean()),
         }
 
+    def figures(self, items: list[Item], answers: dict) -> list[tuple[str, bytes]]:
+        from benchmarks.figures import pose_figures
+
+        return pose_figures(items, answers)
+
     def baselines(self, data: TaskData, train: TaskData | None) -> dict:
         return {"identity-cameras": lambda q: PoseAnswer(torch.eye(4).repeat(q.images.shape[0], 1, 1))}

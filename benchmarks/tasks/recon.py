@@ -77,6 +77,7 @@ class ReconTask(Task):
         Participant("ivgt", "surface of the SDF rendered at the input views"),
         Participant("ivgt-explicit", "the depth head's point maps fused (the paper's foil)"),
         Participant("g2vlm", "RGB-only mode"),
+        Participant("colmap", "peer (pycolmap): sparse points at the keypoints that triangulated"),
         Participant("tsdf-fusion", "peer, on predicted depth"),
     ]
 
@@ -120,6 +121,11 @@ class ReconTask(Task):
             "iou": occupancy_iou(aligned, g, VOXEL),
             "scored": 1.0,
         }
+
+    def figures(self, items: list[Item], answers: dict) -> list[tuple[str, bytes]]:
+        from benchmarks.figures import recon_figures
+
+        return recon_figures(items, answers)
 
     def baselines(self, data: TaskData, train: TaskData | None) -> dict:
         if train is None:

@@ -41,7 +41,9 @@ def _ngrams(tokens: list[str], n: int) -> Counter:
 def _corpus(preds, refs) -> tuple[list, list]:
     preds, refs = list(preds), [[r] if isinstance(r, str) else list(r) for r in refs]
     if len(preds) != len(refs) or not preds:
-        raise ValueError(f"preds and refs: expected the same non-zero length, got {len(preds)} and {len(refs)}")
+        raise ValueError(
+            f"preds and refs: expected the same non-zero length, got {len(preds)} and {len(refs)}"
+        )
     if any(not r for r in refs):
         raise ValueError("refs: every prediction needs at least one reference")
     return [tokenize(p) for p in preds], [[tokenize(x) for x in r] for r in refs]
