@@ -151,7 +151,10 @@ def board_markdown(board: dict) -> str:
     ]
     for name, task in board["tasks"].items():
         metrics = list(task["metric_specs"])
-        out.append(f"## {task['title']} (`{name}`, {task['items']} items)\n\n{task['protocol']}\n")
+        out.append(
+            f"## {task['title']} (`{name}`, {task['items']} items)\n\n{task['protocol']}; data: "
+            f"{task.get('data', 'the held-out split')}\n"
+        )
         out.extend(f"![{f['title']}]({f['file']})\n" for f in task.get("figures", []) if "file" in f)
         out.append("| method | kind | note | " + " | ".join(metrics) + " |")
         out.append("|---|---|---|" + "---|" * len(metrics))

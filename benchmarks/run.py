@@ -146,6 +146,7 @@ def run_task(task, methods: dict, test, train, n_boot: int, log=print) -> dict:
         "title": task.title,
         "figures": figures,
         "protocol": task.protocol,
+        "data": task.data_note or "the held-out split",
         "items": len(items),
         "metric_specs": {
             m.name: {"higher_is_better": m.higher_is_better, "protocol": m.protocol} for m in task.metrics

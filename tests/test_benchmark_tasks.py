@@ -206,3 +206,27 @@ def test_sim3_from_cameras_maps_targets_into_a_scaled_frame():
     pred[:, :3, 3] = -(0.5 * camera_centers(w2c) + d)
     s, R, t = sim3_from_cameras(pred, w2c)
     assert s == pytest.approx(2.0) and np.allclose(R, np.eye(3), atol=1e-8)
+
+
+def test_physics_task_scores_truth_and_baselines(tmp_path):
+    from benchmarks.methods import build
+    from benchmarks.tasks.physics import PhysicsTask
+
+    task = PhysicsTask(clip=tmp_path / "clip")
+    items = task.items(None)  # the clip is written by endogsim's generator when absent
+    kinds = [it.query.kind for it in items]
+    assert kinds.count("E") == 2 and kinds.count("frame") == 8
+    e = next(it for it in items if it.query.kind == "E")
+    assert task.score(e, e.truth)["E_rel_error"] == 0 and task.score(e, 2 * e.truth)["E_rel_error"] == 1
+    base = task.baselines(None, None)
+    frame = next(it for it in items if it.query.kind == "frame")
+    still = task.score(frame, base["last-fit-frame"](frame.query))
+    assert still["future_psnr_endogaussian"] > still["future_psnr"]  # the masked-image variant inflates
+    assert task.score(frame, base["constant-E-10kPa"](frame.query)) == {}
+    prior = build("endogsim-prior")  # no refinement: one simulation of the clip
+    prior.load()
+    answers = prior.answer("physics", [it.query for it in items])
+    scores = [task.score(it, a) for it, a in zip(items, answers)]
+    assert all(0 <= s["E_rel_error"] < 10 for s in scores[:2]) and all(
+        s["future_psnr"] > 10 for s in scores[2:]
+    )

@@ -48,6 +48,8 @@ ADAPTERS = {
     "ivgt-explicit": "benchmarks.methods.ivgt:IVGTExplicitMethod",
     "depthvlm": "benchmarks.methods.depthvlm:DepthVLMMethod",
     "vlm3": "benchmarks.methods.vlm3:VLM3Method",
+    "endogsim": "benchmarks.methods.endogsim:EndoGSimMethod",
+    "endogsim-prior": "benchmarks.methods.endogsim:EndoGSimPriorMethod",
     "colmap": "benchmarks.methods.colmap:COLMAPMethod",
 }
 

@@ -63,6 +63,7 @@ class Task:
     name: str = ""
     title: str = ""
     protocol: str = ""  # what a method is given and what it returns, in a few lines
+    data_note: str = ""  # where the task's items come from when not the held-out split
     metrics: list[Metric] = []
     participants: list[Participant] = []
 
