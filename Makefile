@@ -34,6 +34,14 @@ setup: $(STAMP)
 # torch is installed on its own first, pinned by constraints.txt, so that pip never resolves an
 # unpinned torch (which would pull the CUDA packages) while installing the rest.
 $(STAMP): pyproject.toml constraints.txt
+	@# open3d's wheel links libusb-1.0 (Debian: libusb-1.0-0); install it where we may
+	@if ! ldconfig -p 2>/dev/null | grep -q libusb-1.0; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y -qq --no-install-recommends libusb-1.0-0 >/dev/null 2>&1 || \
+	    (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends libusb-1.0-0 >/dev/null 2>&1) || \
+	    echo "make setup: could not install libusb-1.0-0; open3d (a benchmark peer) will not import"; \
+	  else echo "make setup: libusb-1.0 missing (apt-get install libusb-1.0-0); open3d will not import"; fi; \
+	fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet -c constraints.txt torch
 	$(PIP) install --quiet -c constraints.txt -e ".[test]"

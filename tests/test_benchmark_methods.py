@@ -146,3 +146,19 @@ def test_vlm3_pose_and_depth_conventions():
     assert z[0] == pytest.approx(2.0, abs=1e-4) and z[1] == pytest.approx(
         2 / np.sqrt(1 + 2 * 0.635**2), rel=1e-3
     )
+
+
+def test_tsdf_fusion_peer(tmp_path, test_split):
+    pytest.importorskip("open3d", reason="open3d is the reconstruction peer (pyproject.toml)")
+    from g2vlm.config import load_config
+    from g2vlm.model import build_model
+
+    cfg = load_config(ROOT / "g2vlm/configs/tiny.yaml", ["model.max_tokens=64"])
+    build_model(cfg.model, seed=0).save_pretrained(tmp_path / "g2vlm")
+    method = build("tsdf-fusion", checkpoint=tmp_path / "g2vlm")
+    method.load()
+    task = TASKS["recon"]()
+    item = task.items(test_split)[0]
+    answer = method.answer("recon", [item.query])[0]
+    assert answer.points.shape == item.truth.points.shape and answer.valid.dtype == torch.bool
+    assert task.score(item, answer)["scored"] in (0.0, 1.0)  # scored, or counted as failed: never dropped

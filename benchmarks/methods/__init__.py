@@ -51,6 +51,7 @@ ADAPTERS = {
     "endogsim": "benchmarks.methods.endogsim:EndoGSimMethod",
     "endogsim-prior": "benchmarks.methods.endogsim:EndoGSimPriorMethod",
     "colmap": "benchmarks.methods.colmap:COLMAPMethod",
+    "tsdf-fusion": "benchmarks.methods.tsdf:TSDFFusionMethod",
 }
 
 

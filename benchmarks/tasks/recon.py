@@ -2,13 +2,15 @@
 
 Protocol: a method is given the 4 views of the depth task (RGB at 128 px and K; no depth, no poses)
 and returns a point map per view [V, H, W, 3]: the 3D point seen at each pixel, in any frame and
-scale, with a validity mask [V, H, W]. Scored on the pixels valid in both the answer and the ground
-truth (subsampled to 20000, fixed per scene), as Pi3 / G2VLM score point maps (`mv_recon/eval.py`):
-Umeyama Sim(3) on the pixel correspondences, point-to-point ICP at 0.1 m, then accuracy and
-completeness (mean nearest-neighbour distances, metres) and normal consistency; on the same aligned
-points Chamfer (mean of the two) and F-score at 5 cm (`common.metrics.point_cloud_metrics`) and
-occupancy IoU of 10 cm voxels. An answer with fewer than 30 valid points (a peer that failed)
-scores F-score and IoU 0, no distances, and the fraction of scenes scored is shown. Outdoor scenes
+scale, with a validity mask [V, H, W]. Scored as Pi3 / G2VLM score point maps (`mv_recon/eval.py`):
+Umeyama Sim(3) on the pixel correspondences (pixels valid in both, subsampled to 20000, fixed per
+scene), point-to-point ICP at 0.1 m, then accuracy and completeness (mean nearest-neighbour
+distances, metres) and normal consistency against all of the ground truth's valid pixels (so a
+sparse answer pays for what it misses; for a dense answer this is the official protocol); on the
+same aligned points Chamfer (mean of the two) and F-score at 5 cm
+(`common.metrics.point_cloud_metrics`) and occupancy IoU of 10 cm voxels. An answer with fewer than
+30 valid points (a peer that failed) scores F-score and IoU 0, no distances, and the fraction of
+scenes scored is shown. Outdoor scenes
 (tens of metres of open ground) are left out: 5 cm thresholds mean little there. Baseline: the
 train split's median depth at every pixel, identity cameras.
 """
@@ -78,7 +80,7 @@ class ReconTask(Task):
         Participant("ivgt-explicit", "the depth head's point maps fused (the paper's foil)"),
         Participant("g2vlm", "RGB-only mode"),
         Participant("colmap", "peer (pycolmap): sparse points at the keypoints that triangulated"),
-        Participant("tsdf-fusion", "peer, on predicted depth"),
+        Participant("tsdf-fusion", "peer (Open3D TSDF) fusing g2vlm's RGB-only depth and cameras"),
     ]
 
     def items(self, data: TaskData) -> list[Item]:
@@ -109,16 +111,21 @@ class ReconTask(Task):
         if len(p) > MAX_POINTS:
             keep = scene_rng(self.name, t.index).choice(len(p), MAX_POINTS, replace=False)
             p, g = p[keep], g[keep]
-        official = multiview_reconstruction_metrics(p, g, ICP_THRESHOLD)
+        gt_all = t.points[t.valid]  # what completeness is measured against, however much was answered
+        if len(gt_all) > MAX_POINTS:
+            gt_all = gt_all[
+                scene_rng(self.name, "gt", t.index).choice(len(gt_all), MAX_POINTS, replace=False)
+            ]
+        official = multiview_reconstruction_metrics(p, g, ICP_THRESHOLD, gt_all=gt_all)
         aligned, _ = align_sim3_icp(p, g, ICP_THRESHOLD)
-        pc = point_cloud_metrics(aligned, g, threshold=FSCORE_THRESHOLD)
+        pc = point_cloud_metrics(aligned, gt_all, threshold=FSCORE_THRESHOLD)
         return {
             "acc": official["acc"],
             "comp": official["comp"],
             "nc": official["nc"],
             "chamfer": pc["chamfer"],
             "fscore": pc["fscore"],
-            "iou": occupancy_iou(aligned, g, VOXEL),
+            "iou": occupancy_iou(aligned, gt_all, VOXEL),
             "scored": 1.0,
         }
 

@@ -233,7 +233,9 @@ def align_sim3_icp(pred, gt, icp_threshold: float = 0.1) -> tuple:
     return aligned @ T[:3, :3].T + T[:3, 3], float(s)
 
 
-def multiview_reconstruction_metrics(pred, gt, icp_threshold: float = 0.1, normal_k: int = 30) -> dict:
+def multiview_reconstruction_metrics(
+    pred, gt, icp_threshold: float = 0.1, normal_k: int = 30, gt_all=None
+) -> dict:
     """The multi-view point-map protocol of CUT3R / Pi3 / G2VLM (`mv_recon/eval.py`).
 
     pred, gt: corresponding points [N, 3] (pixel i of the predicted point maps against pixel i of
@@ -242,9 +244,13 @@ def multiview_reconstruction_metrics(pred, gt, icp_threshold: float = 0.1, norma
     in mm); then accuracy = NN distance pred -> gt, completeness = gt -> pred (means and medians),
     normal consistency from PCA normals (k = 30) on both clouds, NC = (|n_p . n_gt(NN)| mean over
     pred + the same over gt) / 2, and its median. Returns a dict of floats.
+
+    gt_all [M, 3]: when the prediction covers only some of the ground truth's pixels (a sparse
+    reconstruction), the alignment still uses the correspondences, but every metric is taken
+    against all of the ground truth, so that missing parts count against completeness.
     """
     aligned, s = align_sim3_icp(pred, gt, icp_threshold)
-    gt = _points(gt, "gt")
+    gt = _points(gt, "gt") if gt_all is None else _points(gt_all, "gt_all")
     d_pred, nn_gt = cKDTree(gt).query(aligned, k=1)
     d_gt, nn_pred = cKDTree(aligned).query(gt, k=1)
     n_pred, n_gt = estimate_normals(aligned, normal_k), estimate_normals(gt, normal_k)

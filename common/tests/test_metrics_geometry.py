@@ -158,3 +158,15 @@ def test_occupancy_iou_hand_case():
     a = np.array([[0.05, 0.05, 0.05], [0.15, 0.05, 0.05]])  # voxels (0,0,0), (1,0,0)
     b = np.array([[0.06, 0.02, 0.01], [0.05, 0.25, 0.05]])  # voxels (0,0,0), (0,2,0)
     assert occupancy_iou(a, b, voxel=0.1) == 1 / 3 and occupancy_iou(a, a) == 1.0
+
+
+def test_multiview_metrics_against_all_of_the_ground_truth():
+    from common.metrics import multiview_reconstruction_metrics
+
+    rng = np.random.default_rng(1)
+    gt = np.c_[rng.uniform(-1, 1, (2000, 2)), np.zeros(2000)]
+    half = gt[:, 0] < 0  # a prediction that covers only half of the surface, exactly
+    partial = multiview_reconstruction_metrics(gt[half], gt[half])
+    against_all = multiview_reconstruction_metrics(gt[half], gt[half], gt_all=gt)
+    assert partial["comp"] < 1e-9 and against_all["comp"] > 0.2  # the missing half counts
+    assert against_all["acc"] < 1e-9
