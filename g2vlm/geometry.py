@@ -36,6 +36,9 @@ class GeometryTokens:
     xyz: torch.Tensor  # [T, 3] metres, world frame
     feats: torch.Tensor  # [T, C]
     scale: torch.Tensor  # [T] index into the voxel sizes
+    # The points before voxel pooling (after EdgeConv), kept for pooling objects finely: [N, 3], [N, C]
+    point_xyz: torch.Tensor | None = None
+    point_feats: torch.Tensor | None = None
 
 
 def point_map_normals(points: torch.Tensor) -> torch.Tensor:
@@ -181,7 +184,11 @@ class GeometryEncoder(nn.Module):
             out_s.append(torch.full((v_xyz.shape[0],), i, dtype=torch.long, device=xyz.device))
         tok_xyz = torch.cat(out_xyz)  # [T, 3]
         return GeometryTokens(
-            xyz=tok_xyz, feats=self.norm(torch.cat(out_f) + self.pos_mlp(tok_xyz)), scale=torch.cat(out_s)
+            xyz=tok_xyz,
+            feats=self.norm(torch.cat(out_f) + self.pos_mlp(tok_xyz)),
+            scale=torch.cat(out_s),
+            point_xyz=xyz,
+            point_feats=self.norm(feats),
         )
 
     def forward(self, rgb, depth, K, w2c, vertices=None, vertex_normals=None) -> GeometryTokens:

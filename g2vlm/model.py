@@ -128,13 +128,18 @@ class G2VLMGeometry(ModelMixin, ConfigMixin):
         return enc.encode_points(xyz, normals, feats)
 
     def object_features(self, tokens: GeometryTokens, boxes: torch.Tensor, rgb=None, K=None, w2c=None):
-        """Candidate features [N, C] and objectness logits [N]. Geometry-free tokens have no position: a
-        box pools the patch tokens its projected box covers in each view (cameras, no depth)."""
+        """Candidate features [N, C] and objectness logits [N]. A box pools the geometry tokens whose voxel
+        overlaps it (context at 0.25-1 m) plus the encoder's points inside it (the object itself, at
+        pixel resolution). Geometry-free tokens have no position: a box pools the patch tokens its
+        projected box covers in each view (cameras, no depth)."""
         if self.config.geometry_free:
             pooled = self._pool_projected(tokens, boxes, K, w2c, rgb.shape[-1])
         else:
             half = torch.tensor(self.config.voxel_sizes, device=boxes.device)[tokens.scale] / 2
             pooled = pool_boxes(tokens.xyz, tokens.feats, half, boxes)
+            if tokens.point_xyz is not None:
+                zero = torch.zeros(tokens.point_xyz.shape[0], device=boxes.device)
+                pooled = pooled + pool_boxes(tokens.point_xyz, tokens.point_feats, zero, boxes)
         return self.objects(pooled, boxes)
 
     def _pool_projected(self, tokens, boxes, K, w2c, S):

@@ -1,6 +1,6 @@
 """G2VLM: reconstruction throughput and question latency, sensor-depth mode against RGB-only, in one run.
 
-Cases (tiny config, random weights: timing does not depend on them), one scene of 4 views at 64 px:
+Cases (tiny.yaml, random weights: timing does not depend on them), one scene of 4 views at 64 px:
 - reconstruction: depth and cameras for all views and the geometry tokens ("sensor": the depth head
   on the sensor depth with given cameras; "rgb": the Pi3-style network from RGB alone), reported as
   frames per second;
@@ -9,11 +9,13 @@ Cases (tiny config, random weights: timing does not depend on them), one scene o
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from benchmarks.perf import PerfReport
 from common.synthetic import generate_scene
-from g2vlm.config import ModelConfig
+from g2vlm.config import load_config
 from g2vlm.model import build_model
 
 
@@ -21,7 +23,8 @@ def run(quick: bool = False) -> PerfReport:
     report = PerfReport("g2vlm", "G2VLM reconstruction and QA, sensor depth vs RGB only")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
-    model = build_model(ModelConfig(), seed=0).to(device).eval()
+    tiny = load_config(Path(__file__).parents[2] / "g2vlm" / "configs" / "tiny.yaml")
+    model = build_model(tiny.model, seed=0).to(device).eval()
     sample, _ = generate_scene(seed=0, domain="indoor", num_views=4, size=64)
     rgb, depth, K, w2c = (x.to(device) for x in (sample.images, sample.depth, sample.K, sample.w2c))
     g = model.geometry
