@@ -69,7 +69,7 @@ perf: setup
 	$(PY) -m benchmarks.perf all
 
 benchmark: setup data
-	$(PY) -m benchmarks.run $(if $(METHODS),--methods $(METHODS)) $(if $(TASKS),--tasks $(TASKS)) --out results/leaderboard
+	$(PY) -m benchmarks.run --train-missing $(if $(METHODS),--methods $(METHODS)) $(if $(TASKS),--tasks $(TASKS)) --out results/leaderboard
 	$(PY) -m benchmarks.leaderboard --results results --out results/papers
 	$(PY) -m benchmarks.perf all
 

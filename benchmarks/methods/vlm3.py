@@ -59,7 +59,8 @@ class VLM3Method(Method):
             from vlm3.train import train
 
             tiny = Path(vlm3.__file__).parent / "configs" / "tiny.yaml"
-            path = train(load_config(tiny, ["train.out_dir=results/vlm3/benchmark"]), progress=False)
+            train(load_config(tiny, ["train.out_dir=results/vlm3/benchmark"]), progress=False)
+            path = find_run(RUNS[-1:], SETTINGS_FILE)
         if path is None:
             raise Unavailable(f"no trained run (looked for {RUNS[0]}; run make reproduce-vlm3)")
         self.predictor = Predictor.load(path)
