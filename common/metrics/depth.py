@@ -32,12 +32,24 @@ def _valid_or_all(valid, pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return as_mask(valid, "valid", gt.shape)
 
 
-def align_median(pred, gt, valid=None) -> np.ndarray:
+def _median(x: np.ndarray, kind: str) -> float:
+    if kind == "numpy":
+        return float(np.median(x))
+    if kind == "torch":  # torch.median: the lower of the two middle values on an even count
+        return float(np.partition(x, (x.size - 1) // 2)[(x.size - 1) // 2])
+    raise ValueError(f"median: expected 'numpy' or 'torch', got {kind!r}")
+
+
+def align_median(pred, gt, valid=None, median: str = "numpy") -> np.ndarray:
     """Median scaling: returns s * pred with s = median(gt[valid]) / median(pred[valid]).
 
     One scale for everything passed in: pass one image for per-frame alignment (the
     DUSt3R/MonST3R monocular default), or a whole [T, H, W] video for one scale per sequence
     (video-depth protocol). `valid` defaults to finite, positive gt. Returns float64 numpy.
+
+    median: "numpy" (the mean of the two middle values on an even pixel count, np.median) or
+    "torch" (the lower middle value, as `torch.median` in evaluation code written in torch, e.g.
+    MonST3R's and MoGe's); the two differ only on an even count of valid pixels.
     """
     pred = as_numpy(pred, "pred")
     gt = as_numpy(gt, "gt")
@@ -45,12 +57,12 @@ def align_median(pred, gt, valid=None) -> np.ndarray:
     valid = _valid_or_all(valid, pred, gt)
     if not valid.any():
         raise ValueError("valid: no valid pixel to align on")
-    med_pred = np.median(pred[valid])
+    med_pred = _median(pred[valid], median)
     if not np.isfinite(med_pred) or med_pred <= 0:
         raise ValueError(
             f"pred: median over valid pixels is {med_pred}, median scaling needs a positive value"
         )
-    return pred * (np.median(gt[valid]) / med_pred)
+    return pred * (_median(gt[valid], median) / med_pred)
 
 
 def align_lstsq(pred, gt, valid=None) -> np.ndarray:

@@ -117,3 +117,12 @@ def test_bad_inputs():
         depth_metrics(np.ones((2, 2)), np.ones((2, 2)), mask=np.ones((3, 3), bool))
     with pytest.raises(ValueError, match="pred"):
         depth_metrics(np.ones(4), np.ones(4))
+
+
+def test_align_median_even_pixel_count_numpy_and_torch():
+    gt = np.array([1.0, 2.0, 4.0, 8.0])  # even count: numpy's median 3.0, torch's 2.0
+    pred = np.array([1.0, 1.0, 1.0, 1.0])
+    assert align_median(pred, gt)[0] == pytest.approx(3.0)
+    assert align_median(pred, gt, median="torch")[0] == pytest.approx(float(torch.median(torch.tensor(gt))))
+    odd = np.array([1.0, 2.0, 4.0])
+    assert align_median(pred[:3], odd, median="torch")[0] == align_median(pred[:3], odd)[0] == 2.0
