@@ -369,6 +369,30 @@ def build_tokenizer(vocab_size: int = 640):
     )
 
 
+def geometry_from_config(mcfg, text_hidden: int) -> G2VLMGeometry:
+    """The non-language parts of ModelConfig's sizes, fused into a language model of width `text_hidden`."""
+    return G2VLMGeometry(
+        text_hidden=text_hidden,
+        geo_dim=mcfg.geo_dim,
+        knn=mcfg.knn,
+        edgeconv_layers=mcfg.edgeconv_layers,
+        voxel_sizes=tuple(mcfg.voxel_sizes),
+        max_tokens=mcfg.max_tokens,
+        pixel_stride=mcfg.pixel_stride,
+        fusion_layers=mcfg.fusion_layers,
+        fusion_heads=mcfg.fusion_heads,
+        geometry_bias=mcfg.geometry_bias,
+        bias_sigma=mcfg.bias_sigma,
+        geometry_free=mcfg.geometry_free,
+        image_size=mcfg.image_size,
+        recon_patch=mcfg.recon_patch,
+        recon_dim=mcfg.recon_dim,
+        recon_layers=mcfg.recon_layers,
+        recon_heads=mcfg.recon_heads,
+        recon_registers=mcfg.recon_registers,
+    )
+
+
 def build_model(mcfg, seed: int = 0) -> G2VLM:
     """A G2VLM from ModelConfig: a random tiny Qwen2 and local tokenizer, or a local Qwen2 folder."""
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
@@ -397,24 +421,5 @@ def build_model(mcfg, seed: int = 0) -> G2VLM:
                 tie_word_embeddings=False,
             )
         )
-    geometry = G2VLMGeometry(
-        text_hidden=lm.config.hidden_size,
-        geo_dim=mcfg.geo_dim,
-        knn=mcfg.knn,
-        edgeconv_layers=mcfg.edgeconv_layers,
-        voxel_sizes=tuple(mcfg.voxel_sizes),
-        max_tokens=mcfg.max_tokens,
-        pixel_stride=mcfg.pixel_stride,
-        fusion_layers=mcfg.fusion_layers,
-        fusion_heads=mcfg.fusion_heads,
-        geometry_bias=mcfg.geometry_bias,
-        bias_sigma=mcfg.bias_sigma,
-        geometry_free=mcfg.geometry_free,
-        image_size=mcfg.image_size,
-        recon_patch=mcfg.recon_patch,
-        recon_dim=mcfg.recon_dim,
-        recon_layers=mcfg.recon_layers,
-        recon_heads=mcfg.recon_heads,
-        recon_registers=mcfg.recon_registers,
-    )
+    geometry = geometry_from_config(mcfg, lm.config.hidden_size)
     return G2VLM(lm, geometry, tokenizer)

@@ -19,6 +19,57 @@ from g2vlm.config import load_config
 from g2vlm.model import build_model
 
 
+# Qwen2-1.5B's config.json (the language model of Qwen2-VL-2B, which the official G2VLM-2B builds on).
+QWEN2_1_5B = dict(
+    vocab_size=151936,
+    hidden_size=1536,
+    intermediate_size=8960,
+    num_hidden_layers=28,
+    num_attention_heads=12,
+    num_key_value_heads=2,
+    tie_word_embeddings=True,
+)
+PROMPT = 64  # question tokens
+
+
+def paper_scale_cost() -> dict:
+    """paper.yaml's model on the `meta` device (no memory, no weights): parameters of each part and
+    the FLOPs of the RGB-only reconstruction of its 8 views and of one question's prefill (fusion
+    over every geometry token + the language model). The geometry encoder's kNN graph and voxel
+    pooling are data-dependent and not counted (they are small next to both)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from g2vlm.model import geometry_from_config
+
+    root = Path(__file__).parents[2] / "g2vlm" / "configs"
+    cfg = load_config(root / "paper.yaml")
+    m = cfg.model
+    with torch.device("meta"):
+        lm = Qwen2ForCausalLM(Qwen2Config(**QWEN2_1_5B))
+        geo = geometry_from_config(m, lm.config.hidden_size)
+        views = torch.empty(1, cfg.data.views, 3, m.image_size, m.image_size)
+        T = m.max_tokens * len(m.voxel_sizes)
+        text = torch.empty(1, PROMPT, lm.config.hidden_size)
+        feats, xyz = torch.empty(1, T, m.geo_dim), torch.empty(1, T, 3)
+        with FlopCounterMode(display=False) as recon:
+            geo.recon(views)
+        with FlopCounterMode(display=False) as ask:
+            lm.model(inputs_embeds=geo.fusion(text, feats, xyz))
+    count = lambda mod: sum(p.numel() for p in mod.parameters())  # noqa: E731
+    return {
+        "views": cfg.data.views,
+        "size": m.image_size,
+        "tokens": T,
+        "lm": count(lm),
+        "encoder": count(geo.encoder) + count(geo.depth_head),
+        "recon": count(geo.recon),
+        "fusion_heads": count(geo) - count(geo.encoder) - count(geo.depth_head) - count(geo.recon),
+        "recon_flops": recon.get_total_flops(),
+        "question_flops": ask.get_total_flops(),
+    }
+
+
 def run(quick: bool = False) -> PerfReport:
     report = PerfReport("g2vlm", "G2VLM reconstruction and QA, sensor depth vs RGB only")
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -75,5 +126,15 @@ def run(quick: bool = False) -> PerfReport:
     report.notes.append(
         f"parameters: language model {count(model.lm):.2f} M, geometry encoder {count(g.encoder):.2f} M, "
         f"reconstruction network {count(g.recon):.2f} M, depth head {count(g.depth_head):.3f} M"
+    )
+    c = paper_scale_cost()
+    total = c["lm"] + c["encoder"] + c["recon"] + c["fusion_heads"]
+    report.notes.append(
+        f"paper scale (meta device, paper.yaml with Qwen2-1.5B): {total / 1e9:.2f} B parameters (language "
+        f"model {c['lm'] / 1e9:.2f} B, RGB-only network {c['recon'] / 1e6:.0f} M, geometry encoder + depth "
+        f"head {c['encoder'] / 1e6:.1f} M, fusion and heads {c['fusion_heads'] / 1e6:.1f} M); RGB-only "
+        f"reconstruction of {c['views']} views at {c['size']} px {c['recon_flops'] / 1e12:.2f} TFLOPs; one "
+        f"{PROMPT}-token question over {c['tokens']} geometry tokens {c['question_flops'] / 1e12:.2f} TFLOPs "
+        "(official G2VLM-2B: about 2 B)"
     )
     return report
