@@ -1,10 +1,10 @@
 """VLM3 (`vlm3/`): 3D answers as text, through its own `vlm3.demo.Predictor` (focal-length unification,
 text pixel coordinates, its parsers).
 
-- Depth at the query pixels: one prompt per view listing that view's pixels. VLM3 answers the ray
-  distance ("how far ... from the camera", its and DepthLM's label); the adapter turns it into
-  z-depth with the view's own K (the ray is the same before and after focal unification). No
-  dense map: VLM3 answers points.
+- Depth at the query pixels: one prompt per pixel (its evaluation's single-point questions,
+  batched per view). VLM3 answers the ray distance ("how far ... from the camera", its and
+  DepthLM's label); the adapter turns it into z-depth with the view's own K (the ray is the same
+  before and after focal unification). No dense map: VLM3 answers points.
 - Pose: each view is asked against view 0 (yaw / pitch / roll and the translation direction and
   distance, `vlm3.data.relative_pose` convention); view 0 is the world frame. A view whose answer
   does not parse counts as unregistered.
@@ -78,7 +78,7 @@ class VLM3Method(Method):
                 for v in range(q.images.shape[0]):
                     rows = np.nonzero(q.pixels[:, 0] == v)[0]
                     xy = q.pixels[rows][:, 1:3]
-                    values, _ = p.depth(q.images[v], q.K[v].double(), xy)
+                    values, _ = p.depth(q.images[v], q.K[v].double(), xy, one_prompt=False)
                     d = np.array([np.nan if x is None else x for x in values], float)
                     if p.settings.get("depth_target", "distance") == "distance":
                         d = distance_to_z(d, xy, q.K[v])
