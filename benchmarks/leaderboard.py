@@ -179,8 +179,10 @@ def cost_markdown(board: dict) -> str:
     tasks = list(board["tasks"])
     lines = [
         "## Cost, side by side\n",
-        "Parameters of the tiny model each row ran and CPU seconds per item of each task in this run "
-        "(same machine, same run); paper-scale counts where `make perf` measured them.\n",
+        "Parameters of the tiny model each row ran and CPU seconds per item to answer each task in this "
+        "run (same machine, same run; scoring not included; a method that answers several tasks from one "
+        "prediction of the same views pays for it in the first, e.g. depth before pose); paper-scale "
+        "counts where `make perf` measured them.\n",
         "| method | parameters | " + " | ".join(f"{t} s/item" for t in tasks) + " | paper scale |",
         "|---|---|" + "---|" * len(tasks) + "---|",
     ]
