@@ -6,6 +6,7 @@ as such (the task counts their pairs as failed and shows the registered fraction
 a sparse point map: each registered view's keypoints that triangulated carry their 3D point, every
 other pixel is invalid. The views are upsampled `UPSAMPLE` times (bilinear, K scaled) before SIFT,
 which finds too few features on 128 px renders; the points are put back at the original pixels.
+The mapper's thresholds are lowered for the few matches such renders give (see `reconstruct`).
 """
 
 from __future__ import annotations
@@ -76,6 +77,13 @@ class COLMAPMethod(Method):
             options.ba_refine_principal_point = False
             options.ba_refine_extra_params = False
             options.min_model_size = 2
+            # COLMAP's defaults are tuned for photos with thousands of features; 4 renders of 128 px
+            # give tens of matches, so the two-view initialisation and registration thresholds are
+            # lowered (defaults: 100 initial inliers, 30 per registration, 15 matches, 16 deg angle).
+            options.min_num_matches = 8
+            options.mapper.init_min_num_inliers = 20
+            options.mapper.abs_pose_min_num_inliers = 10
+            options.mapper.init_min_tri_angle = 4.0
             (tmp / "sparse").mkdir()
             models = pc.incremental_mapping(db, tmp / "images", tmp / "sparse", options=options)
             if models:
