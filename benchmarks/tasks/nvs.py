@@ -5,8 +5,9 @@ cameras (w2c, metres, world frame) and the cameras of 2 held-out views of the sa
 it returns their RGB [T, 3, H, W]. A pose-free method maps the target cameras into its own frame
 by the Sim(3) that takes its predicted input cameras onto the given ones (the pose-free NVS
 evaluation of VGGT-style models). Scores (`common.metrics`): PSNR and SSIM (Gaussian window 11,
-sigma 1.5, valid region) per target view, averaged. Baselines: the input view whose camera centre is
-nearest the target's, and the mean colour of the inputs.
+sigma 1.5, valid region: skimage / pixelSplat) per target view, averaged, and beside it SSIM as 3DGS
+computes it (zero padding, full map), the variant splatting papers report. Baselines: the input
+view whose camera centre is nearest the target's, and the mean colour of the inputs.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from benchmarks.tasks.base import Item, Metric, Participant, Task, TaskData
 from benchmarks.tasks.depth import VIEWS
 from common.cameras import camera_centers
-from common.metrics import psnr, ssim
+from common.metrics import psnr, ssim, ssim_3dgs
 
 TARGETS = (3, 4)  # between the inputs 2 and 5
 
@@ -44,6 +45,7 @@ class NVSTask(Task):
     metrics = [
         Metric("psnr", True, "PSNR over the image (dB)"),
         Metric("ssim", True, "SSIM, Gaussian 11 / 1.5, valid region (skimage-style)"),
+        Metric("ssim_3dgs", True, "SSIM as 3DGS computes it (zero padding, full map)"),
     ]
     participants = [Participant("ivgt", "SDF + colour field rendered at the aligned target camera")]
 
@@ -63,7 +65,11 @@ class NVSTask(Task):
                 f"nvs answer: expected RGB of shape {list(item.truth.shape)}, got {list(pred.shape)}"
             )
         pred = pred.nan_to_num(0.0).clamp(0, 1)
-        return {"psnr": float(psnr(pred, item.truth)), "ssim": float(ssim(pred, item.truth))}
+        return {
+            "psnr": float(psnr(pred, item.truth)),
+            "ssim": float(ssim(pred, item.truth)),
+            "ssim_3dgs": float(ssim_3dgs(pred, item.truth)),
+        }
 
     def baselines(self, data: TaskData, train: TaskData | None) -> dict:
         def nearest_input(q: NVSQuery) -> torch.Tensor:
