@@ -126,7 +126,11 @@ def test_qa_parsers():
 
 
 def test_run_writes_the_leaderboard_with_every_participant(root, tmp_path, monkeypatch):
+    from benchmarks.tasks.base import Participant
+    from benchmarks.tasks.recon import ReconTask
+
     monkeypatch.chdir(tmp_path)  # no trained runs here: the selected method is listed as unavailable
+    monkeypatch.setattr(ReconTask, "participants", [*ReconTask.participants, Participant("nobody")])
     out = tmp_path / "lb"
     assert (
         run.main(
@@ -147,7 +151,7 @@ def test_run_writes_the_leaderboard_with_every_participant(root, tmp_path, monke
     )
     board = json.loads(out.with_suffix(".json").read_text())
     depth = board["tasks"]["depth"]
-    assert board["tasks"]["recon"]["methods"]["tsdf-fusion"]["status"].startswith("not yet")
+    assert board["tasks"]["recon"]["methods"]["nobody"]["status"].startswith("not yet")  # no adapter
     assert depth["methods"]["g2vlm"]["status"] == "not selected"
     assert depth["methods"]["ivgt"]["status"].startswith("unavailable: no trained run")
     qa = board["tasks"]["qa"]["metrics"]
