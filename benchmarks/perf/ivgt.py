@@ -118,8 +118,53 @@ def run(quick: bool = False) -> PerfReport:
             f"Chamfer(c2f, dense) = {chamfer / voxel:.2g} voxel{mem}; with the tiny model's measured "
             f"{per_query_s * 1e6:.0f} us per query, the learned field would take ~{stats['dense'] * per_query_s:,.0f} s "
             f"dense vs ~{stats['c2f'] * per_query_s:,.0f} s coarse-to-fine (projection from the counts)")
+    trained_meshing(report, device, 32 if quick else 64)
     if device == "cpu":
         report.notes.append("forward fresh-process peak memory: " + ", ".join(
             f"{r.items:g} views {_mib(r.extra.get('fresh_process_peak_mb'))}" for r in report.rows
             if r.case.startswith("forward")))
     return report
+
+
+TRAINED_RUNS = ("results/ivgt/run/model", "results/ivgt/benchmark/model")
+
+
+def trained_meshing(report: PerfReport, device: str, res: int) -> None:
+    """Dense against coarse-to-fine meshing timed on a trained model's SDF (the first test scene's
+    4 views), where a trained run exists (`make reproduce-ivgt` or `make benchmark`)."""
+    from pathlib import Path
+
+    from common.datasets import SceneDataset
+
+    path = next((Path(p) for p in TRAINED_RUNS if (Path(p) / "config.json").is_file()), None)
+    data = Path("data/synthetic/test")
+    if path is None or not (data / "index.json").is_file():
+        report.notes.append("trained-SDF meshing: skipped (no trained run or no make data)")
+        return
+    model = IVGT.load(path).to(device).eval()
+    scene = model.reconstruct(SceneDataset("data/synthetic", "test")[0].images[:4].to(device))
+    pts = scene.points()
+    lo, hi = pts.min(0).values, pts.max(0).values
+    bounds = torch.stack([lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo)]).cpu()
+
+    @torch.no_grad()
+    def sdf(x):
+        return scene.query(x.to(device))[0].cpu()
+
+    stats = {}
+
+    def dense():
+        stats["dense"] = extract_dense(sdf, bounds, res)
+
+    def c2f():
+        stats["c2f"] = extract_coarse_to_fine(sdf, bounds, res, levels=3)
+
+    case = f"mesh extraction, trained IVGT SDF ({path.parent.name}), {res}^3 cells"
+    rows = report.compare(case, {"dense": dense, "coarse-to-fine": c2f}, items=1, unit="meshes",
+                          repeats=1, warmup=0, device=device)
+    (vd, _, sd), (vc, _, sc) = stats["dense"], stats["c2f"]
+    chamfer = point_cloud_metrics(vc, vd)["chamfer"] if len(vc) and len(vd) else float("nan")
+    report.notes.append(
+        f"trained SDF {res}^3: {rows[0].median_s:.1f} s dense vs {rows[1].median_s:.1f} s coarse-to-fine "
+        f"({sd['sdf_queries']:,} vs {sc['sdf_queries']:,} queries), {len(vd):,} vs {len(vc):,} vertices, "
+        f"Chamfer(c2f, dense) {chamfer:.3g} (scene units)")
