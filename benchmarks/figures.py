@@ -13,7 +13,7 @@ import torch
 DEPTH_BINS = np.array([0.0, 1, 2, 4, 8, 16, 32, 1e9])  # metres
 
 
-def _png(fig) -> bytes:
+def png_bytes(fig) -> bytes:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -23,7 +23,7 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def _plt():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -35,7 +35,7 @@ def _plt():
 def depth_figures(items, answers: dict) -> list[tuple[str, bytes]]:
     from common.metrics import align_median
 
-    plt = _plt()
+    plt = pyplot()
     dense = {m: a for m, a in answers.items() if a and a[0].depth is not None}
     if not dense:
         return []
@@ -61,7 +61,7 @@ def depth_figures(items, answers: dict) -> list[tuple[str, bytes]]:
     ax.set_ylabel("AbsRel")
     ax.legend(fontsize=7)
     ax.set_title("Depth error against depth range (all test views)", fontsize=9)
-    out.append(("depth error against depth range", _png(fig)))
+    out.append(("depth error against depth range", png_bytes(fig)))
 
     picks = []
     for domain in ("indoor", "outdoor"):
@@ -88,14 +88,14 @@ def depth_figures(items, answers: dict) -> list[tuple[str, bytes]]:
             )
             ax.set_axis_off()
             ax.set_title(f"{title}\n{items[k].query.scene_id}" if c < 2 else title, fontsize=7)
-    out.append(("the same view's depth maps (scale-free ones median-aligned)", _png(fig)))
+    out.append(("the same view's depth maps (scale-free ones median-aligned)", png_bytes(fig)))
     return out
 
 
 def pose_figures(items, answers: dict) -> list[tuple[str, bytes]]:
     from common.metrics import relative_pose_errors
 
-    plt = _plt()
+    plt = pyplot()
     if not answers:
         return []
     fig, ax = plt.subplots(figsize=(6, 3.6))
@@ -114,13 +114,13 @@ def pose_figures(items, answers: dict) -> list[tuple[str, bytes]]:
     ax.set_ylabel("fraction of view pairs")
     ax.legend(fontsize=7)
     ax.set_title("Pose error CDF over all view pairs", fontsize=9)
-    return [("pose error CDF", _png(fig))]
+    return [("pose error CDF", png_bytes(fig))]
 
 
 def recon_figures(items, answers: dict, max_points: int = 4000) -> list[tuple[str, bytes]]:
     from common.metrics import align_sim3_icp
 
-    plt = _plt()
+    plt = pyplot()
     if not items or not answers:
         return []
     t = items[0].truth
@@ -150,4 +150,4 @@ def recon_figures(items, answers: dict, max_points: int = 4000) -> list[tuple[st
     fig.suptitle(
         f"{items[0].query.scene_id}: points from above after Sim(3) + ICP, colour = height", fontsize=8
     )
-    return [("reconstructed points of one scene", _png(fig))]
+    return [("reconstructed points of one scene", png_bytes(fig))]

@@ -237,10 +237,9 @@ def summary_markdown(board: dict) -> str:
 
 def task_chart_png(task: dict) -> bytes | None:
     """Bars with 95% intervals, one panel per metric, every row that has the metric."""
-    import matplotlib
+    from benchmarks.figures import png_bytes, pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     metrics = [m for m in task["metric_specs"] if task["metrics"].get(m)]
     if not metrics:
@@ -261,11 +260,7 @@ def task_chart_png(task: dict) -> bytes | None:
         ax.set_title(
             f"{m} ({'higher' if task['metric_specs'][m]['higher_is_better'] else 'lower'} better)", fontsize=8
         )
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def board_html(board: dict) -> str:

@@ -24,7 +24,6 @@ import torch
 
 from common.cameras import depth_to_points
 from common.metrics import (
-    align_sim3_icp,
     box_iou_3d_axis_aligned,
     exact_match,
     mean_relative_accuracy,
@@ -76,8 +75,7 @@ def recon_metrics(scene, world: torch.Tensor, ecfg, seed: int = 0) -> dict:
     if len(gt) > MAX_POINTS:
         keep = rng.choice(len(gt), MAX_POINTS, replace=False)
         gt, pred = gt[keep], pred[keep]
-    official = multiview_reconstruction_metrics(pred, gt, ecfg.icp_threshold)
-    aligned, _ = align_sim3_icp(pred, gt, ecfg.icp_threshold)
+    official, aligned = multiview_reconstruction_metrics(pred, gt, ecfg.icp_threshold, return_aligned=True)
     pc = point_cloud_metrics(aligned, gt, threshold=ecfg.fscore_threshold)
     return {
         "chamfer": pc["chamfer"],

@@ -69,7 +69,7 @@ class G2VLMMethod(Method):
 
     # -- RGB-only geometry ------------------------------------------------------------------------
     @torch.no_grad()
-    def _rgb_only(self, q):
+    def rgb_only(self, q):
         """-> (depth [V, S, S], w2c [V, 4, 4] with view 0 at the identity, world [V, S, S, 3], normals)."""
         if q.scene_id not in self._cache:
             S = self.size
@@ -83,19 +83,19 @@ class G2VLMMethod(Method):
     def _depth(self, q):
         from benchmarks.tasks.depth import DepthAnswer
 
-        depth, *_ = self._rgb_only(q)
+        depth, *_ = self.rgb_only(q)
         return DepthAnswer(depth=_up(depth, q.images.shape[-2:]))
 
     def _pose(self, q):
         from benchmarks.tasks.pose import PoseAnswer
 
-        _, w2c, *_ = self._rgb_only(q)
+        _, w2c, *_ = self.rgb_only(q)
         return PoseAnswer(w2c=w2c)
 
     def _recon(self, q):
         from benchmarks.tasks.recon import ReconAnswer
 
-        _, _, world, _ = self._rgb_only(q)
+        _, _, world, _ = self.rgb_only(q)
         return ReconAnswer(points=_up(world, q.images.shape[-2:]))
 
     # -- sensor-depth mode --------------------------------------------------------------------------

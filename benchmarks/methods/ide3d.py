@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from benchmarks.methods import Method, Unavailable, find_run
 
 RUNS = ["results/ide3d/ide3d/final", "results/ide3d/benchmark/final"]
@@ -52,6 +54,7 @@ class IDE3DMethod(Method):
         return train(cfg, progress=False)
 
     def answer(self, task: str, queries: list) -> list:
+        from benchmarks.tasks.grounding import GroundingAnswer
         from ide3d.data import Query, Scene, prepare
         from ide3d.evaluate import predict
         from ide3d.processing import ground_prompt, qa_prompt
@@ -75,8 +78,8 @@ class IDE3DMethod(Method):
                     )
                     for k in ks
                 ]
-            else:
-                boxes = first.candidates if hasattr(first, "candidates") else _no_boxes()
+            else:  # QA has no candidates
+                boxes = torch.zeros(0, 6)
                 qs = [
                     Query(
                         "qa",
@@ -100,16 +103,7 @@ class IDE3DMethod(Method):
             )
             preds = predict(self.model, self.processor, [prepare(scene, self.processor)])
             for j, k in enumerate(ks):
-                if task == "grounding":
-                    from benchmarks.tasks.grounding import GroundingAnswer
-
-                    out[k] = GroundingAnswer(preds.chosen[(0, j)])
-                else:
-                    out[k] = preds.answers[(0, j)]
+                out[k] = (
+                    GroundingAnswer(preds.chosen[(0, j)]) if task == "grounding" else preds.answers[(0, j)]
+                )
         return out
-
-
-def _no_boxes():
-    import torch
-
-    return torch.zeros(0, 6)

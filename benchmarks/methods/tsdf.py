@@ -45,7 +45,7 @@ class TSDFFusionMethod(Method):
         from common.cameras import resize_intrinsics
 
         o3d = self.o3d
-        depth, w2c, world, _ = self.base._rgb_only(q)  # [V, S, S] metres, [V, 4, 4], [V, S, S, 3]
+        depth, w2c, world, _ = self.base.rgb_only(q)  # [V, S, S] metres, [V, 4, 4], [V, S, S, 3]
         V, S = depth.shape[0], depth.shape[-1]
         H, W = q.images.shape[-2:]
         K_s = resize_intrinsics(q.K, (H, W), (S, S)).double().numpy()

@@ -26,7 +26,6 @@ from benchmarks.tasks.base import Item, Metric, Participant, Task, TaskData, sce
 from benchmarks.tasks.depth import VIEWS
 from common.cameras import depth_to_points
 from common.metrics import (
-    align_sim3_icp,
     multiview_reconstruction_metrics,
     occupancy_iou,
     point_cloud_metrics,
@@ -116,8 +115,9 @@ class ReconTask(Task):
             gt_all = gt_all[
                 scene_rng(self.name, "gt", t.index).choice(len(gt_all), MAX_POINTS, replace=False)
             ]
-        official = multiview_reconstruction_metrics(p, g, ICP_THRESHOLD, gt_all=gt_all)
-        aligned, _ = align_sim3_icp(p, g, ICP_THRESHOLD)
+        official, aligned = multiview_reconstruction_metrics(
+            p, g, ICP_THRESHOLD, gt_all=gt_all, return_aligned=True
+        )
         pc = point_cloud_metrics(aligned, gt_all, threshold=FSCORE_THRESHOLD)
         return {
             "acc": official["acc"],

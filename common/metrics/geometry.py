@@ -234,8 +234,8 @@ def align_sim3_icp(pred, gt, icp_threshold: float = 0.1) -> tuple:
 
 
 def multiview_reconstruction_metrics(
-    pred, gt, icp_threshold: float = 0.1, normal_k: int = 30, gt_all=None
-) -> dict:
+    pred, gt, icp_threshold: float = 0.1, normal_k: int = 30, gt_all=None, return_aligned: bool = False
+):
     """The multi-view point-map protocol of CUT3R / Pi3 / G2VLM (`mv_recon/eval.py`).
 
     pred, gt: corresponding points [N, 3] (pixel i of the predicted point maps against pixel i of
@@ -248,6 +248,9 @@ def multiview_reconstruction_metrics(
     gt_all [M, 3]: when the prediction covers only some of the ground truth's pixels (a sparse
     reconstruction), the alignment still uses the correspondences, but every metric is taken
     against all of the ground truth, so that missing parts count against completeness.
+
+    return_aligned: also return the aligned prediction [N, 3], for further metrics on the same
+    alignment without running Umeyama and ICP again: -> (metrics, aligned).
     """
     aligned, s = align_sim3_icp(pred, gt, icp_threshold)
     gt = _points(gt, "gt") if gt_all is None else _points(gt_all, "gt_all")
@@ -256,7 +259,7 @@ def multiview_reconstruction_metrics(
     n_pred, n_gt = estimate_normals(aligned, normal_k), estimate_normals(gt, normal_k)
     nc1 = np.abs(np.sum(n_pred * n_gt[nn_gt], 1))
     nc2 = np.abs(np.sum(n_gt * n_pred[nn_pred], 1))
-    return {
+    out = {
         "acc": float(d_pred.mean()),
         "acc_median": float(np.median(d_pred)),
         "comp": float(d_gt.mean()),
@@ -265,6 +268,7 @@ def multiview_reconstruction_metrics(
         "nc_median": float((np.median(nc1) + np.median(nc2)) / 2),
         "scale": float(s),
     }
+    return (out, aligned) if return_aligned else out
 
 
 def occupancy_iou(pred, gt, voxel: float = 0.1) -> float:
