@@ -66,7 +66,7 @@ class SupervisionConfig:
     verifier_dim: int = 64
     verifier_features: int = 32
     verifier_channels: list = field(default_factory=lambda: [16, 32, 64, 64])
-    # Strong verifier: a folder written by `ide3d.verifier.pretrain_verifier` (the same decoder
+    # Strong verifier: a folder written by `ide3d.train.pretrain_verifier` (the same decoder
     # trained to convergence on the synthetic train split); empty = weak (random initialisation).
     verifier_init: str = ""
     conf_alpha: float = 0.2  # - alpha * log(conf)

@@ -54,15 +54,10 @@ class IDE3DForConditionalGeneration(LlavaOnevisionForConditionalGeneration):
 
     def __init__(self, config: LlavaOnevisionConfig):
         super().__init__(config)
+        from ide3d.config import ModelConfig  # the one place the grounding defaults are written
+
         settings = getattr(config, "ide3d", None) or {}
-        config.ide3d = {
-            "ground_temperature": 0.07,
-            "pe_min": [-15.0, -15.0, -5.0],
-            "pe_max": [15.0, 15.0, 5.0],
-            "pe_voxel": 0.1,
-            "token_pe": False,
-            **settings,
-        }
+        config.ide3d = {**grounding_settings(ModelConfig()), **settings}
         self.ground_head = GroundingHead(config.text_config.hidden_size)
         self.post_init()
 

@@ -203,6 +203,7 @@ def cached_features(teacher, scenes, cache_dir: Path) -> list[torch.Tensor]:
 
 
 def main(argv=None) -> None:
+    from common.cli import one_line_errors
     from ide3d.config import load_config, set_threads
     from ide3d.data import ensure_data, load_scenes
 
@@ -210,14 +211,12 @@ def main(argv=None) -> None:
     ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
     ap.add_argument("overrides", nargs="*", help="key=value, e.g. teacher.steps=100")
     args = ap.parse_args(argv)
-    try:
+    with one_line_errors("ide3d.teacher"):
         cfg = load_config(args.config, args.overrides)
         set_threads(cfg.threads)
         ensure_data(cfg.data)
         scenes = load_scenes(cfg.data, cfg.data.train_split, seed=cfg.train.seed)
-    except (ValueError, OSError) as exc:
-        ap.exit(2, f"ide3d.teacher: error: {exc}\n")
-    train_teacher(cfg, scenes, Path(cfg.supervision.teacher_path))
+        train_teacher(cfg, scenes, Path(cfg.supervision.teacher_path))
     print(cfg.supervision.teacher_path)
 
 

@@ -39,9 +39,12 @@ def test_stage1_trains_geometry_only_and_resume_is_exact(data_root, tmp_path):
     final = train(cfg, progress=False)
     s1 = load_file(str(tmp_path / "a" / "stage1" / "final" / "language_model" / "model.safetensors"))
     init = G2VLM.from_pretrained(tmp_path / "a" / "stage1" / "final")
-    fresh_lm = {k: v for k, v in init.lm.state_dict().items()}
+    untrained = build_model(cfg.model, seed=cfg.train.seed)  # what training started from
+    fresh_lm = untrained.lm.state_dict()
     assert all(torch.equal(s1[k], fresh_lm[k]) for k in s1)
     # Stage 1 moved the depth head and not the language model (which stage 2 then trains).
+    head = init.geometry.depth_head.state_dict()
+    assert any(not torch.equal(v, untrained.geometry.depth_head.state_dict()[k]) for k, v in head.items())
     s2 = G2VLM.from_pretrained(final)
     assert not all(torch.equal(a, b) for a, b in zip(s2.lm.parameters(), init.lm.parameters()))
     cfg_b = make_cfg(data_root, tmp_path / "b")
