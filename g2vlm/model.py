@@ -98,10 +98,11 @@ class G2VLMGeometry(ModelMixin, ConfigMixin):
         return depth[0], w2c, world, normals
 
     def tokens(
-        self, rgb, depth_in, K, w2c, mode: str = "sensor", vertices=None, vertex_normals=None
+        self, rgb, depth_in, K, w2c, mode: str = "sensor", vertices=None, vertex_normals=None, depth=None
     ) -> GeometryTokens:
         """One scene's geometry tokens (module docstring). rgb [V, 3, S, S]; depth_in [V, S, S] the sensor
-        depth ("sensor" mode, ignored in "rgb"); K [V, 3, 3]; w2c [V, 4, 4] (only view 0's in "rgb")."""
+        depth ("sensor" mode, ignored in "rgb"); K [V, 3, 3]; w2c [V, 4, 4] (only view 0's in "rgb");
+        depth [V, S, S]: the depth head's completion of depth_in when the caller already ran it."""
         if self.config.geometry_free:
             g = self.patch_embed(rgb * 2 - 1)  # [V, C, h, w]
             feats = g.flatten(2).transpose(1, 2).reshape(-1, g.shape[1])  # [V*h*w, C]
@@ -112,7 +113,8 @@ class G2VLMGeometry(ModelMixin, ConfigMixin):
             )
         enc = self.encoder
         if mode == "sensor":
-            depth, _ = self.depth_head(rgb, depth_in)
+            if depth is None:
+                depth, _ = self.depth_head(rgb, depth_in)
             xyz, normals, feats = enc.pixel_points(rgb, depth.detach(), K, w2c)
         elif mode == "rgb":
             depth, _, world, normals = self.rgb_only(rgb, w2c[0])

@@ -51,7 +51,7 @@ class Trainee(nn.Module):
                 g.recon(s.rgb[None]), s.depth[None], s.K[None], s.w2c[None], t.camera_weight
             )["total"]
             if self.stage == 2:
-                tok = g.tokens(s.rgb, s.sensor, s.K, s.w2c, "sensor")
+                tok = g.tokens(s.rgb, s.sensor, s.K, s.w2c, "sensor", depth=depth)
                 tokens.append(tok)
                 feats, objectness = g.object_features(tok, s.boxes, s.rgb, s.K, s.w2c)
                 spatial = F.binary_cross_entropy_with_logits(objectness, s.is_object.float())
