@@ -166,7 +166,7 @@ def test_run_writes_the_leaderboard_with_every_participant(root, tmp_path, monke
     assert "| *best trivial baseline* |" in md and "not yet" in md
     html = out.with_suffix(".html").read_text()
     figures = [f for t in board["tasks"].values() for f in t["figures"]]
-    assert len(figures) == 3 and all((tmp_path / f["file"]).is_file() for f in figures)  # depth 2, recon 1
+    assert len(figures) == 4 and all((tmp_path / f["file"]).is_file() for f in figures)  # depth 2, recon 2
     assert html.count("<table>") == 3 and html.count("data:image/png;base64,") == 3 + len(figures)
 
 
@@ -234,3 +234,24 @@ def test_physics_task_scores_truth_and_baselines(tmp_path):
     assert all(0 <= s["E_rel_error"] < 10 for s in scores[:2]) and all(
         s["future_psnr"] > 10 for s in scores[2:]
     )
+
+
+def test_mesh_panels_render_an_aligned_answer_like_the_truth(data):
+    from benchmarks.figures import grid_mesh, mesh_panels
+
+    item = TASKS["recon"]().items(data[0])[0]
+    t = item.truth
+    verts, faces = grid_mesh(t.points, t.valid)
+    assert len(faces) > t.valid[:, 1:, 1:].sum()  # ~2 triangles per valid 2x2 block, skins dropped
+    pts = torch.from_numpy(t.points)
+    R = torch.tensor([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]], dtype=torch.float64)
+    moved = 0.5 * pts @ R.T + torch.tensor([3.0, 1.0, -2.0], dtype=torch.float64)
+    as_mesh = ReconAnswer(moved, mesh=(0.5 * verts @ R.numpy().T + [3.0, 1.0, -2.0], faces))
+    noisy = ReconAnswer(pts + 0.2 * torch.randn_like(pts))
+    panels = dict(mesh_panels(t, {"moved": ReconAnswer(moved), "mesh": as_mesh, "noisy": noisy}, size=96))
+    truth = panels["ground truth"]
+    assert (truth < 1).mean() > 0.2  # the surface fills a good part of the view
+    assert np.abs(panels["moved (point maps)"] - truth).mean() < 0.02
+    assert np.abs(panels["mesh (mesh)"] - truth).mean() < 0.02
+    moved_err = np.abs(panels["moved (point maps)"] - truth).mean()
+    assert np.abs(panels["noisy (point maps)"] - truth).mean() > max(3 * moved_err, 0.03)

@@ -8,6 +8,7 @@ IVGT's world is the first camera's frame in normalised units (no metric scale): 
 scale-free (scored after median alignment), its point maps after the task's Sim(3) alignment.
 The views are resized by `IVGT.reconstruct` to the backbone's size (64 px in tiny.yaml); the SDF
 is rendered at `RENDER` px and both outputs come back to the task's size by nearest upsampling.
+For the recon figure, `ivgt` also answers its marching-cubes mesh (coarse-to-fine at `MESH_RES`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from common.cameras import depth_to_points, resize_intrinsics
 
 RUNS = ["results/ivgt/run/model", "results/ivgt/benchmark/model"]
 RENDER = 64
+MESH_RES = 48
 
 
 def _up(x: torch.Tensor, size) -> torch.Tensor:
@@ -55,8 +57,8 @@ class IVGTMethod(Method):
 
     @torch.no_grad()
     def _predict(self, scene_id: str, images: torch.Tensor) -> tuple:
-        """-> (depth [V, H, W], w2c [V, 4, 4], K [V, 3, 3]) at the images' size H, W. The depth, pose
-        and recon tasks give the same views of a scene: each scene's answer is kept."""
+        """-> (depth [V, H, W], w2c [V, 4, 4], K [V, 3, 3], the Scene) at the images' size H, W. The
+        depth, pose and recon tasks give the same views of a scene: each scene's answer is kept."""
         if scene_id in self._cache:
             return self._cache[scene_id]
         scene = self.model.reconstruct(images)
@@ -70,7 +72,7 @@ class IVGTMethod(Method):
                 [scene.render(K_r[v], scene.w2c[v], RENDER, RENDER)["depth"] for v in range(len(K_r))]
             )
             depth = _up(depth, (H, W))
-        self._cache[scene_id] = (depth.cpu(), cams["w2c"].cpu(), cams["K"].cpu())
+        self._cache[scene_id] = (depth.cpu(), cams["w2c"].cpu(), cams["K"].cpu(), scene)
         return self._cache[scene_id]
 
     @torch.no_grad()
@@ -103,14 +105,19 @@ class IVGTMethod(Method):
 
         out = []
         for q in queries:
-            depth, w2c, K = self._predict(q.scene_id, q.images)
+            depth, w2c, K, scene = self._predict(q.scene_id, q.images)
             if task == "depth":
                 out.append(DepthAnswer(depth=depth, scale_free=True))
             elif task == "pose":
                 out.append(PoseAnswer(w2c=w2c))
             else:
                 valid = torch.isfinite(depth) & (depth > 0)
-                out.append(ReconAnswer(points=depth_to_points(depth.clamp_min(1e-6), K, w2c), valid=valid))
+                mesh = None
+                if not self.explicit:  # the scene's frame is the cameras' (first view = identity)
+                    m = scene.extract_mesh(MESH_RES)
+                    mesh = (m.vertices, m.faces)
+                points = depth_to_points(depth.clamp_min(1e-6), K, w2c)
+                out.append(ReconAnswer(points=points, valid=valid, mesh=mesh))
         return out
 
 

@@ -40,8 +40,8 @@ class TSDFFusionMethod(Method):
     def parameters(self) -> int | None:
         return None
 
-    def fuse(self, q) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (points [V, H, W, 3], valid [V, H, W]) in the base method's frame."""
+    def fuse(self, q) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+        """-> (points [V, H, W, 3], valid [V, H, W], mesh (vertices, faces)) in the base method's frame."""
         from common.cameras import resize_intrinsics
 
         o3d = self.o3d
@@ -74,8 +74,9 @@ class TSDFFusionMethod(Method):
         mesh = volume.extract_triangle_mesh()
         points = torch.zeros(V, H, W, 3)
         valid = torch.zeros(V, H, W, dtype=torch.bool)
+        surface = (np.asarray(mesh.vertices), np.asarray(mesh.triangles))
         if len(mesh.triangles) == 0:
-            return points, valid
+            return points, valid, surface
         scene = o3d.t.geometry.RaycastingScene()
         scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(mesh))
         for v in range(V):
@@ -90,9 +91,9 @@ class TSDFFusionMethod(Method):
             ok = np.isfinite(hit)
             pts = r[..., :3] + np.where(ok, hit, 0.0)[..., None] * r[..., 3:]
             points[v], valid[v] = torch.from_numpy(pts).float(), torch.from_numpy(ok)
-        return points, valid
+        return points, valid, surface
 
     def answer(self, task: str, queries: list) -> list:
         from benchmarks.tasks.recon import ReconAnswer
 
-        return [ReconAnswer(*self.fuse(q)) for q in queries]
+        return [ReconAnswer(*self.fuse(q)) for q in queries]  # points, valid, mesh

@@ -7,6 +7,13 @@ generation). "VLM + depth network" runs the same VLM's `generate` and then `Dept
 Qwen3-VL vision encoder of the same size plus the same DPT head), i.e. the two-model pipeline
 the paper replaces. Random weights (timing does not depend on them): the tiny config on CPU, or a
 larger Qwen3-VL-like configuration on CUDA when present (quick: tiny everywhere).
+
+Paper scale, counted on the `meta` device (`benchmarks/perf/_qwen3vl.py`): paper.yaml's DepthVLM
+(Qwen3-VL-4B + DPT head of 256 features) against Qwen3-VL-4B + Depth Anything V2-L (transformers'
+own `DepthAnythingForDepthEstimation` with the V2-L sizes: DINOv2-L/14, DPT 256 features, 335 M
+parameters), the pipeline the paper's "single forward pass" replaces. Case: one 1024x768 image
+(focal-unified and cropped as paper.yaml's max_size allows) and 80 text tokens (64 prompt + 16
+answer, teacher-forced in one pass); Depth Anything at its own 518-px short side (686x518).
 """
 
 from __future__ import annotations
@@ -15,8 +22,42 @@ import torch
 
 from benchmarks.perf import PerfReport
 from depthvlm.baselines import depthnet_from_vlm_config
-from depthvlm.config import ModelConfig
-from depthvlm.model import build_model
+from benchmarks.perf._qwen3vl import count_flops, params, query_flops, qwen3_vl_4b
+from depthvlm.config import ModelConfig, load_config
+from depthvlm.model import build_model, head_kwargs
+
+PAPER_IMAGE, PAPER_TEXT = (768, 1024), 80  # (H, W) px; prompt + answer tokens
+
+
+def depth_anything_v2_large():
+    """Depth Anything V2-L (metric) on `meta`, from transformers' own class and config."""
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+    backbone = Dinov2Config(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                            intermediate_size=4096, patch_size=14, image_size=518,
+                            out_indices=[5, 12, 18, 24], reshape_hidden_states=False)
+    cfg = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=1024, patch_size=14,
+                              neck_hidden_sizes=[256, 512, 1024, 1024], fusion_hidden_size=256,
+                              head_hidden_size=32, depth_estimation_type="metric", max_depth=20)
+    with torch.device("meta"):
+        return DepthAnythingForDepthEstimation(cfg).eval()
+
+
+def paper_scale_cost() -> dict:
+    """Parameters and FLOPs of one image + question at paper scale, both pipelines (docstring)."""
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).parents[2] / "depthvlm" / "configs" / "paper.yaml")
+    model = qwen3_vl_4b(head_kwargs(cfg.model))
+    q = query_flops(model, *PAPER_IMAGE, PAPER_TEXT)
+    head_flops, _ = count_flops(lambda: model.depth_head(q["maps"], PAPER_IMAGE))
+    da = depth_anything_v2_large()
+    da_flops, _ = count_flops(lambda: da(pixel_values=torch.empty(1, 3, 518, 686, device="meta")))
+    vlm = q["vision"] + q["language"]
+    return {"depthvlm_params": params(model), "vlm_params": params(model) - params(model.depth_head),
+            "head_params": params(model.depth_head), "da_params": params(da),
+            "depthvlm_flops": vlm + head_flops, "two_model_flops": vlm + da_flops,
+            "head_flops": head_flops, "da_flops": da_flops, "image_tokens": q["image_tokens"]}
 
 
 def run(quick: bool = False) -> PerfReport:
@@ -59,4 +100,17 @@ def run(quick: bool = False) -> PerfReport:
                         f"{params(net) / 1e6:.2f} M")
     if all(m for m in mem):
         report.notes.append(f"peak memory ratio (VLM + depth network / DepthVLM): {mem[0] / mem[1]:.2f}")
+    c = paper_scale_cost()
+    H, W = PAPER_IMAGE
+    report.notes.append(
+        f"paper scale (meta device, one {W}x{H} image = {c['image_tokens']} image tokens + {PAPER_TEXT} text "
+        f"tokens): DepthVLM (Qwen3-VL-4B + DPT head) {c['depthvlm_params'] / 1e9:.2f} B parameters "
+        f"(head {c['head_params'] / 1e6:.0f} M), {c['depthvlm_flops'] / 1e12:.2f} TFLOPs (head "
+        f"{c['head_flops'] / 1e12:.2f}); Qwen3-VL-4B + Depth Anything V2-L "
+        f"{(c['vlm_params'] + c['da_params']) / 1e9:.2f} B "
+        f"parameters (Depth Anything {c['da_params'] / 1e6:.0f} M), {c['two_model_flops'] / 1e12:.2f} TFLOPs "
+        f"(Depth Anything at 686x518 {c['da_flops'] / 1e12:.2f}); ratios two models / DepthVLM: parameters "
+        f"{(c['vlm_params'] + c['da_params']) / c['depthvlm_params']:.3f}, FLOPs "
+        f"{c['two_model_flops'] / c['depthvlm_flops']:.3f}; parameter memory in bf16 "
+        f"{2 * c['depthvlm_params'] / 2**30:.1f} vs {2 * (c['vlm_params'] + c['da_params']) / 2**30:.1f} GiB")
     return report

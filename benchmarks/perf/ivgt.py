@@ -10,6 +10,13 @@ Peak memory: the harness's column is the growth of the resident set over what th
 already holds, which reads ~0 on CPU once earlier cases have grown the heap; each case's memory
 is therefore also measured in a fresh Python process (`extra["fresh_process_peak_mb"]`: peak RSS
 during the call minus the RSS before it, after imports and set-up).
+
+Paper scale, counted on the `meta` device with `torch.utils.flop_counter` (no weights): paper.yaml's
+model (ViT-L DINOv2 patch embedding, 24 frame/global block pairs of 1024, 518 px): parameters,
+FLOPs of the feed-forward pass over train.input_views views, FLOPs per SDF query of the scene those
+views make, and what dense meshing costs at 512^3 against coarse-to-fine (with the query count the
+sphere case measured in the same run at its largest resolution; a scene's count depends on its
+surface area).
 """
 
 from __future__ import annotations
@@ -49,6 +56,29 @@ def fresh_peak_mb(setup: str, call: str) -> float | None:
     if out.returncode != 0:
         return None
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def paper_scale_cost() -> dict:
+    """Parameters, forward FLOPs and FLOPs per SDF query of paper.yaml's model on `meta`."""
+    from pathlib import Path
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ivgt.config import load_config
+
+    cfg = load_config(Path(__file__).parents[2] / "ivgt" / "configs" / "paper.yaml")
+    with torch.device("meta"):
+        model = IVGT.from_model_config(cfg.model).eval()
+    views, (H, W) = cfg.train.input_views, cfg.model.image_size
+    x = torch.empty(1, views, 3, H, W, device="meta")
+    with FlopCounterMode(display=False) as forward:  # autograd on: the counter's hooks need grad_fns
+        out = model(x)
+    scene = model.scene_from_outputs(x, out)
+    n = 16384
+    with FlopCounterMode(display=False) as query:
+        scene.query(torch.empty(n, 3, device="meta"))
+    return {"params": sum(p.numel() for p in model.parameters()), "views": views, "size": (H, W),
+            "forward_flops": forward.get_total_flops(), "query_flops": query.get_total_flops() / n}
 
 
 def _mib(value) -> str:
@@ -118,6 +148,15 @@ def run(quick: bool = False) -> PerfReport:
             f"Chamfer(c2f, dense) = {chamfer / voxel:.2g} voxel{mem}; with the tiny model's measured "
             f"{per_query_s * 1e6:.0f} us per query, the learned field would take ~{stats['dense'] * per_query_s:,.0f} s "
             f"dense vs ~{stats['c2f'] * per_query_s:,.0f} s coarse-to-fine (projection from the counts)")
+    c = paper_scale_cost()
+    dense512 = 513**3 * c["query_flops"]  # extract_dense queries the (res + 1)^3 cell corners
+    c2f512 = stats["c2f"] * (512 / res) ** 2 * c["query_flops"]
+    report.notes.append(
+        f"paper scale (meta device, paper.yaml): {c['params'] / 1e9:.2f} B parameters, forward over "
+        f"{c['views']} views of {c['size'][1]}x{c['size'][0]} {c['forward_flops'] / 1e12:.1f} TFLOPs; "
+        f"one SDF query {c['query_flops'] / 1e6:.2f} MFLOPs, so dense 512^3 meshing {dense512 / 1e12:.0f} "
+        f"TFLOPs vs coarse-to-fine {c2f512 / 1e12:.0f} TFLOPs with the query count of the sphere case at "
+        f"{res}^3" + (" scaled by (512 / res)^2 (the band grows with the surface)" if res != 512 else ""))
     trained_meshing(report, device, 32 if quick else 64)
     if device == "cpu":
         report.notes.append("forward fresh-process peak memory: " + ", ".join(

@@ -4,6 +4,11 @@ The tiny Qwen3-VL of `vlm3/configs/tiny.yaml` (random weights) on a focal-unifie
 Random weights do not stop by themselves, so every generation is forced to the length of the
 answer a trained model gives (`<answer> 12.34 </answer>` per pixel, or one list for all pixels,
 plus `<|im_end|>`): the timings are those of real answers. Throughput unit: pixels answered.
+
+Paper scale, counted on the `meta` device (`benchmarks/perf/_qwen3vl.py`, Qwen3-VL-4B with
+transformers' stock class): the FLOPs of depth at Table 4's 10 pixels, in one prompt against one
+prompt per pixel, for one focal-unified 1024x768 image. Token counts are stated, not tokenised
+(the tiny tokenizer is not Qwen's): 40 prompt tokens, 12 per pixel reference, 10 per answer.
 """
 
 from __future__ import annotations
@@ -12,11 +17,26 @@ import numpy as np
 import torch
 
 from benchmarks.perf import PerfReport
+from benchmarks.perf._qwen3vl import params, query_flops, qwen3_vl_4b
 from common.cameras import unify_focal
 from common.synthetic import generate_scene
 from vlm3 import prompts as P
 from vlm3.config import load_config
 from vlm3.model import VLM3
+
+
+PAPER_IMAGE, PAPER_PIXELS = (768, 1024), 10  # (H, W) px; Table 4's pixels per depth sample
+PROMPT, PER_PIXEL, PER_ANSWER = 40, 12, 10  # tokens
+
+
+def paper_scale_cost() -> dict:
+    """Parameters and FLOPs of PAPER_PIXELS depth queries at paper scale, both ways (docstring)."""
+    model = qwen3_vl_4b()
+    multi = query_flops(model, *PAPER_IMAGE, PROMPT + (PER_PIXEL + PER_ANSWER) * PAPER_PIXELS)
+    single = query_flops(model, *PAPER_IMAGE, PROMPT + PER_PIXEL + PER_ANSWER)
+    return {"params": params(model), "image_tokens": multi["image_tokens"],
+            "multi_flops": multi["vision"] + multi["language"],
+            "single_flops": PAPER_PIXELS * (single["vision"] + single["language"])}
 
 
 def run(quick: bool = False) -> PerfReport:
@@ -49,4 +69,11 @@ def run(quick: bool = False) -> PerfReport:
         with torch.no_grad():
             report.compare(f"{n} pixels, {W}x{H} image", impls, items=n, unit="pixels", repeats=repeats)
     report.notes.append("ratio > 1: faster than answering one prompt per pixel sequentially")
+    c = paper_scale_cost()
+    H, W = PAPER_IMAGE
+    report.notes.append(
+        f"paper scale (meta device, Qwen3-VL-4B, {c['params'] / 1e9:.2f} B parameters, "
+        f"{2 * c['params'] / 2**30:.1f} GiB in bf16; one {W}x{H} image = {c['image_tokens']} image tokens): "
+        f"depth at {PAPER_PIXELS} pixels in one prompt {c['multi_flops'] / 1e12:.2f} TFLOPs vs one prompt "
+        f"per pixel {c['single_flops'] / 1e12:.2f} TFLOPs ({c['single_flops'] / c['multi_flops']:.1f}x)")
     return report

@@ -49,6 +49,10 @@ class ReconQuery:
 class ReconAnswer:
     points: torch.Tensor  # [V, H, W, 3] any frame and scale
     valid: torch.Tensor | None = None  # [V, H, W] bool; None = all finite points
+    # The method's own surface, (vertices [N, 3], faces [F, 3] int) in the points' frame, where it
+    # makes one (IVGT's SDF, the TSDF peer); only drawn, never scored. None: the figure
+    # triangulates the point maps.
+    mesh: tuple | None = None
 
 
 @dataclass
@@ -56,6 +60,7 @@ class ReconTruth:
     points: np.ndarray  # [V, H, W, 3] world, metres
     valid: np.ndarray  # [V, H, W] bool
     index: int
+    w2c: np.ndarray  # [V, 4, 4] world -> camera (only for the figures' viewpoint)
 
 
 class ReconTask(Task):
@@ -89,9 +94,8 @@ class ReconTask(Task):
                 continue
             v = s.select(VIEWS)
             points = depth_to_points(v.depth, v.K, v.w2c).double().numpy()
-            out.append(
-                Item(ReconQuery(s.scene_id, v.images, v.K), ReconTruth(points, v.depth.numpy() > 0, i))
-            )
+            truth = ReconTruth(points, v.depth.numpy() > 0, i, v.w2c.double().numpy())
+            out.append(Item(ReconQuery(s.scene_id, v.images, v.K), truth))
         return out
 
     def score(self, item: Item, answer: ReconAnswer) -> dict[str, float]:
@@ -130,9 +134,9 @@ class ReconTask(Task):
         }
 
     def figures(self, items: list[Item], answers: dict) -> list[tuple[str, bytes]]:
-        from benchmarks.figures import recon_figures
+        from benchmarks.figures import mesh_figures, recon_figures
 
-        return recon_figures(items, answers)
+        return recon_figures(items, answers) + mesh_figures(items, answers)
 
     def baselines(self, data: TaskData, train: TaskData | None) -> dict:
         if train is None:
