@@ -9,13 +9,19 @@ from endogsim.physics.config import (
     PhysicsInputError,
     RegionForce,
     Scene,
+    SimulationError,
     StaticBox,
     Tool,
     block_particles,
 )
-from endogsim.physics.simulator import MPMSimulator, SimulationError, State, TimeStepError
+from endogsim.physics.simulator import ClampWarning, MPMSimulator
+from endogsim.physics.state import State
+from endogsim.physics.timestep import (TimeStepError, frame_dt, max_stable_dt, max_stable_E, p_wave_speed, stable_dt,
+                                       with_dt)
 
 __all__ = [
-    "Grasp", "Incision", "Material", "MPMConfig", "MPMSimulator", "Particles", "PhysicsInputError",
-    "RegionForce", "Scene", "SimulationError", "State", "StaticBox", "TimeStepError", "Tool", "block_particles",
+    "ClampWarning", "Grasp", "Incision", "Material", "MPMConfig", "MPMSimulator", "Particles",
+    "PhysicsInputError", "RegionForce", "Scene", "SimulationError", "State", "StaticBox", "TimeStepError",
+    "Tool", "block_particles", "frame_dt", "max_stable_dt", "max_stable_E", "p_wave_speed", "stable_dt",
+    "with_dt",
 ]

@@ -21,6 +21,10 @@ class PhysicsInputError(ValueError):
     """Bad input to the physics layer; the message names the field and what was expected."""
 
 
+class SimulationError(RuntimeError):
+    """The run produced a NaN or an exploding velocity; the message names the substep and the particle."""
+
+
 def _fail(name: str, expected: str, got) -> None:
     raise PhysicsInputError(f"{name}: expected {expected}, got {got!r}")
 
@@ -33,8 +37,8 @@ def _vec3(name: str, value) -> tuple[float, float, float]:
 
 
 def _positive(name: str, value, allow_zero: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
+    ok = isinstance(value, (int, float)) and math.isfinite(value)
+    if not ok or not (value >= 0 if allow_zero else value > 0):
         _fail(name, "a finite number " + (">= 0" if allow_zero else "> 0"), value)
     return float(value)
 
@@ -53,9 +57,10 @@ class MPMConfig:
     wall: str = "slip"  # domain walls: "slip" (no outward normal velocity), "sticky" (v = 0), "none"
     wall_cells: int = 2  # nodes within this many cells of a face are wall nodes
     cfl: float = 0.3  # dt <= cfl * dx / speed for both the particle speed and the P-wave speed
-    max_speed: float | None = None  # m/s; faster particles stop the run (default: dx / dt, a cell per substep)
+    max_speed: float | None = None  # m/s; faster particles stop the run (default dx / dt, a cell per substep)
     check_every: int = 1  # substeps between NaN / explosion checks in forward runs (a device sync each)
-    checkpoint_every: int | None = None  # substeps per checkpoint segment in differentiable rollouts; None keeps the whole tape
+    # substeps per checkpoint segment in differentiable rollouts; None keeps the whole tape
+    checkpoint_every: int | None = None
     device: str = "cpu"  # Warp device: "cpu" or "cuda" / "cuda:0"
 
     def __post_init__(self):
@@ -77,7 +82,8 @@ class MPMConfig:
             _positive("MPMConfig.max_speed", self.max_speed)
         if not isinstance(self.check_every, int) or self.check_every < 0:
             _fail("MPMConfig.check_every", "an int >= 0 (0 turns the checks off)", self.check_every)
-        if self.checkpoint_every is not None and (not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 1):
+        ckpt = self.checkpoint_every
+        if ckpt is not None and (not isinstance(ckpt, int) or ckpt < 1):
             _fail("MPMConfig.checkpoint_every", "None or an int >= 1", self.checkpoint_every)
         if not isinstance(self.device, str) or not (self.device == "cpu" or self.device.startswith("cuda")):
             _fail("MPMConfig.device", '"cpu" or "cuda[:i]"', self.device)
@@ -122,13 +128,14 @@ class Particles:
     def __post_init__(self):
         self.x = np.asarray(self.x, dtype=np.float64)
         if self.x.ndim != 2 or self.x.shape[1] != 3 or len(self.x) == 0 or not np.all(np.isfinite(self.x)):
-            _fail("Particles.x", "a finite array of shape [N, 3] with N >= 1", getattr(self.x, "shape", self.x))
+            _fail("Particles.x", "a finite array of shape [N, 3] with N >= 1", self.x.shape)
         n = len(self.x)
         self.volume = np.asarray(self.volume, dtype=np.float64)
         if self.volume.shape != (n,) or not np.all(self.volume > 0):
             _fail("Particles.volume", f"positive volumes of shape [{n}]", self.volume.shape)
         self.object_id = np.asarray(self.object_id)
-        if self.object_id.shape != (n,) or not np.issubdtype(self.object_id.dtype, np.integer) or self.object_id.min() < 0:
+        oid = self.object_id
+        if oid.shape != (n,) or not np.issubdtype(oid.dtype, np.integer) or oid.min() < 0:
             _fail("Particles.object_id", f"non-negative integers of shape [{n}]", self.object_id.shape)
         self.v = np.zeros((n, 3)) if self.v is None else np.asarray(self.v, dtype=np.float64)
         if self.v.shape != (n, 3) or not np.all(np.isfinite(self.v)):

@@ -5,7 +5,8 @@ One substep reads a particle state (x, v, C, F, damage) and writes a *fresh* one
 so that a `wp.Tape` over many substeps has every value its adjoint needs:
 
     p2g          particles -> grid momentum and mass (APIC momentum + MLS stress force)
-    grid_update  momentum -> velocity, gravity, damping, walls, static boxes, the tool
+    grid_update  momentum -> velocity, gravity, damping, walls, static boxes, the tool (and, in
+                 forward runs, the momentum the walls and the tool remove: the contact forces)
     g2p          grid -> particles: v, C, x, F (with the von Mises return mapping), damage
 
 Grid arrays have shape [n + 1, n + 1, n + 1] (nodes of n cells per axis). Particle positions are
@@ -33,36 +34,45 @@ def bspline_weights(fx: wp.vec3) -> wp.mat33:
 
 
 @wp.func
+def hencky_strain(sigma: wp.vec3) -> wp.vec3:
+    """log of the singular values, clamped at 0.01 as in PhysGaussian (an inverted particle gets a
+    large, finite stress)."""
+    return wp.vec3(
+        wp.log(wp.max(sigma[0], 0.01)), wp.log(wp.max(sigma[1], 0.01)), wp.log(wp.max(sigma[2], 0.01))
+    )
+
+
+@wp.func
 def kirchhoff_stress(F: wp.mat33, model: int, mu: float, lam: float) -> wp.mat33:
     """Kirchhoff stress tau = P F^T [3, 3] of the elastic deformation gradient F."""
-    I = wp.identity(n=3, dtype=float)
+    eye = wp.identity(n=3, dtype=float)
     J = wp.determinant(F)
     tau = wp.mat33(0.0)
     if model == NEO_HOOKEAN:
         # tau = mu (F F^T - I) + lam log(J) I (compressible neo-Hookean)
-        tau = mu * (F * wp.transpose(F) - I) + lam * wp.log(J) * I
+        tau = mu * (F * wp.transpose(F) - eye) + lam * wp.log(J) * eye
     else:
         U, sigma, V = wp.svd3(F)
         if model == FIXED_COROTATED:
             # tau = 2 mu (F - R) F^T + lam J (J - 1) I, R = U V^T (Stomakhin et al. 2012)
             R = U * wp.transpose(V)
-            tau = 2.0 * mu * (F - R) * wp.transpose(F) + lam * J * (J - 1.0) * I
+            tau = 2.0 * mu * (F - R) * wp.transpose(F) + lam * J * (J - 1.0) * eye
         else:
             # St. Venant-Kirchhoff in Hencky strain eps = log(sigma): tau = U diag(2 mu eps + lam tr eps) U^T
-            # (sigma clamped at 0.01 as in PhysGaussian: an inverted particle gets a large, finite stress)
-            eps = wp.vec3(wp.log(wp.max(sigma[0], 0.01)), wp.log(wp.max(sigma[1], 0.01)), wp.log(wp.max(sigma[2], 0.01)))
+            eps = hencky_strain(sigma)
             tr = eps[0] + eps[1] + eps[2]
             tau = U * wp.diag(2.0 * mu * eps + wp.vec3(lam * tr)) * wp.transpose(U)
     return tau
 
 
 @wp.func
-def von_mises_return(F_trial: wp.mat33, mu: float, yield_stress: float, viscosity: float, dt: float) -> wp.mat33:
+def von_mises_return(F_trial: wp.mat33, mu: float, yield_stress: float, viscosity: float,
+                     dt: float) -> wp.mat33:
     """Viscoplastic StVK return mapping (PhysGaussian's foam, EndoGSim's tissue model): project the
     deviatoric Hencky stress s = 2 mu dev(eps) back towards the von Mises surface |s| = sqrt(2/3) tau_Y,
     by y / (1 + eta / (2 mu dt)) (Perzyna; eta = 0 is perfect plasticity)."""
     U, sigma, V = wp.svd3(F_trial)
-    eps = wp.vec3(wp.log(wp.max(sigma[0], 0.01)), wp.log(wp.max(sigma[1], 0.01)), wp.log(wp.max(sigma[2], 0.01)))
+    eps = hencky_strain(sigma)
     mean = (eps[0] + eps[1] + eps[2]) / 3.0
     dev = eps - wp.vec3(mean)
     s_norm = 2.0 * mu * wp.length(dev)
@@ -71,7 +81,8 @@ def von_mises_return(F_trial: wp.mat33, mu: float, yield_stress: float, viscosit
     if y > 0.0:
         s_new = s_norm - y / (1.0 + viscosity / (2.0 * mu * dt))
         eps_new = (s_new / s_norm) * dev + wp.vec3(mean)
-        F_out = U * wp.diag(wp.vec3(wp.exp(eps_new[0]), wp.exp(eps_new[1]), wp.exp(eps_new[2]))) * wp.transpose(V)
+        sigma_new = wp.vec3(wp.exp(eps_new[0]), wp.exp(eps_new[1]), wp.exp(eps_new[2]))
+        F_out = U * wp.diag(sigma_new) * wp.transpose(V)
     return F_out
 
 
@@ -80,7 +91,9 @@ def stencil_base(x: wp.vec3, origin: wp.vec3, inv_dx: float, n: int) -> wp.vec3i
     """Lowest node of the 3x3x3 stencil, clamped to [0, n - 2] so base + 2 <= n never leaves the grid."""
     g = (x - origin) * inv_dx
     return wp.vec3i(
-        wp.clamp(int(g[0] - 0.5), 0, n - 2), wp.clamp(int(g[1] - 0.5), 0, n - 2), wp.clamp(int(g[2] - 0.5), 0, n - 2)
+        wp.clamp(int(g[0] - 0.5), 0, n - 2),
+        wp.clamp(int(g[1] - 0.5), 0, n - 2),
+        wp.clamp(int(g[2] - 0.5), 0, n - 2),
     )
 
 
@@ -179,15 +192,19 @@ def grid_update(
     tool_lo: wp.vec3,
     tool_hi: wp.vec3,
     tool_velocity: wp.vec3,
+    record: int,  # 1: add the momentum the constraints remove to `removed` (forward runs only)
     grid_v: wp.array3d(dtype=wp.vec3),
+    removed: wp.array(dtype=wp.vec3),  # [2] kg m/s taken out by walls + static boxes [0], by the tool [1]
 ):
     i, j, k = wp.tid()
     m = grid_m[i, j, k]
     v = wp.vec3(0.0)
     if m > min_mass:
         v = damping * (grid_mv[i, j, k] / m + dt * gravity)
+        v_free = v
         if wall == 2:
-            if i < wall_cells or j < wall_cells or k < wall_cells or i > n - wall_cells or j > n - wall_cells or k > n - wall_cells:
+            hi = n - wall_cells
+            if i < wall_cells or j < wall_cells or k < wall_cells or i > hi or j > hi or k > hi:
                 v = wp.vec3(0.0)
         if wall == 1:
             # slip walls: remove only the velocity component that points out of the domain
@@ -203,12 +220,35 @@ def grid_update(
             v = wp.vec3(vx, vy, vz)
         if static_mask[i, j, k] != 0:
             v = wp.vec3(0.0)
+        v_held = v
         if tool_active != 0:
             pos = origin + dx * wp.vec3(float(i), float(j), float(k))
-            if pos[0] >= tool_lo[0] and pos[0] <= tool_hi[0] and pos[1] >= tool_lo[1] and pos[1] <= tool_hi[1]:
-                if pos[2] >= tool_lo[2] and pos[2] <= tool_hi[2]:
+            if pos[0] >= tool_lo[0] and pos[0] <= tool_hi[0] and pos[1] >= tool_lo[1]:
+                if pos[1] <= tool_hi[1] and pos[2] >= tool_lo[2] and pos[2] <= tool_hi[2]:
                     v = tool_velocity
+        if record != 0:
+            # the momentum a constraint removes is the impulse the material gives it (only at
+            # constrained nodes, to keep the two atomics uncontended)
+            if wp.length_sq(v_free - v_held) > 0.0:
+                wp.atomic_add(removed, 0, m * (v_free - v_held))
+            if wp.length_sq(v_held - v) > 0.0:
+                wp.atomic_add(removed, 1, m * (v_held - v))
     grid_v[i, j, k] = v
+
+
+@wp.kernel
+def cauchy_stress(
+    F: wp.array(dtype=wp.mat33),
+    damage: wp.array(dtype=float),
+    model: wp.array(dtype=int),
+    mu: wp.array(dtype=float),
+    lam: wp.array(dtype=float),
+    sigma: wp.array(dtype=wp.mat33),  # output [N], Pa
+):
+    """Cauchy stress sigma = tau / J of the stress p2g applies (damage included)."""
+    p = wp.tid()
+    tau = (1.0 - damage[p]) * kirchhoff_stress(F[p], model[p], mu[p], lam[p])
+    sigma[p] = tau / wp.determinant(F[p])
 
 
 @wp.kernel
@@ -268,7 +308,11 @@ def g2p(
     if g >= 0:
         vp = grasp_velocity[g]
     xn = x[p] + dt * vp
-    xc = wp.vec3(wp.clamp(xn[0], x_min[0], x_max[0]), wp.clamp(xn[1], x_min[1], x_max[1]), wp.clamp(xn[2], x_min[2], x_max[2]))
+    xc = wp.vec3(
+        wp.clamp(xn[0], x_min[0], x_max[0]),
+        wp.clamp(xn[1], x_min[1], x_max[1]),
+        wp.clamp(xn[2], x_min[2], x_max[2]),
+    )
     if xc[0] != xn[0] or xc[1] != xn[1] or xc[2] != xn[2]:
         wp.atomic_add(clamped, 0, 1)
     d = damage[p]
