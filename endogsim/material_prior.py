@@ -59,13 +59,14 @@ class MaterialEstimate:
     def sources(self) -> dict[str, str]:
         return {k: getattr(self, k).source for k in ("E", "nu", "density", "yield_stress")}
 
-    def to_material(self, **kw):
-        """`endogsim.physics.Material` for a deformable object (tools are not MPM materials)."""
+    def to_material(self, model: str | None = None, **kw):
+        """`endogsim.physics.Material` for a deformable object (tools are not MPM materials); model
+        overrides the table's constitutive model (the refinement fits E and nu, not the class)."""
         from endogsim.physics import Material
 
         if self.model == "rigid":
             raise ValueError(f"{self.label!r} is rigid: simulate it as a kinematic Tool, not a Material")
-        return Material(model=self.model, E=self.E.value, nu=self.nu.value, density=self.density.value,
+        return Material(model=model or self.model, E=self.E.value, nu=self.nu.value, density=self.density.value,
                         yield_stress=self.yield_stress.value, **kw)
 
 

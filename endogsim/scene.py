@@ -1,32 +1,17 @@
-"""From Gaussians to a simulatable scene: decomposition into objects, interior particle filling, and
-rendering of a simulated state (EndoGSim's "decomposition and material field"; PhysGaussian's
-Gaussians-as-particles).
+"""The simulatable scene: Gaussians bound to MPM particles with per-object materials
+(EndoGSim's "decomposition and material field"; PhysGaussian's Gaussians-as-particles).
 
-1. Decomposition (`assign_objects`): every Gaussian's mean, at each frame's time, is projected
-   into that frame's label map; where it is visible (inside the image and, when a depth map is
-   given, within `depth_tol` of the observed depth) it votes for the label there; the majority of
-   its votes is its object. Gaussians that never get a vote take the object of the nearest
-   Gaussian that did. Label maps come from the dataset (EndoNeRF tool masks: tissue / tool) or from
-   a pluggable `Segmenter` (any callable image [H, W, 3] -> integer label map [H, W], -1 = no
-   label). Tool masks alone do not tell tissues apart: `split_kmeans` splits the tissue Gaussians
-   by k-means on position and colour (two organs side by side differ in both); the synthetic clip
-   instead uses its ground truth (object 0 at x < 0, object 1 at x > 0).
-2. Filling (`fill_along_rays`): a monocular endoscope sees each tissue from one side, so the
-   interior is filled along the camera rays: from every visible surface Gaussian of a deformable
-   object, samples go down its ray to a thickness (a number, or per Gaussian, e.g. down to the
-   synthetic clip's support); the voxels of a `spacing` grid they cross are the object's volume.
-   Each such voxel without a surface Gaussian gets one invisible particle at the centroid of the
-   samples in it (so it lies below the surface), and each voxel's volume spacing^3 is shared by
-   the particles in it (PhysGaussian: cell volume / particles in the cell).
-3. `PhysicsScene`: the Gaussians (means, quaternions, scales, opacities, RGB), each deformable
-   Gaussian bound to its own particle, the filled particles, per-object materials, the MPM settings
-   and anchors (the tissue's far side is held, as the synthetic clip's support holds it).
-   `render_state(positions, F)` moves each Gaussian with its particle and deforms its covariance
-   as F Sigma F^T (PhysGaussian eq. 2) before rendering with `endogsim.render.render(covars=)`.
+`PhysicsScene` holds the Gaussians (means, quaternions, scales, opacities, RGB), each deformable
+Gaussian bound to its own particle, the filled particles, per-object materials, the MPM settings
+and the anchors that hold the tissue's far side. It is built from a trained 4DGS
+(`from_gaussian_model`: decomposition by `endogsim.decompose`, filling by `endogsim.filling`), from
+a synthetic clip's ground truth (`from_synthetic`), or from arrays (`build`).
+`render_state(positions, F)` moves each Gaussian with its particle and deforms its covariance as
+F Sigma F^T (PhysGaussian eq. 2) before rendering with `endogsim.render.render(covars=)`.
 
 Frames: the scene is stored in the reference camera's frame (OpenCV, x right, y down, z forward;
 metres), so "into the tissue" is +z; a scene built from another world frame is moved into it.
-Rigid objects (tools, a static support) are rendered where they were reconstructed and are not
+Rigid objects (tools, the static support) are rendered where they were reconstructed and are not
 simulated (tools are kinematic in EndoGSim; a moving tool is `endogsim.physics.Tool`).
 """
 
@@ -34,29 +19,26 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
-from common.cameras import depth_to_points, matrix_to_quaternion, quaternion_to_matrix
+from common.cameras import depth_to_points, matrix_to_quaternion, project, quaternion_to_matrix, transform_points
 
-from .physics import Material, MPMConfig, Particles, PhysicsInputError, StaticBox
+from .decompose import (DecompositionError, Segmenter, SupportPlane, assign_objects, fit_support_plane,
+                        gaussian_motion, label_maps_from_segmenter, label_maps_from_tool_masks, split_kmeans,
+                        static_support)
+from .filling import FillingError, back_anchors, calibrate_volumes, depth_volumes, fill_along_rays, plane_anchors
+from .physics import Material, MPMConfig, Particles, PhysicsInputError, StaticBox, stable_dt
 from .render import RenderOutput, covariance_from_scale_rotation, render
 
-__all__ = ["SceneError", "Segmenter", "SceneObject", "PhysicsScene", "label_maps_from_tool_masks",
-           "label_maps_from_segmenter", "assign_objects", "split_kmeans", "fill_along_rays",
-           "back_anchors", "fit_mpm_config", "stable_dt"]
+__all__ = ["SceneError", "SceneObject", "PhysicsScene", "fit_mpm_config"]
 
 FORMAT = "endogsim-physics-scene"
 FORMAT_VERSION = 1
 KINDS = ("tissue", "rigid")
-
-# A segmenter maps one RGB image [H, W, 3] (float in [0, 1]) to integer labels [H, W] (-1 = none).
-Segmenter = Callable[[np.ndarray], np.ndarray]
-
 
 class SceneError(ValueError):
     """Bad input to scene building or a bad scene directory; the message names the file or field."""
@@ -79,194 +61,6 @@ class SceneObject:
             raise SceneError(f"SceneObject.kind: expected one of {KINDS}, got {self.kind!r} (object {self.name!r})")
         if self.kind == "tissue" and not isinstance(self.material, Material):
             raise SceneError(f"SceneObject.material: tissue object {self.name!r} needs an endogsim.physics.Material")
-
-
-# ---------------------------------------------------------------------------------------------------
-# Decomposition
-# ---------------------------------------------------------------------------------------------------
-
-def label_maps_from_tool_masks(tool_masks) -> np.ndarray:
-    """EndoNeRF tool masks [F, H, W] (True = tool) -> labels [F, H, W]: 0 tissue, 1 tool."""
-    m = np.asarray(tool_masks)
-    if m.ndim != 3:
-        raise SceneError(f"tool_masks: expected [F, H, W], got shape {m.shape}")
-    return m.astype(bool).astype(np.int64)
-
-
-def label_maps_from_segmenter(images, segmenter: Segmenter) -> np.ndarray:
-    """Run a segmenter on images [F, H, W, 3] in [0, 1]; returns labels [F, H, W] (int, -1 = none)."""
-    images = np.asarray(images)
-    out = []
-    for f, image in enumerate(images):
-        lab = np.asarray(segmenter(image))
-        if lab.shape != image.shape[:2] or not np.issubdtype(lab.dtype, np.integer):
-            raise SceneError(f"segmenter: frame {f}: expected an integer label map of shape {image.shape[:2]}, "
-                             f"got {lab.dtype} {lab.shape}")
-        out.append(lab.astype(np.int64))
-    return np.stack(out)  # [F, H, W]
-
-
-def assign_objects(means, labels, K, w2c, depth=None, depth_tol: float = 0.05, n_labels: int | None = None):
-    """Object id per Gaussian by majority vote over frames.
-
-    means [F, N, 3] (world, each frame's deformed means) or [N, 3] (the same for every frame);
-    labels [F, H, W] int (-1 = no label); K [3, 3] or [F, 3, 3]; w2c [4, 4] or [F, 4, 4];
-    depth [F, H, W] observed z-depth (0 = unknown) or None: with it a Gaussian votes only where
-    |z - depth| <= depth_tol * depth (it is the visible surface there, not behind it).
-    Returns (object_id [N] int64, votes [N, L] int64). Gaussians without any vote take the object
-    of the nearest voted Gaussian (in the first frame's means); with no vote at all it is an error.
-    """
-    labels = np.asarray(labels)
-    if labels.ndim != 3:
-        raise SceneError(f"labels: expected [F, H, W], got shape {labels.shape}")
-    F_, H, W = labels.shape
-    means = np.asarray(means, dtype=np.float64)
-    if means.ndim == 2:
-        means = np.broadcast_to(means, (F_,) + means.shape)
-    if means.ndim != 3 or means.shape[0] != F_ or means.shape[2] != 3:
-        raise SceneError(f"means: expected [F={F_}, N, 3] or [N, 3], got shape {means.shape}")
-    K = np.broadcast_to(np.asarray(K, np.float64), (F_, 3, 3))
-    w2c = np.broadcast_to(np.asarray(w2c, np.float64), (F_, 4, 4))
-    if depth is not None:
-        depth = np.asarray(depth, np.float64)
-        if depth.shape != labels.shape:
-            raise SceneError(f"depth: expected shape {labels.shape} (as labels), got {depth.shape}")
-    L = int(labels.max()) + 1 if n_labels is None else int(n_labels)
-    if L <= 0:
-        raise SceneError("labels: no frame has any label >= 0")
-    N = means.shape[1]
-    votes = np.zeros((N, L), np.int64)
-    for f in range(F_):
-        p = means[f] @ w2c[f, :3, :3].T + w2c[f, :3, 3]  # [N, 3] camera frame
-        z = p[:, 2]  # [N]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            u = K[f, 0, 0] * p[:, 0] / z + K[f, 0, 2]  # [N] pixel x (pixel centres at +0.5)
-            v = K[f, 1, 1] * p[:, 1] / z + K[f, 1, 2]
-        ok = (z > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
-        ui, vi = np.where(ok, u, 0).astype(np.int64), np.where(ok, v, 0).astype(np.int64)
-        lab = labels[f, vi, ui]  # [N]
-        ok &= (lab >= 0) & (lab < L)
-        if depth is not None:
-            d = depth[f, vi, ui]  # [N]
-            ok &= (d <= 0) | (np.abs(z - d) <= depth_tol * d)
-        np.add.at(votes, (np.nonzero(ok)[0], lab[ok]), 1)
-    has = votes.sum(1) > 0
-    if not has.any():
-        raise SceneError("assign_objects: no Gaussian projects onto a labelled, depth-consistent pixel in any frame")
-    object_id = votes.argmax(1)  # ties go to the smaller label
-    if not has.all():
-        from scipy.spatial import cKDTree
-
-        _, nearest = cKDTree(means[0][has]).query(means[0][~has])
-        object_id[~has] = object_id[has][nearest]
-    return object_id.astype(np.int64), votes
-
-
-def split_kmeans(points, colors, k: int, color_weight: float = 1.0, seed: int = 0, iters: int = 50) -> np.ndarray:
-    """Split one object's Gaussians into k parts by k-means on [position / spread, colour * weight].
-
-    Positions are divided by their overall standard deviation so that a unit of colour difference
-    and a spread of the object's extent count alike; clusters are then numbered by increasing mean
-    x (left to right in the image when the world is the camera frame). Farthest-point initialisation
-    from a seeded start makes the result deterministic. Returns part ids [M] in [0, k)."""
-    pts, col = np.asarray(points, np.float64), np.asarray(colors, np.float64)
-    if pts.ndim != 2 or pts.shape[1] != 3 or col.shape != (len(pts), 3):
-        raise SceneError(f"split_kmeans: expected points [M, 3] and colors [M, 3], got {pts.shape}, {col.shape}")
-    if not isinstance(k, int) or k < 1 or k > len(pts):
-        raise SceneError(f"split_kmeans: k must be an int in [1, {len(pts)}], got {k!r}")
-    if k == 1:
-        return np.zeros(len(pts), np.int64)
-    feat = np.concatenate([(pts - pts.mean(0)) / max(pts.std(), 1e-12), col * color_weight], 1)  # [M, 6]
-    rng = np.random.default_rng(seed)
-    centers = [feat[rng.integers(len(feat))]]
-    for _ in range(k - 1):
-        d = np.min(((feat[:, None] - np.asarray(centers)[None]) ** 2).sum(-1), 1)  # [M]
-        centers.append(feat[int(np.argmax(d))])
-    centers = np.asarray(centers)  # [k, 6]
-    for _ in range(iters):
-        assign = ((feat[:, None] - centers[None]) ** 2).sum(-1).argmin(1)  # [M]
-        new = np.array([feat[assign == j].mean(0) if np.any(assign == j) else centers[j] for j in range(k)])
-        if np.allclose(new, centers):
-            break
-        centers = new
-    order = np.argsort([pts[assign == j, 0].mean() if np.any(assign == j) else np.inf for j in range(k)])
-    return np.argsort(order)[assign].astype(np.int64)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Particle filling
-# ---------------------------------------------------------------------------------------------------
-
-def fill_along_rays(surface, object_id, thickness, spacing: float, camera_center=(0.0, 0.0, 0.0)):
-    """Interior particles under visible surface points (see the module docstring, step 2).
-
-    surface [M, 3] points of deformable objects (scene frame), object_id [M], thickness (m) a number
-    or [M] (how far down each point's camera ray the object extends), spacing (m) the voxel size.
-    Returns (x [P, 3], object_id [P], surface_volume [M], interior_volume [P]); the volumes of all
-    particles in a voxel add up to spacing^3. A voxel's object is that of the sample closest to a
-    surface in it (ties: the lower index)."""
-    surface = np.asarray(surface, np.float64)
-    object_id = np.asarray(object_id, np.int64)
-    M = len(surface)
-    if surface.ndim != 2 or surface.shape[1] != 3 or M == 0 or object_id.shape != (M,):
-        raise SceneError(f"fill_along_rays: expected surface [M, 3] (M >= 1) and object_id [M], got "
-                         f"{surface.shape}, {object_id.shape}")
-    if not (isinstance(spacing, (int, float)) and spacing > 0):
-        raise SceneError(f"fill_along_rays: spacing must be a positive number (m), got {spacing!r}")
-    thick = np.broadcast_to(np.asarray(thickness, np.float64), (M,))
-    if not np.all(np.isfinite(thick)) or thick.min() < 0:
-        raise SceneError("fill_along_rays: thickness must be finite and >= 0")
-    rays = surface - np.asarray(camera_center, np.float64)  # [M, 3]
-    rays /= np.linalg.norm(rays, axis=1, keepdims=True)
-    step = 0.5 * spacing  # two samples per voxel so no voxel on a ray is skipped
-    s = np.arange(0.0, thick.max() + 1e-12, step)  # [S] distance along the ray below the surface
-    on = s[None, :] <= thick[:, None] + 1e-12  # [M, S]
-    gi, si = np.nonzero(on)  # samples: Gaussian index, step index
-    pts = surface[gi] + rays[gi] * s[si, None]  # [Q, 3]
-    keys = np.floor(pts / spacing).astype(np.int64)  # [Q, 3] voxel indices
-    uniq, inv = np.unique(keys, axis=0, return_inverse=True)  # [V, 3], [Q]
-    inv = inv.reshape(-1)
-    V = len(uniq)
-    # object of each voxel: the sample nearest a surface (smallest s, then smallest Gaussian index)
-    first = np.lexsort((gi, si, inv))  # sorted by voxel, then s, then Gaussian
-    start = np.r_[0, np.nonzero(np.diff(inv[first]))[0] + 1]
-    voxel_object = object_id[gi[first[start]]]  # [V]
-    n_gauss = np.bincount(inv[si == 0], minlength=V)  # [V] surface Gaussians per voxel
-    interior = n_gauss == 0  # [V] voxels that get a filled particle
-    below = si > 0
-    sums = np.zeros((V, 3))
-    np.add.at(sums, inv[below], pts[below])
-    counts = np.bincount(inv[below], minlength=V)  # [V]
-    x_in = sums[interior] / counts[interior, None]  # [P, 3] centroid of the samples in the voxel
-    per_voxel = spacing**3 / (n_gauss + interior)  # [V] volume per particle
-    surface_volume = per_voxel[inv[si == 0]][np.argsort(gi[si == 0])]  # [M] (one s = 0 sample per Gaussian)
-    return x_in, voxel_object[interior], surface_volume, per_voxel[interior]
-
-
-def back_anchors(x, dx: float, origin, top: float, margin: float) -> list:
-    """Static boxes holding the far side of the filled tissue (the body it is attached to): for each
-    (x, y) column of grid cells holding particles, the nodes from `margin` above its deepest particle
-    down to `top` (z) are fixed (grid velocity 0), as the synthetic clip's support fixes its base."""
-    x = np.asarray(x, np.float64)
-    org = np.asarray(origin, np.float64)
-    cols = np.floor((x[:, :2] - org[:2]) / dx).astype(np.int64)  # [P, 2]
-    uniq, inv = np.unique(cols, axis=0, return_inverse=True)
-    deepest = np.full(len(uniq), -np.inf)
-    np.maximum.at(deepest, inv.reshape(-1), x[:, 2])
-    boxes = []
-    for (i, j), z in zip(uniq, deepest):
-        lo = (org[0] + i * dx, org[1] + j * dx, z - margin)
-        boxes.append(StaticBox(lo, (lo[0] + dx, lo[1] + dx, max(top, z - margin + dx))))
-    return boxes
-
-
-def stable_dt(materials, dx: float, cfl: float = 0.3, safety: float = 0.5) -> float:
-    """safety x the elastic-wave limit cfl dx / c over all materials (c the P-wave speed), rounded
-    down to two significant digits."""
-    c = max(math.sqrt(m.E * (1 - m.nu) / ((1 + m.nu) * (1 - 2 * m.nu)) / m.density) for m in materials)
-    dt = safety * cfl * dx / c
-    mag = 10 ** math.floor(math.log10(dt))
-    return math.floor(dt / mag * 10) / 10 * mag
 
 
 def fit_mpm_config(x, spacing: float, materials, pad_cells: int = 4, max_grid: int = 96, **overrides) -> MPMConfig:
@@ -367,13 +161,16 @@ class PhysicsScene:
     @classmethod
     def build(cls, means, quats, scales, opacities, colors, gaussian_object, objects, K, w2c, width, height, *,
               thickness, spacing: float | None = None, mpm: MPMConfig | None = None, anchors: list | None = None,
-              background=(0.0, 0.0, 0.0), meta: dict | None = None) -> "PhysicsScene":
+              support: SupportPlane | None = None, volumes=None, background=(0.0, 0.0, 0.0),
+              meta: dict | None = None) -> "PhysicsScene":
         """Bind Gaussians (world frame, numpy or torch) to particles and fill the tissues' interior.
 
         gaussian_object [N] indexes `objects` (tissues first). thickness: m, a number or one value per
         Gaussian (only the tissue Gaussians' are used). spacing: the fill voxel size (default 1.2x
         the median nearest-neighbour distance of the tissue Gaussians). mpm: the solver settings
-        (default `fit_mpm_config`); anchors: static boxes (default `back_anchors`)."""
+        (default `fit_mpm_config`); anchors: static boxes (default: `plane_anchors` of the support
+        plane (scene frame) when one is given, else `back_anchors`). volumes [n_tissues] m^3: what
+        each tissue's particle volumes are calibrated to add up to (`calibrate_volumes`)."""
         if not isinstance(objects, (list, tuple)) or not objects or not all(isinstance(o, SceneObject) for o in objects):
             raise SceneError("objects: expected a non-empty list of SceneObject (tissues first)")
         arr = {k: np.asarray(v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v, np.float32)
@@ -405,15 +202,21 @@ class PhysicsScene:
             d, _ = cKDTree(surface).query(surface, k=2)
             spacing = 1.2 * float(np.median(d[:, 1]))
         thick = np.broadcast_to(np.asarray(thickness, np.float64), (N,))[idx]
-        x_in, obj_in, vol_s, vol_in = fill_along_rays(surface, go[idx], thick, spacing)
-        particles = Particles(x=np.concatenate([surface, x_in]), volume=np.concatenate([vol_s, vol_in]),
-                              object_id=np.concatenate([go[idx], obj_in]).astype(np.int64))
+        direction = None if support is None else support.normal  # see endogsim.filling
+        x_in, obj_in, vol_s, vol_in = fill_along_rays(surface, go[idx], thick, spacing, direction=direction)
+        obj = np.concatenate([go[idx], obj_in]).astype(np.int64)
+        volume = np.concatenate([vol_s, vol_in])
+        if volumes is not None:
+            volume = calibrate_volumes(volume, obj, volumes)
+        particles = Particles(x=np.concatenate([surface, x_in]), volume=volume, object_id=obj)
         gp = np.full(N, -1, np.int64)
         gp[idx] = np.arange(len(idx))
         materials = [o.material for o in objects[:n_t]]
         if mpm is None:
             mpm = fit_mpm_config(particles.x, spacing, materials)
-        if anchors is None:
+        if anchors is None and support is not None:
+            anchors = plane_anchors(particles.x, mpm.dx, mpm.origin, support, 0.5 * spacing, mpm.domain_size)
+        elif anchors is None:
             anchors = back_anchors(particles.x, mpm.dx, mpm.origin, mpm.origin[2] + mpm.domain_size, 0.5 * spacing)
         return cls(arr["means"], arr["quats"], arr["scales"], arr["opacities"], arr["colors"], go.astype(np.int64), gp,
                    particles, list(objects), mpm, list(anchors), K, w2c, int(width), int(height), float(spacing),
@@ -487,7 +290,8 @@ class PhysicsScene:
                             labels=None, label_names=("tissue", "tool"), kinds=("tissue", "rigid"), n_tissues: int = 1,
                             tissue_labels=None, materials: list | None = None, prior=None, thickness: float = 0.01,
                             spacing: float | None = None, depth_tol: float = 0.05, color_weight: float = 1.0,
-                            seed: int = 0, mpm: MPMConfig | None = None) -> "PhysicsScene":
+                            seed: int = 0, mpm: MPMConfig | None = None, support: bool | None = None,
+                            support_tol: float = 0.002, tissue_model: str | None = None) -> "PhysicsScene":
         """A scene from a trained `GaussianModel` at time t and the frames of a `common.datasets.Sample`
         (images, K, w2c, depth, masks["tool"], times), e.g. `read_endonerf(clip)`.
 
@@ -497,13 +301,25 @@ class PhysicsScene:
         means deformed to each frame's time. With n_tissues > 1 the (single) tissue label is split
         by `split_kmeans` on position and colour. Materials: given, else `prior.estimate(label,
         first image, object mask)` (default `MaterialPrior()`, the literature table) for each of
-        `tissue_labels` (default "liver"), with the sources recorded. The reference camera is the
-        first frame's."""
+        `tissue_labels` (default "liver"), with the sources recorded; tissue_model replaces the
+        prior's constitutive model (e.g. the one a simulation is known to use). The reference camera
+        is the first frame's.
+
+        support (default: True when the labels are the tool masks, which do not label the support;
+        False when a segmenter or label maps are given) (`endogsim.decompose`): the plane fitted to the tissue-labelled Gaussians that
+        do not move is the support; the Gaussians on it (within support_tol, m) become the rigid
+        object "support", the tissue is filled down the plane's normal to the plane (thickness
+        is then not used), held where the plane is (`plane_anchors`), and each tissue's particle
+        volumes add up to what the reference frame's depth map encloses above the plane
+        (`depth_volumes`). support=False: every tissue-labelled Gaussian is tissue, filled to
+        `thickness` and held below its deepest particle."""
         from .material_prior import MaterialPrior
 
         if len(label_names) != len(kinds) or any(k not in KINDS for k in kinds):
             raise SceneError(f"label_names / kinds: expected equal lengths and kinds in {KINDS}, got {label_names}, {kinds}")
         labels_given = labels is not None
+        if support is None:
+            support = not labels_given and segmenter is None
         images = sample.images.permute(0, 2, 3, 1).cpu().numpy()  # [F, H, W, 3]
         F_, H, W = images.shape[:3]
         if labels is not None:
@@ -521,26 +337,36 @@ class PhysicsScene:
         with torch.no_grad():
             g = model.deform(t)
             colors = model.colors(g["means"], w2c_ref).clamp(0, 1)  # [N, 3]
-            per_frame = np.stack([model.deform(float(tf))["means"].cpu().numpy() for tf in sample.times])  # [F, N, 3]
+        per_frame, motion = gaussian_motion(model, sample.times)  # [F, N, 3], [N] m
         depth = sample.depth.cpu().numpy() if sample.depth is not None else None
         label_id, _ = assign_objects(per_frame, labels, sample.K.cpu().numpy(), sample.w2c.cpu().numpy(), depth,
                                      depth_tol, n_labels=len(label_names))
         means = g["means"].cpu().numpy()
         tissue_ls = [i for i, k in enumerate(kinds) if k == "tissue"]
+        in_tissue = np.isin(label_id, tissue_ls)  # [N]
+        plane, on_support = None, np.zeros(len(means), bool)
+        cam_means = transform_points(w2c_ref.double(), torch.from_numpy(means).double()).numpy()  # [N, 3]
+        if support:
+            plane, _ = fit_support_plane(cam_means[in_tissue], motion[in_tissue], tol=support_tol, seed=seed)
+            on_support = in_tissue & static_support(cam_means, plane, support_tol)
+            if on_support.sum() == in_tissue.sum():
+                raise SceneError("support: every tissue Gaussian lies on the fitted support plane; nothing to "
+                                 "simulate (pass support=False)")
         names, go = [], np.full(len(means), -1, np.int64)
         if n_tissues > 1:
             if len(tissue_ls) != 1:
                 raise SceneError(f"n_tissues: splitting needs exactly one tissue label, got {len(tissue_ls)}")
-            sel = label_id == tissue_ls[0]
+            sel = (label_id == tissue_ls[0]) & ~on_support
             go[sel] = split_kmeans(means[sel], colors.cpu().numpy()[sel], n_tissues, color_weight, seed)
             names = [f"{label_names[tissue_ls[0]]}_{j}" for j in range(n_tissues)]
         else:
             for j, lab in enumerate(tissue_ls):
-                go[label_id == lab] = j
+                go[(label_id == lab) & ~on_support] = j
             names = [label_names[lab] for lab in tissue_ls]
         rigid_ls = [i for i, k in enumerate(kinds) if k == "rigid"]
         for j, lab in enumerate(rigid_ls):
             go[label_id == lab] = len(names) + j
+        go[on_support] = len(names) + len(rigid_ls)  # the support, the last rigid object
         n_t = len(names)
         tissue_labels = list(tissue_labels or ["liver"] * n_t)
         if len(tissue_labels) != n_t:
@@ -553,20 +379,41 @@ class PhysicsScene:
                 objects.append(SceneObject(name, "tissue", lab, m, {"all": "given"}))
         else:
             prior = prior or MaterialPrior()
-            proj = _project(means, sample.K[0].cpu().numpy(), w2c_ref.cpu().numpy(), W, H)
+            proj = _pixels(cam_means, sample.K[0], W, H)
             for j, (name, lab) in enumerate(zip(names, tissue_labels)):
                 mask = np.zeros((H, W), bool)
                 pix = proj[go == j]
                 mask[pix[:, 1], pix[:, 0]] = True
                 est = prior.estimate(lab, images[0], mask if mask.any() else None)
-                objects.append(SceneObject(name, "tissue", lab, est.to_material(), est.sources()))
+                objects.append(SceneObject(name, "tissue", lab, est.to_material(tissue_model), est.sources()))
         objects += [SceneObject(label_names[lab], "rigid", label_names[lab]) for lab in rigid_ls]
+        volumes = None
+        if support:
+            objects.append(SceneObject("support", "rigid", "static support (fitted plane)"))
+            thickness = np.maximum(plane.height(cam_means), 0.0)  # [N] down the plane's normal to it
+            if depth is not None:
+                volumes = depth_volumes(depth[0], sample.K[0].cpu().numpy(),
+                                        _tissue_pixels(depth[0], sample.K[0], labels[0], tissue_ls, plane,
+                                                       support_tol, cam_means[go < n_t], go[go < n_t]), plane, n_t)
+        decomposition = ("label maps" if labels_given else "segmenter" if segmenter is not None else "tool masks") + (
+            " + static support plane" if support else "") + (f" + k-means into {n_tissues} tissues" if n_tissues > 1 else "")
+        meta = {"source": "GaussianModel", "t": float(t), "frames": F_, "decomposition": decomposition}
+        if plane is not None:
+            meta["support_plane"] = {"normal": plane.normal.tolist(), "offset": plane.offset}
+        if volumes is not None:
+            meta["tissue_volume_m3"] = [float(v) for v in volumes]  # what the particle volumes add up to
         return cls.build(means, g["quats"], g["scales"], g["opacities"], colors, go, objects, sample.K[0], w2c_ref,
-                         W, H, thickness=thickness, spacing=spacing, mpm=mpm,
-                         meta={"source": "GaussianModel", "t": float(t), "frames": F_,
-                               "decomposition": ("label maps" if labels_given else "segmenter" if segmenter is not None
-                                                 else "tool masks")
-                               + (f" + k-means into {n_tissues} tissues" if n_tissues > 1 else "")})
+                         W, H, thickness=thickness, spacing=spacing, mpm=mpm, support=plane, volumes=volumes,
+                         meta=meta)
+
+    def with_materials(self, materials: list, source: str) -> "PhysicsScene":
+        """This scene with new tissue materials (one per tissue object, in order), `source` recorded."""
+        if len(materials) != len(self.materials) or not all(isinstance(m, Material) for m in materials):
+            raise SceneError(f"materials: expected {len(self.materials)} endogsim.physics.Material, one per tissue")
+        it = iter(materials)
+        objects = [SceneObject(o.name, o.kind, o.label, next(it), {"all": source}) if o.kind == "tissue" else o
+                   for o in self.objects]
+        return replace(self, objects=objects)
 
     # ------------------------------------------------------------------ rendering
     def rest_positions(self) -> np.ndarray:
@@ -723,13 +570,26 @@ class PhysicsScene:
         return scene
 
 
-def _project(means: np.ndarray, K: np.ndarray, w2c: np.ndarray, W: int, H: int) -> np.ndarray:
-    """Integer pixels (x, y) [N, 2] of world points, clipped to the image."""
-    p = means @ w2c[:3, :3].T + w2c[:3, 3]  # [N, 3]
-    z = np.maximum(p[:, 2], 1e-9)
-    u = np.clip(K[0, 0] * p[:, 0] / z + K[0, 2], 0, W - 1).astype(np.int64)
-    v = np.clip(K[1, 1] * p[:, 1] / z + K[1, 2], 0, H - 1).astype(np.int64)
-    return np.stack([u, v], 1)
+def _pixels(cam_points: np.ndarray, K, W: int, H: int) -> np.ndarray:
+    """Integer pixels (x, y) [N, 2] of camera-frame points [N, 3], clipped to the image."""
+    uv = project(torch.from_numpy(cam_points).double(), torch.as_tensor(K).double()).numpy()  # [N, 2]
+    return np.stack([np.clip(uv[:, 0], 0, W - 1), np.clip(uv[:, 1], 0, H - 1)], 1).astype(np.int64)
+
+
+def _tissue_pixels(depth, K, labels, tissue_labels, plane: SupportPlane, tol: float, tissue_points,
+                   tissue_object) -> np.ndarray:
+    """Object map [H, W] of the reference frame (-1 = none): the pixels labelled tissue whose depth
+    lies in front of the support plane by more than tol, each given the object of the nearest
+    tissue Gaussian (camera frame, tissue_points [M, 3] with tissue_object [M])."""
+    from scipy.spatial import cKDTree
+
+    pts = depth_to_points(torch.as_tensor(depth).double(), torch.as_tensor(K).double()).numpy()  # [H, W, 3]
+    ok = np.isin(labels, tissue_labels) & (depth > 0) & (plane.height(pts.reshape(-1, 3)).reshape(depth.shape) > tol)
+    out = np.full(depth.shape, -1, np.int64)
+    if ok.any() and len(tissue_points):
+        _, nearest = cKDTree(tissue_points).query(pts[ok])
+        out[ok] = np.asarray(tissue_object)[nearest]
+    return out
 
 
 def main(argv=None) -> Path:
@@ -749,7 +609,10 @@ def main(argv=None) -> Path:
     ap.add_argument("--depth-scale", type=float, default=1.0, help="depth PNG units per model unit (as in training)")
     ap.add_argument("--n-tissues", type=int, default=1, help="split the tissue into this many objects (k-means)")
     ap.add_argument("--tissue-labels", nargs="*", default=None, help="material prior label per tissue (default liver)")
-    ap.add_argument("--thickness", type=float, default=0.01, help="fill depth below the surface (model units)")
+    ap.add_argument("--thickness", type=float, default=0.01,
+                    help="fill depth below the surface (model units) with --no-support")
+    ap.add_argument("--no-support", action="store_true",
+                    help="no static support plane: all tissue-labelled Gaussians are tissue, filled to --thickness")
     ap.add_argument("--spacing", type=float, default=None, help="fill voxel size (default from the Gaussians)")
     ap.add_argument("--frames", type=int, nargs="*", default=None, help="frames used for the vote (default all)")
     ap.add_argument("--seed", type=int, default=0)
@@ -761,7 +624,7 @@ def main(argv=None) -> Path:
     sample = read_endonerf(args.clip, frames=args.frames, depth_scale=args.depth_scale)
     scene = PhysicsScene.from_gaussian_model(model, sample, args.t, n_tissues=args.n_tissues,
                                              tissue_labels=args.tissue_labels, thickness=args.thickness,
-                                             spacing=args.spacing, seed=args.seed)
+                                             spacing=args.spacing, seed=args.seed, support=not args.no_support)
     out = scene.save(args.out)
     print(f"wrote {out}: {scene.n_gaussians} Gaussians, {len(scene.particles.x)} particles, objects "
           f"{[(o.name, o.kind) for o in scene.objects]}")
@@ -773,6 +636,6 @@ if __name__ == "__main__":
 
     try:
         main()
-    except (SceneError, PhysicsInputError) as e:
+    except (SceneError, DecompositionError, FillingError, PhysicsInputError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -30,7 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 import warp as wp
+
+from common.cameras import project, transform_points
 
 from .physics import Grasp, Incision, MPMSimulator, Particles, PhysicsInputError, RegionForce, Scene
 from .scene import PhysicsScene, SceneError
@@ -318,13 +321,59 @@ def save_run(out_dir, result: dict, sim: Simulation, gif_ms: int = 80) -> Path:
 
 def _default_center(scene: PhysicsScene) -> np.ndarray:
     """The visible surface point of the first tissue object nearest its image-space centroid."""
-    K = scene.K
-    p = scene.means.astype(np.float64) @ scene.w2c[:3, :3].T + scene.w2c[:3, 3]  # [N, 3] camera frame
-    uv = np.stack([K[0, 0] * p[:, 0] / p[:, 2] + K[0, 2], K[1, 1] * p[:, 1] / p[:, 2] + K[1, 2]], 1)  # [N, 2]
+    cam = transform_points(torch.from_numpy(scene.w2c), torch.from_numpy(scene.means.astype(np.float64)))  # [N, 3]
+    uv = project(cam, torch.from_numpy(scene.K)).numpy()  # [N, 2]
     first = scene.gaussian_object == 0  # [N]
     d = np.linalg.norm(uv - uv[first].mean(0), axis=1)
     d[~first] = np.inf
     return scene.means[int(np.argmin(d))].astype(np.float64)
+
+
+def run_action(scene: PhysicsScene, action: str, out_dir, center=None, radius: float = 0.004,
+               direction=(0.0, 0.0, 1.0), force: float = 0.2, duration: float = 0.03,
+               offset=(0.0, 0.0, -0.004), normal=(1.0, 0.0, 0.0), pull: float = 0.003, frames: int = 12,
+               frame_dt: float = 0.005, gif_ms: int = 80, device: str = "cpu", progress: bool = True) -> dict:
+    """One interaction on a scene, simulated for `frames` frames of `frame_dt` s and saved to out_dir
+    (`save_run` + summary.json); returns the summary. poke: `force` N along `direction` on the box
+    `center` +- `radius` for `duration` s; retract: that box moved by `offset` over `duration`; cut:
+    an incision through `center` with `normal`, both sides then pulled `pull` m apart (0: none).
+    center defaults to the surface point at the image centre of the first tissue object."""
+    if action not in ("poke", "cut", "retract"):
+        raise SimulationInputError(f"action: expected poke, cut or retract, got {action!r}")
+    sim = Simulation(scene, device=device)
+    center = np.asarray(center, float) if center is not None else _default_center(scene)
+    if action == "poke":
+        sim.poke(center, direction, force, radius, duration)
+    elif action == "retract":
+        sim.retract(center, offset, radius, duration)
+    else:
+        n = _vec("normal", normal, unit=True)
+        sim.cut(center, n)
+        if pull > 0:
+            # grasp a strip on each side of the cut band (half width one spacing) along the plane and pull it
+            # away: half sizes radius / 2 across the plane, 5 radius along it, 0.75 radius in depth
+            axis = int(np.argmax(np.abs(n)))
+            half = np.full(3, 5 * radius)
+            half[2] = 0.75 * radius
+            half[axis] = 0.5 * radius
+            gap = scene.spacing + 0.5 * radius + 0.002
+            for side in (-1.0, 1.0):
+                sim.retract(center + side * gap * n, side * pull * n, half, duration)
+    substeps = max(1, int(round(_positive("frame_dt", frame_dt) / sim.dt)))
+    from tqdm import tqdm
+
+    bar = tqdm(total=frames + 1, desc=f"simulate {action}", unit="frame", disable=not progress)
+    out = sim.run(frames, substeps, render=True, on_frame=lambda f: bar.update(1))
+    bar.close()
+    out_dir = save_run(out_dir, out, sim, gif_ms=gif_ms)
+    disp_all = np.linalg.norm(out["positions"] - out["positions"][:1], axis=-1)  # [F, P] from the first frame
+    disp = disp_all.max(0)  # [P] largest over the run
+    summary = {"action": action, "center": center.tolist(), "frames": len(out["images"]),
+               "substeps_per_frame": substeps, "dt": sim.dt, "simulated_seconds": float(out["times"][-1]),
+               "particles": int(len(disp)), "max_displacement_m": float(disp.max()),
+               "mean_max_displacement_m": float(disp.mean()), "final_max_displacement_m": float(disp_all[-1].max())}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    return summary
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -357,50 +406,13 @@ def main(argv=None) -> dict:
     args = _parser().parse_args(argv)
     np.random.seed(args.seed)
     sim = Simulation.load(args.scene, device=args.device, stride=args.stride)
-    scene = sim.scene
-    center = np.asarray(args.center, float) if args.center is not None else _default_center(scene)
-    if args.action == "poke":
-        sim.poke(center, args.direction, args.force, args.radius, args.duration)
-    elif args.action == "retract":
-        sim.retract(center, args.offset, args.radius, args.duration)
-    else:
-        n = _vec("--normal", args.normal, unit=True)
-        sim.cut(center, n)
-        if args.pull > 0:
-            # grasp a strip on each side of the cut at the surface and pull it away from the plane
-            # grasp a strip on each side of the cut band (half width one spacing) along the plane and pull it
-            # away: half sizes radius / 2 across the plane, 5 radius along it, 0.75 radius in depth
-            axis = int(np.argmax(np.abs(n)))
-            half = np.full(3, 5 * args.radius)
-            half[2] = 0.75 * args.radius
-            half[axis] = 0.5 * args.radius
-            gap = scene.spacing + 0.5 * args.radius + 0.002
-            for side in (-1.0, 1.0):
-                sim.retract(center + side * gap * n, side * args.pull * n, half, args.duration)
-    substeps = max(1, int(round(args.frame_dt / sim.dt)))
-    try:
-        from tqdm import tqdm
-
-        bar = tqdm(total=args.frames + 1, desc=f"simulate {args.action}", unit="frame")
-        on_frame = lambda f: bar.update(1)  # noqa: E731
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        bar, on_frame = None, None
-    out = sim.run(args.frames, substeps, render=True, on_frame=on_frame)
-    if bar is not None:
-        bar.close()
-
-    out_dir = save_run(args.out, out, sim, gif_ms=args.gif_ms)
-    disp_all = np.linalg.norm(out["positions"] - out["positions"][:1], axis=-1)  # [F, P] from the first frame
-    disp = disp_all.max(0)  # [P] largest over the run
-    summary = {"scene": str(args.scene), "action": args.action, "center": center.tolist(),
-               "frames": len(out["images"]), "substeps_per_frame": substeps, "dt": sim.dt,
-               "simulated_seconds": float(out["times"][-1]), "particles": int(len(disp)),
-               "max_displacement_m": float(disp.max()), "mean_max_displacement_m": float(disp.mean()),
-               "final_max_displacement_m": float(disp_all[-1].max()),
-               "args": {k: v for k, v in vars(args).items()}}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {len(out['images'])} frames, simulation.gif and states.npz to {out_dir} "
-          f"(max displacement {1e3 * disp.max():.2f} mm)")
+    summary = run_action(sim.scene, args.action, args.out, args.center, args.radius, args.direction, args.force,
+                         args.duration, args.offset, args.normal, args.pull, args.frames, args.frame_dt, args.gif_ms,
+                         args.device)
+    summary = {"scene": str(args.scene), **summary, "args": {k: v for k, v in vars(args).items()}}
+    (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {summary['frames']} frames, simulation.gif and states.npz to {args.out} "
+          f"(max displacement {1e3 * summary['max_displacement_m']:.2f} mm)")
     return summary
 
 

@@ -60,8 +60,8 @@ TOOL_HALF = (0.012, 0.004, 0.01)  # m, the tool box straddles the junction of bo
 INDENT = 0.006  # m, "indent": how far the tool face goes below the tissue surface
 PRESS_FORCE = (0.0, 0.25, 0.12)  # N, "press": total force on the contact particles (sideways +y, into +z)
 PRESS_DEPTH = 2  # "press": particle layers under the tool face that take the force
-TISSUE_SIGMA = 0.6 * SPACING  # m, isotropic scale of a tissue Gaussian
-OPACITY = 0.9
+TISSUE_SIGMA = 0.8 * SPACING  # m, isotropic scale of a tissue Gaussian (the top layer hides the interior)
+OPACITY = 0.99  # tissue is opaque: what the camera sees moves with the surface, not a blend of layers
 OBJECT_COLORS = ((0.86, 0.42, 0.42), (0.78, 0.58, 0.36))  # soft block, stiff block
 SUPPORT_COLOR, TOOL_COLOR = (0.35, 0.22, 0.22), (0.62, 0.64, 0.68)
 INTERACTIONS = ("press", "indent")
@@ -213,7 +213,9 @@ def build_setup(seed: int = 0, frames: int = 16, size=(64, 80), *, E=(3e3, 12e3)
     # appearance: per-object colour times a mild per-particle brightness texture
     texture = rng.uniform(0.8, 1.2, len(x0))  # [N]
     tissue_rgb = np.asarray(OBJECT_COLORS)[particles.object_id] * texture[:, None]  # [N, 3]
-    support_pts = _lattice((-0.07, -0.06, support_z), (0.07, 0.06, support_z + 0.001), 0.003)  # [S, 3]
+    # the support's visible surface is where the tissue ends (its base), one layer of Gaussians
+    base = TOP_Z + THICK
+    support_pts = _lattice((-0.07, -0.06, base - 0.0005), (0.07, 0.06, base + 0.0005), 0.003)  # [S, 3]
     # distinct depths (a 0.2 mm ramp over the lattice, steps above float32 resolution) so the renderer's
     # depth sort has no ties: with ties, the order of overlapping support Gaussians would depend on what
     # else is drawn
@@ -342,7 +344,8 @@ def make_surgical_scene(out_dir, seed: int = 0, frames: int = 16, size=(64, 80),
         "interaction": action,
         "tool": {"half_extent": list(TOOL_HALF), "path_times": setup.tool_path[0].tolist(),
                  "path_centers": setup.tool_path[1].tolist(), "frame_centers": centers.tolist()},
-        "support": {"z_min": setup.scene.static_boxes[0].lo[2]},
+        "support": {"z_min": setup.scene.static_boxes[0].lo[2], "surface_z": TOP_Z + THICK,
+                    "note": "z_min: where the grid nodes are held; surface_z: the rendered support surface"},
         "camera": {"K": K.tolist(), "w2c": w2c.tolist(), "width": W, "height": H,
                    "convention": "OpenCV; world frame = camera frame"},
         "depth_scale": DEPTH_SCALE,

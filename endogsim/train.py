@@ -172,11 +172,11 @@ def _load_checkpoint(ck: Path, optimizer) -> int:
 
 
 def train_reconstruction(rc: ReconConfig, data_dir, out_dir, resume: bool = False, progress: bool = True,
-                         stop_at: int | None = None) -> GaussianModel:
+                         stop_at: int | None = None, skip_frames=()) -> GaussianModel:
     """Train a `GaussianModel` on the training frames of the clip in `data_dir`; write `out_dir`
     (see the module docstring) and return the final model in eval mode. resume=True continues from
     out_dir/checkpoint when there is one; stop_at ends the run after that step, as an interruption
-    would (the tests of resume use it)."""
+    would (the tests of resume use it); skip_frames are training frames left out."""
     check_recon_config(rc)
     if not torch.cuda.is_available() and rc.cpu_threads > 0:
         torch.set_num_threads(rc.cpu_threads)  # several CPU processes with many threads spin-wait
@@ -202,7 +202,7 @@ def train_reconstruction(rc: ReconConfig, data_dir, out_dir, resume: bool = Fals
                     depth=sample.depth.to(dev), valid=sample.valid.to(dev),
                     masks={"tool": sample.masks["tool"].to(dev)}, times=sample.times, scene_id=sample.scene_id,
                     view_names=sample.view_names)
-    train_frames = endonerf_split(sample.num_views, "train")
+    train_frames = [f for f in endonerf_split(sample.num_views, "train") if f not in set(skip_frames)]
     log = open(out_dir / "metrics.jsonl", "a" if start else "w")
     bar = tqdm(range(start, rc.steps), initial=start, total=rc.steps, disable=not progress, desc="endogsim recon")
     t0 = time.time()

@@ -1,8 +1,9 @@
 """EndoGSim (`endogsim/`) on the physics task: its literature-table material prior, refined (or not)
 through the differentiable MPM and renderer on the fitted frames, then the whole clip simulated
-with the recovered materials. The same calls as `endogsim.refine.run_synthetic_demo`, kept apart
-so the adapter can hand back the predicted frames. Nothing is trained ahead: the refinement is
-the method, run once per clip (about 75 s on 2 CPU cores)."""
+with the recovered materials, on the clip's own particles as the task's protocol says
+(`endogsim.clip.ground_truth_scene`; `make reproduce-endogsim` runs the same from the video).
+Nothing is trained ahead: the refinement is the method, run once per clip (about 75 s on 2 CPU
+cores)."""
 
 from __future__ import annotations
 
@@ -27,37 +28,20 @@ class EndoGSimMethod(Method):
         """-> (E per object, frames [F, 3, H, W])."""
         key = (str(clip), fit_frames)
         if key not in self._cache:
-            from endogsim.refine import (
-                Observations,
-                RefineConfig,
-                prior_materials,
-                refine_materials,
-                simulate_frames,
-                synthetic_problem,
-            )
+            from endogsim.clip import clip_observations, ground_truth_scene, known_forces
+            from endogsim.material_prior import MaterialPrior
+            from endogsim.refine import RefineConfig, refine_scene, simulate_scene
 
-            setup, particles, gaussians, static, camera, obs, gt = synthetic_problem(clip)
-            materials, _ = prior_materials(gt)
-            E = [m.E for m in materials]
+            model = ground_truth_scene(clip).materials[0].model  # E and nu are fitted, not the class
+            prior = [MaterialPrior().table(label).to_material(model) for label in ("liver", "kidney")]
+            scene = ground_truth_scene(clip, prior)
+            forces, obs = known_forces(clip), clip_observations(clip)
+            materials, E = prior, [m.E for m in prior]
             if self.refine:
-                fit = Observations(
-                    obs.images[:fit_frames], obs.tool_masks[:fit_frames], obs.times[:fit_frames]
-                )
-                result = refine_materials(
-                    particles,
-                    gaussians,
-                    materials,
-                    setup.config,
-                    setup.scene,
-                    camera,
-                    fit,
-                    RefineConfig(iterations=30),
-                    background=static,
-                )
+                fit = clip_observations(clip, range(fit_frames))
+                result = refine_scene(scene, fit, forces, RefineConfig(iterations=30))
                 materials, E = result.materials, list(result.E)
-            images, _ = simulate_frames(
-                particles, gaussians, materials, setup.config, setup.scene, camera, setup.times, static
-            )  # [F, H, W, 3]
+            images, _ = simulate_scene(scene, materials, obs.times.numpy(), forces)  # [F, H, W, 3]
             self._cache[key] = ([float(e) for e in E], images.detach().permute(0, 3, 1, 2).float().cpu())
         return self._cache[key]
 

@@ -15,7 +15,9 @@ import torch
 import warp as wp
 
 from benchmarks.perf import Measurement, PerfReport
-from endogsim.refine import RefineConfig, refine_materials, synthetic_problem, prior_materials
+from endogsim.clip import clip_observations, ground_truth_scene, known_forces
+from endogsim.material_prior import MaterialPrior
+from endogsim.refine import RefineConfig, refine_scene, scene_physics
 from endogsim.render import render
 from endogsim.synthetic_scene import make_surgical_scene
 
@@ -72,21 +74,20 @@ def run(quick: bool = False) -> PerfReport:
     with tempfile.TemporaryDirectory() as tmp:
         frames = 6 if quick else 16
         make_surgical_scene(tmp, seed=0, frames=frames, size=(32, 40) if quick else (64, 80))
-        setup, particles, gaussians, static, camera, obs, gt = synthetic_problem(tmp)
-        start, _ = prior_materials(gt)
+        scene = ground_truth_scene(tmp)
+        start = [MaterialPrior().table(lab).to_material(scene.materials[0].model) for lab in ("liver", "kidney")]
+        scene = ground_truth_scene(tmp, start)
         fit = 4 if quick else 8
-        from endogsim.refine import Observations
-
-        fit_obs = Observations(obs.images[:fit], obs.tool_masks[:fit], obs.times[:fit])
+        fit_obs = clip_observations(tmp, range(fit))
         iters = 2 if quick else 4
         t0 = time.perf_counter()
-        res = refine_materials(particles, gaussians, start, setup.config, setup.scene, camera, fit_obs,
-                               RefineConfig(iterations=iters), background=static)
+        res = refine_scene(scene, fit_obs, known_forces(tmp), RefineConfig(iterations=iters))
         total = time.perf_counter() - t0
     steps = [h for h in res.history if "backward_s" in h][1:] or [h for h in res.history if "backward_s" in h]
-    case = (f"refinement iteration: {len(particles.x)} particles x {(fit - 1) * setup.frame_every} substeps, "
+    substeps = round(float(fit_obs.times[-1]) / scene_physics(scene, fit_obs.times.numpy()).mpm.dt)
+    case = (f"refinement iteration: {len(scene.particles.x)} particles x {substeps} substeps, "
             f"{res.n_gaussians[0]} of {res.n_gaussians[1]} Gaussians rendered, {fit} frames at "
-            f"{camera.height}x{camera.width}")
+            f"{scene.height}x{scene.width}")
     for stage in ("simulate_s", "render_s", "backward_s"):
         vals = [h[stage] for h in steps]
         med = float(np.median(vals))

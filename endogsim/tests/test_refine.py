@@ -10,9 +10,10 @@ import torch
 
 from endogsim.physics import (Material, MPMConfig, MPMSimulator, RegionForce, Scene, StaticBox, TimeStepError,
                               block_particles)
-from endogsim.refine import (Camera, GaussianBinding, Observations, RefineConfig, RefineInputError, StaticGaussians,
-                             bind_isotropic, flow_loss, lucas_kanade, refine_materials, render_particles,
-                             simulate_frames, stable_E_max)
+from endogsim.binding import BindingError, Camera, GaussianBinding, StaticGaussians, bind_isotropic, render_particles
+from endogsim.flow import flow_loss, lucas_kanade
+from endogsim.refine import (Observations, RefineConfig, RefineInputError, refine_materials, simulate_frames,
+                             stable_E_max)
 
 H, W = 24, 32
 DT, EVERY, FRAMES = 1e-3, 10, 4
@@ -102,7 +103,7 @@ def test_flow_loss_is_zero_for_identical_flows_and_differentiable():
     loss.backward()
     assert loss.item() > 0 and sim.grad.abs().sum() > 0
     assert sim.grad[~valid].abs().max() == 0  # invalid pixels do not pull
-    with pytest.raises(RefineInputError, match="shape"):
+    with pytest.raises(ValueError, match="shape"):
         flow_loss(flow[:2], flow, None)
 
 
@@ -149,7 +150,7 @@ def test_bad_input_gets_a_clear_error():
         go(materials=[])
     with pytest.raises(RefineInputError, match="times"):
         go(observations=Observations(obs.images, obs.tool_masks, obs.times + 0.0003))
-    with pytest.raises(RefineInputError, match="GaussianBinding.particle"):
+    with pytest.raises(BindingError, match="GaussianBinding.particle"):
         go(gaussians=GaussianBinding(gaussians.particle + 1000, gaussians.offsets, gaussians.colors, gaussians.scales,
                                      gaussians.quats, gaussians.opacities))
     with pytest.raises(RefineInputError, match="flows"):

@@ -9,9 +9,9 @@ import torch
 from common.datasets import read_endonerf
 from endogsim.gaussians import GaussianModel
 from endogsim.physics import Material
-from endogsim.scene import (
-    PhysicsScene, SceneError, SceneObject, assign_objects, fill_along_rays, split_kmeans,
-)
+from endogsim.decompose import DecompositionError, assign_objects, split_kmeans
+from endogsim.filling import FillingError, fill_along_rays
+from endogsim.scene import PhysicsScene, SceneError, SceneObject
 from endogsim.tests.scene_fixtures import small_clip, small_scene
 
 
@@ -32,7 +32,7 @@ def test_assign_objects_majority_vote_and_depth_visibility():
     voted = votes_d.sum(1) > 0
     nearest = np.argmin(np.where(voted, np.linalg.norm(means - means[3], axis=1), np.inf))
     assert ids_d[3] == ids_d[nearest]  # unvoted Gaussians take their nearest voted neighbour's object
-    with pytest.raises(SceneError, match="labels"):
+    with pytest.raises(DecompositionError, match="labels"):
         assign_objects(means, labels[0], K, np.eye(4))
 
 
@@ -75,7 +75,7 @@ def test_decomposition_of_a_gaussian_model_with_a_segmenter_and_kmeans_split():
 
 
 def test_kmeans_split_bad_k():
-    with pytest.raises(SceneError, match="k must be"):
+    with pytest.raises(DecompositionError, match="k must be"):
         split_kmeans(np.zeros((3, 3)), np.zeros((3, 3)), 5)
 
 
@@ -96,7 +96,7 @@ def test_fill_along_rays_under_a_plane():
     # volumes: the swept volume is area x thickness, to within one voxel layer (voxel quantisation)
     total = vol_s.sum() + vol_in.sum()
     assert 0.02 * 0.02 * (T - h) < total < 0.02 * 0.02 * (T + h)
-    with pytest.raises(SceneError, match="spacing"):
+    with pytest.raises(FillingError, match="spacing"):
         fill_along_rays(surface, obj, T, -1.0)
 
 
@@ -229,7 +229,8 @@ def test_decomposition_from_tool_masks_and_make_simulator():
     tool = torch.zeros_like(sample.masks["tool"])  # [1, H, W]
     tool[:, 20:, 30:] = True  # an instrument in the bottom-right corner
     sample.masks["tool"] = tool
-    scene = PhysicsScene.from_gaussian_model(model, sample, materials=[Material(E=4e3, nu=0.4)], thickness=0.006)
+    scene = PhysicsScene.from_gaussian_model(model, sample, materials=[Material(E=4e3, nu=0.4)], thickness=0.006,
+                                             support=False)
     assert [o.kind for o in scene.objects] == ["tissue", "rigid"] and scene.objects[0].sources == {"all": "given"}
     uv = np.stack(np.meshgrid(np.arange(0, 40, 2), np.arange(0, 32, 2), indexing="xy"), -1).reshape(-1, 2)  # (u, v) per Gaussian
     under = (uv[:, 0] >= 30) & (uv[:, 1] >= 20)

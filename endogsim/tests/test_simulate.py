@@ -139,7 +139,7 @@ def test_scene_cli_from_a_saved_gaussian_model(tmp_path):
     out = scene_main(["--model", str(tmp_path / "model"), "--clip", str(small_clip()), "--out", str(tmp_path / "scene"),
                       "--depth-scale", "10000", "--n-tissues", "2", "--thickness", "0.006"])
     sim = Simulation.load(out)
-    assert [o.name for o in sim.scene.objects] == ["tissue_0", "tissue_1", "tool"]
+    assert [o.name for o in sim.scene.objects] == ["tissue_0", "tissue_1", "tool", "support"]
     sim.retract(SURFACE_LEFT, (0.0, 0.0, -0.002), duration=0.01)
     sim.step(60)
     assert np.abs(sim.positions() - sim.scene.particles.x).max() == pytest.approx(0.002, abs=1e-4)

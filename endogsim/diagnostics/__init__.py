@@ -1,0 +1,1 @@
+"""Experiments about EndoGSim's pipeline; the package never imports them."""
