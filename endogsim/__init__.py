@@ -1,9 +1,21 @@
-"""EndoGSim: endoscopic 4D Gaussian splatting with an LLM-initialised, MPM-refined material field.
+"""EndoGSim: endoscopic video -> 4D Gaussians -> objects and MPM particles -> materials refined by a
+differentiable MPM -> interactive simulation. See endogsim/README.md for the stages and modules.
 
-See endogsim/README.md. Modules: `physics` (differentiable MLS-MPM in NVIDIA Warp with surgical
-interactions), `render` (gsplat on CUDA, a differentiable PyTorch compositor elsewhere),
-`gaussians` / `train` / `evaluate` / `flow` (4DGS with a HexPlane deformation field),
-`material_prior` (local image-text model or literature table), `scene` (decomposition into objects
-and MPM particles), `refine` (materials through MPM + renderer), `simulate` (poke, cut, retract),
-`synthetic_scene` (a clip with known materials) and `reproduce`.
+The public classes load lazily (the MPM imports NVIDIA Warp), e.g. `from endogsim import PhysicsScene`.
 """
+
+_EXPORTS = {
+    "GaussianModel": "gaussians", "MaterialPrior": "material_prior", "PhysicsScene": "scene",
+    "SceneObject": "scene", "SupportPlane": "decompose", "RefineConfig": "refine", "RefineResult": "refine",
+    "Observations": "refine", "refine_scene": "refine", "simulate_scene": "refine", "Simulation": "simulate",
+    "run_action": "simulate", "train_reconstruction": "train", "make_surgical_scene": "synthetic_scene",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f"endogsim.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'endogsim' has no attribute {name!r}")

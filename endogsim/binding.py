@@ -20,8 +20,16 @@ from common.cameras import project, transform_points
 from .physics import Particles
 from .render import render
 
-__all__ = ["BindingError", "GaussianBinding", "StaticGaussians", "Camera", "bind_isotropic", "bind_scene",
-           "render_particles", "visible_at_rest"]
+__all__ = [
+    "BindingError",
+    "GaussianBinding",
+    "StaticGaussians",
+    "Camera",
+    "bind_isotropic",
+    "bind_scene",
+    "render_particles",
+    "visible_at_rest",
+]
 
 
 class BindingError(ValueError):
@@ -43,29 +51,43 @@ class GaussianBinding:
 
     def check(self, n_particles: int) -> None:
         G = len(self.particle)
-        expect = {"particle": (G,), "offsets": (G, 3), "colors": (G, 3), "scales": (G, 3), "quats": (G, 4),
-                  "opacities": (G,)}
+        expect = {
+            "particle": (G,),
+            "offsets": (G, 3),
+            "colors": (G, 3),
+            "scales": (G, 3),
+            "quats": (G, 4),
+            "opacities": (G,),
+        }
         for name, shape in expect.items():
             t = getattr(self, name)
             if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape:
-                raise BindingError(f"GaussianBinding.{name}: expected a tensor of shape {shape}, "
-                                       f"got {tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}")
+                raise BindingError(
+                    f"GaussianBinding.{name}: expected a tensor of shape {shape}, "
+                    f"got {tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__}"
+                )
         if G == 0:
             raise BindingError("GaussianBinding.particle: expected at least one Gaussian")
         ints = self.particle.dtype in (torch.int32, torch.int64)
         if not ints or self.particle.min() < 0 or self.particle.max() >= n_particles:
-            raise BindingError(f"GaussianBinding.particle: expected integer indices in [0, {n_particles}) "
-                                   f"(the particles), got range [{int(self.particle.min())}, "
-                                   f"{int(self.particle.max())}]")
+            raise BindingError(
+                f"GaussianBinding.particle: expected integer indices in [0, {n_particles}) "
+                f"(the particles), got range [{int(self.particle.min())}, "
+                f"{int(self.particle.max())}]"
+            )
 
 
 def bind_isotropic(particles: Particles, colors, sigma: float, opacity: float = 0.9) -> GaussianBinding:
     """One isotropic Gaussian per particle, centred on it (the synthetic scene's appearance model)."""
     n = len(particles.x)
-    return GaussianBinding(particle=torch.arange(n), offsets=torch.zeros(n, 3),
-                           colors=torch.as_tensor(np.asarray(colors), dtype=torch.float32),
-                           scales=torch.full((n, 3), float(sigma)), quats=torch.tensor([1.0, 0, 0, 0]).expand(n, 4),
-                           opacities=torch.full((n,), float(opacity)))
+    return GaussianBinding(
+        particle=torch.arange(n),
+        offsets=torch.zeros(n, 3),
+        colors=torch.as_tensor(np.asarray(colors), dtype=torch.float32),
+        scales=torch.full((n, 3), float(sigma)),
+        quats=torch.tensor([1.0, 0, 0, 0]).expand(n, 4),
+        opacities=torch.full((n,), float(opacity)),
+    )
 
 
 @dataclass
@@ -83,10 +105,13 @@ class StaticGaussians:
     @staticmethod
     def isotropic(points, colors, sigma: float, opacity: float = 0.9) -> "StaticGaussians":
         n = len(points)
-        return StaticGaussians(torch.as_tensor(np.asarray(points), dtype=torch.float32),
-                               torch.as_tensor(np.asarray(colors), dtype=torch.float32),
-                               torch.full((n, 3), float(sigma)), torch.tensor([1.0, 0, 0, 0]).expand(n, 4),
-                               torch.full((n,), float(opacity)))
+        return StaticGaussians(
+            torch.as_tensor(np.asarray(points), dtype=torch.float32),
+            torch.as_tensor(np.asarray(colors), dtype=torch.float32),
+            torch.full((n, 3), float(sigma)),
+            torch.tensor([1.0, 0, 0, 0]).expand(n, 4),
+            torch.full((n,), float(opacity)),
+        )
 
 
 @dataclass
@@ -102,10 +127,14 @@ def _project(points: torch.Tensor, camera: Camera) -> torch.Tensor:
     return project(transform_points(camera.w2c.to(points), points), camera.K.to(points))
 
 
-def render_particles(positions: torch.Tensor, gaussians: GaussianBinding, camera: Camera,
-                     background: torch.Tensor | StaticGaussians | None = None,
-                     next_positions: torch.Tensor | None = None,
-                     tile_size: int = 16) -> tuple[torch.Tensor, torch.Tensor | None]:
+def render_particles(
+    positions: torch.Tensor,
+    gaussians: GaussianBinding,
+    camera: Camera,
+    background: torch.Tensor | StaticGaussians | None = None,
+    next_positions: torch.Tensor | None = None,
+    tile_size: int = 16,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Render the Gaussians bound to particles at positions [N, 3]: image [H, W, 3] and, when
     next_positions [N, 3] are given, the simulated flow [H, W, 2] (px): each Gaussian's projected
     displacement to the next frame rendered as a feature (premultiplied by alpha; the background
@@ -123,15 +152,28 @@ def render_particles(positions: torch.Tensor, gaussians: GaussianBinding, camera
         s = background
         s_colors = s.colors.to(positions)
         if next_positions is not None:
-            s_colors = torch.cat([s_colors, torch.zeros(len(s_colors), 2, dtype=positions.dtype)], -1)  # [S, 5]
+            s_colors = torch.cat(
+                [s_colors, torch.zeros(len(s_colors), 2, dtype=positions.dtype)], -1
+            )  # [S, 5]
         means = torch.cat([means, s.means.to(positions)])  # [G + S, 3]
         colors = torch.cat([colors, s_colors])
         quats = torch.cat([quats, s.quats.to(positions)])
         scales = torch.cat([scales, s.scales.to(positions)])
         opac = torch.cat([opac, s.opacities.to(positions)])
         background = None
-    out = render(means, quats, scales, opac, colors, camera.w2c.to(positions), camera.K.to(positions),
-                 camera.width, camera.height, backend="torch", tile_size=tile_size)
+    out = render(
+        means,
+        quats,
+        scales,
+        opac,
+        colors,
+        camera.w2c.to(positions),
+        camera.K.to(positions),
+        camera.width,
+        camera.height,
+        backend="torch",
+        tile_size=tile_size,
+    )
     rgb = out.rgb[..., :3]  # [H, W, 3]
     if background is not None:
         rgb = rgb + (1 - out.alpha)[..., None] * background.to(rgb)
@@ -139,8 +181,13 @@ def render_particles(positions: torch.Tensor, gaussians: GaussianBinding, camera
     return rgb, flow
 
 
-def visible_at_rest(positions: torch.Tensor, gaussians: GaussianBinding, camera: Camera,
-                    background: StaticGaussians | torch.Tensor | None, min_weight: float):
+def visible_at_rest(
+    positions: torch.Tensor,
+    gaussians: GaussianBinding,
+    camera: Camera,
+    background: StaticGaussians | torch.Tensor | None,
+    min_weight: float,
+):
     """Keep the Gaussians (bound and static) whose summed compositing weight over the image at rest
     is at least min_weight px: the gradient of the rendered colour sum with respect to a colour is
     exactly that weight, so one backward pass measures every Gaussian's visibility. Gaussians hidden
@@ -148,7 +195,9 @@ def visible_at_rest(positions: torch.Tensor, gaussians: GaussianBinding, camera:
     G = len(gaussians.particle)
     probe = torch.zeros(G, 1, requires_grad=True)
     means = positions[gaussians.particle] + gaussians.offsets
-    parts = dict(means=[means], quats=[gaussians.quats], scales=[gaussians.scales], opac=[gaussians.opacities])
+    parts = dict(
+        means=[means], quats=[gaussians.quats], scales=[gaussians.scales], opac=[gaussians.opacities]
+    )
     static = isinstance(background, StaticGaussians)
     if static:
         s_probe = torch.zeros(len(background.means), 1, requires_grad=True)
@@ -157,9 +206,18 @@ def visible_at_rest(positions: torch.Tensor, gaussians: GaussianBinding, camera:
         parts["scales"].append(background.scales)
         parts["opac"].append(background.opacities)
     colors = torch.cat([probe, s_probe]) if static else probe  # [M, 1]
-    out = render(torch.cat(parts["means"]).float(), torch.cat(parts["quats"]).float(),
-                 torch.cat(parts["scales"]).float(), torch.cat(parts["opac"]).float(), colors + 1.0,
-                 camera.w2c.float(), camera.K.float(), camera.width, camera.height, backend="torch")
+    out = render(
+        torch.cat(parts["means"]).float(),
+        torch.cat(parts["quats"]).float(),
+        torch.cat(parts["scales"]).float(),
+        torch.cat(parts["opac"]).float(),
+        colors + 1.0,
+        camera.w2c.float(),
+        camera.K.float(),
+        camera.width,
+        camera.height,
+        backend="torch",
+    )
     grads = torch.autograd.grad(out.rgb.sum(), [probe, s_probe] if static else [probe])
     keep = grads[0][:, 0] >= min_weight  # [G]
     sub = GaussianBinding(*(getattr(gaussians, f.name)[keep] for f in fields(GaussianBinding)))
@@ -175,12 +233,25 @@ def bind_scene(scene) -> tuple[GaussianBinding, StaticGaussians | None, Camera]:
     gp = np.asarray(scene.gaussian_particle)  # [N], -1 for rigid Gaussians
     bound = gp >= 0
     t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
-    binding = GaussianBinding(particle=torch.as_tensor(gp[bound]),
-                              offsets=t(scene.means[bound]) - t(scene.particles.x[gp[bound]]),
-                              colors=t(scene.colors[bound]), scales=t(scene.scales[bound]),
-                              quats=t(scene.quats[bound]), opacities=t(scene.opacities[bound]))
+    binding = GaussianBinding(
+        particle=torch.as_tensor(gp[bound]),
+        offsets=t(scene.means[bound]) - t(scene.particles.x[gp[bound]]),
+        colors=t(scene.colors[bound]),
+        scales=t(scene.scales[bound]),
+        quats=t(scene.quats[bound]),
+        opacities=t(scene.opacities[bound]),
+    )
     rigid = ~bound
-    static = (StaticGaussians(t(scene.means[rigid]), t(scene.colors[rigid]), t(scene.scales[rigid]),
-                              t(scene.quats[rigid]), t(scene.opacities[rigid])) if rigid.any() else None)
+    static = (
+        StaticGaussians(
+            t(scene.means[rigid]),
+            t(scene.colors[rigid]),
+            t(scene.scales[rigid]),
+            t(scene.quats[rigid]),
+            t(scene.opacities[rigid]),
+        )
+        if rigid.any()
+        else None
+    )
     camera = Camera(t(scene.K), t(scene.w2c), int(scene.width), int(scene.height))
     return binding, static, camera

@@ -28,9 +28,19 @@ import torch
 
 from common.cameras import project, transform_points
 
-__all__ = ["DecompositionError", "Segmenter", "label_maps_from_tool_masks", "label_maps_from_segmenter",
-           "assign_objects", "split_kmeans", "SupportPlane", "gaussian_motion", "fit_support_plane",
-           "static_support"]
+__all__ = [
+    "DecompositionError",
+    "Segmenter",
+    "label_maps_from_tool_masks",
+    "label_maps_from_segmenter",
+    "assign_objects",
+    "split_kmeans",
+    "SupportPlane",
+    "gaussian_motion",
+    "fit_support_plane",
+    "label_support",
+    "static_support",
+]
 
 # A segmenter maps one RGB image [H, W, 3] (float in [0, 1]) to integer labels [H, W] (-1 = none).
 Segmenter = Callable[[np.ndarray], np.ndarray]
@@ -78,21 +88,32 @@ def gaussian_motion(model, times) -> tuple[np.ndarray, np.ndarray]:
     return means, np.linalg.norm(means - means[0], axis=-1).max(0)
 
 
-def fit_support_plane(points, motion=None, static_fraction: float = 0.3, tol: float = 0.002,
-                      iterations: int = 200, max_behind: float = 0.05, seed: int = 0) -> tuple[SupportPlane, np.ndarray]:
+def fit_support_plane(
+    points,
+    motion=None,
+    static_fraction: float = 0.3,
+    tol: float = 0.002,
+    iterations: int = 200,
+    max_behind: float = 0.05,
+    max_tilt: float = 60.0,
+    seed: int = 0,
+) -> tuple[SupportPlane, np.ndarray]:
     """RANSAC plane through the Gaussians that do not move, refined by least squares on its inliers.
 
     points [N, 3] (scene frame), motion [N] m or None (all static). Static: motion at most
     static_fraction x the 99th percentile of the motion (relative, so the clip's units and the
     4DGS's residual jitter do not matter). tol: inlier distance, m. Among the candidate planes
-    with at most max_behind of the static Gaussians behind them (a support holds what lies in
-    front of it), the one with the most inliers. Returns the plane (normal pointing away from the
+    with at most max_behind of the static points behind them (a support holds what lies in
+    front of it) and facing the camera (normal within max_tilt degrees of the viewing direction:
+    the camera looks at the tissue bed, not along it), the one with the most inliers. Returns the plane (normal pointing away from the
     camera) and the inlier mask [N] (over all points)."""
     x = np.asarray(points, np.float64)
     if x.ndim != 2 or x.shape[1] != 3 or len(x) < 3:
         raise DecompositionError(f"points: expected [N, 3] with N >= 3, got {x.shape}")
     if not (0 < static_fraction <= 1) or tol <= 0:
-        raise DecompositionError(f"static_fraction in (0, 1] and tol > 0 expected, got {static_fraction}, {tol}")
+        raise DecompositionError(
+            f"static_fraction in (0, 1] and tol > 0 expected, got {static_fraction}, {tol}"
+        )
     static = np.ones(len(x), bool)
     if motion is not None:
         m = np.asarray(motion, np.float64)
@@ -112,13 +133,17 @@ def fit_support_plane(points, motion=None, static_fraction: float = 0.3, tol: fl
         n /= np.linalg.norm(n)
         if n @ a < 0:
             n = -n  # away from the camera
+        if n @ a < np.cos(np.radians(max_tilt)) * np.linalg.norm(a):
+            continue
         h = a @ n - cand @ n  # [C] in front of the plane (> 0)
         count = int((np.abs(h) <= tol).sum())
         # a support has the tissue in front of it and (almost) nothing behind it
         if count > best_count and (h < -tol).mean() <= max_behind:
             best, best_count = (n, float(a @ n)), count
     if best is None:
-        raise DecompositionError("fit_support_plane: no plane with the static Gaussians in front of it")
+        raise DecompositionError(
+            "fit_support_plane: no plane facing the camera with the static points in front of it"
+        )
     n, d = best
     inl = np.abs(cand @ n - d) <= tol
     centre = cand[inl].mean(0)
@@ -129,6 +154,21 @@ def fit_support_plane(points, motion=None, static_fraction: float = 0.3, tol: fl
     return plane, np.abs(plane.height(x)) <= tol
 
 
+def label_support(
+    labels, points, plane: SupportPlane, tissue_labels, support_label: int, tol: float = 0.002
+) -> np.ndarray:
+    """Label maps [F, H, W] with the support's pixels relabelled: where a tissue-labelled pixel's
+    surface point (points [F, H, W, 3], the reference camera's frame; NaN where nothing was seen)
+    lies on or behind the plane (within tol in front of it counts as on it)."""
+    labels = np.asarray(labels).copy()
+    pts = np.asarray(points, np.float64)
+    if pts.shape != labels.shape + (3,):
+        raise DecompositionError(f"points: expected shape {labels.shape + (3,)}, got {pts.shape}")
+    on = np.isin(labels, tissue_labels) & (plane.height(pts.reshape(-1, 3)).reshape(labels.shape) <= tol)
+    labels[on] = support_label
+    return labels
+
+
 def static_support(points, plane: SupportPlane, tol: float = 0.002) -> np.ndarray:
     """[N] bool: the Gaussians on or behind the support plane (within tol in front of it count as
     on it); the rest lie in front of it, on the camera's side: the tissue."""
@@ -136,6 +176,7 @@ def static_support(points, plane: SupportPlane, tol: float = 0.002) -> np.ndarra
 
 
 # ------------------------------------------------------------------------------ labels
+
 
 def label_maps_from_tool_masks(tool_masks) -> np.ndarray:
     """EndoNeRF tool masks [F, H, W] (True = tool) -> labels [F, H, W]: 0 tissue, 1 tool."""
@@ -152,8 +193,10 @@ def label_maps_from_segmenter(images, segmenter: Segmenter) -> np.ndarray:
     for f, image in enumerate(images):
         lab = np.asarray(segmenter(image))
         if lab.shape != image.shape[:2] or not np.issubdtype(lab.dtype, np.integer):
-            raise DecompositionError(f"segmenter: frame {f}: expected an integer label map of shape {image.shape[:2]}, "
-                             f"got {lab.dtype} {lab.shape}")
+            raise DecompositionError(
+                f"segmenter: frame {f}: expected an integer label map of shape {image.shape[:2]}, "
+                f"got {lab.dtype} {lab.shape}"
+            )
         out.append(lab.astype(np.int64))
     return np.stack(out)  # [F, H, W]
 
@@ -205,7 +248,9 @@ def assign_objects(means, labels, K, w2c, depth=None, depth_tol: float = 0.05, n
         np.add.at(votes, (np.nonzero(ok)[0], lab[ok]), 1)
     has = votes.sum(1) > 0
     if not has.any():
-        raise DecompositionError("assign_objects: no Gaussian projects onto a labelled, depth-consistent pixel in any frame")
+        raise DecompositionError(
+            "assign_objects: no Gaussian projects onto a labelled, depth-consistent pixel in any frame"
+        )
     object_id = votes.argmax(1)  # ties go to the smaller label
     if not has.all():
         from scipy.spatial import cKDTree
@@ -215,7 +260,9 @@ def assign_objects(means, labels, K, w2c, depth=None, depth_tol: float = 0.05, n
     return object_id.astype(np.int64), votes
 
 
-def split_kmeans(points, colors, k: int, color_weight: float = 1.0, seed: int = 0, iters: int = 50) -> np.ndarray:
+def split_kmeans(
+    points, colors, k: int, color_weight: float = 1.0, seed: int = 0, iters: int = 50
+) -> np.ndarray:
     """Split one object's Gaussians into k parts by k-means on [position / spread, colour * weight].
 
     Positions are divided by their overall standard deviation so that a unit of colour difference
@@ -224,7 +271,9 @@ def split_kmeans(points, colors, k: int, color_weight: float = 1.0, seed: int = 
     from a seeded start makes the result deterministic. Returns part ids [M] in [0, k)."""
     pts, col = np.asarray(points, np.float64), np.asarray(colors, np.float64)
     if pts.ndim != 2 or pts.shape[1] != 3 or col.shape != (len(pts), 3):
-        raise DecompositionError(f"split_kmeans: expected points [M, 3] and colors [M, 3], got {pts.shape}, {col.shape}")
+        raise DecompositionError(
+            f"split_kmeans: expected points [M, 3] and colors [M, 3], got {pts.shape}, {col.shape}"
+        )
     if not isinstance(k, int) or k < 1 or k > len(pts):
         raise DecompositionError(f"split_kmeans: k must be an int in [1, {len(pts)}], got {k!r}")
     if k == 1:

@@ -28,7 +28,7 @@ from common.metrics import depth_metrics, psnr, ssim
 
 from .config import DEFAULT_CONFIG, ReconConfig, load_config
 from .gaussians import GaussianModel
-from .train import load_clip, render_frame
+from .clip import load_clip
 
 __all__ = ["evaluate_reconstruction", "evaluate_static_baseline", "main"]
 
@@ -79,7 +79,7 @@ def evaluate_reconstruction(model: GaussianModel, data_dir, rc: ReconConfig | No
     dev = model.means.device
     preds, depths = [], []
     for i in frames:
-        out = render_frame(model, float(sample.times[i]), sample.w2c[i].to(dev), sample.K[i].to(dev), W, H)
+        out = model.render(float(sample.times[i]), sample.w2c[i].to(dev), sample.K[i].to(dev), W, H)
         preds.append(out.rgb.permute(2, 0, 1).clamp(0, 1).cpu())  # [3, H, W]
         depths.append(out.depth.cpu())  # [H, W]
         if renders_dir is not None:

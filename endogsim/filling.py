@@ -22,15 +22,23 @@ from common.cameras import pixel_centers
 from .decompose import SupportPlane
 from .physics import StaticBox
 
-__all__ = ["FillingError", "fill_along_rays", "depth_volumes", "calibrate_volumes", "plane_anchors",
-           "back_anchors"]
+__all__ = [
+    "FillingError",
+    "fill_along_rays",
+    "depth_volumes",
+    "calibrate_volumes",
+    "plane_anchors",
+    "back_anchors",
+]
 
 
 class FillingError(ValueError):
     """Bad input to the filling; the message names the argument and what was expected."""
 
 
-def fill_along_rays(surface, object_id, thickness, spacing: float, camera_center=(0.0, 0.0, 0.0), direction=None):
+def fill_along_rays(
+    surface, object_id, thickness, spacing: float, camera_center=(0.0, 0.0, 0.0), direction=None
+):
     """Interior particles under visible surface points (see the module docstring).
 
     surface [M, 3] points of deformable objects (scene frame), object_id [M], thickness (m) a number
@@ -45,8 +53,10 @@ def fill_along_rays(surface, object_id, thickness, spacing: float, camera_center
     object_id = np.asarray(object_id, np.int64)
     M = len(surface)
     if surface.ndim != 2 or surface.shape[1] != 3 or M == 0 or object_id.shape != (M,):
-        raise FillingError(f"fill_along_rays: expected surface [M, 3] (M >= 1) and object_id [M], got "
-                         f"{surface.shape}, {object_id.shape}")
+        raise FillingError(
+            f"fill_along_rays: expected surface [M, 3] (M >= 1) and object_id [M], got "
+            f"{surface.shape}, {object_id.shape}"
+        )
     if not (isinstance(spacing, (int, float)) and spacing > 0):
         raise FillingError(f"fill_along_rays: spacing must be a positive number (m), got {spacing!r}")
     thick = np.broadcast_to(np.asarray(thickness, np.float64), (M,))
@@ -108,8 +118,10 @@ def depth_volumes(depth, K, object_map, plane: SupportPlane, n_objects: int) -> 
     depth, K = np.asarray(depth, np.float64), np.asarray(K, np.float64)
     object_map = np.asarray(object_map)
     if depth.ndim != 2 or object_map.shape != depth.shape:
-        raise FillingError(f"depth_volumes: expected depth [H, W] and object_map of the same shape, got "
-                           f"{depth.shape}, {object_map.shape}")
+        raise FillingError(
+            f"depth_volumes: expected depth [H, W] and object_map of the same shape, got "
+            f"{depth.shape}, {object_map.shape}"
+        )
     H, W = depth.shape
     uv = pixel_centers(H, W).double().numpy()  # [H, W, 2]
     points = np.concatenate([(uv - K[:2, 2]) / np.diag(K)[:2], np.ones((H, W, 1))], -1) * depth[..., None]

@@ -42,11 +42,11 @@ from common.metrics import psnr
 from .binding import (Camera, GaussianBinding, StaticGaussians, bind_isotropic, bind_scene, render_particles,
                       visible_at_rest)
 from .flow import flow_loss, lucas_kanade
-from .physics import (Material, MPMConfig, MPMSimulator, Particles, RegionForce, Scene, frame_dt, max_stable_E,
+from .physics import (Material, MPMConfig, MPMSimulator, Particles, RegionForce, Interactions, frame_dt, max_stable_E,
                        with_dt)
 
 __all__ = ["RefineConfig", "Observations", "RefineResult", "RefineInputError", "refine_materials", "refine_scene",
-           "simulate_frames", "simulate_scene", "scene_physics", "ScenePhysics", "stable_E_max", "future_psnr",
+           "simulate_frames", "simulate_scene", "scene_physics", "SimulationInputs", "stable_E_max", "future_psnr",
            # the binding, re-exported: what a refinement is called with
            "Camera", "GaussianBinding", "StaticGaussians", "bind_isotropic"]
 
@@ -185,7 +185,7 @@ def _materials_with(materials: list, E: list, nu: list) -> list:
 
 
 def simulate_frames(particles: Particles, gaussians: GaussianBinding, materials: list, mpm_config: MPMConfig,
-                    scene: Scene, camera: Camera, times, background: torch.Tensor | None = None,
+                    scene: Interactions, camera: Camera, times, background: torch.Tensor | None = None,
                     tile_size: int = 16) -> tuple[torch.Tensor, np.ndarray]:
     """Forward-simulate with the given materials and render the frames at `times` [F] (s, times[0]
     = 0 the rest state): images [F, H, W, 3] and particle positions [F, N, 3]."""
@@ -204,18 +204,18 @@ def simulate_frames(particles: Particles, gaussians: GaussianBinding, materials:
 
 
 @dataclass
-class ScenePhysics:
+class SimulationInputs:
     """What a `PhysicsScene` hands the simulator and the renderer (see `scene_physics`)."""
 
     particles: Particles
     binding: GaussianBinding
     background: StaticGaussians | None
     mpm: MPMConfig
-    physics: Scene
+    physics: Interactions
     camera: Camera
 
 
-def scene_physics(scene, times, forces=()) -> ScenePhysics:
+def scene_physics(scene, times, forces=()) -> SimulationInputs:
     """The simulation of a `PhysicsScene` for frames at `times` [F] (s, equally spaced): its
     particles and bound Gaussians, its rigid Gaussians as the static background, its MPM settings
     with dt lowered to divide the frame interval (damping per second kept), its anchors and the
@@ -227,8 +227,8 @@ def scene_physics(scene, times, forces=()) -> ScenePhysics:
         raise RefineInputError("forces: expected endogsim.physics.RegionForce items")
     binding, background, camera = bind_scene(scene)
     mpm = with_dt(scene.mpm, frame_dt(scene.mpm.dt, float(times[1] - times[0])))
-    physics = Scene(static_boxes=list(scene.anchors), forces=list(forces))
-    return ScenePhysics(scene.particles, binding, background, mpm, physics, camera)
+    physics = Interactions(static_boxes=list(scene.anchors), forces=list(forces))
+    return SimulationInputs(scene.particles, binding, background, mpm, physics, camera)
 
 
 def simulate_scene(scene, materials: list, times, forces=()) -> tuple[torch.Tensor, np.ndarray]:
@@ -259,7 +259,7 @@ def loss_depends(*terms) -> bool:
 
 
 def refine_materials(particles: Particles, gaussians: GaussianBinding, materials: list, mpm_config: MPMConfig,
-                     scene: Scene, camera: Camera, observations: Observations,
+                     scene: Interactions, camera: Camera, observations: Observations,
                      config: RefineConfig | None = None, background: torch.Tensor | None = None,
                      progress=None) -> RefineResult:
     """Fit per-object log10(E) (and nu) so that the simulated, rendered clip matches the observed

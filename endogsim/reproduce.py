@@ -37,14 +37,14 @@ from common.cli import one_line_errors
 from common.datasets import read_endonerf
 from common.results import git_commit, markdown_table, write_results
 
-from .clip import clip_observations, ground_truth_scene, known_forces, setup_from_clip
+from .clip import clip_observations, ground_truth_scene, known_forces, load_clip, setup_from_clip
 from .config import DEFAULT_CONFIG, load_config
 from .evaluate import evaluate_reconstruction, evaluate_static_baseline
 from .material_prior import MaterialPrior
 from .refine import RefineConfig, future_psnr, refine_scene, simulate_scene
 from .scene import PhysicsScene
 from .synthetic_scene import make_surgical_scene
-from .train import init_reconstruction, load_clip, train_reconstruction
+from .train import init_reconstruction, train_reconstruction
 
 METRICS = {
     "recon_psnr": {"higher_is_better": True},
@@ -55,8 +55,13 @@ METRICS = {
 }
 # EndoGSim reports no number for a synthetic scene; its system-identification relative error on
 # EndoNeRF "pulling" comes from a third-party aggregator whose labels look partly swapped (notes 1.1).
-PAPER = {"E_rel_error_max": {"value": 0.26, "dataset": "EndoNeRF pulling_soft_tissues (relative parameter error, "
-                                                       "third-party listing, unverified)"}}
+PAPER = {
+    "E_rel_error_max": {
+        "value": 0.26,
+        "dataset": "EndoNeRF pulling_soft_tissues (relative parameter error, "
+        "third-party listing, unverified)",
+    }
+}
 PRIOR_LABELS = ["liver", "kidney"]  # what the material prior is asked about, left block first
 FIT_FRAMES = 8
 SKIP_FRAMES = (4, 12)  # the robustness run's 4DGS leaves these training frames out
@@ -64,8 +69,11 @@ DEPTH_NOISE = 0.05  # the robustness run's relative depth noise (one standard de
 
 
 def _recon_metrics(scores: dict) -> dict:
-    return {"recon_psnr": scores.get("psnr"), "recon_ssim": scores.get("ssim"),
-            "recon_depth_rmse": scores.get("depth_rmse")}
+    return {
+        "recon_psnr": scores.get("psnr"),
+        "recon_ssim": scores.get("ssim"),
+        "recon_depth_rmse": scores.get("depth_rmse"),
+    }
 
 
 def decompose(model, data: Path, cfg, truth_volume: float) -> tuple[PhysicsScene, dict]:
@@ -73,20 +81,25 @@ def decompose(model, data: Path, cfg, truth_volume: float) -> tuple[PhysicsScene
     k-means numbers the tissues left to right, as the clip's blocks (tissue_0 at x < 0)."""
     setup, _ = setup_from_clip(data)
     sample = read_endonerf(data, depth_scale=cfg.recon.depth_scale)
-    scene = PhysicsScene.from_gaussian_model(model, sample, n_tissues=2, tissue_labels=PRIOR_LABELS,
-                                             tissue_model=setup.materials[0].model)
+    scene = PhysicsScene.from_gaussian_model(
+        model, sample, n_tissues=2, tissue_labels=PRIOR_LABELS, tissue_model=setup.materials[0].model
+    )
     # the tissue's surroundings damp it as in the clip: the same velocity loss per second
     damping = setup.config.damping ** (scene.mpm.dt / setup.config.dt)
     scene = replace(scene, mpm=replace(scene.mpm, damping=damping))
     sel = np.isin(scene.gaussian_object, [0, 1])
     truth_side = (scene.means[sel, 0] > 0).astype(int)  # left block x < 0
     volume = [float(scene.particles.volume[scene.particles.object_id == j].sum()) for j in range(2)]
-    scores = {"tissue_side_agreement": float((scene.gaussian_object[sel] == truth_side).mean()),
-              "particle_volume_m3": volume, "true_volume_m3": truth_volume,
-              "volume_rel_error": [v / truth_volume - 1 for v in volume],
-              "particles": int(len(scene.particles.x)), "gaussians": int(scene.n_gaussians),
-              "objects": [{"name": o.name, "kind": o.kind} for o in scene.objects],
-              "support_plane": scene.meta.get("support_plane")}
+    scores = {
+        "tissue_side_agreement": float((scene.gaussian_object[sel] == truth_side).mean()),
+        "particle_volume_m3": volume,
+        "true_volume_m3": truth_volume,
+        "volume_rel_error": [v / truth_volume - 1 for v in volume],
+        "particles": int(len(scene.particles.x)),
+        "gaussians": int(scene.n_gaussians),
+        "objects": [{"name": o.name, "kind": o.kind} for o in scene.objects],
+        "support_plane": scene.meta.get("support_plane"),
+    }
     return scene, scores
 
 
@@ -103,13 +116,25 @@ def fit(scene: PhysicsScene, data: Path, iterations: int, truth: list) -> dict:
     images, psnr = {}, {}
     for name, mats in (("prior", scene.materials), ("refined", result.materials), ("truth", truth)):
         images[name], _ = simulate_scene(scene, mats, obs.times.numpy(), forces)
-        psnr[name] = float(np.mean(future_psnr(images[name][future], obs.images[future], obs.tool_masks[future])))
+        psnr[name] = float(
+            np.mean(future_psnr(images[name][future], obs.images[future], obs.tool_masks[future]))
+        )
     rel = [abs(e / t.E - 1) for e, t in zip(result.E, truth)]
-    return {"E": list(result.E), "nu": list(result.nu), "E_prior": [m.E for m in scene.materials],
-            "E_true": [t.E for t in truth], "E_rel_error": rel, "E_rel_error_max": max(rel),
-            "E_rel_error_max_prior": max(abs(m.E / t.E - 1) for m, t in zip(scene.materials, truth)),
-            "future_psnr": psnr, "seconds": seconds, "history": result.history, "flow_source": result.flow_source,
-            "_images": images, "_observed": obs}
+    return {
+        "E": list(result.E),
+        "nu": list(result.nu),
+        "E_prior": [m.E for m in scene.materials],
+        "E_true": [t.E for t in truth],
+        "E_rel_error": rel,
+        "E_rel_error_max": max(rel),
+        "E_rel_error_max_prior": max(abs(m.E / t.E - 1) for m, t in zip(scene.materials, truth)),
+        "future_psnr": psnr,
+        "seconds": seconds,
+        "history": result.history,
+        "flow_source": result.flow_source,
+        "_images": images,
+        "_observed": obs,
+    }
 
 
 def corrupt_depth(src: Path, dst: Path, noise: float, seed: int) -> Path:
@@ -138,7 +163,7 @@ def plot_fit(history: list, truth, path) -> None:
     E, nu = np.array([h["E"] for h in history]), np.array([h["nu"] for h in history])  # [I, O]
     fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
     for o in range(E.shape[1]):
-        line, = ax[0].plot(it, E[:, o] / 1e3, "o-", ms=3, label=f"object {o}")
+        (line,) = ax[0].plot(it, E[:, o] / 1e3, "o-", ms=3, label=f"object {o}")
         ax[0].axhline(truth[o].E / 1e3, ls="--", color=line.get_color())
         ax[1].plot(it, nu[:, o], "o-", ms=3, color=line.get_color())
         ax[1].axhline(truth[o].nu, ls="--", color=line.get_color())
@@ -160,8 +185,10 @@ def future_strip(run: dict, path) -> None:
     from PIL import Image
 
     future = slice(FIT_FRAMES, None)
-    rows = [torch.cat(list(x[future]), 1) for x in (run["_observed"].images, run["_images"]["prior"],
-                                                    run["_images"]["refined"])]  # each [H, F * W, 3]
+    rows = [
+        torch.cat(list(x[future]), 1)
+        for x in (run["_observed"].images, run["_images"]["prior"], run["_images"]["refined"])
+    ]  # each [H, F * W, 3]
     img = (torch.cat(rows, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     Image.fromarray(img).resize((img.shape[1] * 2, img.shape[0] * 2), Image.NEAREST).save(path)
 
@@ -173,16 +200,23 @@ def interactions(scene: PhysicsScene, out: Path) -> dict:
     runs = {}
     for action in ("poke", "cut", "retract"):
         summary = run_action(scene, action, out / f"sim_{action}", progress=False)
-        runs[action] = {k: summary[k] for k in ("max_displacement_m", "final_max_displacement_m", "particles")}
+        runs[action] = {
+            k: summary[k] for k in ("max_displacement_m", "final_max_displacement_m", "particles")
+        }
     return runs
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m endogsim.reproduce", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m endogsim.reproduce",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--config", default=str(DEFAULT_CONFIG))
     ap.add_argument("--out", default="results/endogsim")
-    ap.add_argument("--data", default="data/endogsim/synthetic", help="the synthetic clip (generated when absent)")
+    ap.add_argument(
+        "--data", default="data/endogsim/synthetic", help="the synthetic clip (generated when absent)"
+    )
     ap.add_argument("--refine-iterations", type=int, default=RefineConfig.iterations)
     ap.add_argument("--robustness", type=int, default=1, help="1: also the noisy-depth and fewer-frames runs")
     ap.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. recon.steps=50")
@@ -199,7 +233,9 @@ def main(argv=None) -> dict:
 
     # 1. data
     if not (data / "ground_truth.json").is_file():
-        make_surgical_scene(data, seed=cfg.data.seed, frames=cfg.data.frames, size=(cfg.data.height, cfg.data.width))
+        make_surgical_scene(
+            data, seed=cfg.data.seed, frames=cfg.data.frames, size=(cfg.data.height, cfg.data.width)
+        )
     setup, gt = setup_from_clip(data)
     truth = list(setup.materials)
     truth_volume = float(setup.particles.volume[setup.particles.object_id == 0].sum())
@@ -210,7 +246,9 @@ def main(argv=None) -> dict:
     timing["recon_train_s"] = time.time() - s
     ours = evaluate_reconstruction(model, data, cfg.recon, "test", renders_dir=out / "recon" / "renders")
     torch.manual_seed(cfg.recon.seed)
-    untrained = evaluate_reconstruction(init_reconstruction(cfg.recon, load_clip(data, cfg.recon)), data, cfg.recon)
+    untrained = evaluate_reconstruction(
+        init_reconstruction(cfg.recon, load_clip(data, cfg.recon)), data, cfg.recon
+    )
     static = evaluate_static_baseline(data, cfg.recon)
 
     # 3. decomposition
@@ -221,8 +259,12 @@ def main(argv=None) -> dict:
     video = fit(scene, data, args.refine_iterations, truth)
     timing["refine_s"] = time.time() - s
     prior = [MaterialPrior().table(lab).to_material(truth[0].model) for lab in PRIOR_LABELS]
-    oracle = fit(ground_truth_scene(data, prior, ["table:" + lab for lab in PRIOR_LABELS]), data,
-                 args.refine_iterations, truth)
+    oracle = fit(
+        ground_truth_scene(data, prior, ["table:" + lab for lab in PRIOR_LABELS]),
+        data,
+        args.refine_iterations,
+        truth,
+    )
     (out / "refine").mkdir(exist_ok=True)
     plot_fit(video["history"], truth, out / "refine" / "trajectories.png")
     future_strip(video, out / "refine" / "future_frames.png")
@@ -233,18 +275,25 @@ def main(argv=None) -> dict:
         runs = {"depth_noise_5pct": (noisy, ()), "two_fewer_frames": (data, SKIP_FRAMES)}
         for name, (clip, skip) in runs.items():
             torch.manual_seed(cfg.recon.seed)
-            m = train_reconstruction(cfg.recon, clip, out / "robustness" / name, progress=False, skip_frames=skip)
+            m = train_reconstruction(
+                cfg.recon, clip, out / "robustness" / name, progress=False, skip_frames=skip
+            )
             sc, dec = decompose(m, clip, cfg, truth_volume)
             r = fit(sc, clip, args.refine_iterations, truth)
-            robustness[name] = {"E": r["E"], "E_rel_error": r["E_rel_error"], "future_psnr": r["future_psnr"],
-                                "volume_rel_error": dec["volume_rel_error"],
-                                "E_shift_vs_main": [e / m0 - 1 for e, m0 in zip(r["E"], video["E"])]}
+            robustness[name] = {
+                "E": r["E"],
+                "E_rel_error": r["E_rel_error"],
+                "future_psnr": r["future_psnr"],
+                "volume_rel_error": dec["volume_rel_error"],
+                "E_shift_vs_main": [e / m0 - 1 for e, m0 in zip(r["E"], video["E"])],
+            }
         timing["robustness_s"] = time.time() - s
 
     # 5. interaction on the reconstructed scene with the refined materials
-    refined = scene.with_materials([replace(m, E=e, nu=n) for m, e, n in zip(scene.materials, video["E"],
-                                                                              video["nu"])],
-                                   "refined (endogsim.refine, from the video)")
+    refined = scene.with_materials(
+        [replace(m, E=e, nu=n) for m, e, n in zip(scene.materials, video["E"], video["nu"])],
+        "refined (endogsim.refine, from the video)",
+    )
     refined.save(out / "scene")
     s = time.time()
     sims = interactions(refined, out)
@@ -252,37 +301,65 @@ def main(argv=None) -> dict:
 
     recon = _recon_metrics(ours)
     methods = {
-        "endogsim": {**recon, "E_rel_error_max": video["E_rel_error_max"], "future_psnr": video["future_psnr"]["refined"]},
-        "endogsim-prior-materials": {**recon, "E_rel_error_max": video["E_rel_error_max_prior"],
-                                     "future_psnr": video["future_psnr"]["prior"]},
+        "endogsim": {
+            **recon,
+            "E_rel_error_max": video["E_rel_error_max"],
+            "future_psnr": video["future_psnr"]["refined"],
+        },
+        "endogsim-prior-materials": {
+            **recon,
+            "E_rel_error_max": video["E_rel_error_max_prior"],
+            "future_psnr": video["future_psnr"]["prior"],
+        },
         "4dgs-untrained": _recon_metrics(untrained),
         "static-first-frame": _recon_metrics(static),
     }
     ablations = {
         "true-materials-on-the-reconstructed-scene": {"future_psnr": video["future_psnr"]["truth"]},
-        "refined-on-the-clip's-own-particles (upper bound)": {"E_rel_error_max": oracle["E_rel_error_max"],
-                                                              "future_psnr": oracle["future_psnr"]["refined"]},
+        "refined-on-the-clip's-own-particles (upper bound)": {
+            "E_rel_error_max": oracle["E_rel_error_max"],
+            "future_psnr": oracle["future_psnr"]["refined"],
+        },
         "true-materials-on-the-clip's-own-particles": {"future_psnr": oracle["future_psnr"]["truth"]},
     }
     strip = lambda r: {k: v for k, v in r.items() if not k.startswith("_") and k != "history"}  # noqa: E731
     results = {
-        "paper": "endogsim", "ours": "endogsim",
-        "data": {"name": "synthetic-surgical", "split": "held-out frames", "scenes": 1, "seed": cfg.data.seed,
-                 "frames": len(gt["frame_times"]), "recon_test_frames": ours["frames"],
-                 "fit_frames": list(range(FIT_FRAMES)), "future_frames": list(range(FIT_FRAMES, len(gt["frame_times"]))),
-                 "size": [gt["camera"]["height"], gt["camera"]["width"]]},
-        "metrics": METRICS, "methods": methods, "ablations": ablations, "paper_reported": PAPER,
+        "paper": "endogsim",
+        "ours": "endogsim",
+        "data": {
+            "name": "synthetic-surgical",
+            "split": "held-out frames",
+            "scenes": 1,
+            "seed": cfg.data.seed,
+            "frames": len(gt["frame_times"]),
+            "recon_test_frames": ours["frames"],
+            "fit_frames": list(range(FIT_FRAMES)),
+            "future_frames": list(range(FIT_FRAMES, len(gt["frame_times"]))),
+            "size": [gt["camera"]["height"], gt["camera"]["width"]],
+        },
+        "metrics": METRICS,
+        "methods": methods,
+        "ablations": ablations,
+        "paper_reported": PAPER,
         "materials": {"from_video": strip(video), "upper_bound": strip(oracle)},
-        "robustness": robustness, "decomposition": decomposition, "interactions": sims,
-        "environment": {"device": "cuda" if torch.cuda.is_available() else "cpu", "seconds": time.time() - t0,
-                        "git": git_commit(), **timing},
+        "robustness": robustness,
+        "decomposition": decomposition,
+        "interactions": sims,
+        "environment": {
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "seconds": time.time() - t0,
+            "git": git_commit(),
+            **timing,
+        },
     }
     write_results(out / "results.json", results)
     table = markdown_table(results)
     (out / "results.md").write_text("# EndoGSim on the synthetic surgical clip\n\n" + table + "\n")
     print(table)
-    print(f"E from the video {[round(e) for e in video['E']]} Pa (truth {[t.E for t in truth]}); "
-          f"wrote {out}/results.json, results.md, refine/, scene/, sim_*/ in {time.time() - t0:.0f} s")
+    print(
+        f"E from the video {[round(e) for e in video['E']]} Pa (truth {[t.E for t in truth]}); "
+        f"wrote {out}/results.json, results.md, refine/, scene/, sim_*/ in {time.time() - t0:.0f} s"
+    )
     return results
 
 

@@ -5,7 +5,7 @@
 Gaussian bound to its own particle, the filled particles, per-object materials, the MPM settings
 and the anchors that hold the tissue's far side. It is built from a trained 4DGS
 (`from_gaussian_model`: decomposition by `endogsim.decompose`, filling by `endogsim.filling`), from
-a synthetic clip's ground truth (`from_synthetic`), or from arrays (`build`).
+a synthetic clip (`endogsim.clip`), or from arrays (`build`).
 `render_state(positions, F)` moves each Gaussian with its particle and deforms its covariance as
 F Sigma F^T (PhysGaussian eq. 2) before rendering with `endogsim.render.render(covars=)`.
 
@@ -27,10 +27,10 @@ import torch
 
 from common.cameras import depth_to_points, matrix_to_quaternion, project, quaternion_to_matrix, transform_points
 
-from .decompose import (DecompositionError, Segmenter, SupportPlane, assign_objects, fit_support_plane,
-                        gaussian_motion, label_maps_from_segmenter, label_maps_from_tool_masks, split_kmeans,
+from .decompose import (Segmenter, SupportPlane, assign_objects, fit_support_plane, gaussian_motion,
+                        label_maps_from_segmenter, label_maps_from_tool_masks, label_support, split_kmeans,
                         static_support)
-from .filling import FillingError, back_anchors, calibrate_volumes, depth_volumes, fill_along_rays, plane_anchors
+from .filling import back_anchors, calibrate_volumes, depth_volumes, fill_along_rays, plane_anchors
 from .physics import Material, MPMConfig, Particles, PhysicsInputError, StaticBox, stable_dt
 from .render import RenderOutput, covariance_from_scale_rotation, render
 
@@ -223,69 +223,6 @@ class PhysicsScene:
                    tuple(float(b) for b in background), dict(meta or {}))
 
     @classmethod
-    def from_synthetic(cls, clip_dir, frame: int = 0, stride: int = 2, materials: list | None = None,
-                       material_sources: list | None = None) -> "PhysicsScene":
-        """A scene from a synthetic clip (`endogsim.synthetic_scene`), no trained 4DGS needed: one
-        isotropic Gaussian per stride-th pixel of frame `frame`, back-projected with its depth
-        (radius = the pixel footprint, colour = the pixel). Decomposition by the ground truth:
-        tool-mask pixels are the tool, points above the support (ground_truth.json "support") are
-        tissue, object 0 at x < 0 and object 1 at x > 0 (the recorded sides), the rest the support.
-        Tissue is filled down to the support, which anchors it (as in the generator); the MPM settings
-        are the recorded ones with dt lowered if the materials need it. materials: one Material per
-        tissue (default: the ground truth's), e.g. a prior's, with `material_sources` naming them."""
-        from common.datasets import read_endonerf
-        from common.datasets.io import read_json
-
-        clip_dir = Path(clip_dir)
-        gt_path = clip_dir / "ground_truth.json"
-        if not gt_path.is_file():
-            raise SceneError(f"{gt_path}: not found (from_synthetic needs a clip written by make_surgical_scene)")
-        gt = read_json(gt_path)
-        try:
-            objs, sim, support_z = gt["objects"], gt["simulation"], float(gt["support"]["z_min"])
-            depth_scale = float(gt["depth_scale"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise SceneError(f"{gt_path}: missing or bad field {e}") from None
-        if len(objs) != 2:
-            raise SceneError(f"{gt_path}: objects expected the two tissue blocks, got {len(objs)}")
-        if not isinstance(stride, int) or stride < 1:
-            raise SceneError(f"stride: expected an int >= 1, got {stride!r}")
-        sample = read_endonerf(clip_dir, frames=[frame], depth_scale=depth_scale)
-        image = sample.images[0].permute(1, 2, 0)  # [H, W, 3]
-        depth, K, w2c = sample.depth[0], sample.K[0], sample.w2c[0]  # [H, W], [3, 3], [4, 4]
-        H, W = depth.shape
-        pts = depth_to_points(depth, K, w2c)[::stride, ::stride].reshape(-1, 3).double().numpy()  # [M, 3]
-        rgb = image[::stride, ::stride].reshape(-1, 3).numpy()  # [M, 3]
-        z = depth[::stride, ::stride].reshape(-1).double().numpy()  # [M]
-        tool = sample.masks["tool"][0][::stride, ::stride].reshape(-1).numpy()  # [M]
-        ok = z > 0
-        pts, rgb, z, tool = pts[ok], rgb[ok], z[ok], tool[ok]
-        spacing = float(sim["particle_spacing"])
-        tissue = ~tool & (pts[:, 2] < support_z - 0.5 * spacing)
-        go = np.where(tissue, np.where(pts[:, 0] < 0, 0, 1), np.where(tool, 3, 2)).astype(np.int64)  # [M]
-        if materials is None:
-            materials = [Material(model=o["model"], E=float(o["E"]), nu=float(o["nu"]), density=float(o["density"]))
-                         for o in objs]
-            material_sources = ["ground truth"] * 2
-        if len(materials) != 2 or not all(isinstance(m, Material) for m in materials):
-            raise SceneError("materials: expected two endogsim.physics.Material, one per tissue block")
-        sources = material_sources or ["given"] * 2
-        objects = [SceneObject(o["name"], "tissue", o["name"], m, {"all": s}) for o, m, s in zip(objs, materials, sources)]
-        objects += [SceneObject("support", "rigid"), SceneObject("tool", "rigid")]
-        radius = stride * z / float(K[0, 0])  # [M] the pixel footprint
-        dx = float(sim["domain_size"]) / int(sim["n_grid"])
-        mpm = MPMConfig(n_grid=int(sim["n_grid"]), domain_size=float(sim["domain_size"]), origin=tuple(sim["origin"]),
-                        dt=min(float(sim["dt"]), stable_dt(materials, dx, safety=0.9)), damping=float(sim["damping"]),
-                        wall=sim["wall"], gravity=tuple(sim.get("gravity", (0.0, 0.0, 0.0))),
-                        check_every=50)
-        return cls.build(pts, np.tile([1.0, 0.0, 0.0, 0.0], (len(pts), 1)), np.repeat(radius[:, None], 3, 1),
-                         np.full(len(pts), 0.9), rgb, go, objects, K, w2c, W, H,
-                         thickness=np.maximum(support_z - pts[:, 2], 0.0), spacing=spacing, mpm=mpm,
-                         anchors=[StaticBox((-1.0, -1.0, support_z), (1.0, 1.0, 1.0))],
-                         meta={"source": str(clip_dir), "frame": frame, "stride": stride,
-                               "decomposition": "ground truth (x < 0: object 0, x > 0: object 1; tool mask; support)"})
-
-    @classmethod
     def from_gaussian_model(cls, model, sample, t: float = 0.0, *, segmenter: Segmenter | None = None,
                             labels=None, label_names=("tissue", "tool"), kinds=("tissue", "rigid"), n_tissues: int = 1,
                             tissue_labels=None, materials: list | None = None, prior=None, thickness: float = 0.01,
@@ -339,19 +276,27 @@ class PhysicsScene:
             colors = model.colors(g["means"], w2c_ref).clamp(0, 1)  # [N, 3]
         per_frame, motion = gaussian_motion(model, sample.times)  # [F, N, 3], [N] m
         depth = sample.depth.cpu().numpy() if sample.depth is not None else None
-        label_id, _ = assign_objects(per_frame, labels, sample.K.cpu().numpy(), sample.w2c.cpu().numpy(), depth,
-                                     depth_tol, n_labels=len(label_names))
-        means = g["means"].cpu().numpy()
         tissue_ls = [i for i, k in enumerate(kinds) if k == "tissue"]
-        in_tissue = np.isin(label_id, tissue_ls)  # [N]
-        plane, on_support = None, np.zeros(len(means), bool)
+        plane, n_labels = None, len(label_names)
+        if support:  # on the reconstruction's own surface: its rendered depth is the many frames' consensus
+            points, rendered, pixel_motion = _rendered_surface(model, sample, w2c_ref, motion)
+            # the visibility vote reads the rendered depth, except on the tool, which the 4DGS does not hold
+            tool_px = ~np.isin(labels, tissue_ls) & (labels >= 0)
+            depth = rendered if depth is None else np.where(tool_px, depth, rendered)
+            cand = np.isin(labels[0], tissue_ls) & np.isfinite(points[0]).all(-1)  # [H, W]
+            plane, _ = fit_support_plane(points[0][cand], pixel_motion[cand], tol=support_tol, seed=seed)
+            labels = label_support(labels, points, plane, tissue_ls, n_labels, support_tol)
+            n_labels += 1
+        label_id, _ = assign_objects(per_frame, labels, sample.K.cpu().numpy(), sample.w2c.cpu().numpy(), depth,
+                                     depth_tol, n_labels=n_labels)
+        means = g["means"].cpu().numpy()
         cam_means = transform_points(w2c_ref.double(), torch.from_numpy(means).double()).numpy()  # [N, 3]
-        if support:
-            plane, _ = fit_support_plane(cam_means[in_tissue], motion[in_tissue], tol=support_tol, seed=seed)
-            on_support = in_tissue & static_support(cam_means, plane, support_tol)
-            if on_support.sum() == in_tissue.sum():
-                raise SceneError("support: every tissue Gaussian lies on the fitted support plane; nothing to "
-                                 "simulate (pass support=False)")
+        on_support = label_id == len(label_names)  # [N] (no such label without support)
+        if support:  # and what lies on the plane itself (pixels at the tissue's blurred edge vote tissue)
+            on_support |= np.isin(label_id, tissue_ls) & static_support(cam_means, plane, support_tol)
+        if support and not np.isin(label_id, tissue_ls).any():
+            raise SceneError("support: every tissue-labelled Gaussian lies on the fitted support plane; nothing "
+                             "to simulate (pass support=False)")
         names, go = [], np.full(len(means), -1, np.int64)
         if n_tissues > 1:
             if len(tissue_ls) != 1:
@@ -391,10 +336,8 @@ class PhysicsScene:
         if support:
             objects.append(SceneObject("support", "rigid", "static support (fitted plane)"))
             thickness = np.maximum(plane.height(cam_means), 0.0)  # [N] down the plane's normal to it
-            if depth is not None:
-                volumes = depth_volumes(depth[0], sample.K[0].cpu().numpy(),
-                                        _tissue_pixels(depth[0], sample.K[0], labels[0], tissue_ls, plane,
-                                                       support_tol, cam_means[go < n_t], go[go < n_t]), plane, n_t)
+            object_map = _tissue_pixels(points[0], labels[0], tissue_ls, cam_means[go < n_t], go[go < n_t])
+            volumes = depth_volumes(rendered[0], sample.K[0].cpu().numpy(), object_map, plane, n_t)
         decomposition = ("label maps" if labels_given else "segmenter" if segmenter is not None else "tool masks") + (
             " + static support plane" if support else "") + (f" + k-means into {n_tissues} tissues" if n_tissues > 1 else "")
         meta = {"source": "GaussianModel", "t": float(t), "frames": F_, "decomposition": decomposition}
@@ -463,14 +406,14 @@ class PhysicsScene:
 
     def make_simulator(self, interactions=None, materials: list | None = None, config: MPMConfig | None = None):
         """An `endogsim.physics.MPMSimulator` of this scene's particles with its anchors plus the
-        forces / grasps / incisions / tool of `interactions` (an `endogsim.physics.Scene`); materials
+        forces / grasps / incisions / tool of `interactions` (an `endogsim.physics.Interactions`); materials
         and config default to the scene's (e.g. refinement passes its current estimates)."""
-        from .physics import MPMSimulator, Scene
+        from .physics import MPMSimulator, Interactions
 
-        extra = interactions or Scene()
-        if not isinstance(extra, Scene):
-            raise SceneError(f"interactions: expected an endogsim.physics.Scene, got {type(extra).__name__}")
-        full = Scene(static_boxes=list(self.anchors) + list(extra.static_boxes), tool=extra.tool, forces=list(extra.forces),
+        extra = interactions or Interactions()
+        if not isinstance(extra, Interactions):
+            raise SceneError(f"interactions: expected an endogsim.physics.Interactions, got {type(extra).__name__}")
+        full = Interactions(static_boxes=list(self.anchors) + list(extra.static_boxes), tool=extra.tool, forces=list(extra.forces),
                      grasps=list(extra.grasps), incisions=list(extra.incisions))
         return MPMSimulator(config or self.mpm, self.particles, list(materials or self.materials), full)
 
@@ -576,66 +519,37 @@ def _pixels(cam_points: np.ndarray, K, W: int, H: int) -> np.ndarray:
     return np.stack([np.clip(uv[:, 0], 0, W - 1), np.clip(uv[:, 1], 0, H - 1)], 1).astype(np.int64)
 
 
-def _tissue_pixels(depth, K, labels, tissue_labels, plane: SupportPlane, tol: float, tissue_points,
-                   tissue_object) -> np.ndarray:
-    """Object map [H, W] of the reference frame (-1 = none): the pixels labelled tissue whose depth
-    lies in front of the support plane by more than tol, each given the object of the nearest
-    tissue Gaussian (camera frame, tissue_points [M, 3] with tissue_object [M])."""
+def _tissue_pixels(points, labels, tissue_labels, tissue_points, tissue_object) -> np.ndarray:
+    """Object map [H, W] (-1 = none) of the tissue-labelled pixels with a surface point (points
+    [H, W, 3], NaN where nothing was seen), each given the object of the nearest tissue Gaussian
+    (tissue_points [M, 3] with tissue_object [M], the same frame as points)."""
     from scipy.spatial import cKDTree
 
-    pts = depth_to_points(torch.as_tensor(depth).double(), torch.as_tensor(K).double()).numpy()  # [H, W, 3]
-    ok = np.isin(labels, tissue_labels) & (depth > 0) & (plane.height(pts.reshape(-1, 3)).reshape(depth.shape) > tol)
-    out = np.full(depth.shape, -1, np.int64)
+    ok = np.isin(labels, tissue_labels) & np.isfinite(points).all(-1)  # [H, W]
+    out = np.full(labels.shape, -1, np.int64)
     if ok.any() and len(tissue_points):
-        _, nearest = cKDTree(tissue_points).query(pts[ok])
+        _, nearest = cKDTree(tissue_points).query(points[ok])
         out[ok] = np.asarray(tissue_object)[nearest]
     return out
 
 
-def main(argv=None) -> Path:
-    """`python -m endogsim.scene --model DIR --clip CLIP --out SCENE_DIR`: build a PhysicsScene from a
-    trained GaussianModel (save_pretrained folder) and its EndoNeRF-layout clip, and save it."""
-    import argparse
-
-    from common.datasets import read_endonerf
-
-    from .gaussians import GaussianModel
-
-    ap = argparse.ArgumentParser(prog="python -m endogsim.scene", description=main.__doc__.split(":")[0])
-    ap.add_argument("--model", required=True, help="GaussianModel folder (config.json + safetensors)")
-    ap.add_argument("--clip", required=True, help="EndoNeRF-layout clip the model was trained on")
-    ap.add_argument("--out", required=True, help="scene directory to write")
-    ap.add_argument("--t", type=float, default=0.0, help="time in [0, 1] of the state to simulate from")
-    ap.add_argument("--depth-scale", type=float, default=1.0, help="depth PNG units per model unit (as in training)")
-    ap.add_argument("--n-tissues", type=int, default=1, help="split the tissue into this many objects (k-means)")
-    ap.add_argument("--tissue-labels", nargs="*", default=None, help="material prior label per tissue (default liver)")
-    ap.add_argument("--thickness", type=float, default=0.01,
-                    help="fill depth below the surface (model units) with --no-support")
-    ap.add_argument("--no-support", action="store_true",
-                    help="no static support plane: all tissue-labelled Gaussians are tissue, filled to --thickness")
-    ap.add_argument("--spacing", type=float, default=None, help="fill voxel size (default from the Gaussians)")
-    ap.add_argument("--frames", type=int, nargs="*", default=None, help="frames used for the vote (default all)")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    model_dir = Path(args.model)
-    if not (model_dir / "config.json").is_file():
-        raise SceneError(f"{model_dir}: expected a GaussianModel folder with config.json")
-    model = GaussianModel.from_pretrained(str(model_dir)).eval()
-    sample = read_endonerf(args.clip, frames=args.frames, depth_scale=args.depth_scale)
-    scene = PhysicsScene.from_gaussian_model(model, sample, args.t, n_tissues=args.n_tissues,
-                                             tissue_labels=args.tissue_labels, thickness=args.thickness,
-                                             spacing=args.spacing, seed=args.seed, support=not args.no_support)
-    out = scene.save(args.out)
-    print(f"wrote {out}: {scene.n_gaussians} Gaussians, {len(scene.particles.x)} particles, objects "
-          f"{[(o.name, o.kind) for o in scene.objects]}")
-    return out
-
-
-if __name__ == "__main__":
-    import sys
-
-    try:
-        main()
-    except (SceneError, DecompositionError, FillingError, PhysicsInputError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+@torch.no_grad()
+def _rendered_surface(model, sample, w2c_ref, motion) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The reconstruction seen from every frame's camera: surface points [F, H, W, 3] in the
+    reference camera's frame (NaN where its alpha < 0.5), z-depth [F, H, W] (0 there), and the
+    Gaussians' motion [N] rendered at the first frame [H, W] (compositing-weighted mean, m)."""
+    F_, _, H, W = sample.images.shape
+    K, w2c = sample.K.float(), sample.w2c.float()
+    points, depth = np.full((F_, H, W, 3), np.nan), np.zeros((F_, H, W))
+    for f in range(F_):
+        out = model.render(float(sample.times[f]), w2c[f], K[f], W, H)
+        seen = (out.alpha > 0.5).cpu()  # [H, W]
+        d = torch.where(seen, out.depth.cpu(), torch.zeros(()))  # [H, W]
+        world = depth_to_points(d.double(), K[f].double(), w2c[f].double())  # [H, W, 3]
+        cam = transform_points(w2c_ref.double(), world.reshape(-1, 3)).reshape(H, W, 3)
+        points[f][seen.numpy()] = cam.numpy()[seen.numpy()]
+        depth[f] = d.numpy()
+    g = model.deform(float(sample.times[0]))
+    m = torch.as_tensor(motion, dtype=torch.float32)[:, None].expand(-1, 3)  # [N, 3] motion as a colour
+    out = render(g["means"], g["quats"], g["scales"], g["opacities"], m, w2c[0], K[0], W, H)
+    return points, depth, (out.rgb[..., 0] / out.alpha.clamp(min=1e-6)).cpu().numpy()

@@ -35,7 +35,7 @@ import warp as wp
 
 from common.cameras import project, transform_points
 
-from .physics import Grasp, Incision, MPMSimulator, Particles, PhysicsInputError, RegionForce, Scene
+from .physics import Grasp, Incision, MPMSimulator, Particles, PhysicsInputError, RegionForce, Interactions
 from .scene import PhysicsScene, SceneError
 
 __all__ = ["Simulation", "SimulationInputError", "save_run", "main"]
@@ -116,14 +116,16 @@ class Simulation:
     @classmethod
     def load(cls, scene_dir, device: str = "cpu", stride: int = 2) -> "Simulation":
         """From a PhysicsScene directory (scene.json), or a synthetic clip (ground_truth.json), which
-        is turned into a scene by `PhysicsScene.from_synthetic(scene_dir, stride=stride)`."""
+        is turned into a scene by `endogsim.clip.depth_scene(scene_dir, stride=stride)`."""
         d = Path(scene_dir)
         if not d.is_dir():
             raise SceneError(f"{d}: scene directory not found")
         if (d / "scene.json").is_file():
             return cls(PhysicsScene.load(d), device)
         if (d / "ground_truth.json").is_file():
-            return cls(PhysicsScene.from_synthetic(d, stride=stride), device)
+            from .clip import depth_scene
+
+            return cls(depth_scene(d, stride=stride), device)
         raise SceneError(f"{d}: expected scene.json (a PhysicsScene) or ground_truth.json (a synthetic clip)")
 
     # ------------------------------------------------------------------ state
@@ -229,7 +231,7 @@ class Simulation:
                            "damage": self._sim.state.damage.numpy().astype(np.float64)}
             self._sim = None
 
-    def _physics_scene(self) -> Scene:
+    def _physics_scene(self) -> Interactions:
         """The actions in the new simulator's local time (its substep 0 = now)."""
         t0 = self.time
         forces = [RegionForce(tuple(f.lo), tuple(f.hi), tuple(f.force), max(f.start - t0, 0.0), f.end - t0)
@@ -246,7 +248,7 @@ class Simulation:
             grasps.append(Grasp(tuple(g.lo + reached), tuple(g.hi + reached), tuple(times), tuple(map(tuple, offsets))))
         cuts = [Incision(tuple(c.point), tuple(c.normal), c.half_width, tuple(c.lo), tuple(c.hi), max(c.time - t0, 0.0))
                 for c in self._cuts if c.time >= t0 - 1e-12]
-        return Scene(static_boxes=list(self.scene.anchors), forces=forces, grasps=grasps, incisions=cuts)
+        return Interactions(static_boxes=list(self.scene.anchors), forces=forces, grasps=grasps, incisions=cuts)
 
     def _build(self) -> MPMSimulator:
         p = self.scene.particles

@@ -43,7 +43,7 @@ import torch
 from common.cameras import make_K, write_llff_poses_bounds
 from common.datasets import io
 
-from .physics import (Material, MPMConfig, MPMSimulator, Particles, RegionForce, Scene, StaticBox, Tool,
+from .physics import (Material, MPMConfig, MPMSimulator, Particles, RegionForce, Interactions, StaticBox, Tool,
                       block_particles)
 from .render import render
 
@@ -80,7 +80,7 @@ class SceneSetup:
     particles: Particles
     materials: list
     config: MPMConfig
-    scene: Scene
+    scene: Interactions
     frame_every: int
     frame_substeps: np.ndarray
     tissue_colors: np.ndarray
@@ -198,7 +198,7 @@ def build_setup(seed: int = 0, frames: int = 16, size=(64, 80), *, E=(3e3, 12e3)
     contact, force_value = None, None
     if interaction == "indent":
         tool_path = _indent_path(duration)
-        scene = Scene(static_boxes=statics, tool=Tool(TOOL_HALF, *tool_path))
+        scene = Interactions(static_boxes=statics, tool=Tool(TOOL_HALF, *tool_path))
     else:
         # the contact particles: the top PRESS_DEPTH layers under the tool's face at rest
         lo = (-TOOL_HALF[0], -TOOL_HALF[1], TOP_Z - SPACING)
@@ -206,7 +206,7 @@ def build_setup(seed: int = 0, frames: int = 16, size=(64, 80), *, E=(3e3, 12e3)
         contact = np.all((x0 >= lo) & (x0 <= hi), axis=1)  # [N]
         force_value = tuple(float(f) for f in force)
         t_on, t_off = F_TOUCH * duration, F_RELEASE * duration
-        scene = Scene(static_boxes=statics, forces=[RegionForce(lo, hi, force_value, t_on, t_off)])
+        scene = Interactions(static_boxes=statics, forces=[RegionForce(lo, hi, force_value, t_on, t_off)])
         tool_path = (np.array([0.0, 0.12, F_TOUCH]) * duration,
                      np.array([(0.0, -Y_OUT, ABOVE), (0.0, 0.0, ABOVE), (0.0, 0.0, TOUCH)]))
 

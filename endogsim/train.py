@@ -38,32 +38,17 @@ from tqdm import tqdm
 
 from common.checkpoint import load_optimizer_state, save_optimizer_state
 from common.config import save_config
-from common.datasets import read_endonerf
 from common.datasets.endonerf import endonerf_split
 from common.datasets.sample import Sample
 from common.errors import DatasetError
 
+from .clip import load_clip
 from .config import DEFAULT_CONFIG, ReconConfig, check_recon_config, load_config, model_kwargs
 from .gaussians import GaussianModel
 from .render import RenderOutput, render
 
-__all__ = ["load_clip", "init_reconstruction", "render_frame", "frame_losses", "ssim_loss",
+__all__ = ["init_reconstruction", "render_frame", "frame_losses", "ssim_loss",
            "train_reconstruction", "main"]
-
-
-def load_clip(data_dir, rc: ReconConfig) -> Sample:
-    """All frames of the clip (images [V,3,H,W], depth [V,H,W], masks["tool"] [V,H,W], K, w2c, times).
-    Every file is read and checked here, so a missing or mis-sized file fails before training."""
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise DatasetError(data_dir, "clip folder not found (expected images/, depth/, masks/, poses_bounds.npy)")
-    if not (data_dir / "masks").is_dir():
-        raise DatasetError(data_dir / "masks", "folder not found: the tool masks (white = tool) are needed "
-                           "to keep instrument pixels out of the tissue losses")
-    sample = read_endonerf(data_dir, depth_scale=rc.depth_scale, tool_is_white=rc.tool_is_white)
-    if sample.times is None or sample.num_views < 2:
-        raise DatasetError(data_dir, f"expected a video of at least 2 frames, got {sample.num_views}")
-    return sample
 
 
 def init_reconstruction(rc: ReconConfig, sample: Sample) -> GaussianModel:

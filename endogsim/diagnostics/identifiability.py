@@ -37,7 +37,9 @@ def scan_loss(data_dir, fit_frames: int = 8, factors=FACTORS, config: RefineConf
     p = scene_physics(scene, obs.times.numpy(), known_forces(data_dir))
     x0 = torch.tensor(p.particles.x, dtype=torch.float32)
     gaussians, static = visible_at_rest(x0, p.binding, p.camera, p.background, cfg.cull_weight)
-    flow_obs, valid = lucas_kanade(obs.images, obs.tool_masks, cfg.lk_sigma, cfg.lk_iterations, cfg.lk_min_eig)
+    flow_obs, valid = lucas_kanade(
+        obs.images, obs.tool_masks, cfg.lk_sigma, cfg.lk_iterations, cfg.lk_min_eig
+    )
     tool = F.max_pool2d(obs.tool_masks.float()[:, None], 2 * cfg.mask_dilate + 1, 1, cfg.mask_dilate)[:, 0]
     keep = 1 - tool  # [F, H, W]
     valid = valid & (keep[:-1] > 0) & (keep[1:] > 0)
@@ -48,8 +50,9 @@ def scan_loss(data_dir, fit_frames: int = 8, factors=FACTORS, config: RefineConf
             mats = [replace(m, E=m.E * f) if j == o else m for j, m in enumerate(scene.materials)]
             if mats[o].E > stable_E_max(mats[o], mats[o].nu, p.mpm, 1.0):
                 continue
-            _, pos = simulate_frames(p.particles, gaussians, mats, p.mpm, p.physics, p.camera, obs.times.numpy(),
-                                     static)
+            _, pos = simulate_frames(
+                p.particles, gaussians, mats, p.mpm, p.physics, p.camera, obs.times.numpy(), static
+            )
             pos = torch.tensor(pos, dtype=torch.float32)  # [F, N, 3]
             li, lf = [], []
             with torch.no_grad():
@@ -57,18 +60,29 @@ def scan_loss(data_dir, fit_frames: int = 8, factors=FACTORS, config: RefineConf
                     nxt = pos[i + 1] if i + 1 < fit_frames else None
                     rgb, fl = render_particles(pos[i], gaussians, p.camera, static, nxt, cfg.tile_size)
                     if i > 0:
-                        li.append((((rgb - obs.images[i]) ** 2).sum(-1) * keep[i]).sum() / (3 * keep[i].sum()))
+                        li.append(
+                            (((rgb - obs.images[i]) ** 2).sum(-1) * keep[i]).sum() / (3 * keep[i].sum())
+                        )
                     if fl is not None:
                         lf.append(flow_loss(fl, flow_obs[i], valid[i]))
-            rows.append({"factor": f, "E": mats[o].E, "image_mse": float(torch.stack(li).mean()),
-                         "flow_mse_px2": float(torch.stack(lf).mean())})
+            rows.append(
+                {
+                    "factor": f,
+                    "E": mats[o].E,
+                    "image_mse": float(torch.stack(li).mean()),
+                    "flow_mse_px2": float(torch.stack(lf).mean()),
+                }
+            )
         out["objects"].append({"id": o, "E_true": truth.E, "scan": rows})
     return out
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m endogsim.diagnostics.identifiability", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m endogsim.diagnostics.identifiability",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--data", required=True, help="a synthetic clip (endogsim.synthetic_scene)")
     ap.add_argument("--fit-frames", type=int, default=8)
     ap.add_argument("--out", default=None, help="write the scan as JSON here")
@@ -76,8 +90,10 @@ def main(argv=None) -> int:
     res = scan_loss(args.data, args.fit_frames)
     for o in res["objects"]:
         for r in o["scan"]:
-            print(f"object {o['id']} E = {r['factor']:.2f} x truth: image MSE {r['image_mse']:.4e}  "
-                  f"flow MSE {r['flow_mse_px2']:.4f} px^2")
+            print(
+                f"object {o['id']} E = {r['factor']:.2f} x truth: image MSE {r['image_mse']:.4e}  "
+                f"flow MSE {r['flow_mse_px2']:.4f} px^2"
+            )
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
     return 0

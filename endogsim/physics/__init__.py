@@ -8,7 +8,7 @@ from endogsim.physics.config import (
     Particles,
     PhysicsInputError,
     RegionForce,
-    Scene,
+    Interactions,
     SimulationError,
     StaticBox,
     Tool,
@@ -21,7 +21,7 @@ from endogsim.physics.timestep import (TimeStepError, frame_dt, max_stable_dt, m
 
 __all__ = [
     "ClampWarning", "Grasp", "Incision", "Material", "MPMConfig", "MPMSimulator", "Particles",
-    "PhysicsInputError", "RegionForce", "Scene", "SimulationError", "State", "StaticBox", "TimeStepError",
+    "PhysicsInputError", "RegionForce", "Interactions", "SimulationError", "State", "StaticBox", "TimeStepError",
     "Tool", "block_particles", "frame_dt", "max_stable_dt", "max_stable_E", "p_wave_speed", "stable_dt",
     "with_dt",
 ]

@@ -275,7 +275,7 @@ class Incision:
 
 
 @dataclass
-class Scene:
+class Interactions:
     """Everything that acts on the particles besides their material and the domain walls."""
 
     static_boxes: list = field(default_factory=list)  # [StaticBox]
@@ -293,6 +293,6 @@ class Scene:
         ]:
             for i, item in enumerate(items):
                 if not isinstance(item, cls):
-                    _fail(f"Scene.{name}[{i}]", cls.__name__, type(item).__name__)
+                    _fail(f"Interactions.{name}[{i}]", cls.__name__, type(item).__name__)
         if self.tool is not None and not isinstance(self.tool, Tool):
-            _fail("Scene.tool", "a Tool or None", type(self.tool).__name__)
+            _fail("Interactions.tool", "a Tool or None", type(self.tool).__name__)

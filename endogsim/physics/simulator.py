@@ -22,7 +22,7 @@ from endogsim.physics.config import (
     MPMConfig,
     Particles,
     PhysicsInputError,
-    Scene,
+    Interactions,
     SimulationError,
     path_point,
     path_velocity,
@@ -55,15 +55,15 @@ class MPMSimulator:
     (Cauchy, per particle) and `contact_forces()` (on the walls and the tool).
     """
 
-    def __init__(self, config: MPMConfig, particles: Particles, materials: list, scene: Scene | None = None):
+    def __init__(self, config: MPMConfig, particles: Particles, materials: list, scene: Interactions | None = None):
         if not isinstance(config, MPMConfig):
             raise PhysicsInputError(f"config: expected an MPMConfig, got {type(config).__name__}")
         if not isinstance(materials, (list, tuple)) or not materials \
                 or not all(isinstance(m, Material) for m in materials):
             raise PhysicsInputError("materials: expected a non-empty list of Material")
-        scene = Scene() if scene is None else scene
-        if not isinstance(scene, Scene):
-            raise PhysicsInputError(f"scene: expected a Scene or None, got {type(scene).__name__}")
+        scene = Interactions() if scene is None else scene
+        if not isinstance(scene, Interactions):
+            raise PhysicsInputError(f"scene: expected a Interactions or None, got {type(scene).__name__}")
         if particles.object_id.max() >= len(materials):
             raise PhysicsInputError(
                 f"Particles.object_id: expected ids < {len(materials)} (the number of materials), "
@@ -113,7 +113,7 @@ class MPMSimulator:
             inside = _in_box(x0, f.lo, f.hi) & (force_group < 0)
             if not inside.any():
                 raise PhysicsInputError(
-                    f"Scene.forces[{g}]: expected particles inside [{f.lo}, {f.hi}], found none")
+                    f"Interactions.forces[{g}]: expected particles inside [{f.lo}, {f.hi}], found none")
             force_group[inside] = g
             self._force_mass.append(mass0[inside].sum())
         grasp_group = np.full(self.n, -1, np.int32)
@@ -121,7 +121,7 @@ class MPMSimulator:
             inside = _in_box(x0, gr.lo, gr.hi) & (grasp_group < 0)
             if not inside.any():
                 raise PhysicsInputError(
-                    f"Scene.grasps[{g}]: expected particles inside [{gr.lo}, {gr.hi}], found none")
+                    f"Interactions.grasps[{g}]: expected particles inside [{gr.lo}, {gr.hi}], found none")
             grasp_group[inside] = g
         self.force_group = wp.array(force_group, dtype=int, device=dev)
         self.grasp_group = wp.array(grasp_group, dtype=int, device=dev)
@@ -137,7 +137,7 @@ class MPMSimulator:
             s = int(math.floor(c.time / cfg.dt + 1e-6))
             if s in self._cut_substeps:
                 raise PhysicsInputError(
-                    f"Scene.incisions[{i}]: expected at most one incision per substep, two fall in "
+                    f"Interactions.incisions[{i}]: expected at most one incision per substep, two fall in "
                     f"substep {s}")
             self._cut_substeps[s] = c
         self.min_mass = float(1e-9 * mass0.mean())

@@ -19,7 +19,7 @@ def small_clip() -> Path:
 
 @functools.lru_cache(maxsize=None)
 def small_scene():
-    """PhysicsScene.from_synthetic of the small clip, one Gaussian per pixel (do not modify it)."""
-    from endogsim.scene import PhysicsScene
+    """endogsim.clip.depth_scene of the small clip, one Gaussian per pixel (do not modify it)."""
+    from endogsim.clip import depth_scene
 
-    return PhysicsScene.from_synthetic(small_clip(), stride=1)
+    return depth_scene(small_clip(), stride=1)

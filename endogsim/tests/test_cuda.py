@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from endogsim.physics import Material, MPMConfig, MPMSimulator, Scene, Tool, block_particles
+from endogsim.physics import Material, MPMConfig, MPMSimulator, Interactions, Tool, block_particles
 from endogsim.tests.conftest import cuda_available
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU")]
@@ -14,7 +14,7 @@ def _sim(device):
     cfg = MPMConfig(n_grid=16, dt=1e-3, gravity=(0, 0, -9.8), device=device)
     p = block_particles((0.3, 0.3, 0.2), (0.7, 0.7, 0.45), 1 / 32)
     tool = Tool((0.05, 0.05, 0.05), (0.0, 0.1), ((0.5, 0.5, 0.5), (0.5, 0.5, 0.42)))
-    return MPMSimulator(cfg, p, [Material(model="viscoplastic_stvk", E=5e3, yield_stress=50.0)], Scene(tool=tool))
+    return MPMSimulator(cfg, p, [Material(model="viscoplastic_stvk", E=5e3, yield_stress=50.0)], Interactions(tool=tool))
 
 
 def test_cuda_matches_cpu_forward_and_gradient():

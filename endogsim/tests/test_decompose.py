@@ -74,15 +74,33 @@ def test_depth_volumes_of_a_box_on_its_support():
 def test_scene_from_tool_masks_finds_the_support_fills_to_it_and_holds_it_there():
     sample = read_endonerf(small_clip(), frames=[0], depth_scale=10000.0)
     image = sample.images[0].permute(1, 2, 0)  # [H, W, 3]
-    model = GaussianModel.from_depth(image, sample.depth[0], sample.K[0], sample.w2c[0], stride=1,
-                                     plane_resolution=(8, 8, 8, 4), multires=(1,), plane_features=4, mlp_width=8)
-    scene = PhysicsScene.from_gaussian_model(model, sample, n_tissues=2, materials=[Material(E=4e3, nu=0.4)] * 2)
-    assert [(o.name, o.kind) for o in scene.objects] == [("tissue_0", "tissue"), ("tissue_1", "tissue"),
-                                                         ("tool", "rigid"), ("support", "rigid")]
-    plane = SupportPlane(np.array(scene.meta["support_plane"]["normal"]), scene.meta["support_plane"]["offset"])
+    model = GaussianModel.from_depth(
+        image,
+        sample.depth[0],
+        sample.K[0],
+        sample.w2c[0],
+        stride=1,
+        plane_resolution=(8, 8, 8, 4),
+        multires=(1,),
+        plane_features=4,
+        mlp_width=8,
+    )
+    scene = PhysicsScene.from_gaussian_model(
+        model, sample, n_tissues=2, materials=[Material(E=4e3, nu=0.4)] * 2
+    )
+    assert [(o.name, o.kind) for o in scene.objects] == [
+        ("tissue_0", "tissue"),
+        ("tissue_1", "tissue"),
+        ("tool", "rigid"),
+        ("support", "rigid"),
+    ]
+    plane = SupportPlane(
+        np.array(scene.meta["support_plane"]["normal"]), scene.meta["support_plane"]["offset"]
+    )
     assert plane.normal[2] > 0.999 and plane.offset == pytest.approx(0.105, abs=1e-3)  # the clip's support
-    support = scene.gaussian_object == 3
-    assert np.all(np.abs(plane.height(scene.means[support])) < 0.002)
+    support, tissue = scene.gaussian_object == 3, scene.gaussian_object < 2
+    assert np.percentile(np.abs(plane.height(scene.means[support])), 95) < 0.002  # a few at the blurred edge
+    assert plane.height(scene.means[tissue]).min() > 0.002 and tissue.sum() > 400
     # the tissue's particles lie between its surface and the plane, their volumes are the depth map's
     x, oid = scene.particles.x, scene.particles.object_id
     assert plane.height(x).min() > -0.001 and plane.height(x).max() < 0.0155

@@ -3,7 +3,7 @@
 import numpy as np
 
 from endogsim.physics import (
-    Grasp, Incision, Material, MPMConfig, MPMSimulator, RegionForce, Scene, StaticBox, Tool, block_particles,
+    Grasp, Incision, Material, MPMConfig, MPMSimulator, RegionForce, Interactions, StaticBox, Tool, block_particles,
 )
 
 DX = 1 / 20
@@ -20,7 +20,7 @@ def _pulled_apart(cut: bool):
     ]
     incisions = [Incision((0.5, 0.5, 0.5), (1, 0, 0), DX, (0, 0, 0), (1, 1, 1), time=0.0)] if cut else []
     cfg = MPMConfig(n_grid=20, dt=2e-3, damping=0.99, wall="none", check_every=25)
-    sim = MPMSimulator(cfg, p, [Material(E=2e3, nu=0.3)], Scene(grasps=grasps, incisions=incisions))
+    sim = MPMSimulator(cfg, p, [Material(E=2e3, nu=0.3)], Interactions(grasps=grasps, incisions=incisions))
     sim.step(200)
     x = sim.positions()
     band = np.abs(p.x[:, 0] - 0.5) < DX
@@ -52,7 +52,7 @@ def test_region_force_moves_the_region_with_the_impulse_given():
     cfg = MPMConfig(n_grid=16, dt=1e-3, wall="none")
     p = block_particles((0.4, 0.4, 0.4), (0.6, 0.6, 0.6), 1 / 32)
     impulse = np.array([0.0, 0.4, 0.0])  # N s on the whole 8 kg block
-    scene = Scene(forces=[RegionForce.impulse((0.3, 0.3, 0.3), (0.7, 0.7, 0.7), impulse, time=0.0, dt=cfg.dt)])
+    scene = Interactions(forces=[RegionForce.impulse((0.3, 0.3, 0.3), (0.7, 0.7, 0.7), impulse, time=0.0, dt=cfg.dt)])
     sim = MPMSimulator(cfg, p, [Material(E=5e3)], scene)
     sim.step(30)
     momentum = (sim.masses()[:, None] * sim.velocities()).sum(0)
@@ -63,7 +63,7 @@ def test_tool_indents_tissue_on_a_static_support():
     cfg = MPMConfig(n_grid=16, dt=1e-3, wall="slip")
     p = block_particles((0.3, 0.3, 0.25), (0.7, 0.7, 0.45), 1 / 32)
     tool = Tool((0.05, 0.05, 0.05), (0.0, 0.2, 0.6), ((0.5, 0.5, 0.52), (0.5, 0.5, 0.42), (0.5, 0.5, 0.42)))
-    scene = Scene(static_boxes=[StaticBox((0, 0, 0), (1, 1, 0.24))], tool=tool)
+    scene = Interactions(static_boxes=[StaticBox((0, 0, 0), (1, 1, 0.24))], tool=tool)
     sim = MPMSimulator(cfg, p, [Material(E=5e3, nu=0.3)], scene)
     sim.step(300)
     x = sim.positions()

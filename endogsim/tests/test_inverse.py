@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from endogsim.physics import Material, MPMConfig, MPMSimulator, Scene, Tool, block_particles
+from endogsim.physics import Material, MPMConfig, MPMSimulator, Interactions, Tool, block_particles
 
 
 def test_recover_youngs_modulus_from_a_tool_indentation():
@@ -12,7 +12,7 @@ def test_recover_youngs_modulus_from_a_tool_indentation():
     p = block_particles((0.3, 0.3, 0.17), (0.7, 0.7, 0.42), 1 / 24)  # 600 particles
     tool = Tool((0.06, 0.06, 0.06), (0.0, 0.1, 0.2), ((0.5, 0.5, 0.49), (0.5, 0.5, 0.42), (0.5, 0.5, 0.42)))
     E_true = 3e3
-    sim = MPMSimulator(cfg, p, [Material(E=E_true, nu=0.3)], Scene(tool=tool))
+    sim = MPMSimulator(cfg, p, [Material(E=E_true, nu=0.3)], Interactions(tool=tool))
     n_substeps, frame_every = 100, 10
     with torch.no_grad():
         observed = sim.rollout(n_substeps, frame_every, E=torch.tensor([E_true])).double()  # [10, N, 3]

@@ -4,7 +4,7 @@ compression, a dropped block coming to rest on the floor."""
 import numpy as np
 import pytest
 
-from endogsim.physics import Material, MPMConfig, MPMSimulator, RegionForce, Scene, block_particles
+from endogsim.physics import Material, MPMConfig, MPMSimulator, RegionForce, Interactions, block_particles
 
 
 @pytest.mark.parametrize("model", ["fixed_corotated", "stvk_hencky"])
@@ -35,7 +35,7 @@ def test_uniaxial_compression_recovers_youngs_modulus():
     area = (hi[0] - lo[0]) * (hi[1] - lo[1])
     force = E * strain_target * area
     layer = dx / 2
-    scene = Scene(forces=[
+    scene = Interactions(forces=[
         RegionForce(lo - 1e-3, (hi[0] + 1e-3, hi[1] + 1e-3, lo[2] + layer), (0, 0, force)),
         RegionForce((lo[0] - 1e-3, lo[1] - 1e-3, hi[2] - layer), hi + 1e-3, (0, 0, -force)),
     ])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import warp as wp
 
-from endogsim.physics import Material, MPMConfig, MPMSimulator, Scene, StaticBox, Tool, block_particles
+from endogsim.physics import Material, MPMConfig, MPMSimulator, Interactions, StaticBox, Tool, block_particles
 
 E, NU = 1e4, 0.3
 MU, LAM = E / (2 * (1 + NU)), E * NU / ((1 + NU) * (1 - 2 * NU))
@@ -69,13 +69,13 @@ def _resting_block(support: str) -> MPMSimulator:
     the floor wall, a static box or a resting tool, under gravity."""
     dx = 1 / 16
     p = block_particles((0.4, 0.4, 2 * dx), (0.6, 0.6, 0.25), 1 / 32)
-    scene, wall = Scene(), "none"
+    scene, wall = Interactions(), "none"
     if support == "floor":
         wall = "slip"  # wall_cells = 2: the nodes z = 0, dx
     elif support == "static box":
-        scene = Scene(static_boxes=[StaticBox((0.2, 0.2, 0.0), (0.8, 0.8, 1.5 * dx))])
+        scene = Interactions(static_boxes=[StaticBox((0.2, 0.2, 0.0), (0.8, 0.8, 1.5 * dx))])
     else:
-        scene = Scene(tool=Tool((0.3, 0.3, 0.75 * dx), (0.0, 100.0), ((0.5, 0.5, 0.75 * dx),) * 2))
+        scene = Interactions(tool=Tool((0.3, 0.3, 0.75 * dx), (0.0, 100.0), ((0.5, 0.5, 0.75 * dx),) * 2))
     cfg = MPMConfig(n_grid=16, dt=1e-3, gravity=(0, 0, -9.8), damping=0.99, wall=wall, check_every=50)
     return MPMSimulator(cfg, p, [Material(E=5e4, nu=0.3)], scene)
 

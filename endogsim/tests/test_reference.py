@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from endogsim.physics import (
-    Grasp, Incision, Material, MPMConfig, MPMSimulator, RegionForce, Scene, StaticBox, Tool, block_particles,
+    Grasp, Incision, Material, MPMConfig, MPMSimulator, RegionForce, Interactions, StaticBox, Tool, block_particles,
 )
 from endogsim.physics import reference
 
@@ -18,7 +18,7 @@ def _case(model: str, wall: str = "slip") -> MPMSimulator:
     p = block_particles((0.3, 0.3, 0.18), (0.62, 0.54, 0.46), 1 / 25)  # 8 x 6 x 7 = 336 particles
     rng = np.random.default_rng(0)
     p.v = rng.normal(0, 0.2, p.x.shape)
-    scene = Scene(
+    scene = Interactions(
         static_boxes=[StaticBox((0.0, 0.0, 0.0), (1.0, 1.0, 0.2))],
         tool=Tool((0.05, 0.05, 0.05), (0.0, 0.1), ((0.46, 0.42, 0.47), (0.46, 0.42, 0.40))),
         forces=[RegionForce((0.3, 0.3, 0.18), (0.4, 0.54, 0.3), (0.0, 2.0, 0.0))],

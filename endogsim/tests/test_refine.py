@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from endogsim.physics import (Material, MPMConfig, MPMSimulator, RegionForce, Scene, StaticBox, TimeStepError,
+from endogsim.physics import (Material, MPMConfig, MPMSimulator, RegionForce, Interactions, StaticBox, TimeStepError,
                               block_particles)
 from endogsim.binding import BindingError, Camera, GaussianBinding, StaticGaussians, bind_isotropic, render_particles
 from endogsim.flow import flow_loss, lucas_kanade
@@ -34,7 +34,7 @@ def _tiny_problem(E_true=(2e3,)):
     particles = Particles(x=x, volume=np.concatenate([p.volume for p in parts]),
                           object_id=np.concatenate([p.object_id for p in parts]))
     cfg = MPMConfig(n_grid=10, domain_size=0.1, origin=(-0.05, -0.05, 0.05), dt=DT, damping=0.99, check_every=0)
-    scene = Scene(static_boxes=[StaticBox((-1, -1, 0.0985), (1, 1, 1))],
+    scene = Interactions(static_boxes=[StaticBox((-1, -1, 0.0985), (1, 1, 1))],
                   forces=[RegionForce((-1, -1, 0.0), (1, 1, 0.0926), (0.0, 0.06 * len(E_true), 0.0), 0.0, 1.0)])
     materials = [Material(model="neo_hookean", E=e, nu=0.3) for e in E_true]
     colors = rng.uniform(0.2, 1.0, (len(x), 3))

@@ -8,7 +8,7 @@ import torch
 
 from endogsim.physics import (
     ClampWarning, Incision, Material, MPMConfig, MPMSimulator, Particles, PhysicsInputError, SimulationError,
-    TimeStepError, Tool, Scene, block_particles,
+    TimeStepError, Tool, Interactions, block_particles,
 )
 
 
@@ -34,7 +34,7 @@ def test_time_step_above_cfl_limit_raises():
         MPMSimulator(MPMConfig(n_grid=16, dt=1e-3), p, [Material(E=1e3)])
     tool = Tool((0.05, 0.05, 0.05), (0.0, 0.01), ((0.5, 0.5, 0.8), (0.5, 0.5, 0.6)))  # 20 m/s
     with pytest.raises(TimeStepError, match="Tool path"):
-        MPMSimulator(MPMConfig(n_grid=16, dt=1e-3), _block(), [Material(E=1e3)], Scene(tool=tool))
+        MPMSimulator(MPMConfig(n_grid=16, dt=1e-3), _block(), [Material(E=1e3)], Interactions(tool=tool))
 
 
 def test_rollout_checks_the_time_step_for_the_parameters_it_is_given():

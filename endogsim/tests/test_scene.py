@@ -11,6 +11,7 @@ from endogsim.gaussians import GaussianModel
 from endogsim.physics import Material
 from endogsim.decompose import DecompositionError, assign_objects, split_kmeans
 from endogsim.filling import FillingError, fill_along_rays
+from endogsim.clip import depth_scene
 from endogsim.scene import PhysicsScene, SceneError, SceneObject
 from endogsim.tests.scene_fixtures import small_clip, small_scene
 
@@ -207,9 +208,9 @@ def test_save_load_roundtrip_and_bad_directories(tmp_path):
 
 def test_from_synthetic_bad_input(tmp_path):
     with pytest.raises(SceneError, match="ground_truth.json: not found"):
-        PhysicsScene.from_synthetic(tmp_path)
+        depth_scene(tmp_path)
     with pytest.raises(SceneError, match="two endogsim.physics.Material"):
-        PhysicsScene.from_synthetic(small_clip(), materials=[Material()])
+        depth_scene(small_clip(), materials=[Material()])
 
 
 def test_render_state_is_differentiable_in_positions_and_F():

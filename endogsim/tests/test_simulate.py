@@ -126,22 +126,20 @@ def test_bad_input(tmp_path):
         sim.step(-1)
 
 
-def test_scene_cli_from_a_saved_gaussian_model(tmp_path):
+def test_demo_from_a_saved_gaussian_model(tmp_path):
     from common.datasets import read_endonerf
+    from endogsim.demo import main as demo_main
     from endogsim.gaussians import GaussianModel
-    from endogsim.scene import main as scene_main
 
     sample = read_endonerf(small_clip(), frames=[0], depth_scale=10000.0)
     model = GaussianModel.from_depth(sample.images[0].permute(1, 2, 0), sample.depth[0], sample.K[0], sample.w2c[0],
                                      stride=2, plane_resolution=(8, 8, 8, 4), multires=(1,), plane_features=4,
                                      mlp_width=8)
     model.save_pretrained(tmp_path / "model")
-    out = scene_main(["--model", str(tmp_path / "model"), "--clip", str(small_clip()), "--out", str(tmp_path / "scene"),
-                      "--depth-scale", "10000", "--n-tissues", "2", "--thickness", "0.006"])
-    sim = Simulation.load(out)
+    demo_main(["--model", str(tmp_path / "model"), "--clip", str(small_clip()), "--out", str(tmp_path / "out"),
+               "--action", "retract"])
+    sim = Simulation.load(tmp_path / "out" / "scene")
     assert [o.name for o in sim.scene.objects] == ["tissue_0", "tissue_1", "tool", "support"]
     sim.retract(SURFACE_LEFT, (0.0, 0.0, -0.002), duration=0.01)
     sim.step(60)
     assert np.abs(sim.positions() - sim.scene.particles.x).max() == pytest.approx(0.002, abs=1e-4)
-    with pytest.raises(SceneError, match="GaussianModel folder"):
-        scene_main(["--model", str(tmp_path), "--clip", str(small_clip()), "--out", str(tmp_path / "s2")])

@@ -67,7 +67,7 @@ def test_round_down_never_exceeds_its_argument():
 
 
 def test_stable_dt_is_the_scene_rule():
-    """safety x the limit rounded down to two significant digits (endogsim.scene's stable_dt)."""
+    """safety x the limit rounded down to two significant digits (the scene builders' rule)."""
 
     def old_rule(materials, dx, cfl=0.3, safety=0.5):
         c = max(math.sqrt(m.E * (1 - m.nu) / ((1 + m.nu) * (1 - 2 * m.nu)) / m.density) for m in materials)

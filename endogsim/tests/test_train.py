@@ -16,7 +16,8 @@ from endogsim.config import load_config
 from endogsim.evaluate import evaluate_reconstruction, evaluate_static_baseline
 from endogsim.gaussians import GaussianModel
 from endogsim.synthetic_scene import make_surgical_scene
-from endogsim.train import init_reconstruction, load_clip, train_reconstruction
+from endogsim.clip import load_clip
+from endogsim.train import init_reconstruction, train_reconstruction
 
 SMALL = ["recon.model.plane_resolution=[8, 8, 8, 6]", "recon.model.plane_features=8", "recon.model.mlp_width=16",
          "recon.init_stride=2"]
