@@ -92,7 +92,7 @@ def _run(args, cfg, clip: Path, out: Path, sample, labels: list) -> dict:
     if args.model is None:
         model = train_reconstruction(cfg.recon, clip, out / "recon")
     else:
-        model = GaussianModel.from_pretrained(args.model).eval()
+        model = GaussianModel.from_pretrained(args.model, use_safetensors=True).eval()
     scene = PhysicsScene.from_gaussian_model(model, sample, n_tissues=len(labels), tissue_labels=labels)
     scene.save(out / "scene")
     summary = run_action(scene, args.action, out / f"sim_{args.action}")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from common.cli import one_line_errors
 from common.datasets import io
 from common.datasets.endonerf import endonerf_split
 from common.metrics import depth_metrics, psnr, ssim
@@ -118,16 +119,19 @@ def main(argv=None):
     parser.add_argument("overrides", nargs="*", help="key=value")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
-    cfg = load_config(args.config, args.overrides)
-    model_dir = Path(args.model)
-    if not (model_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{model_dir}: not a GaussianModel folder (no config.json); "
-                                "pass OUT/model or OUT/checkpoint of endogsim.train")
-    model = GaussianModel.from_pretrained(model_dir)
-    result = {"model": str(model_dir), "data": str(args.data), "split": args.split,
-              **evaluate_reconstruction(model, args.data, cfg.recon, args.split, args.renders),
-              "static_baseline": {k: v for k, v in evaluate_static_baseline(args.data, cfg.recon, args.split).items()
-                                  if k in METRICS}}
+    with one_line_errors("endogsim.evaluate"):
+        cfg = load_config(args.config, args.overrides)
+        model_dir = Path(args.model)
+        if not (model_dir / "config.json").is_file():
+            raise FileNotFoundError(f"{model_dir}: not a GaussianModel folder (no config.json); "
+                                    "pass OUT/model or OUT/checkpoint of endogsim.train")
+        load_clip(args.data, cfg.recon)  # every file checked before the model is loaded
+        model = GaussianModel.from_pretrained(model_dir, use_safetensors=True)
+        result = {"model": str(model_dir), "data": str(args.data), "split": args.split,
+                  **evaluate_reconstruction(model, args.data, cfg.recon, args.split, args.renders),
+                  "static_baseline": {k: v for k, v in evaluate_static_baseline(args.data, cfg.recon,
+                                                                                 args.split).items()
+                                      if k in METRICS}}
     text = json.dumps(result, indent=1)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -173,7 +173,8 @@ class MaterialPrior:
 
             self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
             self.processor = AutoProcessor.from_pretrained(path, local_files_only=True)
-            self.model = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True).to(self.device).eval()
+            self.model = AutoModelForImageTextToText.from_pretrained(
+                path, local_files_only=True, use_safetensors=True).to(self.device).eval()
             self._generate = self._generate_hf
             self.name = path.name
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,8 +33,9 @@ import torch
 import warp as wp
 
 from common.cameras import project, transform_points
+from common.cli import one_line_errors
 
-from .physics import Grasp, Incision, MPMSimulator, Particles, PhysicsInputError, RegionForce, Interactions
+from .physics import Grasp, Incision, MPMSimulator, Particles, RegionForce, Interactions
 from .scene import PhysicsScene, SceneError
 
 __all__ = ["Simulation", "SimulationInputError", "save_run", "main"]
@@ -407,10 +407,17 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> dict:
     args = _parser().parse_args(argv)
     np.random.seed(args.seed)
-    sim = Simulation.load(args.scene, device=args.device, stride=args.stride)
-    summary = run_action(sim.scene, args.action, args.out, args.center, args.radius, args.direction, args.force,
-                         args.duration, args.offset, args.normal, args.pull, args.frames, args.frame_dt, args.gif_ms,
-                         args.device)
+    with one_line_errors("endogsim.simulate"):
+        for flag, value in (("--frames", args.frames), ("--gif-ms", args.gif_ms)):
+            if value < 1:
+                raise SimulationInputError(f"{flag}: expected an int >= 1, got {value}")
+        for flag, value in (("--frame-dt", args.frame_dt), ("--radius", args.radius), ("--force", args.force),
+                            ("--duration", args.duration)):
+            _positive(flag, value)
+        sim = Simulation.load(args.scene, device=args.device, stride=args.stride)
+        summary = run_action(sim.scene, args.action, args.out, args.center, args.radius, args.direction,
+                             args.force, args.duration, args.offset, args.normal, args.pull, args.frames,
+                             args.frame_dt, args.gif_ms, args.device)
     summary = {"scene": str(args.scene), **summary, "args": {k: v for k, v in vars(args).items()}}
     (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {summary['frames']} frames, simulation.gif and states.npz to {args.out} "
@@ -419,8 +426,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (SceneError, SimulationInputError, PhysicsInputError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    main()

@@ -37,6 +37,7 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from common.checkpoint import load_optimizer_state, save_optimizer_state
+from common.cli import one_line_errors
 from common.config import save_config
 from common.datasets.endonerf import endonerf_split
 from common.datasets.sample import Sample
@@ -171,7 +172,7 @@ def train_reconstruction(rc: ReconConfig, data_dir, out_dir, resume: bool = Fals
     ck = out_dir / "checkpoint"
     start = 0
     if resume and ck.is_dir():
-        model = GaussianModel.from_pretrained(ck)
+        model = GaussianModel.from_pretrained(ck, use_safetensors=True)
     else:
         model = init_reconstruction(rc, sample)
     optimizer = torch.optim.Adam(_param_groups(model, rc), eps=1e-15)
@@ -230,9 +231,10 @@ def main(argv=None):
     parser.add_argument("overrides", nargs="*", help="key=value, e.g. recon.steps=200")
     args = parser.parse_args(argv)
     overrides = list(args.overrides) + ([f"recon.seed={args.seed}"] if args.seed is not None else [])
-    cfg = load_config(args.config, overrides)
-    t0 = time.time()
-    model = train_reconstruction(cfg.recon, args.data, args.out, resume=args.resume)
+    with one_line_errors("endogsim.train"):
+        cfg = load_config(args.config, overrides)
+        t0 = time.time()
+        model = train_reconstruction(cfg.recon, args.data, args.out, resume=args.resume)
     seconds = time.time() - t0
     from .evaluate import evaluate_reconstruction
 

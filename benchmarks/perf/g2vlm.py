@@ -130,7 +130,8 @@ def run(quick: bool = False) -> PerfReport:
     c = paper_scale_cost()
     total = c["lm"] + c["encoder"] + c["recon"] + c["fusion_heads"]
     report.notes.append(
-        f"paper scale (meta device, paper.yaml with Qwen2-1.5B): {total / 1e9:.2f} B parameters (language "
+        f"paper scale (meta device, paper.yaml with Qwen2-1.5B): {total / 1e9:.2f} B parameters, "
+        f"{2 * total / 2**30:.1f} GiB in bf16 (language "
         f"model {c['lm'] / 1e9:.2f} B, RGB-only network {c['recon'] / 1e6:.0f} M, geometry encoder + depth "
         f"head {c['encoder'] / 1e6:.1f} M, fusion and heads {c['fusion_heads'] / 1e6:.1f} M); RGB-only "
         f"reconstruction of {c['views']} views at {c['size']} px {c['recon_flops'] / 1e12:.2f} TFLOPs; one "

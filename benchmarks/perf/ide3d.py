@@ -235,13 +235,14 @@ def run(quick: bool = False) -> PerfReport:
     ours_params, ours_flops = llava_video_cost()
     report.notes.append(
         f"paper scale (meta device, one query = 32 frames + {PROMPT} prompt tokens): "
-        f"3D-IDE / LLaVA-Video-7B-Qwen2 {ours_params / 1e9:.2f} B parameters, "
-        f"{ours_flops / 1e12:.1f} TFLOPs"
+        f"3D-IDE / LLaVA-Video-7B-Qwen2 {ours_params / 1e9:.2f} B parameters "
+        f"({2 * ours_params / 2**30:.1f} GiB in bf16), {ours_flops / 1e12:.1f} TFLOPs"
     )
     if not quick:
         vg_params, vg_flops = vg_llm_cost()
         report.notes.append(
-            f"paper scale: VG-LLM-8B (Qwen2.5-VL-7B + VGGT-1B) {vg_params / 1e9:.2f} B parameters, "
+            f"paper scale: VG-LLM-8B (Qwen2.5-VL-7B + VGGT-1B) {vg_params / 1e9:.2f} B parameters "
+            f"({2 * vg_params / 2**30:.1f} GiB in bf16), "
             f"{vg_flops / 1e12:.1f} TFLOPs; ratios VG-LLM / 3D-IDE: parameters "
             f"{vg_params / ours_params:.2f}, FLOPs {vg_flops / ours_flops:.2f} (paper: 9.25 / 8.06 B "
             f"= 1.15 parameters, 3.60 / 1.61 s = 2.24 latency)"

@@ -152,7 +152,8 @@ def run(quick: bool = False) -> PerfReport:
     dense512 = 513**3 * c["query_flops"]  # extract_dense queries the (res + 1)^3 cell corners
     c2f512 = stats["c2f"] * (512 / res) ** 2 * c["query_flops"]
     report.notes.append(
-        f"paper scale (meta device, paper.yaml): {c['params'] / 1e9:.2f} B parameters, forward over "
+        f"paper scale (meta device, paper.yaml): {c['params'] / 1e9:.2f} B parameters "
+        f"({2 * c['params'] / 2**30:.1f} GiB in bf16), forward over "
         f"{c['views']} views of {c['size'][1]}x{c['size'][0]} {c['forward_flops'] / 1e12:.1f} TFLOPs; "
         f"one SDF query {c['query_flops'] / 1e6:.2f} MFLOPs, so dense 512^3 meshing {dense512 / 1e12:.0f} "
         f"TFLOPs vs coarse-to-fine {c2f512 / 1e12:.0f} TFLOPs with the query count of the sphere case at "

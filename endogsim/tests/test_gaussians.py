@@ -62,7 +62,7 @@ def test_save_pretrained_round_trip(frame, tmp_path):
             h.weight.normal_(0, 0.01)
     model.save_pretrained(tmp_path)
     assert (tmp_path / "config.json").exists() and (tmp_path / "diffusion_pytorch_model.safetensors").exists()
-    loaded = GaussianModel.from_pretrained(tmp_path)
+    loaded = GaussianModel.from_pretrained(tmp_path, use_safetensors=True)
     a, b = model.deform(0.3), loaded.deform(0.3)
     for k in a:
         assert torch.equal(a[k], b[k]), k

@@ -54,7 +54,7 @@ def test_cli_trains_a_model_that_beats_the_untrained_one_on_held_out_frames(clip
     assert json.loads((out / "checkpoint" / "trainer_state.json").read_text())["step"] == 40
 
     # save / load round trip: the saved model renders and scores exactly as the trained one did
-    loaded = GaussianModel.from_pretrained(out / "model")
+    loaded = GaussianModel.from_pretrained(out / "model", use_safetensors=True)
     again = evaluate_reconstruction(loaded, clip, c.recon)
     assert again["psnr"] == pytest.approx(result["psnr"], abs=1e-9)
     assert again["depth_rmse"] == pytest.approx(result["depth_rmse"], abs=1e-12)
