@@ -8,12 +8,19 @@ An override names a field by its dotted path (`train.steps`) or, where it is uni
 name alone (`lr`); its value is read with YAML syntax. A key that is not a field, in the file or
 on the command line, is an error naming the file and the key (with the closest field names), so
 a typo never passes silently; so is a value of another type than the field's default.
+
+Values of the right type that cannot work (`train.checkpoint_every=0`, a negative learning rate)
+are checked by each package's `check_config` with `check_min`, whose message names the dotted key:
+
+    check_min(cfg, ["train.steps", "train.checkpoint_every"], 1)  # train.steps: expected an int >= 1, got -5
+    check_min(cfg, ["train.lr"], 0, strict=True)  # train.lr: expected a number > 0, got 0.0
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from pathlib import Path
 from typing import Any, Iterable, TypeVar
 
@@ -79,6 +86,31 @@ def resolve_key(cfg, key: str, where: str) -> str:
     close = difflib.get_close_matches(key, paths, n=3) or [leaves[c] for c in difflib.get_close_matches(key, leaves, n=3)]
     hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
     raise ConfigError(f"{where}: unknown key {key!r}{hint}")
+
+
+def get_key(cfg, dotted: str):
+    """The value at a dotted path (`train.stage1.steps`) of a nested dataclass config."""
+    value = cfg
+    for part in dotted.split("."):
+        if not dataclasses.is_dataclass(value) or not hasattr(value, part):
+            raise KeyError(f"config has no field {dotted!r}")
+        value = getattr(value, part)
+    return value
+
+
+def check_min(cfg, keys: Iterable[str], minimum: float, strict: bool = False) -> None:
+    """Each dotted key must hold a finite number >= `minimum` (> `minimum` when `strict`); None
+    passes (an optional field left unset). Otherwise a ConfigError naming the key, the expected
+    range and the value: `train.checkpoint_every: expected an int >= 1, got 0`."""
+    for key in keys:
+        value = get_key(cfg, key)
+        if value is None:
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if number and math.isfinite(value) and (value > minimum if strict else value >= minimum):
+            continue
+        kind = "an int" if isinstance(value, int) and not isinstance(value, bool) else "a number"
+        raise ConfigError(f"{key}: expected {kind} {'>' if strict else '>='} {minimum:g}, got {value!r}")
 
 
 def config_to_dict(cfg) -> dict:

@@ -12,3 +12,10 @@ class DatasetError(ValueError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+class CheckpointError(DatasetError):
+    """A weights or checkpoint file (or folder) that cannot be read: missing, truncated, a pickle.
+
+    Same one-line form as DatasetError: `<path>: <what is wrong and what was expected>`.
+    """

@@ -98,8 +98,30 @@ def set_cpu_threads(n: int) -> None:
 
 
 def load_config(path=None, overrides=()) -> Config:
-    """Config from a YAML file (or the defaults) with `key=value` overrides applied in order."""
-    return common_config.load_config(Config, path, overrides)
+    """Config from a YAML file (or the defaults) with `key=value` overrides applied in order, checked."""
+    cfg = common_config.load_config(Config, path, overrides)
+    check_config(cfg)
+    return cfg
+
+
+def check_config(cfg: Config) -> None:
+    """Values of the right type that cannot work (`train.checkpoint_every=0` divides by zero after
+    the first step), named by their dotted key before any work is done. A stage of 0 steps is
+    skipped (its model is the previous stage's)."""
+    check_min = common_config.check_min
+    stages = ("train.stage1", "train.stage2")
+    check_min(cfg, ["train.checkpoint_every", "train.log_every", "max_new_tokens", "data.questions_per_view",
+                    "model.patch_size", "model.spatial_merge"] + [f"{s}.batch_size" for s in stages], 1)
+    check_min(cfg, ["cpu_threads", "train.silog_lambda", "data.max_size", "data.max_train_views",
+                    "data.max_test_views"]
+              + [f"{s}.{k}" for s in stages for k in ("steps", "warmup", "grad_clip", "depth_weight")], 0)
+    check_min(cfg, ["data.focal", "data.max_depth"] + [f"{s}.lr" for s in stages], 0, strict=True)
+    for s in stages:
+        warmup = common_config.get_key(cfg, f"{s}.warmup")
+        if warmup > 1:
+            raise common_config.ConfigError(
+                f"{s}.warmup: expected a fraction of the stage's steps in [0, 1], got {warmup!r}"
+            )
 
 
 def to_dict(cfg: Config) -> dict:

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cameras import depth_to_points, intrinsics_from_fov, make_K, unify_focal
+from common.cameras import depth_to_points, intrinsics_from_fov, unify_focal
+from common.cli import one_line_errors, parse_K
 
 
 def colorize(depth: np.ndarray) -> np.ndarray:
@@ -56,27 +57,29 @@ def main(argv=None):
     ap.add_argument("--out", default="demo_out")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    torch.manual_seed(args.seed)
-    set_cpu_threads(1)
-
-    model, processor = load_pretrained(args.model)
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
-    image = read_rgb(Path(args.image))  # [3, H, W]
-    H, W = image.shape[-2:]
-    if args.K:
-        try:
-            fx, fy, cx, cy = (float(v) for v in args.K.split(","))
-        except ValueError:
-            raise SystemExit(f"--K: expected fx,fy,cx,cy (four numbers), got {args.K!r}") from None
-        K = make_K(fx, fy, cx, cy)
-    else:
-        K = intrinsics_from_fov(torch.tensor(np.deg2rad(60.0)), 2 * torch.atan(torch.tensor(H / W * np.tan(np.deg2rad(30)))), W, H)
-        print("no --K given: assuming a 60 degree horizontal field of view (metric depth may be off by the focal error)")
-    focal = args.focal
-    if focal is None:
-        run_cfg = Path(args.model).parents[1] / "config.json"
-        focal = json.loads(run_cfg.read_text())["data"]["focal"] if run_cfg.is_file() else 1000.0
-    answer, depth, K_u, image_u = run(model, processor, image, K, args.ask, focal)
+    with one_line_errors("depthvlm.demo"):
+        # Every flag and the image are checked before the model is loaded.
+        K = parse_K("--K", args.K) if args.K else None
+        if args.focal is not None and not 0 < args.focal < float("inf"):
+            raise ValueError(f"--focal: expected a canonical focal length > 0 in pixels, got {args.focal}")
+        if not args.ask.strip():
+            raise ValueError("--ask: expected a question, got an empty string")
+        image = read_rgb(Path(args.image))  # [3, H, W]; DatasetError naming the file
+        H, W = image.shape[-2:]
+        if K is None:
+            fov_y = 2 * torch.atan(torch.tensor(H / W * np.tan(np.deg2rad(30))))
+            K = intrinsics_from_fov(torch.tensor(np.deg2rad(60.0)), fov_y, W, H)
+            print("no --K given: assuming a 60 degree horizontal field of view "
+                  "(metric depth may be off by the focal error)")
+        focal = args.focal
+        if focal is None:
+            run_cfg = Path(args.model).parent.parent / "config.json"
+            focal = json.loads(run_cfg.read_text())["data"]["focal"] if run_cfg.is_file() else 1000.0
+        torch.manual_seed(args.seed)
+        set_cpu_threads(1)
+        model, processor = load_pretrained(args.model)
+        model.to("cuda" if torch.cuda.is_available() else "cpu")
+        answer, depth, K_u, image_u = run(model, processor, image, K, args.ask, focal)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     Image.fromarray(colorize(depth.numpy())).save(out / "depth.png")

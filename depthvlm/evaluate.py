@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from common.cli import one_line_errors
 from common.metrics import depth_metrics, exact_match, mean_relative_accuracy, parse_number
 from depthvlm.config import load_config, set_cpu_threads
 from depthvlm.data import DEPTH_PROMPT, build_items
@@ -109,17 +110,19 @@ def main(argv=None):
     ap.add_argument("--out", default=None, help="write the metrics as JSON here")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    set_cpu_threads(cfg.cpu_threads)
-    torch.manual_seed(cfg.seed)
-    model, processor = load_pretrained(args.model)
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
-    items = build_items(cfg.data, cfg.data.test_split, processor.factor, cfg.data.max_test_views, cfg.seed)
-    metrics = evaluate_model(model, processor, items, cfg.max_new_tokens, cfg.data.max_depth)
-    print(json.dumps(metrics, indent=1))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(metrics, indent=1))
+    with one_line_errors("depthvlm.evaluate"):
+        cfg = load_config(args.config, args.overrides)
+        set_cpu_threads(cfg.cpu_threads)
+        torch.manual_seed(cfg.seed)
+        model, processor = load_pretrained(args.model)
+        model.to("cuda" if torch.cuda.is_available() else "cpu")
+        data = cfg.data
+        items = build_items(data, data.test_split, processor.factor, data.max_test_views, cfg.seed)
+        metrics = evaluate_model(model, processor, items, cfg.max_new_tokens, cfg.data.max_depth)
+        print(json.dumps(metrics, indent=1))
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(metrics, indent=1))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 from transformers.utils import ModelOutput
 
+from common.checkpoint import check_weights_folder
 from depthvlm.head import DPTDepthHead
 
 
@@ -225,6 +226,7 @@ def load_pretrained(path, head: dict | None = None, dtype=torch.float32):
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: no config.json (expected a local Qwen3-VL or DepthVLM checkpoint folder)")
+    check_weights_folder(path)  # safetensors only: a folder of pytorch_model.bin is refused, named
     raw = json.loads((path / "config.json").read_text())
     kind = raw.get("model_type")
     if kind == DepthVLMConfig.model_type:
@@ -237,7 +239,9 @@ def load_pretrained(path, head: dict | None = None, dtype=torch.float32):
     else:
         raise ValueError(f"{path / 'config.json'}: model_type {kind!r}, expected 'qwen3_vl' or "
                          f"{DepthVLMConfig.model_type!r}")
-    model = DepthVLMForConditionalGeneration.from_pretrained(path, config=config, dtype=dtype, local_files_only=True)
+    model = DepthVLMForConditionalGeneration.from_pretrained(
+        path, config=config, dtype=dtype, local_files_only=True, use_safetensors=True
+    )
     processor = DepthVLMProcessor.from_pretrained(path)
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
     model.generation_config.eos_token_id = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.cli import one_line_errors
 from common.metrics import bootstrap_ci, depth_metrics
 from common.results import git_commit, markdown_table, write_results
 from depthvlm.baselines import (depthnet_from_vlm_config, median_depth, predict_depthnet, prior_answers,
@@ -70,7 +71,8 @@ def main(argv=None):
     ap.add_argument("--results", default="results/depthvlm")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
+    with one_line_errors("depthvlm.reproduce"):  # bad settings: one line, before any work
+        cfg = load_config(args.config, args.overrides)
     set_cpu_threads(cfg.cpu_threads)
     t0 = time.time()
     out = Path(args.results)

@@ -25,9 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm import tqdm
 
+from common.checkpoint import load_safetensors
+from common.cli import one_line_errors
 from depthvlm.config import load_config, set_cpu_threads, to_dict
 from depthvlm.data import DEPTH_PROMPT, build_items, ensure_synthetic
 from depthvlm.model import build_model, load_pretrained, save_pretrained
@@ -104,14 +106,14 @@ def save_checkpoint(path: Path, model, optimizer, step: int) -> None:
 
 
 def load_checkpoint(path: Path, model, optimizer) -> int:
-    weights = load_file(path / "trainable.safetensors")
+    weights = load_safetensors(path / "trainable.safetensors")
     params = dict(model.named_parameters())
     for n, t in weights.items():
         if n not in params or params[n].shape != t.shape:
             raise ValueError(f"{path / 'trainable.safetensors'}: {n} does not match the model")
         with torch.no_grad():
             params[n].copy_(t)
-    opt = load_file(path / "optimizer.safetensors")
+    opt = load_safetensors(path / "optimizer.safetensors")
     for n, t in opt.items():
         pname, key = n.split("::")
         optimizer.state[params[pname]][key] = t.to(params[pname].device)
@@ -212,9 +214,11 @@ def main(argv=None):
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("overrides", nargs="*", help="key=value, e.g. train.stage1.steps=10 seed=1")
     args = ap.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    set_cpu_threads(cfg.cpu_threads)
-    print(train(cfg, resume=args.resume))
+    with one_line_errors("depthvlm.train"):
+        cfg = load_config(args.config, args.overrides)
+        set_cpu_threads(cfg.cpu_threads)
+        final = train(cfg, resume=args.resume)
+    print(final)
 
 
 if __name__ == "__main__":

@@ -137,7 +137,7 @@ def check_config(cfg: Config) -> None:
     def bad(key, expected, value):
         raise common_config.ConfigError(f"{key}: expected {expected}, got {value!r}")
 
-    m, d, t = cfg.model, cfg.data, cfg.train
+    m, d = cfg.model, cfg.data
     if len(m.voxel_sizes) < 3 or any(v <= 0 for v in m.voxel_sizes):
         bad("model.voxel_sizes", "at least three sizes > 0 (multi-scale pooling)", m.voxel_sizes)
     if m.knn < 2:
@@ -148,26 +148,14 @@ def check_config(cfg: Config) -> None:
         bad("data.views", ">= 2 (multi-view reconstruction)", d.views)
     if not 0 <= d.sensor_dropout < 1:
         bad("data.sensor_dropout", "in [0, 1)", d.sensor_dropout)
-    for stage in ("stage1", "stage2"):
-        s = getattr(t, stage)
-        for key in ("steps", "scenes_per_batch", "queries_per_scene"):
-            if getattr(s, key) < 0 or (key != "steps" and getattr(s, key) < 1):
-                bad(f"train.{stage}.{key}", ">= 1" if key != "steps" else ">= 0", getattr(s, key))
-    for key in (
-        "depth_weight",
-        "normal_weight",
-        "smooth_weight",
-        "recon_weight",
-        "camera_weight",
-        "align_weight",
-        "ground_weight",
-        "spatial_weight",
-        "text_weight",
-    ):
-        if getattr(t, key) < 0:
-            bad(f"train.{key}", ">= 0", getattr(t, key))
-    if t.checkpoint_every < 1:
-        bad("train.checkpoint_every", ">= 1", t.checkpoint_every)
+    check_min = common_config.check_min
+    stages = ("train.stage1", "train.stage2")
+    check_min(cfg, [f"{s}.{k}" for s in stages for k in ("scenes_per_batch", "queries_per_scene")]
+              + ["train.checkpoint_every", "eval.max_new_tokens", "eval.batch_size"], 1)
+    weights = ("depth", "normal", "smooth", "recon", "camera", "align", "ground", "spatial", "text")
+    check_min(cfg, [f"{s}.{k}" for s in stages for k in ("steps", "warmup")]
+              + [f"train.{w}_weight" for w in weights] + ["train.grad_clip", "data.max_scenes"], 0)
+    check_min(cfg, [f"{s}.lr" for s in stages], 0, strict=True)
     if cfg.threads < 0:
         bad("threads", ">= 0", cfg.threads)
 

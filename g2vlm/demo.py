@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cameras import make_K, resize
-from common.cli import one_line_errors
+from common.cameras import resize
+from common.cli import one_line_errors, parse_device, parse_K
 from common.datasets import DatasetError, io, read_image_folder, read_scene
 from g2vlm.data import object_boxes, uniform_views
 
@@ -59,16 +59,6 @@ def read_mesh(path) -> tuple[torch.Tensor, torch.Tensor]:
     )
 
 
-def parse_K(text: str) -> torch.Tensor:
-    try:
-        fx, fy, cx, cy = (float(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(f"--K: expected fx,fy,cx,cy in pixels, got {text!r}") from None
-    if not (fx > 0 and fy > 0):
-        raise ValueError(f"--K: focal lengths must be > 0, got fx={fx}, fy={fy}")
-    return make_K(fx, fy, cx, cy).float()
-
-
 def read_inputs(args, size: int) -> dict:
     """Views at `size` x `size` and what is known of them (module docstring); raises on bad input
     before any model is loaded."""
@@ -86,7 +76,7 @@ def read_inputs(args, size: int) -> dict:
         known_K = sample.annotations.get("intrinsics_source") != "assumed 60 deg fov" or args.K is not None
         poses = bool(sample.annotations.get("poses_known"))
         if args.K is not None:
-            sample.K[:] = parse_K(args.K)
+            sample.K[:] = parse_K("--K", args.K)
         depth = None
         if args.depth is not None:
             dd = Path(args.depth)
@@ -115,10 +105,13 @@ def read_inputs(args, size: int) -> dict:
             )
         out["sensor"] = resize(depth[views][:, None], sample.K[views], (size, size), mode="nearest")[0][:, 0]
     if args.boxes:
-        data = json.loads(Path(args.boxes).read_text())
-        arr = np.asarray(data, dtype=np.float64)
-        if arr.ndim != 2 or arr.shape[1] != 6:
-            raise DatasetError(args.boxes, "expected a JSON list of [cx, cy, cz, dx, dy, dz] boxes")
+        data = io.read_json(args.boxes)  # DatasetError naming the file: missing, not JSON
+        try:
+            arr = np.asarray(data, dtype=np.float64)
+        except (TypeError, ValueError):
+            arr = np.zeros((0,))
+        if arr.ndim != 2 or arr.shape[1] != 6 or not np.isfinite(arr).all():
+            raise DatasetError(args.boxes, "expected a JSON list of finite [cx, cy, cz, dx, dy, dz] boxes")
         out["boxes"] = torch.from_numpy(arr).float()
     if args.mesh:
         out["vertices"], out["vertex_normals"] = read_mesh(args.mesh)
@@ -184,14 +177,19 @@ def main(argv=None) -> None:
 
         if args.num_views < 1:
             raise ValueError(f"--num-views: expected >= 1, got {args.num_views}")
+        if args.threads < 0:
+            raise ValueError(f"--threads: expected an int >= 0 (0: torch's default), got {args.threads}")
+        if not args.ask.strip():
+            raise ValueError("--ask: expected a question, got an empty string")
+        device = parse_device("--device", args.device)
         set_threads(args.threads)
         geometry_config = Path(args.model) / "geometry" / "config.json"
         if not geometry_config.is_file():
             raise FileNotFoundError(f"{args.model}: not a G2VLM folder (expected geometry/config.json)")
         inputs = read_inputs(args, int(json.loads(geometry_config.read_text())["image_size"]))
         model = G2VLM.from_pretrained(args.model)
-        model.to(args.device).eval()
-        inputs = {k: v.to(args.device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+        model.to(device).eval()
+        inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         result = run(model, inputs, args.ask, out)

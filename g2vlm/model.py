@@ -27,6 +27,7 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 
 from common.cameras import invert_pose
+from common.checkpoint import check_weights_folder
 from g2vlm.fusion import Fusion, pad_tokens
 from g2vlm.geometry import GeometryEncoder, GeometryTokens, point_map_normals
 from g2vlm.heads import AlignmentHead, DepthHead, ObjectHead, RelationHead, pool_boxes
@@ -280,6 +281,8 @@ class G2VLM(nn.Module):
             raise FileNotFoundError(
                 f"{path}: not a G2VLM folder (expected g2vlm.json, language_model/, geometry/)"
             )
+        for part in ("language_model", "geometry"):  # safetensors only, checked before any loading
+            check_weights_folder(path / part)
         tokenizer = AutoTokenizer.from_pretrained(path / "language_model", local_files_only=True)
         lm = load_language_model(path / "language_model")
         try:
@@ -304,6 +307,7 @@ def load_language_model(path):
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: no config.json (expected a local Qwen2 language model folder)")
+    check_weights_folder(path)  # safetensors only: a folder of pytorch_model.bin is refused, named
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()

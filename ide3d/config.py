@@ -169,7 +169,7 @@ def load_config(path=None, overrides=()) -> Config:
 
 def check_config(cfg: Config) -> None:
     """Values that are of the right type but cannot work, named before any work is done."""
-    s, t = cfg.supervision, cfg.train
+    s = cfg.supervision
 
     def bad(key, expected, value):
         raise common_config.ConfigError(f"{key}: expected {expected}, got {value!r}")
@@ -189,11 +189,14 @@ def check_config(cfg: Config) -> None:
             "4 entries each (DPT reads four levels)",
             [s.verifier_layers, s.verifier_channels],
         )
-    if s.cross_view_range < 1:
-        bad("supervision.cross_view_range", ">= 1", s.cross_view_range)
-    for key in ("steps", "scenes_per_batch", "queries_per_scene", "checkpoint_every"):
-        if getattr(t, key) < 1:
-            bad(f"train.{key}", ">= 1", getattr(t, key))
+    check_min = common_config.check_min
+    check_min(cfg, ["supervision.cross_view_range", "supervision.grad_scales", "teacher.batch_size",
+                    "eval.max_new_tokens", "eval.batch_size", "train.steps", "train.scenes_per_batch",
+                    "train.queries_per_scene", "train.checkpoint_every"], 1)
+    check_min(cfg, ["train.warmup", "train.weight_decay", "train.grad_clip", "train.verifier_steps",
+                    "teacher.steps", "data.max_scenes", "data.distractors", "data.jitter"], 0)
+    check_min(cfg, ["supervision.conf_alpha"], 0)
+    check_min(cfg, ["train.lr", "train.vision_lr", "teacher.lr"], 0, strict=True)
     if cfg.data.source not in ("synthetic", "scannet", "video3dllm"):
         bad("data.source", "'synthetic', 'scannet' or 'video3dllm'", cfg.data.source)
     if cfg.data.frames < 2:

@@ -25,7 +25,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from common.cameras import project, transform_points
-from common.cli import one_line_errors
+from common.cli import one_line_errors, parse_device
 from common.datasets import read_image_folder, read_scene
 from common.datasets.scannet import read_scannet_axis_alignment, read_scannet_scene, scannet_color_frames
 from common.errors import DatasetError
@@ -209,6 +209,11 @@ def main(argv=None) -> None:
 
         if args.num_frames < 2:
             raise ValueError(f"--num-frames: expected >= 2, got {args.num_frames}")
+        if args.threads < 0:
+            raise ValueError(f"--threads: expected an int >= 0 (0: torch's default), got {args.threads}")
+        if not args.ask.strip():
+            raise ValueError("--ask: expected a question or a description, got an empty string")
+        device = parse_device("--device", args.device)
         folder = Path(args.frames)
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: --frames folder not found")
@@ -216,7 +221,7 @@ def main(argv=None) -> None:
         torch.manual_seed(args.seed)
         scene, why = read_video(folder, args.num_frames, args.boxes)
         model, processor = load_pretrained(args.model)
-        model.to(args.device).eval()
+        model.to(device).eval()
         if why:
             print(f"ide3d.demo: not grounding: {why}", file=sys.stderr)
         result = ground_and_answer(model, processor, scene, args.ask, ground=why is None)

@@ -26,6 +26,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 from transformers.utils import logging as hf_logging
 
+from common.checkpoint import check_weights_folder
 from ide3d.grounding import GroundingHead, pool_object_features, sincos_3d
 from ide3d.processing import IDE3DProcessor, build_tokenizer
 
@@ -312,6 +313,7 @@ def load_pretrained(path, settings: dict | None = None, dtype=torch.float32):
         raise FileNotFoundError(
             f"{path}: no config.json (expected a local LLaVA-OneVision / 3D-IDE checkpoint folder)"
         )
+    check_weights_folder(path)  # safetensors only: a folder of pytorch_model.bin is refused, named
     config = LlavaOnevisionConfig.from_pretrained(path)
     if config.model_type != "llava_onevision":
         raise ValueError(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from common.checkpoint import check_weights_folder
 from ide3d.consistency import GlobalProjection, cross_view_loss, global_loss
 from ide3d.grounding import infonce_loss
 from ide3d.verifier import Verifier, geometric_loss
@@ -28,6 +29,7 @@ class Supervision(nn.Module):
         self.verifier = None
         if scfg.geometry_weight > 0:
             if scfg.verifier_init:  # the strong-verifier ablation: a pre-trained decoder
+                check_weights_folder(scfg.verifier_init)
                 self.verifier = Verifier.from_pretrained(scfg.verifier_init, use_safetensors=True)
                 if self.verifier.config.vision_hidden != vision_hidden:
                     raise ValueError(

@@ -30,10 +30,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm import tqdm
 
 from common.cameras import axis_angle_to_matrix, relative_pose
+from common.checkpoint import check_weights_folder, load_safetensors
 
 
 class GeometryTeacher(ModelMixin, ConfigMixin):
@@ -169,6 +170,7 @@ def load_teacher(scfg):
             f"{path}: no teacher here (train one with `python -m ide3d.teacher`, or set "
             "supervision.teacher to a GeometryTeacher folder or a module:callable)"
         )
+    check_weights_folder(path)
     return GeometryTeacher.from_pretrained(path, use_safetensors=True).eval().requires_grad_(False)
 
 
@@ -188,7 +190,7 @@ def cached_features(teacher, scenes, cache_dir: Path) -> list[torch.Tensor]:
     for s in scenes:
         path = cache_dir / f"{s.scene_id}-{'_'.join(map(str, s.frame_ids))}.safetensors"
         if path.is_file():
-            out.append(load_file(str(path))["features"])
+            out.append(load_safetensors(path)["features"])
             continue
         feats = teacher.features(s.frames, s.K, s.w2c).float().cpu().contiguous()  # [F, h, w, D]
         if feats.ndim != 4 or feats.shape[0] != s.frames.shape[0]:

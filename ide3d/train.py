@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm import tqdm
 
-from common.checkpoint import load_optimizer_state, save_optimizer_state
+from common.checkpoint import load_optimizer_state, load_safetensors, save_optimizer_state
 from common.cli import one_line_errors
 from ide3d.config import Config, load_config, set_threads, to_dict
 from ide3d.consistency import neighbour_frames
@@ -159,7 +159,7 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None, progres
         teacher_dim,
     )
     if resume:
-        supervision.load_state_dict(load_file(str(ckpt / "supervision.safetensors")))
+        supervision.load_state_dict(load_safetensors(ckpt / "supervision.safetensors"))
     trainee = Trainee(model, supervision, processor.video_token_id)
     optimizer = torch.optim.AdamW(parameter_groups(trainee, cfg), weight_decay=cfg.train.weight_decay)
     if resume:

@@ -89,5 +89,29 @@ class Config:
 
 
 def load_config(path=None, overrides=()) -> Config:
-    """Config from a YAML file (sections `model`, `train`) plus `key=value` overrides."""
-    return common_config.load_config(Config, path, overrides)
+    """Config from a YAML file (sections `model`, `train`) plus `key=value` overrides, checked."""
+    cfg = common_config.load_config(Config, path, overrides)
+    check_config(cfg)
+    return cfg
+
+
+def check_config(cfg: Config) -> None:
+    """Values of the right type that cannot work (`train.checkpoint_every=0` divides by zero after
+    the first step), named by their dotted key before any work is done."""
+    check_min = common_config.check_min
+    check_min(cfg, ["train.steps", "train.checkpoint_every", "train.log_every", "train.input_views",
+                    "train.rays_per_view", "model.patch_size", "model.head_stride", "model.n_coarse"], 1)
+    check_min(cfg, ["train.target_views", "train.warmup", "train.stage2_start", "train.num_workers",
+                    "train.cpu_threads", "train.weight_decay", "train.gt_camera_prob", "train.conf_alpha",
+                    "train.w_rgb", "train.w_depth", "train.w_normal", "train.w_eikonal", "train.w_camera",
+                    "train.w_depth_head", "model.n_fine", "model.up_sample_steps"], 0)
+    check_min(cfg, ["train.lr", "train.grad_clip", "model.near"], 0, strict=True)
+    if cfg.train.gt_camera_prob > 1:
+        raise common_config.ConfigError(f"train.gt_camera_prob: expected a probability in [0, 1], "
+                                        f"got {cfg.train.gt_camera_prob!r}")
+    size = cfg.model.image_size
+    if len(size) != 2 or any(not isinstance(v, int) or v < 1 or v % cfg.model.patch_size for v in size):
+        raise common_config.ConfigError(
+            f"model.image_size: expected [H, W], multiples of model.patch_size ({cfg.model.patch_size}), "
+            f"got {list(size)}"
+        )

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from common.cameras import write_colmap_text
+from common.cli import one_line_errors
 from common.datasets import read_image_folder
 from ivgt.config import ModelConfig
 from ivgt.model import IVGT
@@ -64,9 +65,15 @@ def main(argv=None):
     p.add_argument("--mesh-resolution", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    set_cpu_threads(1)
-    model = IVGT.load(a.model) if a.model else None
-    info = run_demo(a.images, a.out, model, a.mesh_resolution, a.seed)
+    with one_line_errors("ivgt.demo"):
+        if a.mesh_resolution < 8:
+            raise ValueError(f"--mesh-resolution: expected an int >= 8 (marching-cubes cells per side), "
+                             f"got {a.mesh_resolution}")
+        if not Path(a.images).is_dir():
+            raise FileNotFoundError(f"{a.images}: --images folder not found")
+        set_cpu_threads(1)
+        model = IVGT.load(a.model) if a.model else None
+        info = run_demo(a.images, a.out, model, a.mesh_resolution, a.seed)
     print(f"wrote {a.out}: {len(info['views'])} views, mesh {info['mesh']['vertices']} vertices")
 
 

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from common.cameras import depth_to_points, resize_intrinsics, unproject
+from common.cli import one_line_errors
 from common.datasets import SceneDataset
 from common.metrics import depth_metrics, normal_angle_metrics, point_cloud_metrics, pose_metrics, psnr, ssim
 from ivgt.data import canonical_views
@@ -184,12 +185,15 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="results/ivgt/eval.json")
     args = parser.parse_args(argv)
-    torch.manual_seed(args.seed)
-    set_cpu_threads(1)
-    model = IVGT.load(args.model)
-    res = evaluate({"ivgt": model}, args.data, args.split, args.scenes, image_size=model.cfg.image_size)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res["means"], indent=1))
+    with one_line_errors("ivgt.evaluate"):
+        if args.scenes is not None and args.scenes < 1:
+            raise ValueError(f"--scenes: expected an int >= 1, got {args.scenes}")
+        torch.manual_seed(args.seed)
+        set_cpu_threads(1)
+        model = IVGT.load(args.model)
+        res = evaluate({"ivgt": model}, args.data, args.split, args.scenes, image_size=model.cfg.image_size)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(res["means"], indent=1))
     print(json.dumps(res["means"], indent=1))
 
 

@@ -26,6 +26,7 @@ from diffusers import ConfigMixin, ModelMixin
 from transformers import Dinov2Config, Dinov2Model
 
 from common.cameras import fov_from_intrinsics, intrinsics_from_fov, matrix_to_quaternion, project, quaternion_to_matrix, resize_intrinsics
+from common.checkpoint import check_weights_folder, load_safetensors
 from ivgt.config import ModelConfig
 from ivgt.render import render_rays
 
@@ -241,7 +242,8 @@ class IVGT(ModelMixin, ConfigMixin):
     def load_dinov2(self, path) -> None:
         """Copy a local `transformers` Dinov2Model checkpoint into the patch embedding; every key
         and shape must match the configured encoder (encoder_dim, encoder_layers, patch_size)."""
-        source = Dinov2Model.from_pretrained(path, local_files_only=True).state_dict()
+        check_weights_folder(path)  # one line naming the folder: no safetensors, a truncated file
+        source = Dinov2Model.from_pretrained(path, local_files_only=True, use_safetensors=True).state_dict()
         target = self.aggregator.encoder.state_dict()
         missing, extra = set(target) - set(source), set(source) - set(target)
         if missing or extra:
@@ -265,13 +267,12 @@ class IVGT(ModelMixin, ConfigMixin):
             raise ValueError(f"{config_file}: checkpoint of class {meta.get('_class_name')!r}, expected 'IVGT'")
         kwargs = {k: v for k, v in meta.items() if not k.startswith("_")}
         kwargs["dinov2_path"] = ""  # the weights come from the checkpoint itself
-        model = cls(**kwargs)
-        from safetensors.torch import load_file
-
         weights = path / "diffusion_pytorch_model.safetensors"
         if not weights.is_file():
+            check_weights_folder(path)  # names pickled weights (.bin) found instead
             raise FileNotFoundError(f"{weights}: not found")
-        state = load_file(str(weights))
+        state = load_safetensors(weights)  # CheckpointError naming a truncated or pickled file
+        model = cls(**kwargs)
         own = model.state_dict()
         bad = [k for k in state if k in own and state[k].shape != own[k].shape]
         missing, extra = set(own) - set(state), set(state) - set(own)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from common.cli import one_line_errors
 from common.datasets import SceneDataset
 from common.results import git_commit, markdown_table, write_results
 from common.synthetic import GENERATOR_VERSION, generate_split
@@ -63,7 +64,10 @@ def main(argv=None):
     p.add_argument("overrides", nargs="*")
     a = p.parse_args(argv)
     t0 = time.time()
-    cfg = load_config(a.config, a.overrides)
+    with one_line_errors("ivgt.reproduce"):  # bad settings: one line, before any work
+        if a.scenes is not None and a.scenes < 1:
+            raise ValueError(f"--scenes: expected an int >= 1, got {a.scenes}")
+        cfg = load_config(a.config, a.overrides)
     root = cfg.train.data_root
     for split, n in (("train", 64), ("test", 32)):
         if not (Path(root) / split / "index.json").is_file():

@@ -6,6 +6,11 @@ of them. Stage 1 (steps < stage2_start): RGB, depth and normal rendering losses,
 and the depth-head loss; stage 2 adds the eikonal term (IVGT's two stages). Every random choice
 of a step comes from a generator seeded by (seed, step), so `--resume` from a checkpoint reaches
 the weights of an uninterrupted run.
+
+Checkpoint (`<output_dir>/checkpoint`, written atomically every `train.checkpoint_every` steps and
+at the end): the model (config.json + diffusion_pytorch_model.safetensors), the AdamW state
+(optimizer.safetensors, `common.checkpoint`) and trainer_state.json (the step and torch's CPU RNG
+state as a list of bytes). No pickle: nothing is written with torch.save.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from safetensors.torch import load_file
 from tqdm import tqdm
 
 from common.cameras import pixel_rays
+from common.checkpoint import load_optimizer_state, load_safetensors, save_optimizer_state
+from common.cli import one_line_errors
+from common.errors import CheckpointError
 from ivgt.config import Config, load_config
 from ivgt.data import build_mixture, canonical_views
 from ivgt.losses import camera_loss, confidence_depth_loss, normal_loss
@@ -89,12 +96,35 @@ def draw_batch(mixture, cfg: Config, step: int, gen: torch.Generator, size) -> d
     return canonical_views(sample, views, size)
 
 
+TRAINER_STATE = "trainer_state.json"
+
+
+def _load_checkpoint(model, optimizer, ck: Path) -> int:
+    """Restore what `_save_checkpoint` wrote into `model` and `optimizer` (and torch's CPU RNG);
+    return the step. A missing or unreadable file is a one-line error naming it."""
+    state_file = ck / TRAINER_STATE
+    if not state_file.is_file():
+        raise CheckpointError(ck, f"no {TRAINER_STATE} (a checkpoint of an older version holds a pickled "
+                                  "trainer_state.pt, which is not loaded; remove the folder to start over)")
+    try:
+        state = json.loads(state_file.read_text())
+        step, rng = int(state["step"]), torch.tensor(state["torch_rng"], dtype=torch.uint8)
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(state_file, f"expected JSON with 'step' and 'torch_rng' ({exc})") from None
+    model.load_state_dict(load_safetensors(ck / "diffusion_pytorch_model.safetensors"))
+    load_optimizer_state(optimizer, ck / "optimizer.safetensors")
+    torch.set_rng_state(rng)
+    return step
+
+
 def _save_checkpoint(model, optimizer, step: int, out_dir: Path) -> None:
     """Atomic: write to a temporary folder, then rename over the previous checkpoint."""
     tmp, final = out_dir / "checkpoint.tmp", out_dir / "checkpoint"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
-    torch.save({"optimizer": optimizer.state_dict(), "step": step}, tmp / "trainer_state.pt")
+    save_optimizer_state(optimizer, tmp / "optimizer.safetensors")
+    state = {"step": step, "torch_rng": torch.get_rng_state().tolist()}
+    (tmp / TRAINER_STATE).write_text(json.dumps(state))
     old = out_dir / "checkpoint.old"
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
@@ -116,11 +146,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, stop_at: int
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     start = 0
     if resume and (out_dir / "checkpoint").is_dir():
-        ck = out_dir / "checkpoint"
-        model.load_state_dict(load_file(str(ck / "diffusion_pytorch_model.safetensors")))
-        state = torch.load(ck / "trainer_state.pt", weights_only=True)  # tensors and numbers only
-        optimizer.load_state_dict(state["optimizer"])
-        start = state["step"]
+        start = _load_checkpoint(model, optimizer, out_dir / "checkpoint")
     model, optimizer = accelerator.prepare(model, optimizer)
     schedule = lambda s: min(1.0, (s + 1) / max(1, tc.warmup)) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / tc.steps)))  # noqa: E731
     mixture = build_mixture(tc.sources, length=max(tc.steps, 1), seed=tc.seed)
@@ -166,8 +192,9 @@ def main(argv=None):
     parser.add_argument("overrides", nargs="*", help="key=value")
     args = parser.parse_args(argv)
     overrides = list(args.overrides) + ([f"train.seed={args.seed}"] if args.seed is not None else [])
-    cfg = load_config(args.config, overrides)
-    train(cfg, resume=args.resume)
+    with one_line_errors("ivgt.train"):
+        cfg = load_config(args.config, overrides)
+        train(cfg, resume=args.resume)
     print(f"wrote {cfg.train.output_dir}/model")
 
 

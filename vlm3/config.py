@@ -128,8 +128,29 @@ class Config:
 
 
 def load_config(path=None, overrides=()) -> Config:
-    """Defaults, then the YAML file at `path`, then `key=value` overrides (values parsed as YAML)."""
-    return common_config.load_config(Config, path, overrides)
+    """Defaults, then the YAML file at `path`, then `key=value` overrides (values parsed as YAML);
+    then `check_config`."""
+    cfg = common_config.load_config(Config, path, overrides)
+    check_config(cfg)
+    return cfg
+
+
+def check_config(cfg: Config) -> None:
+    """Values of the right type that cannot work (`train.checkpoint_every=0` divides by zero after
+    the first step), named by their dotted key before any work is done."""
+    check_min = common_config.check_min
+    check_min(cfg, ["train.steps", "train.batch_size", "train.checkpoint_every", "eval.batch_size",
+                    "eval.max_new_tokens", "data.views", "data.size", "data.depth_max_points",
+                    "data.corr_max_points", "model.patch_size", "model.merge_size"], 1)
+    check_min(cfg, ["train.warmup", "train.weight_decay", "train.grad_clip", "train.threads", "train.workers",
+                    "eval.depth", "eval.correspondence", "eval.pose_pairs", "eval.object",
+                    "data.max_train_scenes", "data.corr_same_view", "data.corr_shift", "data.turn_pairs",
+                    "data.min_object_pixels"], 0)
+    check_min(cfg, ["train.lr", "data.focal_depth", "data.focal_pose"], 0, strict=True)
+    if cfg.data.depth_target not in ("distance", "z"):
+        raise common_config.ConfigError(
+            f"data.depth_target: expected 'distance' or 'z', got {cfg.data.depth_target!r}"
+        )
 
 
 def to_dict(cfg: Config) -> dict:

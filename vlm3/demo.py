@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from common.cameras import map_pixels, unify_focal
+from common.cli import one_line_errors, parse_K
 from common.datasets.io import read_intrinsics_txt, read_rgb
 from vlm3 import prompts as P
 from vlm3.model import VLM3
@@ -150,15 +151,12 @@ class Predictor:
         return value, raw
 
 
-def load_intrinsics(image_path: Path, intrinsics: str | None, fov: float | None, width: int, height: int):
+def load_intrinsics(
+    image_path: Path, intrinsics: str | None, fov: float | None, width: int, height: int,
+    flag: str = "--intrinsics",
+):
     if intrinsics:
-        try:
-            fx, fy, cx, cy = (float(v) for v in intrinsics.split(","))
-        except ValueError:
-            raise ValueError(f"--intrinsics {intrinsics!r}: expected four numbers fx,fy,cx,cy") from None
-        if not (fx > 0 and fy > 0 and all(math.isfinite(v) for v in (cx, cy))):
-            raise ValueError(f"--intrinsics {intrinsics!r}: expected fx, fy > 0 and finite cx, cy")
-        return torch.tensor([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]], dtype=torch.float64)
+        return parse_K(flag, intrinsics).double()
     txt = image_path.parent / "intrinsics.txt"
     if txt.is_file():
         return read_intrinsics_txt(txt).double()
@@ -174,23 +172,41 @@ def _numbers(text: str) -> list[float]:
     return [float(v) for v in re.findall(r"-?\d+(?:\.\d+)?", text)]
 
 
+def parse_ask(ask: str, has_image2: bool) -> tuple[str, list[float]]:
+    """(question word, its numbers) of --ask, checked before any model is loaded."""
+    ask = ask.strip()
+    word = ask.split()[0].lower() if ask else ""
+    nums = _numbers(ask)
+    if word == "depth":
+        if not nums or len(nums) % 2:
+            raise ValueError(f"--ask {ask!r}: expected 'depth at X,Y [X,Y ...]'")
+        return word, nums
+    if word in ("match", "pose"):
+        if not has_image2:
+            raise ValueError(f"--ask {word!r} needs --image2")
+        if word == "match" and len(nums) != 2:
+            raise ValueError(f"--ask {ask!r}: expected 'match X,Y'")
+        return word, nums
+    if word in P.OBJECT_QUESTIONS:
+        need = 4 if word == "height" else 8
+        if len(nums) != need:
+            raise ValueError(
+                f"--ask {ask!r}: expected '{word} x0,y0,x1,y1{'' if need == 4 else ' vs x0,y0,x1,y1'}'"
+            )
+        return word, nums
+    raise ValueError(
+        f"--ask {ask!r}: expected 'depth at X,Y', 'match X,Y', 'pose', or one of "
+        f"{', '.join(P.OBJECT_QUESTIONS)} with boxes"
+    )
+
+
 def run(args) -> dict:
+    word, nums = parse_ask(args.ask, bool(args.image2))
     image_path = Path(args.image)
     image = read_rgb(image_path)  # [3, H, W]; DatasetError naming the file if it does not decode
     K = load_intrinsics(image_path, args.intrinsics, args.fov, image.shape[-1], image.shape[-2])
-    predictor = Predictor.load(args.checkpoint)
-    ask = args.ask.strip()
-    word = ask.split()[0].lower() if ask else ""
-    if word == "depth":
-        nums = _numbers(ask)
-        if not nums or len(nums) % 2:
-            raise ValueError(f"--ask {ask!r}: expected 'depth at X,Y [X,Y ...]'")
-        pixels = np.array(nums).reshape(-1, 2)
-        values, raws = predictor.depth(image, K, pixels, one_prompt=not args.per_pixel)
-        return {"task": "depth", "pixels": pixels.tolist(), "metres": values, "raw": raws}
-    if word in ("match", "pose"):
-        if not args.image2:
-            raise ValueError(f"--ask {word!r} needs --image2")
+    image2 = K2 = None
+    if args.image2:
         image2 = read_rgb(Path(args.image2))
         K2 = load_intrinsics(
             Path(args.image2),
@@ -198,30 +214,24 @@ def run(args) -> dict:
             args.fov,
             image2.shape[-1],
             image2.shape[-2],
+            "--intrinsics2" if args.intrinsics2 else "--intrinsics",
         )
-        if word == "pose":
-            return {
-                "task": "pose",
-                **{k: {"parsed": v, "raw": r} for k, (v, r) in predictor.pose(image, K, image2, K2).items()},
-            }
-        nums = _numbers(ask)
-        if len(nums) != 2:
-            raise ValueError(f"--ask {ask!r}: expected 'match X,Y'")
+    predictor = Predictor.load(args.checkpoint)
+    if word == "depth":
+        pixels = np.array(nums).reshape(-1, 2)
+        values, raws = predictor.depth(image, K, pixels, one_prompt=not args.per_pixel)
+        return {"task": "depth", "pixels": pixels.tolist(), "metres": values, "raw": raws}
+    if word == "pose":
+        return {
+            "task": "pose",
+            **{k: {"parsed": v, "raw": r} for k, (v, r) in predictor.pose(image, K, image2, K2).items()},
+        }
+    if word == "match":
         xy, raw = predictor.correspondence(image, K, image2, K2, nums)
         return {"task": "correspondence", "pixel": nums, "match": xy, "raw": raw}
-    if word in P.OBJECT_QUESTIONS:
-        nums = _numbers(ask)
-        need = 4 if word == "height" else 8
-        if len(nums) != need:
-            raise ValueError(
-                f"--ask {ask!r}: expected '{word} x0,y0,x1,y1{'' if need == 4 else ' vs x0,y0,x1,y1'}'"
-            )
-        value, raw = predictor.object(image, K, word, nums[:4], nums[4:] if need == 8 else None)
-        return {"task": "object", "kind": word, "answer": value, "raw": raw}
-    raise ValueError(
-        f"--ask {ask!r}: expected 'depth at X,Y', 'match X,Y', 'pose', or one of "
-        f"{', '.join(P.OBJECT_QUESTIONS)} with boxes"
-    )
+    need = 4 if word == "height" else 8
+    value, raw = predictor.object(image, K, word, nums[:4], nums[4:] if need == 8 else None)
+    return {"task": "object", "kind": word, "answer": value, "raw": raw}
 
 
 def main(argv=None) -> None:
@@ -239,10 +249,8 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)  # decoding is greedy; the seed is for completeness
-    try:
+    with one_line_errors("vlm3.demo"):  # bad input (DatasetError is a ValueError): one line, no traceback
         out = run(args)
-    except (ValueError, OSError) as e:  # bad input (DatasetError is a ValueError): one line, no traceback
-        ap.exit(2, f"vlm3.demo: error: {e}\n")
     print(json.dumps(out, indent=1))
 
 

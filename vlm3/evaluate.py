@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.cli import one_line_errors
 from common.metrics import (
     accuracy,
     depth_metrics,
@@ -363,38 +364,42 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=None, help="overrides eval.seed")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
-    cfg = load_config(
-        args.config, list(args.overrides) + ([f"eval.seed={args.seed}"] if args.seed is not None else [])
-    )
-    from vlm3.train import set_threads
-
-    set_threads(cfg)
-    if (args.checkpoint is None) == (not args.baseline):
-        ap.error("give exactly one of --checkpoint and --baseline")
-    if args.turned and args.shifted:
-        ap.error("--turned and --shifted are separate diagnostics; give one")
-    from vlm3.train import scene_cache
-
-    cache = scene_cache(cfg, "test")
-    questions = held_out_questions(cfg, cache, turned=args.turned, shifted=args.shifted)
-    if args.baseline:
-        answers = baseline_answers(questions, train_statistics(cfg))
-    else:
-        vlm = VLM3.from_pretrained(args.checkpoint)
-        answers = answer_all(vlm, questions, cfg.eval.batch_size, cfg.eval.max_new_tokens, progress=True)
-    failures: list = []
-    metrics = score(questions, answers, failures)
-    if args.by_path:
-        metrics["by_path"] = by_path(questions, answers, cache)
-    if args.turned or args.shifted:  # no translation: only the rotation metrics mean something
-        for m in [metrics, *metrics.get("by_path", {}).values()]:
-            for k in ("pose_trans_err_deg", "pose_auc30", "pose_distance_abs_rel"):
-                m.pop(k, None)
-    print(json.dumps(metrics, indent=1))
-    if args.out:
-        Path(args.out).write_text(
-            json.dumps({"metrics": metrics, "parse_failures": [asdict(f) for f in failures]}, indent=1)
+    with one_line_errors("vlm3.evaluate"):
+        cfg = load_config(
+            args.config, list(args.overrides) + ([f"eval.seed={args.seed}"] if args.seed is not None else [])
         )
+        from vlm3.train import set_threads
+
+        set_threads(cfg)
+        if (args.checkpoint is None) == (not args.baseline):
+            ap.error("give exactly one of --checkpoint and --baseline")
+        if args.turned and args.shifted:
+            ap.error("--turned and --shifted are separate diagnostics; give one")
+        if args.shifted < 0:
+            raise ValueError(f"--shifted: expected an int >= 0 (pixels), got {args.shifted}")
+        # A bad checkpoint folder is named before the questions are built.
+        vlm = None if args.baseline else VLM3.from_pretrained(args.checkpoint)
+        from vlm3.train import scene_cache
+
+        cache = scene_cache(cfg, "test")
+        questions = held_out_questions(cfg, cache, turned=args.turned, shifted=args.shifted)
+        if args.baseline:
+            answers = baseline_answers(questions, train_statistics(cfg))
+        else:
+            answers = answer_all(vlm, questions, cfg.eval.batch_size, cfg.eval.max_new_tokens, progress=True)
+        failures: list = []
+        metrics = score(questions, answers, failures)
+        if args.by_path:
+            metrics["by_path"] = by_path(questions, answers, cache)
+        if args.turned or args.shifted:  # no translation: only the rotation metrics mean something
+            for m in [metrics, *metrics.get("by_path", {}).values()]:
+                for k in ("pose_trans_err_deg", "pose_auc30", "pose_distance_abs_rel"):
+                    m.pop(k, None)
+        print(json.dumps(metrics, indent=1))
+        if args.out:
+            Path(args.out).write_text(
+                json.dumps({"metrics": metrics, "parse_failures": [asdict(f) for f in failures]}, indent=1)
+            )
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from transformers import (
 )
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
+from common.checkpoint import check_weights_folder
 from vlm3 import prompts as P
 
 SPECIAL_TOKENS = [
@@ -217,8 +218,11 @@ class VLM3:
                     f"or a local copy of Qwen3-VL (config.json, *.safetensors, tokenizer files, "
                     f"preprocessor_config.json)"
                 )
-        model = Qwen3VLForConditionalGeneration.from_pretrained(path, dtype=getattr(torch, dtype))
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        check_weights_folder(path)  # safetensors only: a folder of pytorch_model.bin is refused, named
+        model = Qwen3VLForConditionalGeneration.from_pretrained(
+            path, dtype=getattr(torch, dtype), use_safetensors=True, local_files_only=True
+        )
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         kwargs = {}
         if image_cfg is not None:  # bound the number of image tokens as the config says
             kwargs = {"min_pixels": image_cfg.min_pixels, "max_pixels": image_cfg.max_pixels}

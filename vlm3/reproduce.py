@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.cli import one_line_errors
 from common.metrics import bootstrap_ci
 from common.results import git_commit, markdown_table, write_results
 from vlm3.config import Config, load_config, to_dict
@@ -177,9 +178,12 @@ def main(argv=None) -> None:
     ap.add_argument("overrides", nargs="*", help="key=value for every run, e.g. train.steps=300")
     args = ap.parse_args(argv)
     start = time.time()
+    with one_line_errors("vlm3.reproduce"):  # bad settings: one line, before any work
+        if args.jobs < 1:
+            raise ValueError(f"--jobs: expected an int >= 1, got {args.jobs}")
+        cfg = load_config(args.config, list(args.overrides) + [f"train.seed={args.seed}"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = load_config(args.config, list(args.overrides) + [f"train.seed={args.seed}"])
     set_threads(cfg)
     ensure_data(cfg)
     torch.manual_seed(args.seed)

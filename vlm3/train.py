@@ -25,6 +25,7 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from common.checkpoint import load_optimizer_state, save_optimizer_state
+from common.cli import one_line_errors
 from common.datasets import MixtureDataset
 from common.synthetic import generate_split
 from vlm3.config import Config, load_config, to_dict
@@ -259,8 +260,9 @@ def main(argv=None) -> None:
     ap.add_argument("overrides", nargs="*", help="key=value, e.g. train.steps=200")
     args = ap.parse_args(argv)
     overrides = list(args.overrides) + ([f"train.seed={args.seed}"] if args.seed is not None else [])
-    cfg = load_config(args.config, overrides)
-    train(cfg, resume=args.resume)
+    with one_line_errors("vlm3.train"):
+        cfg = load_config(args.config, overrides)
+        train(cfg, resume=args.resume)
     print(f"checkpoint: {Path(cfg.train.out_dir) / 'checkpoint'}")
 
 

@@ -10,7 +10,8 @@ Layout, one folder per clip (frames matched by sorted position, numbers compared
     <clip>/poses_bounds.npy     LLFF [N, 17]: 3x5 [R | t | (H, W, focal)] + near, far per frame
 
 Conversions to the `Sample` conventions:
-- depth: PNG value / `depth_scale`. The depth maps are not in metres and their scale is not
+- depth: PNG value / `depth_scale`, from 8-bit (EndoNeRF) or 16-bit (StereoMIS conversions) grey
+  PNGs; an RGB depth PNG is an error. The depth maps are not in metres and their scale is not
   documented (loaders rescale them: EndoGaussian clips to percentiles, SurgicalGaussian divides by
   100), so the default 1.0 returns the stored values in the dataset's own units; 0 stays invalid.
 - tool mask: `Sample.masks["tool"]`, True on instrument pixels (the loaders' tissue mask is its
@@ -66,6 +67,7 @@ class EndoNeRFClip:
         self.dir = Path(clip_dir)
         if not self.dir.is_dir():
             raise DatasetError(self.dir, "clip folder not found")
+        depth_scale = io.check_depth_scale(self.dir, depth_scale, "depth_scale")
         self.depth_scale, self.tool_is_white = depth_scale, tool_is_white
         self.images = io.list_images(self.dir / "images")
         self.depths = io.list_images(self.dir / "depth")
@@ -95,7 +97,9 @@ class EndoNeRFClip:
             image = io.read_rgb(self.images[i], size)  # [3, H, W]
             size = tuple(image.shape[-2:])
             images.append(image)
-            depths.append(io.read_depth_png(self.depths[i], self.depth_scale, size))  # [H, W]
+            # EndoNeRF's own depth maps are 8-bit, the StereoMIS conversions 16-bit: both are read.
+            depth = io.read_depth_png(self.depths[i], self.depth_scale, size, allow_8bit=True)  # [H, W]
+            depths.append(depth)
             white = io.read_mask(self.masks[i], size)  # [H, W]
             tools.append(white if self.tool_is_white else ~white)
         depth, valid = valid_from_depth(torch.stack(depths))  # [V, H, W]

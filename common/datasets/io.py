@@ -1,8 +1,9 @@
 """Reading and writing the image files of a scene, with one clear `DatasetError` per bad file.
 
-RGB is 8-bit PNG/JPEG, returned as float32 [3, H, W] in [0, 1]. Depth is a 16-bit PNG holding
-metres * scale (0 = invalid), returned as float32 [H, W] metres. Normals are 8-bit RGB PNGs
-encoding (n + 1) / 2, (0, 0, 0) = unknown. Ids are 16-bit PNGs.
+RGB is 8-bit PNG/JPEG, returned as float32 [3, H, W] in [0, 1]. Depth is a 16-bit single-channel
+PNG holding metres * scale (0 = invalid), returned as float32 [H, W] metres; an 8-bit or RGB depth
+PNG is an error, never read as metres / 1000. Normals are 8-bit RGB PNGs encoding (n + 1) / 2,
+(0, 0, 0) = unknown. Ids are 16-bit PNGs.
 """
 
 from __future__ import annotations
@@ -44,11 +45,33 @@ def read_rgb(path, size: tuple[int, int] | None = None) -> torch.Tensor:
     return image
 
 
-def read_depth_png(path, scale: float, size: tuple[int, int] | None = None) -> torch.Tensor:
-    """Read a 16-bit depth PNG holding metres * `scale` as float32 metres [H, W] (0 = invalid)."""
+def check_depth_scale(where, scale, field: str = "depth scale") -> float:
+    """`scale` as a float if it is a finite number > 0, else a DatasetError naming `where` and
+    `field`: a scale of 0 or below would make every depth pixel invalid or negative."""
+    number = isinstance(scale, (int, float)) and not isinstance(scale, bool)
+    if not (number and math.isfinite(scale) and scale > 0):
+        raise DatasetError(where, f"{field}: expected a number > 0 (depth = PNG value / scale), "
+                                  f"got {scale!r}")
+    return float(scale)
+
+
+def read_depth_png(
+    path, scale: float, size: tuple[int, int] | None = None, allow_8bit: bool = False
+) -> torch.Tensor:
+    """Read a 16-bit single-channel depth PNG holding metres * `scale` as float32 metres [H, W]
+    (0 = invalid).
+
+    An 8-bit (or RGB, or palette) PNG is a DatasetError naming the file: read as value / 1000 it
+    would give depths of at most 0.255 m without a word. `allow_8bit` is for layouts whose depth
+    maps are 8-bit by definition (EndoNeRF), not for metric depth.
+    """
+    check_depth_scale(path, scale)
     mode, arr = _open(path)
-    if arr.ndim != 2 or arr.dtype not in (np.uint16, np.int32, np.uint8):
-        raise DatasetError(path, f"expected a single-channel 16-bit depth PNG, got mode {mode}")
+    eight_bit = arr.ndim == 2 and arr.dtype == np.uint8 and mode == "L"
+    if arr.ndim != 2 or (arr.dtype not in (np.uint16, np.int32) and not (allow_8bit and eight_bit)):
+        bits = "8-bit" if arr.dtype in (np.uint8, np.bool_) else str(arr.dtype)
+        kind = "an 8- or 16-bit single-channel PNG" if allow_8bit else "a 16-bit single-channel PNG"
+        raise DatasetError(path, f"expected {kind} (depth * {scale:g}), got {bits} mode {mode}")
     depth = torch.from_numpy(arr.astype(np.float32) / scale)  # [H, W]
     _check_size(path, depth.shape, size)
     return depth

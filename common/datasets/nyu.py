@@ -169,6 +169,7 @@ class NYUv2Folder(torch.utils.data.Dataset):
 
     def __init__(self, root, depth_scale: float = 1000.0, K: torch.Tensor | None = None):
         root = Path(root)
+        depth_scale = io.check_depth_scale(root, depth_scale, "depth_scale")
         self.root, self.depth_scale, self.K = root, depth_scale, K
         rgb = {p.stem: p for p in io.list_images(root / "rgb")}
         depth = {p.stem: p for p in io.list_images(root / "depth")}

@@ -101,7 +101,7 @@ def read_scene(
     if not all_views:
         raise DatasetError(where, "field 'views': expected at least one view")
     picked = range(len(all_views)) if views is None else views
-    scale = float(meta.get("depth_scale", 1000.0))
+    scale = io.check_depth_scale(where, meta.get("depth_scale", 1000.0), "field 'depth_scale'")
     images, Ks, w2cs, depths, normals, instances, times, names = [], [], [], [], [], [], [], []
     masks: dict[str, list] = {}
     for i in picked:

@@ -181,15 +181,26 @@ _MRA_TIE_TOL = 1e-9
 
 
 def mean_relative_accuracy(pred, gt) -> float:
-    """VSI-Bench Mean Relative Accuracy for one numeric answer, in [0, 1].
+    """VSI-Bench Mean Relative Accuracy for one numeric answer, in [0, 1]; for sequences of answers
+    (pred and gt of the same length) the mean over them.
 
     MRA = (1/10) sum_{theta in MRA_THRESHOLDS} 1[|pred - gt| / |gt| <= 1 - theta].
     The paper writes '<'; VSI-Bench's code uses '<=', whose outcome at an exact tie then depends
     on float rounding (1 - 0.55 = 0.44999999999999996, 1 - 0.75 = 0.25). We follow the code and
     make ties deterministic: a relative error within 1e-9 of 1 - theta counts as a hit (matters
     for counting questions, e.g. gt 4, pred 5 -> error 0.25). pred None or non-finite -> 0.
-    gt must be non-zero and finite.
+    gt must be non-zero and finite. Sequences of different lengths, or a sequence against a single
+    number, are a ValueError naming both lengths.
     """
+    pred_seq, gt_seq = _is_sequence(pred), _is_sequence(gt)
+    if pred_seq or gt_seq:
+        n_pred = len(pred) if pred_seq else "a single number"
+        n_gt = len(gt) if gt_seq else "a single number"
+        if not (pred_seq and gt_seq) or n_pred != n_gt or n_gt == 0:
+            raise ValueError(
+                f"pred and gt: expected two sequences of the same non-zero length, got {n_pred} and {n_gt}"
+            )
+        return float(np.mean([mean_relative_accuracy(p, g) for p, g in zip(pred, gt)]))
     gt = float(gt)
     if not math.isfinite(gt) or gt == 0:
         raise ValueError(f"gt: must be finite and non-zero for a relative error, got {gt}")
@@ -200,6 +211,15 @@ def mean_relative_accuracy(pred, gt) -> float:
         return 0.0
     rel = abs(pred - gt) / abs(gt)
     return float(np.mean([rel <= 1 - theta + _MRA_TIE_TOL for theta in MRA_THRESHOLDS]))
+
+
+def _is_sequence(x) -> bool:
+    """A list, tuple or array with a length (a 0-d array or a number is not)."""
+    if isinstance(x, (str, bytes)):
+        return False
+    if hasattr(x, "ndim"):
+        return x.ndim > 0
+    return isinstance(x, (list, tuple))
 
 
 def accuracy(flags) -> float:

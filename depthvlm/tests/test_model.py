@@ -126,7 +126,7 @@ def test_bad_checkpoint_folder(tmp_path):
         load_pretrained(tmp_path)
 
 
-def test_demo_writes_answer_depth_png_and_ply(tiny, tmp_path):
+def test_demo_writes_answer_depth_png_and_ply(tiny, tmp_path, capsys):
     import trimesh
     from PIL import Image
 
@@ -141,8 +141,12 @@ def test_demo_writes_answer_depth_png_and_ply(tiny, tmp_path):
     assert depth.shape == (32, 44, 3)  # floor(40 * 40/50), floor(56 * 40/50): the canonical size
     assert len(trimesh.load(tmp_path / "o" / "points.ply").vertices) == 32 * 44
     assert (tmp_path / "o" / "answer.txt").is_file()
-    with pytest.raises(SystemExit, match="--K"):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:  # one line, exit status 2, before the model is loaded
         demo.main(["--model", str(tmp_path / "m"), "--image", str(tmp_path / "x.png"), "--K", "1,2"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "depthvlm.demo: error: --K '1,2': expected four numbers fx,fy,cx,cy in pixels", err
 
 
 def test_tokenizer_learned_from_the_templates_keeps_names_whole_and_digits_apart():

@@ -226,7 +226,7 @@ def test_demo_writes_its_outputs_and_answers_bad_input_in_one_line(data_root, ti
         (["--depth", str(depth), "--K", "50,50,32,32"], "expected size (H, W) = (64, 64), got (32, 32)"),
         (["--depth", str(scene / "depth")], "intrinsics missing: the sensor-depth mode needs --K"),
         (["--mesh", str(tmp_path / "bad.ply")], "bad.ply: not a mesh or point cloud trimesh can read"),
-        (["--K", "0,50,32,32"], "--K: focal lengths must be > 0"),
+        (["--K", "0,50,32,32"], "--K '0,50,32,32': expected finite fx,fy,cx,cy with focal lengths"),
     ]
     for extra, message in cases:
         capsys.readouterr()
@@ -250,7 +250,7 @@ def test_demo_writes_its_outputs_and_answers_bad_input_in_one_line(data_root, ti
 
 
 @pytest.mark.parametrize("args, message", [
-    (["train.stage2.steps=-1"], "train.stage2.steps: expected >= 0, got -1"),
+    (["train.stage2.steps=-1"], "train.stage2.steps: expected an int >= 0, got -1"),
     (["model.knn=1"], "model.knn: expected >= 2"),
     (["train.stage3.steps=1"], "unknown key 'train.stage3.steps'"),
     (["--stages", "3"], "--stages: expected 1, 2 or 1,2"),

@@ -58,7 +58,7 @@ def test_save_load_round_trip_and_stock_class(tiny, tmp_path):
     assert json.loads((tmp_path / "m" / "config.json").read_text())["model_type"] == "llava_onevision"
     # The checkpoint loads in the stock class: the ground head is the only extra.
     stock, info = LlavaOnevisionForConditionalGeneration.from_pretrained(
-        tmp_path / "m", output_loading_info=True
+        tmp_path / "m", output_loading_info=True, use_safetensors=True
     )
     assert info["missing_keys"] == set() or not info["missing_keys"]
     assert all(k.startswith("ground_head.") for k in info["unexpected_keys"]) and info["unexpected_keys"]

@@ -167,8 +167,8 @@ def test_strong_verifier_pretraining_and_loading(data_root, teacher_path, tmp_pa
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("train.steps=-5", "train.steps: expected >= 1, got -5"),
-        ("train.checkpoint_every=0", "train.checkpoint_every: expected >= 1"),
+        ("train.steps=-5", "train.steps: expected an int >= 1, got -5"),
+        ("train.checkpoint_every=0", "train.checkpoint_every: expected an int >= 1, got 0"),
         (
             "supervision.geometry_weight=0",
             "supervision.cross_view_weight: expected 0 when geometry_weight is 0",
