@@ -2,7 +2,9 @@
 model with the candidate features pooled from voxel tokens, from the encoder's points, or both
 (the product uses both), beside the geometry-free VLM; Acc@0.25 on the test split (sensor mode).
 "projected" adds to both the encoder's per-pixel features pooled inside each box's projection in
-every view (the geometry-free VLM's pooling, on the geometry encoder's pixel features).
+every view (the geometry-free VLM's pooling, on the geometry encoder's pixel features); "semantic"
+adds instead the geometry-free VLM's own RGB patch tokens pooled that way (a semantic stream beside
+the geometric one, as G2VLM keeps its VLM's visual tokens).
 
     python -m g2vlm.diagnostics.object_pooling --steps 400 --variant points
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -58,6 +61,14 @@ def pooled_by(variant: str):
     def object_features(self, tokens, boxes, rgb=None, K=None, w2c=None):
         if self.config.geometry_free or variant == "both":
             return ORIGINAL(self, tokens, boxes, rgb, K, w2c)
+        if variant == "semantic":
+            half = torch.tensor(self.config.voxel_sizes, device=boxes.device)[tokens.scale] / 2
+            zero = torch.zeros(tokens.point_xyz.shape[0], device=boxes.device)
+            pooled = pool_boxes(tokens.xyz, tokens.feats, half, boxes)
+            pooled = pooled + pool_boxes(tokens.point_xyz, tokens.point_feats, zero, boxes)
+            g = self.patch_embed(rgb * 2 - 1)  # [V, C, h, w] the geometry-free VLM's tokens
+            patches = SimpleNamespace(feats=g.flatten(2).transpose(1, 2).reshape(-1, g.shape[1]))
+            return self.objects(pooled + self._pool_projected(patches, boxes, K, w2c, rgb.shape[-1]), boxes)
         if variant == "projected":
             half = torch.tensor(self.config.voxel_sizes, device=boxes.device)[tokens.scale] / 2
             zero = torch.zeros(tokens.point_xyz.shape[0], device=boxes.device)
@@ -78,7 +89,8 @@ def pooled_by(variant: str):
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
-        "--variant", choices=["voxels", "points", "both", "projected", "geometry-free"], required=True
+        "--variant", choices=["voxels", "points", "both", "projected", "semantic", "geometry-free"],
+        required=True
     )
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--init", default="results/g2vlm/stage1/stage1/final")
