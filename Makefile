@@ -17,12 +17,13 @@ VIEWS ?= 8
 SIZE ?= 128
 SEED ?= 0
 
-.PHONY: setup test test-cuda data benchmark perf contact-sheet cherry-pick check-imports clean help \
+.PHONY: setup test test-cuda gpu-check data benchmark perf contact-sheet cherry-pick check-imports clean help \
 	$(addprefix reproduce-,$(PAPERS))
 
 help:
 	@echo "make setup            create .venv and install the project (torch CPU wheel first)"
 	@echo "make test             the CPU test suite"
+	@echo "make gpu-check        CUDA machine: cuda tests + perf CUDA rows -> results/gpu_check.json"
 	@echo "make data             generate the synthetic benchmark in $(DATA)"
 	@echo "make reproduce-PAPER  reproduce one paper: $(PAPERS)"
 	@echo "make benchmark        leaderboard over results/*/results.json and perf benchmarks"
@@ -52,6 +53,11 @@ test: setup
 
 test-cuda: setup
 	$(PY) -m pytest -q -m cuda
+
+# One command on a CUDA machine (~8 minutes at most; QUICK=1 for the perf benchmarks' --quick): every
+# cuda test, then the CUDA rows of the perf benchmarks, in one JSON. Exit 2 without a CUDA device.
+gpu-check: setup
+	$(PY) scripts/gpu_check.py --out results/gpu_check.json $(if $(QUICK),--quick)
 
 $(DATA)/train/index.json: | setup
 	$(PY) -m common.synthetic --out $(DATA) --split train --scenes $(TRAIN_SCENES) --views $(VIEWS) --size $(SIZE) --seed $(SEED)

@@ -1,4 +1,5 @@
-"""The one `results.json` schema that every reproduce and benchmark run writes (DESIGN.md).
+"""The one `results.json` schema that every reproduce and benchmark run writes (DESIGN.md), and
+`truncate_jsonl`, which cuts a training log (`metrics.jsonl`) back to a checkpoint on resume.
 
     {"paper": "ivgt", "ours": "ivgt",
      "data": {"name", "split", "generator_version", "scenes", "seed"},
@@ -88,6 +89,52 @@ def write_results(path, results: dict) -> Path:
     tmp.write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def truncate_jsonl(path, step, *, key: str = "step", stage=None, stage_key: str = "stage") -> int:
+    """Cut the JSON-lines training log `path` back to a checkpoint before a resumed run appends to it,
+    so that the steps after the checkpoint (which the resumed run does again) are not logged twice.
+
+    Keeps the lines whose `key` is <= `step`. With `stage` (a log whose lines carry `stage_key`, its
+    stages trained one after another): keeps every line of the stages logged before `stage`'s first
+    line, the lines of `stage` whose `key` is <= `step`, and drops the rest (later stages). Pass the
+    step of the last line to keep: a log that numbers steps from 0 resuming at a checkpoint taken
+    after S steps keeps `key` <= S - 1 (and -1 keeps none of that stage).
+
+    The file is rewritten atomically (a temporary file, then a rename); a missing file stays missing.
+    A last line cut short by a kill (no newline, not JSON) is dropped; any other line that is not a
+    JSON object holding `key` (and `stage_key`) is a DatasetError naming the file and line.
+    Returns the number of lines kept."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    raw = path.read_text().splitlines(keepends=True)
+    keep, in_stage = [], False
+    for n, line in enumerate(raw, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if n == len(raw) and not line.endswith("\n"):
+                break  # the last line, torn by a kill mid-write
+            raise DatasetError(path, f"line {n}: not valid JSON") from None
+        if not isinstance(row, dict) or key not in row or (stage is not None and stage_key not in row):
+            need = f"{key!r}" + (f" and {stage_key!r}" if stage is not None else "")
+            raise DatasetError(path, f"line {n}: expected a JSON object with {need}")
+        if stage is None or row[stage_key] == stage:
+            in_stage = True
+            if row[key] <= step:
+                keep.append(line.rstrip("\n") + "\n")
+        elif not in_stage:  # an earlier stage
+            keep.append(line.rstrip("\n") + "\n")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # one per process: ranks may cut at once
+    with open(tmp, "w") as f:
+        f.write("".join(keep))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return len(keep)
 
 
 def read_results(path) -> dict:

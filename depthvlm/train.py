@@ -9,7 +9,8 @@ train, the vision encoder stays frozen; loss = text CE (answer tokens only) + w 
 Runs through `accelerate` (CPU, one GPU or `accelerate launch` on many). Checkpoints are written
 atomically every `train.checkpoint_every` steps and at the end of each stage (safetensors + JSON,
 no pickles); `--resume` continues from the last one and reaches the same weights as an
-uninterrupted run, because batch b of step s is a pure function of (seed, stage, s).
+uninterrupted run, because batch b of step s is a pure function of (seed, stage, s). `metrics.jsonl`
+(one line per step, with its stage) is cut back to the checkpoint first, so no step is logged twice.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tqdm import tqdm
 
 from common.checkpoint import load_safetensors
 from common.cli import one_line_errors
+from common.results import truncate_jsonl
 from depthvlm.config import load_config, set_cpu_threads, to_dict
 from depthvlm.data import DEPTH_PROMPT, build_items, ensure_synthetic
 from depthvlm.model import build_model, load_pretrained, save_pretrained
@@ -103,6 +105,11 @@ def save_checkpoint(path: Path, model, optimizer, step: int) -> None:
         os.replace(path, old)
     os.replace(tmp, path)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def checkpoint_step(path: Path) -> int:
+    """The number of steps done at the checkpoint folder `path` (0 when there is none)."""
+    return json.loads((path / "state.json").read_text())["step"] if path.exists() else 0
 
 
 def load_checkpoint(path: Path, model, optimizer) -> int:
@@ -191,17 +198,23 @@ def train(cfg, resume: bool = False, stages=(1, 2)) -> Path:
     model.config.silog_lambda = cfg.train.silog_lambda
     items = build_items(cfg.data, cfg.data.train_split, processor.factor, cfg.data.max_train_views, cfg.seed)
     summary = {}
-    with open(out_dir / "metrics.jsonl", "a" if resume else "w") as log:
-        for stage in stages:
-            final = out_dir / f"stage{stage}" / "final"
-            if resume and (final / "config.json").is_file():  # stage already done: continue from it
-                model, processor = load_pretrained(final)
-                continue
-            scfg = cfg.train.stage1 if stage == 1 else cfg.train.stage2
-            model.config.depth_loss_weight = scfg.depth_weight
+    log_path = out_dir / "metrics.jsonl"
+    if not resume:
+        log_path.write_text("")
+    for stage in stages:
+        final = out_dir / f"stage{stage}" / "final"
+        if resume and (final / "config.json").is_file():  # stage already done: continue from it
+            model, processor = load_pretrained(final)
+            continue
+        if resume:  # this stage's steps after its checkpoint are done again (steps logged from 0)
+            done = checkpoint_step(out_dir / f"stage{stage}" / "checkpoint")
+            truncate_jsonl(log_path, done - 1, stage=stage)
+        scfg = cfg.train.stage1 if stage == 1 else cfg.train.stage2
+        model.config.depth_loss_weight = scfg.depth_weight
+        with open(log_path, "a") as log:
             summary[f"stage{stage}"] = train_stage(model, processor, items, scfg, stage, out_dir, cfg.seed, resume,
                                                    cfg.train.checkpoint_every, log)
-            save_pretrained(model, processor, final)
+        save_pretrained(model, processor, final)
     final = out_dir / f"stage{stages[-1]}" / "final"
     (out_dir / "results.json").write_text(json.dumps({"final_model": str(final), "seconds": time.time() - t0,
                                                       "train_items": len(items), **summary}, indent=1))

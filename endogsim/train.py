@@ -14,7 +14,8 @@ DIR is an EndoNeRF-layout clip (images/, depth/, masks/ with white = tool, poses
 - Adam with 3DGS's per-attribute learning rates, exponentially decayed for positions and the field.
 
 The frame of step s comes from a generator seeded by (seed, s), and checkpoints hold the model and
-the Adam state (safetensors), so `--resume` reaches the weights of an uninterrupted run. The
+the Adam state (safetensors), so `--resume` reaches the weights of an uninterrupted run (and its
+metrics.jsonl, which is cut back to the checkpoint's step before the resumed run appends). The
 Gaussian count is fixed by the initialisation (no densification or pruning; see the README).
 
 Writes OUT/metrics.jsonl (one line per step), OUT/checkpoint/ (atomically, every
@@ -42,6 +43,7 @@ from common.config import save_config
 from common.datasets.endonerf import endonerf_split
 from common.datasets.sample import Sample
 from common.errors import DatasetError
+from common.results import truncate_jsonl
 
 from .clip import load_clip
 from .config import DEFAULT_CONFIG, ReconConfig, check_recon_config, load_config, model_kwargs
@@ -189,6 +191,8 @@ def train_reconstruction(rc: ReconConfig, data_dir, out_dir, resume: bool = Fals
                     masks={"tool": sample.masks["tool"].to(dev)}, times=sample.times, scene_id=sample.scene_id,
                     view_names=sample.view_names)
     train_frames = [f for f in endonerf_split(sample.num_views, "train") if f not in set(skip_frames)]
+    if start:  # the steps after the checkpoint are done again: drop their lines
+        truncate_jsonl(out_dir / "metrics.jsonl", start)
     log = open(out_dir / "metrics.jsonl", "a" if start else "w")
     bar = tqdm(range(start, rc.steps), initial=start, total=rc.steps, disable=not progress, desc="endogsim recon")
     t0 = time.time()

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from common.checkpoint import load_optimizer_state, save_optimizer_state
 from common.cli import one_line_errors
+from common.results import truncate_jsonl
 from g2vlm.config import Config, load_config, set_threads, to_dict
 from g2vlm.data import ensure_data, load_scenes
 from g2vlm.model import G2VLM, build_model
@@ -80,16 +81,6 @@ def save_checkpoint(model: G2VLM, optimizer, step: int, folder: Path) -> None:
         os.replace(final, old)
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def cut_log(path: Path, stage: int, step: int) -> None:
-    if path.is_file():
-        keep = [
-            ln
-            for ln in path.read_text().splitlines()
-            if ln.strip() and (json.loads(ln)["stage"] < stage or json.loads(ln)["step"] <= step)
-        ]
-        path.write_text("".join(ln + "\n" for ln in keep))
 
 
 def train_stage(
@@ -204,16 +195,14 @@ def train(
                 model = G2VLM.from_pretrained(folder / "final")
                 continue
             ckpt = folder / "checkpoint"
+            start = 0
             if resume and (ckpt / "trainer_state.json").is_file():
                 model = G2VLM.from_pretrained(ckpt / "model")
-                if log is not None:
-                    log.close()
-                    cut_log(
-                        out / "metrics.jsonl",
-                        stage,
-                        json.loads((ckpt / "trainer_state.json").read_text())["step"],
-                    )
-                    log = open(out / "metrics.jsonl", "a")  # noqa: SIM115
+                start = json.loads((ckpt / "trainer_state.json").read_text())["step"]
+            if resume and log is not None:  # this stage's steps after its checkpoint are done again
+                log.close()
+                truncate_jsonl(out / "metrics.jsonl", start, stage=stage)
+                log = open(out / "metrics.jsonl", "a")  # noqa: SIM115
             if not train_stage(model, scenes, cfg, stage, accelerator, log, resume, progress, stop_at):
                 break
     finally:

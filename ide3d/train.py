@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from common.checkpoint import load_optimizer_state, load_safetensors, save_optimizer_state
 from common.cli import one_line_errors
+from common.results import truncate_jsonl
 from ide3d.config import Config, load_config, set_threads, to_dict
 from ide3d.consistency import neighbour_frames
 from ide3d.data import collate, ensure_data, items, load_scenes
@@ -118,13 +119,6 @@ def save_checkpoint(trainee: Trainee, processor, optimizer, step: int, out: Path
     shutil.rmtree(old, ignore_errors=True)
 
 
-def cut_log(path: Path, step: int) -> None:
-    """Keep the metrics lines of steps <= `step` (the lines after a checkpoint are redone on resume)."""
-    if path.is_file():
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-        path.write_text("".join(ln + "\n" for ln in lines))
-
-
 def train(cfg: Config, resume: bool = False, stop_at: int | None = None, progress: bool = True) -> Path:
     """Train per `cfg`; returns `<out>/final`. `stop_at` ends the run after that step as a kill
     would (tests of --resume)."""
@@ -172,8 +166,8 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None, progres
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
-        if resume:
-            cut_log(out / "metrics.jsonl", start)
+        if resume:  # the steps after the checkpoint are done again: drop their lines
+            truncate_jsonl(out / "metrics.jsonl", start)
         log = open(out / "metrics.jsonl", "a" if resume else "w")
     bar = tqdm(
         range(start, cfg.train.steps),

@@ -5,7 +5,7 @@ Each step draws one scene from the mixture (synthetic indoor / outdoor by defaul
 of them. Stage 1 (steps < stage2_start): RGB, depth and normal rendering losses, the camera loss
 and the depth-head loss; stage 2 adds the eikonal term (IVGT's two stages). Every random choice
 of a step comes from a generator seeded by (seed, step), so `--resume` from a checkpoint reaches
-the weights of an uninterrupted run.
+the weights of an uninterrupted run (and `metrics.jsonl`, cut back to the checkpoint's step first, the log).
 
 Checkpoint (`<output_dir>/checkpoint`, written atomically every `train.checkpoint_every` steps and
 at the end): the model (config.json + diffusion_pytorch_model.safetensors), the AdamW state
@@ -32,6 +32,7 @@ from common.cameras import pixel_rays
 from common.checkpoint import load_optimizer_state, load_safetensors, save_optimizer_state
 from common.cli import one_line_errors
 from common.errors import CheckpointError
+from common.results import truncate_jsonl
 from ivgt.config import Config, load_config
 from ivgt.data import build_mixture, canonical_views
 from ivgt.losses import camera_loss, confidence_depth_loss, normal_loss
@@ -152,6 +153,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, stop_at: int
     mixture = build_mixture(tc.sources, length=max(tc.steps, 1), seed=tc.seed)
     size = tuple(cfg.model.image_size)
     (out_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1, default=list))
+    if start:  # the steps after the checkpoint are done again: drop their lines
+        truncate_jsonl(out_dir / "metrics.jsonl", start)
     log = open(out_dir / "metrics.jsonl", "a" if start else "w")
     bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, disable=not progress, desc="ivgt train")
     t0 = time.time()

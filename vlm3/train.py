@@ -7,7 +7,8 @@ Batch i of step s holds mixture items s*B .. s*B+B-1 (`common.datasets.MixtureDa
 function of the seed and the index), the learning rate is a function of the step, and the model has
 no dropout, so `--resume` reaches the same weights as an uninterrupted run. Checkpoints (model,
 tokenizer, image processor, AdamW state as safetensors, step) are written atomically every
-`train.checkpoint_every` steps and at the end; `metrics.jsonl` gets one line per step.
+`train.checkpoint_every` steps and at the end; `metrics.jsonl` gets one line per step (`--resume`
+cuts it back to the checkpoint's step first, so no step is logged twice).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tqdm import tqdm
 from common.checkpoint import load_optimizer_state, save_optimizer_state
 from common.cli import one_line_errors
 from common.datasets import MixtureDataset
+from common.results import truncate_jsonl
 from common.synthetic import generate_split
 from vlm3.config import Config, load_config, to_dict
 from vlm3.data import TASKS, QuestionBuilder, SceneCache, TaskDataset, TaskSettings
@@ -199,6 +201,8 @@ def train(
     vlm.model, opt = accelerator.prepare(vlm.model, opt)
     vlm.model.train()
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+    if resume:  # the steps after the checkpoint are done again: drop their lines
+        truncate_jsonl(out / "metrics.jsonl", start)
     log = open(out / "metrics.jsonl", "a" if resume else "w")
     bar = tqdm(
         range(start, cfg.train.steps),

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.tests import kill_resume
 from depthvlm.config import StageConfig, load_config
 from depthvlm.train import freeze_for_stage, train_stage
 
@@ -56,6 +57,34 @@ def test_resume_same_weights(scene_items, tmp_path):
     # The resumed model starts from fresh weights: the checkpoint restores every trainable one.
     a, b = full.state_dict(), resumed.state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_cli_resumed_after_a_kill_in_stage_2_reaches_the_same_weights_and_log(tmp_path):
+    """`depthvlm.train` killed with SIGKILL in stage 2 after a checkpoint (and a step logged past
+    it), then run with --resume: stage 2's final weights equal the uninterrupted run's bit for bit
+    and metrics.jsonl (stage-qualified, steps from 0, no time field) has the same lines."""
+    from common.synthetic import generate_split
+
+    data = tmp_path / "data"
+    for split in ("train", "test"):
+        generate_split(data, split, scenes=2, views=2, size=64, seed=0, progress=False)
+    args = ["-m", "depthvlm.train", f"data.root={data}", "data.focal=60", "data.max_size=64",
+            "model.vision_hidden=32", "model.vision_mlp=64", "model.text_hidden=32", "model.text_layers=1",
+            "model.text_heads=2", "model.text_kv_heads=1", "model.text_mlp=64", "model.head_features=16",
+            "model.head_out_channels=[8, 8, 16, 16]", "train.checkpoint_every=4",
+            "train.stage1={steps: 4, lr: 1.0e-3, warmup: 0.1, batch_size: 2, with_text: false}",
+            "train.stage2={steps: 16, lr: 5.0e-4, warmup: 0.1, batch_size: 2}"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    kill_resume.run([*args, f"out_dir={a}"], tmp_path / "a.log")
+    step = kill_resume.kill_after_checkpoint(
+        [*args, f"out_dir={b}"], b / "stage2" / "checkpoint" / "state.json", b / "metrics.jsonl",
+        tmp_path / "b.log", past=lambda row, s: row["stage"] == 2 and row["step"] >= s)
+    assert step in (4, 8, 12) and not (b / "stage2" / "final").exists()
+    kill_resume.run([*args, f"out_dir={b}", "--resume"], tmp_path / "resume.log")
+    kill_resume.assert_same_weights(a / "stage2" / "final" / "model.safetensors",
+                                    b / "stage2" / "final" / "model.safetensors")
+    rows = kill_resume.assert_same_log(a / "metrics.jsonl", b / "metrics.jsonl", time_keys=())
+    assert [(r["stage"], r["step"]) for r in rows] == [(1, s) for s in range(4)] + [(2, s) for s in range(16)]
 
 
 def test_tiny_model_overfits_one_depth_map(tiny, scene_items, tmp_path):

@@ -5,11 +5,11 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from common.config import ConfigError
 from common.errors import DatasetError
+from common.tests import kill_resume
 from endogsim import evaluate as evaluate_mod
 from endogsim import train as train_mod
 from endogsim.config import load_config
@@ -68,20 +68,29 @@ def test_cli_trains_a_model_that_beats_the_untrained_one_on_held_out_frames(clip
     assert sorted(p.name for p in (tmp_path / "renders").glob("*.png")) == ["000001.png", "000009.png"]
 
 
-def test_resume_reaches_the_same_weights(clip, tmp_path):
-    c = cfg("recon.steps=8", "recon.coarse_steps=3", "recon.checkpoint_every=2")
-    full = train_reconstruction(c.recon, clip, tmp_path / "full", progress=False)
-    train_reconstruction(c.recon, clip, tmp_path / "cut", progress=False, stop_at=5)  # last checkpoint: step 4
-    assert json.loads((tmp_path / "cut" / "checkpoint" / "trainer_state.json").read_text())["step"] == 4
-    resumed = train_reconstruction(c.recon, clip, tmp_path / "cut", resume=True, progress=False)
-    a, b = full.state_dict(), resumed.state_dict()
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6, msg=k)
-    moved = (full.means - init_reconstruction(c.recon, load_clip(clip, c.recon)).means).abs().max()
+def test_resume_after_a_kill_reaches_the_same_weights_and_log(clip, tmp_path):
+    """`endogsim.train` killed with SIGKILL after a checkpoint (and steps logged past it), then run
+    with --resume: the final weights equal the uninterrupted run's bit for bit, and metrics.jsonl
+    has the same lines (all fields but the wall-clock "seconds"), each step once."""
+    args = ["-m", "endogsim.train", "--data", str(clip), "--seed", "0", *SMALL, "recon.steps=60",
+            "recon.coarse_steps=10", "recon.checkpoint_every=20"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    kill_resume.run([*args, "--out", str(full)], tmp_path / "full.log")
+    step = kill_resume.kill_after_checkpoint([*args, "--out", str(cut)],
+                                             cut / "checkpoint" / "trainer_state.json", cut / "metrics.jsonl",
+                                             tmp_path / "cut.log")
+    assert step in (20, 40) and not (cut / "model").exists()
+    logged = [json.loads(x)["step"] for x in (cut / "metrics.jsonl").read_text().splitlines()]
+    assert max(logged) > step  # the steps after the checkpoint, which the resumed run does again
+    kill_resume.run([*args, "--out", str(cut), "--resume"], tmp_path / "resume.log")
+    weights = "model/diffusion_pytorch_model.safetensors"
+    kill_resume.assert_same_weights(full / weights, cut / weights)
+    rows = kill_resume.assert_same_log(full / "metrics.jsonl", cut / "metrics.jsonl", time_keys=("seconds",))
+    assert [r["step"] for r in rows] == list(range(1, 61))
+    c = cfg()
+    trained = GaussianModel.from_pretrained(full / "model", use_safetensors=True)
+    moved = (trained.means - init_reconstruction(c.recon, load_clip(clip, c.recon)).means).abs().max()
     assert moved > 0  # the comparison is between trained weights
-    steps = [json.loads(x)["step"] for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
-    assert steps[-4:] == [5, 6, 7, 8]
 
 
 def test_static_baseline_of_a_static_clip_is_exact(clip, tmp_path):

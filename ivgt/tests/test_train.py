@@ -1,12 +1,12 @@
-"""Training: a tiny model overfits one scene; --resume reaches the uninterrupted weights."""
+"""Training: a tiny model overfits one scene; --resume after a kill reaches the uninterrupted weights
+and log."""
 
 import json
 
 import pytest
-import torch
-from safetensors.torch import load_file
 
 from common.synthetic import generate_split
+from common.tests import kill_resume
 from ivgt.config import load_config
 from ivgt.train import train
 
@@ -40,10 +40,23 @@ def test_tiny_model_overfits_one_scene(one_scene, tmp_path):
     assert last < 0.6 * first, (first, last)
 
 
-def test_resume_reaches_the_uninterrupted_weights(one_scene, tmp_path):
-    train(_cfg(one_scene, tmp_path / "a", 4), progress=False)
-    train(_cfg(one_scene, tmp_path / "b", 4), progress=False, stop_at=2)  # interrupted after a checkpoint
-    train(_cfg(one_scene, tmp_path / "b", 4), resume=True, progress=False)
-    a = load_file(str(tmp_path / "a" / "model" / "diffusion_pytorch_model.safetensors"))
-    b = load_file(str(tmp_path / "b" / "model" / "diffusion_pytorch_model.safetensors"))
-    assert all(torch.equal(a[k], b[k]) for k in a)
+def test_resume_after_a_kill_reaches_the_uninterrupted_weights_and_log(one_scene, tmp_path):
+    """`ivgt.train` killed with SIGKILL after a checkpoint (and steps logged past it), then run with
+    --resume: the final weights equal the uninterrupted run's bit for bit, and metrics.jsonl has the
+    same lines (all fields but the wall-clock "seconds"), each step once."""
+    source = f'train.sources={{one: {{root: "{one_scene}", split: train, weight: 1.0, domain: ""}}}}'
+    args = ["-m", "ivgt.train", *MODEL, "train.steps=20", "train.rays_per_view=32", "train.input_views=3",
+            "train.target_views=1", "train.warmup=2", "train.stage2_start=10", "train.checkpoint_every=5",
+            source]
+    a, b = tmp_path / "a", tmp_path / "b"
+    kill_resume.run([*args, f"train.output_dir={a}"], tmp_path / "a.log")
+    step = kill_resume.kill_after_checkpoint([*args, f"train.output_dir={b}"],
+                                             b / "checkpoint" / "trainer_state.json", b / "metrics.jsonl",
+                                             tmp_path / "b.log")
+    assert step in (5, 10, 15) and not (b / "model").exists()
+    assert max(json.loads(x)["step"] for x in (b / "metrics.jsonl").read_text().splitlines()) > step
+    kill_resume.run([*args, f"train.output_dir={b}", "--resume"], tmp_path / "resume.log")
+    weights = "model/diffusion_pytorch_model.safetensors"
+    kill_resume.assert_same_weights(a / weights, b / weights)
+    rows = kill_resume.assert_same_log(a / "metrics.jsonl", b / "metrics.jsonl", time_keys=("seconds",))
+    assert [r["step"] for r in rows] == list(range(1, 21))

@@ -1,5 +1,7 @@
 """The unchanged Qwen3-VL: label masking, save/load, learning, resuming, config errors."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -157,12 +159,17 @@ def test_resume_reaches_the_same_weights(cfg_overrides, tmp_path):
     full = load_config(None, cfg_overrides + [f"train.out_dir={tmp_path / 'full'}"])
     cut = load_config(None, cfg_overrides + [f"train.out_dir={tmp_path / 'cut'}"])
     a = train(full, progress=False)
-    train(cut, progress=False, stop_at=2)  # "killed" after the step-2 checkpoint
+    train(cut, progress=False, stop_at=3)  # "killed" after step 3: the checkpoint is step 2's
+    assert len((tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()) == 3
     b = train(cut, resume=True, progress=False)
     for (name, pa), (_, pb) in zip(a.model.named_parameters(), b.model.named_parameters()):
         assert torch.equal(pa, pb), name
-    lines = (tmp_path / "cut" / "metrics.jsonl").read_text().strip().splitlines()
-    assert len(lines) == 4
+
+    def log(run):  # every field but the wall-clock "seconds"; step 3 once (cut back on resume)
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in lines]
+
+    assert [r["step"] for r in log("cut")] == [1, 2, 3, 4] and log("cut") == log("full")
     with pytest.raises(ValueError, match="no checkpoint"):
         train(
             load_config(None, cfg_overrides + [f"train.out_dir={tmp_path / 'none'}"]),
