@@ -377,10 +377,13 @@ class VLM3:
             batch["labels"] = label_t
         return batch
 
-    def loss(self, batch: dict) -> torch.Tensor:
-        """Next-token cross-entropy on the answer tokens (transformers shifts the labels)."""
+    def loss(self, batch: dict, num_items_in_batch=None) -> torch.Tensor:
+        """Next-token cross-entropy on the answer tokens (transformers shifts the labels): their mean,
+        or their sum / num_items_in_batch (a global batch's token count, across processes)."""
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        return self.model(**batch).loss
+        if num_items_in_batch is None:
+            return self.model(**batch).loss
+        return self.model(**batch, num_items_in_batch=num_items_in_batch).loss
 
     @torch.no_grad()
     def generate(self, image_lists, prompts, max_new_tokens: int = 40, min_new_tokens: int = 0) -> list[str]:

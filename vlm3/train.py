@@ -2,10 +2,15 @@
 
     python -m vlm3.train --config vlm3/configs/tiny.yaml train.steps=2000 data.unify_focal=false
     python -m vlm3.train --config vlm3/configs/tiny.yaml --resume      # continue from the checkpoint
+    accelerate launch --num_processes 2 -m vlm3.train ...              # GPUs
+    torchrun --nproc_per_node 2 -m vlm3.train ...                      # 2 processes on a CPU (gloo)
 
-Batch i of step s holds mixture items s*B .. s*B+B-1 (`common.datasets.MixtureDataset`: a pure
-function of the seed and the index), the learning rate is a function of the step, and the model has
-no dropout, so `--resume` reaches the same weights as an uninterrupted run. Checkpoints (model,
+Step s's global batch holds mixture items s*G .. s*G+G-1 (G = processes x train.batch_size;
+`common.datasets.MixtureDataset`: a pure function of the seed and the index) and rank r takes its
+r-th B of them; the loss is the mean over the global batch's answer tokens (each rank's token sum
+over the global count) and DDP averages gradients, so N processes follow one process with N times
+the batch. Only the main process writes. The learning rate is a function of the step and the model
+has no dropout, so `--resume` reaches the same weights as an uninterrupted run. Checkpoints (model,
 tokenizer, image processor, AdamW state as safetensors, step) are written atomically every
 `train.checkpoint_every` steps and at the end; `metrics.jsonl` gets one line per step (`--resume`
 cuts it back to the checkpoint's step first, so no step is logged twice).
@@ -86,8 +91,9 @@ def scene_cache(cfg: Config, split: str = "train") -> SceneCache:
     raise ValueError(f"scene_cache: split {split!r}; expected 'train' or 'test'")
 
 
-def build_mixture(cfg: Config, cache: SceneCache | None = None) -> MixtureDataset:
-    """The training mixture over tasks (VLM3 Sec. 3.3: data mixture and scaling)."""
+def build_mixture(cfg: Config, cache: SceneCache | None = None, processes: int = 1) -> MixtureDataset:
+    """The training mixture over tasks (VLM3 Sec. 3.3: data mixture and scaling), long enough for
+    `processes` ranks of train.batch_size items per step."""
     for task in cfg.data.mixture:
         if task not in TASKS:
             raise ValueError(f"data.mixture: unknown task {task!r}; expected some of {TASKS}")
@@ -107,22 +113,27 @@ def build_mixture(cfg: Config, cache: SceneCache | None = None) -> MixtureDatase
         datasets[t] = TaskDataset(
             builder, t, int(cfg.data.samples[t]), seed=cfg.train.seed, turns=int(cfg.data.turns.get(t, 1))
         )
-    length = cfg.train.steps * cfg.train.batch_size
+    length = cfg.train.steps * cfg.train.batch_size * processes
     return MixtureDataset(datasets, weights, length=length, seed=cfg.train.seed)
 
 
-def batches(mixture: MixtureDataset, cfg: Config, start: int = 0):
-    """The training batches of steps start .. train.steps - 1: lists of (task, Example), step s's
-    being items s * B .. (s + 1) * B - 1 of the mixture; built in `train.workers` processes if > 0."""
+def batches(mixture: MixtureDataset, cfg: Config, start: int = 0, world: int = 1, rank: int = 0):
+    """This rank's training batches of steps start .. train.steps - 1: lists of (task, Example).
+    Step s's global batch is items s * G .. (s + 1) * G - 1 of the mixture (G = world x B); rank r
+    takes its r-th B of them. Built in `train.workers` processes if > 0."""
     B, workers = cfg.train.batch_size, cfg.train.workers
     if workers < 0:
         raise ValueError(f"train.workers = {workers}: expected 0 (no worker processes) or more")
+    if len(mixture) < cfg.train.steps * B * world:
+        raise ValueError(f"mixture: {len(mixture)} items, expected train.steps x train.batch_size x processes "
+                         f"= {cfg.train.steps * B * world}")
+    first = lambda s: (s * world + rank) * B  # noqa: E731  this rank's first item of step s
     if workers == 0:
-        return ([mixture[s * B + b] for b in range(B)] for s in range(start, cfg.train.steps))
+        return ([mixture[first(s) + b] for b in range(B)] for s in range(start, cfg.train.steps))
     loader = torch.utils.data.DataLoader(
         mixture,
         batch_size=B,
-        sampler=range(start * B, cfg.train.steps * B),
+        sampler=[first(s) + b for s in range(start, cfg.train.steps) for b in range(B)],
         num_workers=workers,
         collate_fn=list,  # a batch stays a list of (task, Example)
     )
@@ -182,10 +193,13 @@ def train(
     (after its checkpoint, if one falls there), to test resuming."""
     set_threads(cfg)
     out = Path(cfg.train.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    ensure_data(cfg)
-    mixture = mixture or build_mixture(cfg)
+    world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        ensure_data(cfg)
+    accelerator.wait_for_everyone()
+    mixture = mixture or build_mixture(cfg, processes=world)
     ckpt = out / "checkpoint"
     start = 0
     if resume:
@@ -200,19 +214,21 @@ def train(
         load_optimizer_state(opt, ckpt / "optimizer.safetensors")
     vlm.model, opt = accelerator.prepare(vlm.model, opt)
     vlm.model.train()
-    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
-    if resume:  # the steps after the checkpoint are done again: drop their lines
-        truncate_jsonl(out / "metrics.jsonl", start)
-    log = open(out / "metrics.jsonl", "a" if resume else "w")
+    log = None
+    if main:  # only the main process writes
+        (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+        if resume:  # the steps after the checkpoint are done again: drop their lines
+            truncate_jsonl(out / "metrics.jsonl", start)
+        log = open(out / "metrics.jsonl", "a" if resume else "w")
     bar = tqdm(
         range(start, cfg.train.steps),
         desc="vlm3 train",
-        disable=not progress,
+        disable=not (progress and main),
         initial=start,
         total=cfg.train.steps,
     )
     t0 = time.time()
-    for step, items in zip(bar, batches(mixture, cfg, start)):
+    for step, items in zip(bar, batches(mixture, cfg, start, world, rank)):
         examples = [ex for _, ex in items]
         batch = vlm.encode(
             [e.images for e in examples],
@@ -222,35 +238,45 @@ def train(
         )
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        loss = vlm.loss(batch)
+        # the mean over the global batch's answer tokens: each rank divides its token sum by the
+        # global count, times the world size (DDP averages gradients over the ranks)
+        tokens = accelerator.reduce((batch["labels"][:, 1:] != -100).sum().to(accelerator.device), "sum")
+        loss = vlm.loss(batch, num_items_in_batch=tokens) * world
         if not torch.isfinite(loss):
             raise FloatingPointError(f"step {step}: loss is {loss.item()}; lower train.lr")
         accelerator.backward(loss)
+        loss = accelerator.reduce(loss.detach(), "sum") / world  # the global batch's mean
         if cfg.train.grad_clip > 0:
             accelerator.clip_grad_norm_(vlm.model.parameters(), cfg.train.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        tasks = {t: sum(1 for n, _ in items if n == t) for t in cfg.data.mixture}
-        log.write(
-            json.dumps(
-                {
-                    "step": step + 1,
-                    "loss": loss.item(),
-                    "lr": lr_at(step, cfg),
-                    "tasks": tasks,
-                    "seconds": round(time.time() - t0, 2),
-                }
+        counts = torch.tensor([sum(1 for n, _ in items if n == t) for t in cfg.data.mixture])
+        counts = accelerator.reduce(counts.to(accelerator.device), "sum").tolist()  # over the global batch
+        if log is not None:
+            log.write(
+                json.dumps(
+                    {
+                        "step": step + 1,
+                        "loss": loss.item(),
+                        "lr": lr_at(step, cfg),
+                        "tasks": dict(zip(cfg.data.mixture, counts)),
+                        "seconds": round(time.time() - t0, 2),
+                    }
+                )
+                + "\n"
             )
-            + "\n"
-        )
-        log.flush()
+            log.flush()
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if (step + 1) % cfg.train.checkpoint_every == 0 or step + 1 == cfg.train.steps:
-            vlm.model = accelerator.unwrap_model(vlm.model)
-            save_checkpoint(vlm, opt, step + 1, out, settings_dict(cfg))
+            accelerator.wait_for_everyone()
+            if main:  # save the bare model; training goes on through the wrapper
+                wrapped, vlm.model = vlm.model, accelerator.unwrap_model(vlm.model)
+                save_checkpoint(vlm, opt, step + 1, out, settings_dict(cfg))
+                vlm.model = wrapped
         if stop_at is not None and step + 1 >= stop_at:
             break
-    log.close()
+    if log is not None:
+        log.close()
     vlm.model = accelerator.unwrap_model(vlm.model)
     vlm.model.eval()
     return vlm

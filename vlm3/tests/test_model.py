@@ -273,3 +273,38 @@ def test_rope_base_and_position_table_init_are_config(cfg_overrides, tmp_path):
     loaded = VLM3.from_pretrained(tmp_path)
     assert loaded.model.config.text_config.rope_parameters["rope_theta"] == 100.0
     assert torch.equal(loaded.model.model.visual.pos_embed.weight, vlm.model.model.visual.pos_embed.weight)
+
+
+def test_two_processes_follow_one_with_twice_the_batch(cfg_overrides, tmp_path):
+    """torchrun with 2 CPU processes (gloo) at batch 2 each: the same loss curve and weights as one
+    process at batch 4, and one log / one checkpoint, written by the main process only."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    root = Path(__file__).resolve().parents[2]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(root))
+    common = [*cfg_overrides, "train.steps=3", "train.checkpoint_every=3", "threads=1"]
+    runs = {
+        "one": [sys.executable, "-m", "vlm3.train", *common, "train.batch_size=4"],
+        "two": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+                "-m", "vlm3.train", *common, "train.batch_size=2"],
+    }
+    for name, cmd in runs.items():
+        r = subprocess.run([*cmd, f"train.out_dir={tmp_path / name}"], env=env, capture_output=True, text=True,
+                           cwd=root, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+    logs = {n: [json.loads(x) for x in (tmp_path / n / "metrics.jsonl").read_text().splitlines()] for n in runs}
+    assert len(logs["one"]) == len(logs["two"]) == 3
+    for a, b in zip(logs["one"], logs["two"]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4) and a["tasks"] == b["tasks"], (a, b)
+    wa, wb = (load_file(str(tmp_path / n / "checkpoint" / "model.safetensors")) for n in runs)
+    diff = max((wa[k] - wb[k]).abs().max().item() for k in wa)
+    assert diff < 1e-4, diff  # float noise of the all-reduce (Adam rescales near-zero gradients)
