@@ -83,6 +83,7 @@ class ReconConfig:
     grad_clip: float = 1.0  # 0 turns clipping off
     checkpoint_every: int = 100
     seed: int = 0
+    frames_per_step: int = 1  # training frames per step and process (N processes: N x this per step)
     cpu_threads: int = 1
 
 
@@ -104,6 +105,7 @@ def load_config(path=DEFAULT_CONFIG, overrides=()) -> Config:
 def check_recon_config(rc: ReconConfig) -> None:
     """Raise ConfigError naming the field whose value cannot work."""
     positive = {"init_stride": rc.init_stride, "steps": rc.steps, "checkpoint_every": rc.checkpoint_every,
+                "frames_per_step": rc.frames_per_step,
                 "depth_scale": rc.depth_scale}
     for name, value in positive.items():
         if not value > 0:

@@ -6,14 +6,19 @@ DIR is an EndoNeRF-layout clip (images/, depth/, masks/ with white = tool, poses
 
 - initialisation from the first training frame's depth (EndoGaussian's holistic initialisation,
   `GaussianModel.from_depth`) on its tissue pixels;
-- one training frame per step (EndoNeRF split: frame i is held out iff (i - 1) % 8 == 0);
+- `recon.frames_per_step` training frames per step (1, as EndoGaussian; EndoNeRF split: frame i is
+  held out iff (i - 1) % 8 == 0);
 - loss over tissue pixels only (the anchors multiply by the tissue mask `1 - tool`): L1 on RGB,
   1 - SSIM of the images with tool pixels zeroed, L1 on depth normalised by the frame's largest
   depth (`ReconConfig` says the weights);
 - a coarse stage with the deformation off, then canonical Gaussians and HexPlane trained together;
 - Adam with 3DGS's per-attribute learning rates, exponentially decayed for positions and the field.
 
-The frame of step s comes from a generator seeded by (seed, s), and checkpoints hold the model and
+Processes (`torchrun --nproc_per_node N -m endogsim.train ...` on a CPU, `accelerate launch
+--num_processes N` on GPUs): step s draws N x frames_per_step frames from a generator seeded by
+(seed, s) and rank r renders its own; the renders are not the module's forward, so gradients are
+averaged over the processes by hand before the (identical) Adam step; only the main process
+writes. The frames of step s are a function of (seed, s), and checkpoints hold the model and
 the Adam state (safetensors), so `--resume` reaches the weights of an uninterrupted run (and its
 metrics.jsonl, which is cut back to the checkpoint's step before the resumed run appends). The
 Gaussian count is fixed by the initialisation (no densification or pruning; see the README).
@@ -182,46 +187,67 @@ def train_reconstruction(rc: ReconConfig, data_dir, out_dir, resume: bool = Fals
         g["base_lr"] = g["lr"]
     if resume and ck.is_dir():
         start = _load_checkpoint(ck, optimizer)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_config(rc, out_dir / "config.yaml")
-    model, optimizer = accelerator.prepare(model, optimizer)
+    world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(rc, out_dir / "config.yaml")
+    # the renders are not the module's forward, so gradients are averaged over the processes by hand
+    # (below) rather than by a DDP wrapper; every process applies the same Adam step to the same grads
+    optimizer = accelerator.prepare(optimizer)
+    model = model.to(accelerator.device)
     dev = accelerator.device
     sample = Sample(images=sample.images.to(dev), K=sample.K.to(dev), w2c=sample.w2c.to(dev),
                     depth=sample.depth.to(dev), valid=sample.valid.to(dev),
                     masks={"tool": sample.masks["tool"].to(dev)}, times=sample.times, scene_id=sample.scene_id,
                     view_names=sample.view_names)
     train_frames = [f for f in endonerf_split(sample.num_views, "train") if f not in set(skip_frames)]
-    if start:  # the steps after the checkpoint are done again: drop their lines
-        truncate_jsonl(out_dir / "metrics.jsonl", start)
-    log = open(out_dir / "metrics.jsonl", "a" if start else "w")
-    bar = tqdm(range(start, rc.steps), initial=start, total=rc.steps, disable=not progress, desc="endogsim recon")
+    log = None
+    if main:  # only the main process writes
+        if start:  # the steps after the checkpoint are done again: drop their lines
+            truncate_jsonl(out_dir / "metrics.jsonl", start)
+        log = open(out_dir / "metrics.jsonl", "a" if start else "w")
+    bar = tqdm(range(start, rc.steps), initial=start, total=rc.steps, disable=not (progress and main),
+               desc="endogsim recon")
+    B = rc.frames_per_step
     t0 = time.time()
     for step in bar:
+        # the step's frames: world x B draws of a generator seeded by the step; rank r takes its B
         gen = torch.Generator().manual_seed(rc.seed * 1_000_003 + step)
-        i = train_frames[int(torch.randint(len(train_frames), (), generator=gen))]
+        frames = [train_frames[int(k)] for k in torch.randint(len(train_frames), (world * B,), generator=gen)]
         _set_lr(optimizer, step, rc)
-        raw = accelerator.unwrap_model(model)
-        losses = frame_losses(raw, sample, i, rc, deform=step >= rc.coarse_steps)
+        parts = [frame_losses(model, sample, i, rc, deform=step >= rc.coarse_steps)
+                 for i in frames[rank * B:(rank + 1) * B]]
+        losses = {k: torch.stack([p[k] for p in parts]).mean() for k in parts[0]}
         if not torch.isfinite(losses["total"]):
-            raise FloatingPointError(f"step {step}, frame {i}: non-finite loss "
+            raise FloatingPointError(f"step {step}, frames {frames}: non-finite loss "
                                      f"{ {k: float(v) for k, v in losses.items()} }")
         optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(losses["total"])
+        losses["total"].backward()
+        if world > 1:  # the mean gradient over the processes' frames
+            for p in model.parameters():
+                if p.grad is not None:
+                    p.grad = accelerator.reduce(p.grad, "mean")
+            losses = {k: accelerator.reduce(v.detach(), "mean") for k, v in losses.items()}
         if rc.grad_clip > 0:
-            accelerator.clip_grad_norm_(raw.parameters(), rc.grad_clip)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), rc.grad_clip)
         optimizer.step()
-        record = {"step": step + 1, "frame": i, "seconds": round(time.time() - t0, 3),
-                  **{k: round(float(v.detach()), 6) for k, v in losses.items()}}
-        log.write(json.dumps(record) + "\n")
-        log.flush()
-        bar.set_postfix(loss=f"{record['total']:.4f}")
+        if log is not None:
+            seen = {"frame": frames[0]} if len(frames) == 1 else {"frames": frames}
+            record = {"step": step + 1, **seen, "seconds": round(time.time() - t0, 3),
+                      **{k: round(float(v.detach()), 6) for k, v in losses.items()}}
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            bar.set_postfix(loss=f"{record['total']:.4f}")
         if (step + 1) % rc.checkpoint_every == 0 or step + 1 == rc.steps:
-            _save_checkpoint(raw, optimizer, step + 1, out_dir)
+            accelerator.wait_for_everyone()
+            if main:
+                _save_checkpoint(model, optimizer, step + 1, out_dir)
         if stop_at is not None and step + 1 >= stop_at:
             break
-    log.close()
-    model = accelerator.unwrap_model(model)
-    model.save_pretrained(out_dir / "model")
+    if log is not None:
+        log.close()
+        model.save_pretrained(out_dir / "model")
+    accelerator.wait_for_everyone()
     return model.eval()
 
 

@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
+from safetensors.torch import load_file
 from PIL import Image
 
 from common.config import ConfigError
@@ -134,3 +135,32 @@ def test_config_errors_name_the_key():
         load_config(overrides=["recon.stpes=3"])
     with pytest.raises(ConfigError, match="coarse_steps"):
         load_config(overrides=["recon.steps=3", "recon.coarse_steps=5"])
+
+
+def test_two_processes_follow_one_with_twice_the_frames(clip, tmp_path):
+    """torchrun with 2 CPU processes (gloo), one frame each per step: the same log and weights as one
+    process with 2 frames per step; one log and one model, written by the main process only."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["endogsim.train", "--data", str(clip), "--seed", "0", *SMALL, "recon.steps=12",
+            "recon.coarse_steps=4", "recon.checkpoint_every=12", "recon.cpu_threads=1"]
+    kill_resume.run(["-m", *args, "recon.frames_per_step=2", "--out", str(tmp_path / "one")], tmp_path / "one.log")
+    kill_resume.run(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port), "-m",
+                     *args, "recon.frames_per_step=1", "--out", str(tmp_path / "two")], tmp_path / "two.log")
+    logs = {n: [json.loads(x) for x in (tmp_path / n / "metrics.jsonl").read_text().splitlines()]
+            for n in ("one", "two")}
+    assert len(logs["one"]) == len(logs["two"]) == 12
+    for a, b in zip(logs["one"], logs["two"]):
+        assert a["frames"] == b["frames"] and a["total"] == pytest.approx(b["total"], rel=1e-4, abs=1e-6)
+    # the weights agree to float noise (the all-reduce's rounding, which Adam's normalisation turns
+    # into steps of the learning rate's size where a gradient is ~0), far closer than to one process
+    # at one frame per step (the batch the split would be mistaken for)
+    kill_resume.run(["-m", *args, "recon.frames_per_step=1", "--out", str(tmp_path / "half")], tmp_path / "half.log")
+    weights = "model/diffusion_pytorch_model.safetensors"
+    wa, wb, wc = (load_file(str(tmp_path / n / weights)) for n in ("one", "two", "half"))
+    diff = max((wa[k] - wb[k]).abs().max().item() for k in wa)
+    other = max((wa[k] - wc[k]).abs().max().item() for k in wa)
+    assert diff < 1e-3 and diff < other / 50, (diff, other)
