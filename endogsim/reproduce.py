@@ -41,7 +41,7 @@ from .clip import clip_observations, ground_truth_scene, known_forces, load_clip
 from .config import DEFAULT_CONFIG, load_config
 from .evaluate import evaluate_reconstruction, evaluate_static_baseline
 from .material_prior import MaterialPrior
-from .refine import RefineConfig, future_psnr, refine_scene, simulate_scene
+from .refine import Observations, RefineConfig, future_psnr, refine_scene, simulate_scene
 from .scene import PhysicsScene
 from .synthetic_scene import make_surgical_scene
 from .train import init_reconstruction, train_reconstruction
@@ -108,7 +108,7 @@ def fit(scene: PhysicsScene, data: Path, iterations: int, truth: list) -> dict:
     future frames with the prior, the refined and the true materials."""
     obs = clip_observations(data)
     forces = known_forces(data)
-    fit_obs = clip_observations(data, range(FIT_FRAMES))
+    fit_obs = Observations(obs.images[:FIT_FRAMES], obs.tool_masks[:FIT_FRAMES], obs.times[:FIT_FRAMES])
     t0 = time.time()
     result = refine_scene(scene, fit_obs, forces, RefineConfig(iterations=iterations))
     seconds = time.time() - t0

@@ -226,9 +226,9 @@ class PhysicsScene:
     @classmethod
     def from_gaussian_model(cls, model, sample, t: float = 0.0, **kwargs) -> "PhysicsScene":
         """A scene from a trained `GaussianModel` and its clip (a `common.datasets.Sample`): the
-        decomposition, particles and materials of `endogsim.decompose.scene_from_gaussian_model`,
+        decomposition, particles and materials of `endogsim.video_scene.scene_from_gaussian_model`,
         whose docstring lists the arguments."""
-        from .decompose import scene_from_gaussian_model
+        from .video_scene import scene_from_gaussian_model
 
         return scene_from_gaussian_model(model, sample, t, **kwargs)
 

@@ -334,7 +334,8 @@ def _default_center(scene: PhysicsScene) -> np.ndarray:
 def run_action(scene: PhysicsScene, action: str, out_dir, center=None, radius: float = 0.004,
                direction=(0.0, 0.0, 1.0), force: float = 0.2, duration: float = 0.03,
                offset=(0.0, 0.0, -0.004), normal=(1.0, 0.0, 0.0), pull: float = 0.003, frames: int = 12,
-               frame_dt: float = 0.005, gif_ms: int = 80, device: str = "cpu", progress: bool = True) -> dict:
+               frame_dt: float = 0.005, gif_ms: int = 80, device: str = "cpu", progress: bool = True,
+               meta: dict | None = None) -> dict:
     """One interaction on a scene, simulated for `frames` frames of `frame_dt` s and saved to out_dir
     (`save_run` + summary.json); returns the summary. poke: `force` N along `direction` on the box
     `center` +- `radius` for `duration` s; retract: that box moved by `offset` over `duration`; cut:
@@ -370,7 +371,7 @@ def run_action(scene: PhysicsScene, action: str, out_dir, center=None, radius: f
     out_dir = save_run(out_dir, out, sim, gif_ms=gif_ms)
     disp_all = np.linalg.norm(out["positions"] - out["positions"][:1], axis=-1)  # [F, P] from the first frame
     disp = disp_all.max(0)  # [P] largest over the run
-    summary = {"action": action, "center": center.tolist(), "frames": len(out["images"]),
+    summary = {**(meta or {}), "action": action, "center": center.tolist(), "frames": len(out["images"]),
                "substeps_per_frame": substeps, "dt": sim.dt, "simulated_seconds": float(out["times"][-1]),
                "particles": int(len(disp)), "max_displacement_m": float(disp.max()),
                "mean_max_displacement_m": float(disp.mean()), "final_max_displacement_m": float(disp_all[-1].max())}
@@ -417,9 +418,8 @@ def main(argv=None) -> dict:
         sim = Simulation.load(args.scene, device=args.device, stride=args.stride)
         summary = run_action(sim.scene, args.action, args.out, args.center, args.radius, args.direction,
                              args.force, args.duration, args.offset, args.normal, args.pull, args.frames,
-                             args.frame_dt, args.gif_ms, args.device)
-    summary = {"scene": str(args.scene), **summary, "args": {k: v for k, v in vars(args).items()}}
-    (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+                             args.frame_dt, args.gif_ms, args.device,
+                             meta={"scene": str(args.scene), "args": dict(vars(args))})
     print(f"wrote {summary['frames']} frames, simulation.gif and states.npz to {args.out} "
           f"(max displacement {1e3 * summary['max_displacement_m']:.2f} mm)")
     return summary

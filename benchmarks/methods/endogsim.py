@@ -28,17 +28,17 @@ class EndoGSimMethod(Method):
         """-> (E per object, frames [F, 3, H, W])."""
         key = (str(clip), fit_frames)
         if key not in self._cache:
-            from endogsim.clip import clip_observations, ground_truth_scene, known_forces
+            from endogsim.clip import clip_observations, ground_truth_scene, known_forces, truth_materials
             from endogsim.material_prior import MaterialPrior
-            from endogsim.refine import RefineConfig, refine_scene, simulate_scene
+            from endogsim.refine import Observations, RefineConfig, refine_scene, simulate_scene
 
-            model = ground_truth_scene(clip).materials[0].model  # E and nu are fitted, not the class
+            model = truth_materials(clip)[0].model  # E and nu are fitted, not the class
             prior = [MaterialPrior().table(label).to_material(model) for label in ("liver", "kidney")]
             scene = ground_truth_scene(clip, prior)
             forces, obs = known_forces(clip), clip_observations(clip)
             materials, E = prior, [m.E for m in prior]
             if self.refine:
-                fit = clip_observations(clip, range(fit_frames))
+                fit = Observations(obs.images[:fit_frames], obs.tool_masks[:fit_frames], obs.times[:fit_frames])
                 result = refine_scene(scene, fit, forces, RefineConfig(iterations=30))
                 materials, E = result.materials, list(result.E)
             images, _ = simulate_scene(scene, materials, obs.times.numpy(), forces)  # [F, H, W, 3]

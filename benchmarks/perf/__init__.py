@@ -200,3 +200,13 @@ def _fmt_s(seconds: float) -> str:
     if seconds >= 1e-3:
         return f"{seconds * 1e3:.1f} ms"
     return f"{seconds * 1e6:.0f} us"
+
+
+def count_flops(fn) -> tuple[int, Any]:
+    """(FLOPs counted by `torch.utils.flop_counter` while fn() runs, its return value): the paper-scale
+    counts on the `meta` device. Keep autograd on for modules whose hooks need grad_fns."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        out = fn()
+    return counter.get_total_flops(), out

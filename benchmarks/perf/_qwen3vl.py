@@ -13,7 +13,7 @@ addition, which the counter does not count (nor would it be visible beside the m
 from __future__ import annotations
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from benchmarks.perf import count_flops
 from transformers.vision_utils import get_vision_interpolation_indices_and_weights, get_vision_position_ids
 
 TEXT = dict(vocab_size=151936, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36,
@@ -24,13 +24,6 @@ TEXT = dict(vocab_size=151936, hidden_size=2560, intermediate_size=9728, num_hid
 VISION = dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, patch_size=16,
               spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=2560, num_position_embeddings=2304,
               deepstack_visual_indexes=[5, 11, 17])
-
-
-def count_flops(fn) -> tuple[int, object]:
-    """(FLOPs, return value) of fn() (autograd on: the counter's module hooks need grad_fns)."""
-    with FlopCounterMode(display=False) as counter:
-        out = fn()
-    return counter.get_total_flops(), out
 
 
 def params(module) -> int:

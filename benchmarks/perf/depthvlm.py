@@ -22,7 +22,8 @@ import torch
 
 from benchmarks.perf import PerfReport
 from depthvlm.baselines import depthnet_from_vlm_config
-from benchmarks.perf._qwen3vl import count_flops, params, query_flops, qwen3_vl_4b
+from benchmarks.perf import count_flops
+from benchmarks.perf._qwen3vl import params, query_flops, qwen3_vl_4b
 from depthvlm.config import ModelConfig, load_config
 from depthvlm.model import build_model, head_kwargs
 

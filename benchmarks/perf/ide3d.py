@@ -25,23 +25,16 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 from transformers import LlavaOnevisionForConditionalGeneration
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from benchmarks.perf import PerfReport
+from benchmarks.perf import PerfReport, count_flops
 from ide3d.config import ModelConfig, load_config
 from ide3d.model import build_model, meta_model
 from ide3d.processing import qa_prompt
 from ide3d.teacher import GeometryTeacher
 
 FRAMES, PROMPT = 32, 64
-
-
-def _count(fn) -> int:
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
 
 
 def llava_video_cost() -> tuple[int, int]:
@@ -58,7 +51,7 @@ def llava_video_cost() -> tuple[int, int]:
         model.lm_head(out.last_hidden_state[:, -1:])
 
     with torch.no_grad():
-        return sum(p.numel() for p in model.parameters()), _count(query)
+        return sum(p.numel() for p in model.parameters()), count_flops(query)[0]
 
 
 class _Block(nn.Module):
@@ -163,7 +156,7 @@ def vg_llm_cost() -> tuple[int, int]:
     for m in (vit, dino, aggregator):
         m.train()  # no fused fast path on meta tensors
     with torch.no_grad():
-        return params, _count(query)
+        return params, count_flops(query)[0]
 
 
 def run(quick: bool = False) -> PerfReport:

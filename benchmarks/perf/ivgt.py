@@ -28,7 +28,7 @@ import textwrap
 
 import torch
 
-from benchmarks.perf import PerfReport
+from benchmarks.perf import PerfReport, count_flops
 from common.metrics import point_cloud_metrics
 from ivgt.analytic import sphere_sdf
 from ivgt.config import ModelConfig, TrainConfig
@@ -62,8 +62,6 @@ def paper_scale_cost() -> dict:
     """Parameters, forward FLOPs and FLOPs per SDF query of paper.yaml's model on `meta`."""
     from pathlib import Path
 
-    from torch.utils.flop_counter import FlopCounterMode
-
     from ivgt.config import load_config
 
     cfg = load_config(Path(__file__).parents[2] / "ivgt" / "configs" / "paper.yaml")
@@ -71,14 +69,12 @@ def paper_scale_cost() -> dict:
         model = IVGT.from_model_config(cfg.model).eval()
     views, (H, W) = cfg.train.input_views, cfg.model.image_size
     x = torch.empty(1, views, 3, H, W, device="meta")
-    with FlopCounterMode(display=False) as forward:  # autograd on: the counter's hooks need grad_fns
-        out = model(x)
+    forward_flops, out = count_flops(lambda: model(x))  # autograd on: the counter's hooks need grad_fns
     scene = model.scene_from_outputs(x, out)
     n = 16384
-    with FlopCounterMode(display=False) as query:
-        scene.query(torch.empty(n, 3, device="meta"))
+    query_flops, _ = count_flops(lambda: scene.query(torch.empty(n, 3, device="meta")))
     return {"params": sum(p.numel() for p in model.parameters()), "views": views, "size": (H, W),
-            "forward_flops": forward.get_total_flops(), "query_flops": query.get_total_flops() / n}
+            "forward_flops": forward_flops, "query_flops": query_flops / n}
 
 
 def _mib(value) -> str:

@@ -39,6 +39,15 @@ def test_support_plane_is_fitted_to_what_does_not_move():
     assert plane.height(points[400:]).min() > 0.009  # about 1 cm in front of it
 
 
+def test_support_plane_when_nothing_moves_beyond_jitter():
+    """An untrained deformation field moves every Gaussian by about the same jitter: the support is
+    still found (the static candidates are at least the quarter that moves least)."""
+    n, d, points, _ = _tilted_scene(np.random.default_rng(2))
+    jitter = np.random.default_rng(3).uniform(3e-8, 6e-8, len(points))
+    plane, _ = fit_support_plane(points, jitter)
+    assert np.degrees(np.arccos(plane.normal @ n)) < 0.5 and plane.offset == pytest.approx(d, abs=1e-4)
+
+
 def test_support_plane_is_not_a_surface_with_things_behind_it():
     """Static tissue tops form a larger plane than the support seen around them; a support holds
     what is in front of it, so the plane with the support behind everything wins."""
