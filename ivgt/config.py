@@ -58,6 +58,7 @@ class TrainConfig:
     input_views: int = 4
     target_views: int = 2  # extra views rendered for novel-view supervision
     rays_per_view: int = 64
+    batch_size: int = 1  # scenes per step and process (N processes: N x this per step)
     steps: int = 400
     stage2_start: int = 200  # step at which stage 2 (eikonal term) begins
     lr: float = 1e-3
@@ -99,8 +100,9 @@ def check_config(cfg: Config) -> None:
     """Values of the right type that cannot work (`train.checkpoint_every=0` divides by zero after
     the first step), named by their dotted key before any work is done."""
     check_min = common_config.check_min
-    check_min(cfg, ["train.steps", "train.checkpoint_every", "train.log_every", "train.input_views",
-                    "train.rays_per_view", "model.patch_size", "model.head_stride", "model.n_coarse"], 1)
+    check_min(cfg, ["train.steps", "train.batch_size", "train.checkpoint_every", "train.log_every",
+                    "train.input_views", "train.rays_per_view", "model.patch_size", "model.head_stride",
+                    "model.n_coarse"], 1)
     check_min(cfg, ["train.target_views", "train.warmup", "train.stage2_start", "train.num_workers",
                     "train.cpu_threads", "train.weight_decay", "train.gt_camera_prob", "train.conf_alpha",
                     "train.w_rgb", "train.w_depth", "train.w_normal", "train.w_eikonal", "train.w_camera",

@@ -1,11 +1,20 @@
 """Train IVGT: `python -m ivgt.train --config ivgt/configs/tiny.yaml [--resume] [key=value ...]`.
 
-Each step draws one scene from the mixture (synthetic indoor / outdoor by default), picks
-`input_views` views for the model and `target_views` extra views, and renders random rays of all
-of them. Stage 1 (steps < stage2_start): RGB, depth and normal rendering losses, the camera loss
-and the depth-head loss; stage 2 adds the eikonal term (IVGT's two stages). Every random choice
-of a step comes from a generator seeded by (seed, step), so `--resume` from a checkpoint reaches
-the weights of an uninterrupted run (and `metrics.jsonl`, cut back to the checkpoint's step first, the log).
+Each step draws `train.batch_size` scenes per process from the mixture (synthetic indoor /
+outdoor by default); for each it picks `input_views` views for the model and `target_views` extra
+views, and renders random rays of all of them. Stage 1 (steps < stage2_start): RGB, depth and
+normal rendering losses, the camera loss and the depth-head loss; stage 2 adds the eikonal term
+(IVGT's two stages). The loss is the mean over the step's scenes.
+
+Processes (`torchrun --nproc_per_node N -m ivgt.train ...` on a CPU, `accelerate launch
+--num_processes N` on GPUs): step s's global batch is mixture items s*G .. s*G+G-1 (G = N x
+batch_size) and rank r takes its r-th batch_size of them. Every random choice for item i comes
+from a generator seeded by (seed, i), so the global batch is a function of the seed and the step
+whichever rank draws it, and N processes follow one process at N x batch_size. The training step
+calls the model's methods beyond forward (the scene, its rendering), which a DDP wrapper would not
+see, so gradients are averaged over the processes by hand before the (identical) AdamW step; only
+the main process writes. `--resume` from a checkpoint reaches the weights of an uninterrupted run
+(and `metrics.jsonl`, cut back to the checkpoint's step first, the log).
 
 Checkpoint (`<output_dir>/checkpoint`, written atomically every `train.checkpoint_every` steps and
 at the end): the model (config.json + diffusion_pytorch_model.safetensors), the AdamW state
@@ -25,7 +34,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from tqdm import tqdm
 
 from common.cameras import pixel_rays
@@ -87,14 +96,26 @@ def step_losses(model: IVGT, batch: dict, cfg: Config, step: int, gen: torch.Gen
     return losses
 
 
-def draw_batch(mixture, cfg: Config, step: int, gen: torch.Generator, size) -> dict:
-    """The canonical views of step `step`: scene from the mixture, views at random."""
-    _, sample = mixture[step % len(mixture)]
+def draw_batch(mixture, cfg: Config, index: int, gen: torch.Generator, size) -> dict:
+    """The canonical views of mixture item `index`: its scene, views at random."""
+    _, sample = mixture[index]
     n = cfg.train.input_views + cfg.train.target_views
     if sample.num_views < n:
         raise ValueError(f"scene {sample.scene_id}: {sample.num_views} views, the config needs {n}")
     views = torch.randperm(sample.num_views, generator=gen)[:n].tolist()
     return canonical_views(sample, views, size)
+
+
+def average_gradients(params, accelerator) -> None:
+    """Each gradient's mean over the processes, in one all-reduce. A parameter that no process
+    reached keeps grad None (AdamW then leaves it alone, as in one process)."""
+    params = list(params)
+    reached = torch.tensor([float(p.grad is not None) for p in params], device=accelerator.device)
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params] + [reached])
+    flat = accelerator.reduce(flat, "sum")
+    grads, reached = flat[: -len(params)].split([p.numel() for p in params]), flat[-len(params):]
+    for p, g, n in zip(params, grads, reached.tolist()):
+        p.grad = (g / accelerator.num_processes).view_as(p) if n > 0 else None
 
 
 TRAINER_STATE = "trainer_state.json"
@@ -141,49 +162,69 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, stop_at: int
     torch.manual_seed(tc.seed)
     set_cpu_threads(tc.cpu_threads)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     out_dir = Path(tc.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model = IVGT.from_model_config(cfg.model)
+    model = IVGT.from_model_config(cfg.model).to(accelerator.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     start = 0
     if resume and (out_dir / "checkpoint").is_dir():
         start = _load_checkpoint(model, optimizer, out_dir / "checkpoint")
-    model, optimizer = accelerator.prepare(model, optimizer)
+    optimizer = accelerator.prepare(optimizer)  # no DDP wrapper on the model: gradients averaged below
     schedule = lambda s: min(1.0, (s + 1) / max(1, tc.warmup)) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / tc.steps)))  # noqa: E731
-    mixture = build_mixture(tc.sources, length=max(tc.steps, 1), seed=tc.seed)
+    B = tc.batch_size
+    mixture = build_mixture(tc.sources, length=tc.steps * world * B, seed=tc.seed)
     size = tuple(cfg.model.image_size)
-    (out_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1, default=list))
-    if start:  # the steps after the checkpoint are done again: drop their lines
-        truncate_jsonl(out_dir / "metrics.jsonl", start)
-    log = open(out_dir / "metrics.jsonl", "a" if start else "w")
-    bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, disable=not progress, desc="ivgt train")
+    log = None
+    if main:  # only the main process writes
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=1, default=list))
+        if start:  # the steps after the checkpoint are done again: drop their lines
+            truncate_jsonl(out_dir / "metrics.jsonl", start)
+        log = open(out_dir / "metrics.jsonl", "a" if start else "w")
+    bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, disable=not (progress and main),
+               desc="ivgt train")
     t0 = time.time()
     for step in bar:
-        gen = torch.Generator().manual_seed(tc.seed * 1_000_003 + step)
-        batch = {k: (v.to(accelerator.device) if torch.is_tensor(v) else v)
-                 for k, v in draw_batch(mixture, cfg, step, gen, size).items()}
         for group in optimizer.param_groups:
             group["lr"] = tc.lr * schedule(step)
         model.train()
-        losses = step_losses(accelerator.unwrap_model(model), batch, cfg, step, gen)
-        if not torch.isfinite(losses["total"]):
-            raise FloatingPointError(f"step {step}: non-finite loss {{{', '.join(f'{k}: {float(v):.3g}' for k, v in losses.items())}}}")
         optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(losses["total"])
+        losses = {}
+        first = (step * world + rank) * B  # this rank's first item of the step's global batch
+        for i in range(first, first + B):  # one graph at a time: gradients accumulate
+            gen = torch.Generator().manual_seed(tc.seed * 1_000_003 + i)
+            batch = {k: (v.to(accelerator.device) if torch.is_tensor(v) else v)
+                     for k, v in draw_batch(mixture, cfg, i, gen, size).items()}
+            item = step_losses(model, batch, cfg, step, gen)
+            if not torch.isfinite(item["total"]):
+                parts = ", ".join(f"{k}: {float(v):.3g}" for k, v in item.items())
+                raise FloatingPointError(f"step {step}, item {i}: non-finite loss {{{parts}}}")
+            (item["total"] / B).backward()
+            for k, v in item.items():
+                losses[k] = losses.get(k, 0.0) + float(v.detach()) / B
+        if world > 1:  # the global batch's mean gradient and losses
+            average_gradients(model.parameters(), accelerator)
+            means = accelerator.reduce(torch.tensor(list(losses.values()), dtype=torch.float64,
+                                                    device=accelerator.device), "mean")
+            losses = dict(zip(losses, means.tolist()))
         accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
         optimizer.step()
-        record = {"step": step + 1, "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.time() - t0, 2),
-                  **{k: round(float(v.detach()), 6) for k, v in losses.items()}}
-        log.write(json.dumps(record) + "\n")
-        log.flush()
-        bar.set_postfix(loss=f"{record['total']:.3f}")
+        if log is not None:
+            record = {"step": step + 1, "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.time() - t0, 2),
+                      **{k: round(v, 6) for k, v in losses.items()}}
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            bar.set_postfix(loss=f"{record['total']:.3f}")
         if (step + 1) % tc.checkpoint_every == 0 or step + 1 == tc.steps:
-            _save_checkpoint(accelerator.unwrap_model(model), optimizer, step + 1, out_dir)
+            accelerator.wait_for_everyone()
+            if main:
+                _save_checkpoint(model, optimizer, step + 1, out_dir)
         if stop_at is not None and step + 1 >= stop_at:
             break
-    log.close()
-    model = accelerator.unwrap_model(model)
-    model.save_pretrained(out_dir / "model")
+    if main:
+        log.close()
+        model.save_pretrained(out_dir / "model")
+    accelerator.wait_for_everyone()
     return model.eval()
 
 
@@ -198,7 +239,8 @@ def main(argv=None):
     with one_line_errors("ivgt.train"):
         cfg = load_config(args.config, overrides)
         train(cfg, resume=args.resume)
-    print(f"wrote {cfg.train.output_dir}/model")
+    if PartialState().is_main_process:
+        print(f"wrote {cfg.train.output_dir}/model")
 
 
 if __name__ == "__main__":
