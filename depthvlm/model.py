@@ -91,13 +91,15 @@ class DepthVLMForConditionalGeneration(Qwen3VLForConditionalGeneration):
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
                 inputs_embeds=None, labels=None, pixel_values=None, image_grid_thw=None,
                 mm_token_type_ids=None, image_sizes=None, depth_labels=None, predict_depth=None,
-                logits_to_keep=0, **kwargs) -> DepthVLMOutput:
+                logits_to_keep=0, num_items_in_batch=None, **kwargs) -> DepthVLMOutput:
         """Qwen3-VL's forward plus, when images are given, the depth map of each image.
 
         image_sizes [N_img, 2]: (H, W) to decode depth at (default: the patch grid's pixel size).
         depth_labels: list of [H, W] z-depth maps in metres (0 = invalid), one per image, the same
         size as the image. Loss: SILog (lambda 0.5) + text CE on `labels` != -100 as
-        text + w * depth; depth alone when no token is labelled (stage 1).
+        text + w * depth; depth alone when no token is labelled (stage 1). The text CE is the mean
+        over the labelled tokens, or their sum / num_items_in_batch (a global batch's token count,
+        across processes).
         """
         want_depth = pixel_values is not None and (predict_depth is None or predict_depth)
         mm_encoder_outputs = None
@@ -115,7 +117,7 @@ class DepthVLMForConditionalGeneration(Qwen3VLForConditionalGeneration):
 
         text_loss = None
         if labels is not None and bool((labels != -100).any()):
-            text_loss = self.loss_function(logits=logits, labels=labels,
+            text_loss = self.loss_function(logits=logits, labels=labels, num_items_in_batch=num_items_in_batch,
                                            vocab_size=self.config.text_config.vocab_size)
         depth, depth_loss = None, None
         if want_depth:

@@ -6,11 +6,19 @@ train, the vision encoder stays frozen; loss = text CE (answer tokens only) + w 
 
     python -m depthvlm.train --config depthvlm/configs/tiny.yaml out_dir=runs/depthvlm seed=0 [--resume]
 
-Runs through `accelerate` (CPU, one GPU or `accelerate launch` on many). Checkpoints are written
-atomically every `train.checkpoint_every` steps and at the end of each stage (safetensors + JSON,
-no pickles); `--resume` continues from the last one and reaches the same weights as an
-uninterrupted run, because batch b of step s is a pure function of (seed, stage, s). `metrics.jsonl`
-(one line per step, with its stage) is cut back to the checkpoint first, so no step is logged twice.
+    torchrun --nproc_per_node 2 -m depthvlm.train ...             # 2 processes on a CPU (gloo)
+    accelerate launch --num_processes 2 -m depthvlm.train ...     # GPUs
+
+Runs through `accelerate` (CPU, one GPU or N processes). Step s's global batch is N x batch_size
+examples drawn without replacement by a generator seeded by (seed, stage, s), and rank r takes its
+r-th batch_size of them; the loss is the global batch's (text CE over all its answer tokens: each
+rank's token sum over the global count; SILog averaged over its images) and DDP averages the
+gradients, so N processes follow one process at N x batch_size. Only the main process writes.
+Checkpoints are written atomically every `train.checkpoint_every` steps and at the end of each
+stage (safetensors + JSON, no pickles); `--resume` continues from the last one and reaches the same
+weights as an uninterrupted run, because the batch of step s is a pure function of (seed, stage, s).
+`metrics.jsonl` (one line per step, with its stage) is cut back to the checkpoint first, so no step
+is logged twice.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import os
 import shutil
 import time
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +72,14 @@ def training_examples(items, stage) -> list[tuple[int, str, str | None]]:
     if not out:
         raise ValueError("training data: no spatial questions (stage 2 needs scenes with object annotations)")
     return out
+
+
+def check_global_batch(n_examples: int, scfg, stage, world: int) -> None:
+    """Under several processes every rank needs its full batch_size of distinct examples per step."""
+    if world > 1 and scfg.steps > 0 and world * scfg.batch_size > n_examples:
+        raise ValueError(f"stage {stage}: {world} processes x batch_size {scfg.batch_size} = "
+                         f"{world * scfg.batch_size} examples per step, but the training data has "
+                         f"{n_examples}; lower the stage's batch_size")
 
 
 def make_batch(processor, items, examples, idx, with_depth: bool, device) -> dict:
@@ -129,12 +146,20 @@ def load_checkpoint(path: Path, model, optimizer) -> int:
 
 def train_stage(model, processor, items, scfg, stage, out_dir: Path, seed: int, resume: bool = False,
                 checkpoint_every: int = 50, log=None, desc: str | None = None) -> dict:
-    """Train one stage in place; returns {"loss", "depth_loss", "text_loss"} of the last step."""
+    """Train one stage in place; returns {"loss", "depth_loss", "text_loss"} of the last step (the
+    global batch's). Only the main process writes (`log` is None on the others)."""
     from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
 
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    # stage 2 without text leaves lm_head out of the loss; DDP must then look for unused parameters
+    unused = stage == 2 and not scfg.with_text
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused)])
+    world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     trainable = freeze_for_stage(model, stage)
     examples = training_examples(items, stage)
+    B = scfg.batch_size
+    check_global_batch(len(examples), scfg, stage, world)
     with_depth = stage != "text"
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=scfg.lr, weight_decay=0.0)
@@ -154,70 +179,91 @@ def train_stage(model, processor, items, scfg, stage, out_dir: Path, seed: int, 
     model.train()
     stage_seed = {1: 1, 2: 2, "text": 3}[stage]
     last = {}
-    bar = tqdm(range(start, scfg.steps), desc=desc or f"stage {stage}", unit="step", disable=None)
+    mean = lambda x: None if x is None else accelerator.reduce(x.detach(), "mean").item()  # noqa: E731 ranks' mean
+    bar = tqdm(range(start, scfg.steps), desc=desc or f"stage {stage}", unit="step",
+               disable=None if main else True)
     for step in bar:
         rng = np.random.default_rng([seed, stage_seed, step])
-        idx = rng.choice(len(examples), size=min(scfg.batch_size, len(examples)), replace=False)
+        idx = rng.choice(len(examples), size=min(world * B, len(examples)), replace=False)  # the global batch
+        idx = idx[rank * B:(rank + 1) * B]  # this rank's share
         batch = make_batch(processor, items, examples, idx, with_depth, accelerator.device)
+        tokens = None  # the global batch's answer-token count (transformers shifts the labels)
+        if world > 1 and "labels" in batch:
+            tokens = accelerator.reduce((batch["labels"][:, 1:] != -100).sum(), "sum")
         if stage == "text":
-            out = model(**batch, predict_depth=False)
+            out = model(**batch, predict_depth=False, num_items_in_batch=tokens)
         else:
-            out = model(**batch)
+            out = model(**batch, num_items_in_batch=tokens)
+        # each rank's text CE is its token sum / the global count: x world, as DDP averages gradients
+        text = None if out.text_loss is None else out.text_loss * world
         if stage == 1 or not scfg.with_text:
             loss = out.depth_loss
         elif stage == 2:
-            loss = out.text_loss + scfg.depth_weight * out.depth_loss
+            loss = text + scfg.depth_weight * out.depth_loss
         else:
-            loss = out.text_loss
+            loss = text
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         if scfg.grad_clip:
             accelerator.clip_grad_norm_(params, scfg.grad_clip)
         optimizer.step()
         scheduler.step()
-        last = {"loss": loss.item(), "depth_loss": None if out.depth_loss is None else out.depth_loss.item(),
-                "text_loss": None if out.text_loss is None else out.text_loss.item()}
+        last = {"loss": mean(loss), "depth_loss": mean(out.depth_loss), "text_loss": mean(text)}
         bar.set_postfix(loss=f"{last['loss']:.3f}")
         if log is not None:
             log.write(json.dumps({"stage": stage, "step": step, "lr": scheduler.get_last_lr()[0], **last}) + "\n")
             log.flush()
         if (step + 1) % checkpoint_every == 0 or step + 1 == scfg.steps:
-            save_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, step + 1)
+            accelerator.wait_for_everyone()
+            if main:
+                save_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, step + 1)
     return {**last, "trainable": len(trainable)}
 
 
 def train(cfg, resume: bool = False, stages=(1, 2)) -> Path:
     """Both stages from the config; returns the folder of the final model (+ processor)."""
+    from accelerate import PartialState
+
     t0 = time.time()
+    state = PartialState(cpu=not torch.cuda.is_available())
+    main = state.is_main_process  # only the main process writes
     out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
-    ensure_synthetic(cfg.data, seed=cfg.seed)
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+        ensure_synthetic(cfg.data, seed=cfg.seed)
+    state.wait_for_everyone()
     torch.manual_seed(cfg.seed)
     model, processor = build_model(cfg.model, seed=cfg.seed)
     model.config.silog_lambda = cfg.train.silog_lambda
     items = build_items(cfg.data, cfg.data.train_split, processor.factor, cfg.data.max_train_views, cfg.seed)
+    for stage in stages:  # before any training
+        scfg = cfg.train.stage1 if stage == 1 else cfg.train.stage2
+        check_global_batch(len(training_examples(items, stage)), scfg, stage, state.num_processes)
     summary = {}
     log_path = out_dir / "metrics.jsonl"
-    if not resume:
+    if main and not resume:
         log_path.write_text("")
     for stage in stages:
         final = out_dir / f"stage{stage}" / "final"
         if resume and (final / "config.json").is_file():  # stage already done: continue from it
             model, processor = load_pretrained(final)
             continue
-        if resume:  # this stage's steps after its checkpoint are done again (steps logged from 0)
+        if resume and main:  # this stage's steps after its checkpoint are done again (steps logged from 0)
             done = checkpoint_step(out_dir / f"stage{stage}" / "checkpoint")
             truncate_jsonl(log_path, done - 1, stage=stage)
         scfg = cfg.train.stage1 if stage == 1 else cfg.train.stage2
         model.config.depth_loss_weight = scfg.depth_weight
-        with open(log_path, "a") as log:
+        with open(log_path, "a") if main else nullcontext() as log:
             summary[f"stage{stage}"] = train_stage(model, processor, items, scfg, stage, out_dir, cfg.seed, resume,
                                                    cfg.train.checkpoint_every, log)
-        save_pretrained(model, processor, final)
+        if main:
+            save_pretrained(model, processor, final)
+        state.wait_for_everyone()
     final = out_dir / f"stage{stages[-1]}" / "final"
-    (out_dir / "results.json").write_text(json.dumps({"final_model": str(final), "seconds": time.time() - t0,
-                                                      "train_items": len(items), **summary}, indent=1))
+    if main:
+        (out_dir / "results.json").write_text(json.dumps({"final_model": str(final), "seconds": time.time() - t0,
+                                                          "train_items": len(items), **summary}, indent=1))
     return final
 
 
@@ -231,7 +277,10 @@ def main(argv=None):
         cfg = load_config(args.config, args.overrides)
         set_cpu_threads(cfg.cpu_threads)
         final = train(cfg, resume=args.resume)
-    print(final)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(final)
 
 
 if __name__ == "__main__":

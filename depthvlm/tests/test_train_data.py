@@ -1,4 +1,6 @@
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -194,3 +196,45 @@ def test_public_dataset_layouts_become_benchmark_items(tmp_path, source):
     assert item.K[0, 0] == pytest.approx(focal) and item.depth.shape == item.image.shape[-2:]
     valid = item.depth[item.depth > 0]
     assert len(valid) > 0 and torch.allclose(valid, torch.tensor(value), atol=1e-3)  # metric, unchanged
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_two_processes_follow_one_with_twice_the_batch(tmp_path, stage):
+    """torchrun with 2 CPU processes (gloo) at batch 2 each, in one stage (the other has 0 steps):
+    the log and trained weights of one process at batch 4, far closer than those of one process at
+    batch 2; only the main process writes."""
+    from safetensors.torch import load_file
+
+    from common.synthetic import generate_split
+    from common.tests import two_processes
+
+    data = tmp_path / "data"
+    for split in ("train", "test"):
+        generate_split(data, split, scenes=3, views=2, size=64, seed=0, progress=False)
+    steps = {1: 4, 2: 0} if stage == 1 else {1: 0, 2: 4}
+    args = [f"data.root={data}", "data.focal=60", "data.max_size=64", "model.vision_hidden=32",
+            "model.vision_mlp=64", "model.text_hidden=32", "model.text_layers=1", "model.text_heads=2", "model.text_kv_heads=1",
+            "model.text_mlp=64", "model.head_features=16", "model.head_out_channels=[8, 8, 16, 16]",
+            "train.checkpoint_every=2", "train.stage1.with_text=false",
+            *[f"train.stage{s}={{steps: {n}, lr: 3.0e-3, warmup: 0.1}}" for s, n in steps.items()]]
+    batch = f"train.stage{stage}.batch_size"
+    outs = {}
+    for name, b in (("one", 4), ("half", 2)):
+        outs[name] = tmp_path / name
+        kill_resume.run(["-m", "depthvlm.train", *args, f"{batch}={b}", f"out_dir={outs[name]}"],
+                        tmp_path / f"{name}.log")
+    outs["two"] = two_processes.run("depthvlm.train", [*args, f"{batch}=2"], "out_dir", tmp_path / "two",
+                                    tmp_path / "two.log")
+    files = {n: sorted(str(p.relative_to(d)) for p in d.rglob("*")) for n, d in outs.items()}
+    assert files["two"] == files["one"], (files["two"], files["one"])
+    logs = {n: [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
+            for n, d in outs.items()}
+    assert [(r["stage"], r["step"]) for r in logs["two"]] == [(stage, s) for s in range(4)]
+    for a, b in zip(logs["one"], logs["two"]):
+        for key in ("loss", "depth_loss", "text_loss"):  # text_loss is None in stage 1
+            assert a[key] == (None if b[key] is None else pytest.approx(b[key], rel=1e-4)), (key, a, b)
+    w = {n: load_file(str(d / f"stage{stage}" / "final" / "model.safetensors")) for n, d in outs.items()}
+    diff = max((w["one"][k] - w["two"][k]).abs().max().item() for k in w["one"])
+    other = max((w["one"][k] - w["half"][k]).abs().max().item() for k in w["one"])
+    print(f"depthvlm stage {stage} weights: 2 x 2 vs 1 x 4 {diff:.2e}, 1 x 2 vs 1 x 4 {other:.2e}")
+    assert diff < 1e-4 and diff < other / 50, (diff, other)
