@@ -10,7 +10,10 @@ for debugging.
 
 The demos' shared flags are parsed here, so that each gets the same one-line error before any model
 is loaded: `parse_K("--K", "500,500,320,240")` (fx, fy > 0, every number finite) and
-`parse_device("--device", "cuda")` (a device torch knows and this machine has).
+`parse_device("--device", "cuda")` (a device torch knows and this machine has). Output and data
+paths are checked the same way before a run starts: `check_out_dir("--out", path)` (not a file, its
+nearest existing folder writable), `check_out_prefix` (an output path without suffix) and
+`check_synthetic_root("data.root", root, splits)` (absent, or splits with a readable index.json).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import math
 import os
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 
 TRACEBACK_ENV = "PAPERS3D_TRACEBACK"
 
@@ -65,3 +69,63 @@ def parse_device(flag: str, text: str):
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"{flag} {text!r}: MPS is not available on this machine")
     return device
+
+
+def check_out_dir(flag: str, path) -> Path:
+    """`path` as an output folder to be created or reused; ValueError naming `flag` if it is a
+    file, or if the nearest folder above it that exists is a file or not writable. Call it before
+    any work, so that a run cannot fail only when it writes its results."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path}: is a file; expected a folder (or a path where one can be made)")
+    _check_above(flag, path, path)
+    return path
+
+
+def _check_above(flag: str, shown: Path, path: Path) -> None:
+    above = path
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise ValueError(f"{flag} {shown}: {above} is a file; expected a folder (or a path where one can be made)")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {shown}: {above} is not writable")
+
+
+def check_out_prefix(flag: str, prefix, suffixes=(".json", ".md", ".html")) -> Path:
+    """An output path without suffix (`<prefix>.json`, ...): its folder as in `check_out_dir`, and no
+    folder where one of the files goes."""
+    prefix = Path(prefix)
+    if not prefix.name:
+        raise ValueError(f"{flag} {str(prefix)!r}: expected an output path without suffix, such as results/leaderboard")
+    _check_above(flag, prefix, prefix.parent)
+    for suffix in suffixes:
+        if prefix.with_suffix(suffix).is_dir():
+            raise ValueError(f"{flag} {prefix}: {prefix.with_suffix(suffix)} is a folder; expected a file path")
+    return prefix
+
+
+def check_synthetic_root(field: str, root, splits, generate: bool = True) -> Path:
+    """A root of `make data`'s splits whose present splits have a readable index.json listing scenes
+    that are there; ValueError naming `field` (or the bad file) otherwise. With `generate` (the
+    caller writes the missing splits) a split may be absent if the root can be written; without it,
+    every split must be there. Reads no scene."""
+    from common.datasets.scene_format import read_index
+
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"{field} {root}: is a file; expected a folder of synthetic splits (make data)")
+    missing = []
+    for split in splits:
+        folder = root / split
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"{field} {root}: {folder} is a file; expected a split folder")
+        if (folder / "index.json").exists():
+            read_index(folder)
+        else:
+            missing.append(split)
+    if missing and not generate:
+        raise ValueError(f"{field} {root}: no {missing[0]}/index.json; expected the synthetic splits (make data)")
+    if missing:
+        check_out_dir(field, root)  # the caller generates them here
+    return root

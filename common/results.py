@@ -50,6 +50,12 @@ def validate_results(results: dict, where: str = "results") -> dict:
     for key in REQUIRED:
         if key not in results:
             fail(key, "to be present")
+    for key in ("paper", "ours"):
+        if not isinstance(results[key], str):
+            fail(key, f"a name (string), got {results[key]!r}")
+    for key in ("data", "methods", "ablations", "ci95", "paper_reported"):
+        if not isinstance(results.get(key, {}), dict):
+            fail(key, f"an object, got {type(results[key]).__name__}")
     for key in DATA_FIELDS:
         if key not in results["data"]:
             fail(f"data.{key}", "to be present")
@@ -71,8 +77,15 @@ def validate_results(results: dict, where: str = "results") -> dict:
                 if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
                     fail(f"{section}.{method}.{metric}", f"a finite number or null, got {value!r}")
     for method, intervals in results.get("ci95", {}).items():
+        if not isinstance(intervals, dict):
+            fail(f"ci95.{method}", "an object of {metric: [low, high]}")
         for metric, interval in intervals.items():
-            if not (isinstance(interval, (list, tuple)) and len(interval) == 2 and interval[0] <= interval[1]):
+            if not (
+                isinstance(interval, (list, tuple))
+                and len(interval) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in interval)
+                and interval[0] <= interval[1]
+            ):
                 fail(f"ci95.{method}.{metric}", "[low, high] with low <= high")
     for metric, reported in results.get("paper_reported", {}).items():
         if not isinstance(reported, dict) or "value" not in reported or "dataset" not in reported:
