@@ -140,21 +140,39 @@ def read_source(cfg, split: str):
     """Yield `Sample`s of the configured source: "synthetic" / "scene_format" (`SceneDataset`),
     "nyu_folder" (`NYUv2Folder`), "kitti_val" (`KittiDepthDataset.val_selection`), "scannet"
     (`ScanNetDataset`). Public datasets have no split folders here: `root` is the split."""
+    ds = source_dataset(cfg, split)
+    for i in range(len(ds)):
+        yield ds[i]
+
+
+def source_dataset(cfg, split: str):
+    """The configured source's dataset of `split` (its index read and checked, no sample loaded)."""
     from common import datasets as D
 
     root = Path(cfg.root)
     if cfg.source in ("synthetic", "scene_format"):
-        ds = D.SceneDataset(root, split, load=("depth", "instances"))
-    elif cfg.source == "nyu_folder":
-        ds = D.NYUv2Folder(root)
-    elif cfg.source == "kitti_val":
-        ds = D.KittiDepthDataset.val_selection(root)
-    elif cfg.source == "scannet":
-        ds = D.ScanNetDataset(root)
-    else:
-        raise ValueError(f"data.source: {cfg.source!r}; expected synthetic, scene_format, nyu_folder, kitti_val, scannet")
-    for i in range(len(ds)):
-        yield ds[i]
+        return D.SceneDataset(root, split, load=("depth", "instances"))
+    if cfg.source == "nyu_folder":
+        return D.NYUv2Folder(root)
+    if cfg.source == "kitti_val":
+        return D.KittiDepthDataset.val_selection(root)
+    if cfg.source == "scannet":
+        return D.ScanNetDataset(root)
+    raise ValueError(f"data.source: {cfg.source!r}; expected synthetic, scene_format, nyu_folder, kitti_val, scannet")
+
+
+def check_source(cfg) -> None:
+    """Before any work: a synthetic root that may be absent (`ensure_synthetic` writes it) but is
+    otherwise readable; any other source's train and test datasets as `source_dataset` opens them."""
+    from common.cli import check_synthetic_root
+
+    if cfg.source == "synthetic":
+        check_synthetic_root("data.root", cfg.root, (cfg.train_split, cfg.test_split))
+        return
+    if not Path(cfg.root).is_dir():
+        raise ValueError(f"data.root {cfg.root}: folder not found; expected the {cfg.source} dataset")
+    for split in (cfg.train_split, cfg.test_split):
+        source_dataset(cfg, split)
 
 
 def ensure_synthetic(cfg, train_scenes: int = 64, test_scenes: int = 32, views: int = 8, size: int = 128,

@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cli import one_line_errors
+from common.cli import check_out_dir, one_line_errors
 from common.metrics import bootstrap_ci, depth_metrics
 from common.results import git_commit, markdown_table, write_results
 from depthvlm.baselines import (depthnet_from_vlm_config, median_depth, predict_depthnet, prior_answers,
                                 train_depthnet)
 from depthvlm.config import load_config, set_cpu_threads
-from depthvlm.data import build_items, ensure_synthetic
+from depthvlm.data import build_items, check_source, ensure_synthetic
 from depthvlm.evaluate import depth_scores, evaluate_model, qa_scores
 from depthvlm.model import build_model, load_pretrained
 from depthvlm.train import train, train_stage
@@ -71,8 +71,11 @@ def main(argv=None):
     ap.add_argument("--results", default="results/depthvlm")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
-    with one_line_errors("depthvlm.reproduce"):  # bad settings: one line, before any work
+    with one_line_errors("depthvlm.reproduce"):  # bad settings, paths and data: one line, before any work
         cfg = load_config(args.config, args.overrides)
+        check_out_dir("--results", args.results)
+        check_out_dir("out_dir", cfg.out_dir)
+        check_source(cfg.data)
     set_cpu_threads(cfg.cpu_threads)
     t0 = time.time()
     out = Path(args.results)

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cli import one_line_errors
+from common.cli import check_out_dir, one_line_errors
 from common.datasets import read_endonerf
 from common.results import git_commit, markdown_table, write_results
 
@@ -206,6 +206,21 @@ def interactions(scene: PhysicsScene, out: Path) -> dict:
     return runs
 
 
+def check_clip(flag: str, data: Path):
+    """`setup_from_clip(data)` for a synthetic clip that is there, None where the folder is absent
+    or empty (the clip is generated there); one error naming `flag` for anything else."""
+    if data.exists() and not data.is_dir():
+        raise ValueError(f"{flag} {data}: is a file; expected the synthetic clip's folder")
+    if (data / "ground_truth.json").exists():
+        return setup_from_clip(data)
+    if data.is_dir() and any(data.iterdir()):
+        raise ValueError(
+            f"{flag} {data}: no ground_truth.json; expected the synthetic clip (generated when the folder is absent or empty)"
+        )
+    check_out_dir(flag, data)
+    return None
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(
         prog="python -m endogsim.reproduce",
@@ -221,22 +236,26 @@ def main(argv=None) -> dict:
     ap.add_argument("--robustness", type=int, default=1, help="1: also the noisy-depth and fewer-frames runs")
     ap.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. recon.steps=50")
     args = ap.parse_args(argv)
-    with one_line_errors("endogsim.reproduce"):
+    with one_line_errors("endogsim.reproduce"):  # bad settings, paths and data: one line, before any work
         cfg = load_config(args.config, args.overrides)
         if args.refine_iterations < 0:
             raise ValueError(f"--refine-iterations: expected >= 0, got {args.refine_iterations}")
+        if args.robustness not in (0, 1):
+            raise ValueError(f"--robustness: expected 0 or 1, got {args.robustness}")
+        out, data = check_out_dir("--out", args.out), Path(args.data)
+        clip = check_clip("--data", data)
     torch.manual_seed(cfg.recon.seed)
     t0 = time.time()
-    out, data = Path(args.out), Path(args.data)
     out.mkdir(parents=True, exist_ok=True)
     timing = {}
 
     # 1. data
-    if not (data / "ground_truth.json").is_file():
+    if clip is None:
         make_surgical_scene(
             data, seed=cfg.data.seed, frames=cfg.data.frames, size=(cfg.data.height, cfg.data.width)
         )
-    setup, gt = setup_from_clip(data)
+        clip = setup_from_clip(data)
+    setup, gt = clip
     truth = list(setup.materials)
     truth_volume = float(setup.particles.volume[setup.particles.object_id == 0].sum())
 

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cli import one_line_errors
+from common.cli import check_out_dir, check_synthetic_root, one_line_errors
+from common.datasets.io import read_json
 from common.metrics import bootstrap_ci, paired_bootstrap_test
 from common.results import git_commit, markdown_table, write_results
 from g2vlm.config import Config, load_config, set_threads, to_dict
@@ -67,12 +68,28 @@ def finished(cfg: Config, folder: Path) -> bool:
     out = Path(cfg.train.out_dir)
     if not ((folder / "g2vlm.json").is_file() and (out / "config.json").is_file()):
         return False
-    saved, now = json.loads((out / "config.json").read_text()), json.loads(json.dumps(to_dict(cfg)))
+    saved, now = read_json(out / "config.json"), json.loads(json.dumps(to_dict(cfg)))
+    if not (isinstance(saved, dict) and isinstance(saved.get("train"), dict)):
+        raise ValueError(f"{out / 'config.json'}: expected the run's config (an object with a 'train' section)")
     for c in (saved, now):
         c.pop("eval", None)
         c.pop("threads", None)
         c["train"].pop("checkpoint_every", None)
     return saved == now
+
+
+def check_inputs(cfg: Config, reuse: bool) -> None:
+    """Before any work: the output folder can be written, the data root is absent (generated) or
+    holds readable splits, and with `reuse` the finished runs' config.json files are readable."""
+    check_out_dir("output folder", OUT)
+    check_synthetic_root("data.root", cfg.data.root, (cfg.data.train_split, cfg.data.test_split))
+    if reuse:
+        base = copy.deepcopy(cfg)
+        base.train.out_dir = str(OUT / "stage1")
+        finished(base, OUT / "stage1" / "stage1" / "final")
+        for name in VARIANTS:
+            v = variant_config(cfg, name)
+            finished(v, Path(v.train.out_dir) / "stage2" / "final")
 
 
 def evaluate_model(model, cfg: Config, test_scenes) -> dict:
@@ -180,6 +197,7 @@ def main(argv=None) -> None:
         cfg = load_config(args.config, args.overrides)
         if args.jobs < 1:
             raise ValueError(f"--jobs: expected >= 1, got {args.jobs}")
+        check_inputs(cfg, args.reuse)
         if args.jobs > 1:
             cfg.threads = 1
         set_threads(cfg.threads)

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cli import one_line_errors
+from common.cli import check_out_dir, check_synthetic_root, one_line_errors
+from common.datasets.io import read_json
 from common.metrics import bootstrap_ci, paired_bootstrap_test
 from common.results import git_commit, markdown_table, write_results
 from ide3d.config import Config, load_config, set_threads, to_dict
@@ -98,12 +99,31 @@ def finished(cfg: Config) -> bool:
     out = Path(cfg.train.out_dir)
     if not ((out / "final" / "config.json").is_file() and (out / "config.json").is_file()):
         return False
-    saved, now = json.loads((out / "config.json").read_text()), json.loads(json.dumps(to_dict(cfg)))
+    saved, now = read_json(out / "config.json"), json.loads(json.dumps(to_dict(cfg)))
+    if not (isinstance(saved, dict) and isinstance(saved.get("train"), dict)):
+        raise ValueError(f"{out / 'config.json'}: expected the run's config (an object with a 'train' section)")
     for c in (saved, now):  # evaluation settings and threads do not change the weights
         c.pop("eval", None)
         c.pop("threads", None)
         c["train"].pop("checkpoint_every", None)
     return saved == now
+
+
+def check_inputs(cfg: Config, reuse: bool) -> None:
+    """Before any work: the output folders can be written, the data root (synthetic splits are
+    generated when absent) or the real data's files are there, and with `reuse` the finished runs'
+    config.json files are readable."""
+    check_out_dir("output folder", OUT)
+    check_out_dir("supervision.teacher_path", cfg.supervision.teacher_path)
+    d = cfg.data
+    if d.source == "synthetic":
+        check_synthetic_root("data.root", d.root, (d.train_split, d.test_split))
+    for key in ("scannet_root", "scanrefer", "multi3drefer", "scanqa", "sqa3d_questions",
+                "sqa3d_annotations", "records", "boxes", "gt_boxes"):
+        if d.source != "synthetic" and getattr(d, key) and not Path(getattr(d, key)).exists():
+            raise ValueError(f"data.{key} {getattr(d, key)}: not found")
+    for name in VARIANTS if reuse else ():
+        finished(variant_config(cfg, name))
 
 
 def evaluate_model(model, processor, cfg: Config, train_scenes, test_scenes, use_3d_inputs=True) -> dict:
@@ -257,6 +277,7 @@ def main(argv=None) -> None:
         cfg = load_config(args.config, args.overrides)
         if args.jobs < 1:
             raise ValueError(f"--jobs: expected >= 1, got {args.jobs}")
+        check_inputs(cfg, args.reuse)
         if args.jobs > 1:
             cfg.threads = 1
         set_threads(cfg.threads)

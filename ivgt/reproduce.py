@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from common.cli import one_line_errors
+from common.cli import check_out_dir, check_synthetic_root, one_line_errors
 from common.datasets import SceneDataset
 from common.results import git_commit, markdown_table, write_results
 from common.synthetic import GENERATOR_VERSION, generate_split
@@ -64,16 +64,25 @@ def main(argv=None):
     p.add_argument("overrides", nargs="*")
     a = p.parse_args(argv)
     t0 = time.time()
-    with one_line_errors("ivgt.reproduce"):  # bad settings: one line, before any work
+    with one_line_errors("ivgt.reproduce"):  # bad settings, paths and data: one line, before any work
         if a.scenes is not None and a.scenes < 1:
             raise ValueError(f"--scenes: expected an int >= 1, got {a.scenes}")
         cfg = load_config(a.config, a.overrides)
-    root = cfg.train.data_root
+        check_out_dir("--results", a.results)
+        check_out_dir("train.output_dir", cfg.train.output_dir)
+        root = check_synthetic_root("train.data_root", cfg.train.data_root, ("train", "test"))
+        for name, src in cfg.train.sources.items():  # splits under data_root are generated below
+            if not isinstance(src, dict) or not {"root", "split"} <= set(src):
+                raise ValueError(f"train.sources.{name}: expected {{root, split, weight}}, got {src!r}")
+            generated = Path(src["root"]) == root and src["split"] in ("train", "test")
+            check_synthetic_root(f"train.sources.{name}.root", src["root"], (src["split"],), generate=generated)
+        model = IVGT.load(Path(cfg.train.output_dir) / "model") if a.skip_train else None  # --skip-train
     for split, n in (("train", 64), ("test", 32)):
-        if not (Path(root) / split / "index.json").is_file():
+        if not (root / split / "index.json").is_file():
             generate_split(root, split, scenes=n, views=8, size=128, seed=0)
     set_cpu_threads(cfg.train.cpu_threads)
-    model = IVGT.load(Path(cfg.train.output_dir) / "model") if a.skip_train else train(cfg)
+    if model is None:
+        model = train(cfg)
     torch.manual_seed(cfg.train.seed)
     untrained = IVGT.from_model_config(cfg.model).eval()
     res = evaluate({"ivgt": model, "ivgt-untrained": untrained}, root, "test", a.scenes, image_size=cfg.model.image_size)

@@ -6,10 +6,13 @@ entry points print `<prog>: error: <that line>` and exit 2, without a traceback 
 PAPERS3D_TRACEBACK is set), and write nothing.
 
 - CALL_ROWS: (id, function of (inputs, tmp), exception type, expected substring)
-- CLI_ROWS: (id, "package.module", argv, expected substring); argv and the substring are templates
+- CLI_ROWS: ("package.module", argv, expected substring); argv and the substring are templates
   over the `inputs` paths, `{out}` is the row's own output path, which must not exist afterwards.
-Every CLI row fails in argument, config or file validation, before any model is built, so that
-the table stays fast; two rows also run as real `python -m` processes.
+  They cover the demos, train and evaluate entry points, each package's `reproduce` (flags, output
+  folders, the data root) and the `benchmarks` command lines (`benchmarks.run`, `.leaderboard`,
+  `.perf`).
+Every CLI row fails in argument, config or file validation, before any model is built or any data
+generated, so that the table stays fast; two rows also run as real `python -m` processes.
 The endogsim rows live with endogsim.
 """
 
@@ -30,8 +33,8 @@ from safetensors.torch import save_file
 
 from common.checkpoint import check_weights_folder, load_optimizer_state, load_safetensors
 from common.config import ConfigError
-from common.datasets import NYUv2Folder, Sample, read_endonerf, read_image_folder, read_scene, write_scene
-from common.datasets import io
+from common.datasets import NYUv2Folder, Sample, io, read_endonerf, read_image_folder, read_scene, write_scene
+from common.datasets.scene_format import write_index
 from common.errors import CheckpointError, DatasetError
 from common.metrics import depth_metrics, exact_match, mean_relative_accuracy
 from common.tests import datasets_fixtures as fx
@@ -118,6 +121,32 @@ def inputs(tmp_path_factory) -> dict:
     (p["g2vlm_bin"] / "geometry" / "config.json").write_text(json.dumps({"image_size": 16}))
     # A valid scene of the project's format (rows copy it and break one thing).
     p["scene"] = write_scene(d / "scene", _scene_sample())
+    # Output and data paths for the reproduce and benchmark entry points.
+    p["file"] = d / "a_file.txt"
+    p["file"].write_text("not a folder")
+    p["bench"] = d / "bench"  # a synthetic root of one scene per split
+    for split in ("train", "test"):
+        shutil.copytree(p["scene"], p["bench"] / split / "s0")
+        write_index(p["bench"] / split, ["s0"])
+    p["bad_index"] = d / "bad_index"  # train/index.json is not JSON
+    (p["bad_index"] / "train").mkdir(parents=True)
+    (p["bad_index"] / "train" / "index.json").write_text("{not json")
+    p["lost_scene"] = d / "lost_scene"  # train/index.json lists a scene that is not there
+    (p["lost_scene"] / "train").mkdir(parents=True)
+    write_index(p["lost_scene"] / "train", ["s9"])
+    p["results_bad"] = d / "results_bad"  # a results.json whose methods are a list
+    (p["results_bad"] / "ivgt").mkdir(parents=True)
+    (p["results_bad"] / "ivgt" / "results.json").write_text(json.dumps({
+        "paper": "ivgt", "ours": "ivgt", "data": {"name": "s", "split": "test", "scenes": 1, "seed": 0},
+        "metrics": {"m": {"higher_is_better": True}}, "methods": ["ivgt"],
+    }))
+    p["results_badjson"] = d / "results_badjson"
+    (p["results_badjson"] / "vlm3").mkdir(parents=True)
+    (p["results_badjson"] / "vlm3" / "results.json").write_text("{not json")
+    p["vlm3_runs"] = d / "vlm3_runs"  # a finished-looking run whose config.json is not JSON (--reuse)
+    (p["vlm3_runs"] / "vlm3" / "checkpoint").mkdir(parents=True)
+    (p["vlm3_runs"] / "vlm3" / "checkpoint" / "trainer_state.json").write_text(json.dumps({"step": 3}))
+    (p["vlm3_runs"] / "vlm3" / "config.json").write_text("{not json")
     for pkg in ("ivgt", "vlm3", "depthvlm", "ide3d", "g2vlm"):
         p[f"{pkg}_yaml"] = ROOT / pkg / "configs" / "tiny.yaml"
     return p
@@ -710,6 +739,74 @@ CLI_ROWS = [
         ["--images", "{images}", "--ask", "q", "--model", "{g2vlm_bin}", "--out", "{out}"],
         "language_model: no *.safetensors weights",
     ),
+    # reproduce: flags, output folders and the data root, checked before any data is generated or
+    # any model trained
+    ("ivgt.reproduce", ["--results", "{file}"], "--results {file}: is a file; expected a folder"),
+    (
+        "ivgt.reproduce",
+        ["--results", "{out}", "train.output_dir={file}/run"],
+        "train.output_dir {file}/run: {file} is a file",
+    ),
+    (
+        "ivgt.reproduce",
+        ["--results", "{out}", "train.data_root={file}"],
+        "train.data_root {file}: is a file; expected a folder of synthetic splits",
+    ),
+    (
+        "ivgt.reproduce",
+        ["--results", "{out}", "train.data_root={bad_index}"],
+        "{bad_index}/train/index.json: not valid JSON",
+    ),
+    (
+        "ivgt.reproduce",
+        ["--results", "{out}", "--skip-train", "train.output_dir={empty}"],
+        "{empty}/model/config.json: not found; expected an IVGT checkpoint folder",
+    ),
+    ("ivgt.reproduce", ["--results", "{out}", "--scenes", "0"], "--scenes: expected an int >= 1, got 0"),
+    ("depthvlm.reproduce", ["--results", "{file}"], "--results {file}: is a file"),
+    ("depthvlm.reproduce", ["--results", "{out}", "out_dir={file}"], "out_dir {file}: is a file"),
+    (
+        "depthvlm.reproduce",
+        ["--results", "{out}", "data.root={lost_scene}"],
+        "{lost_scene}/train/s9: scene listed in index.json has no scene.json",
+    ),
+    (
+        "depthvlm.reproduce",
+        ["--results", "{out}", "data.source=nyu_folder", "data.root={missing}"],
+        "data.root {missing}: folder not found; expected the nyu_folder dataset",
+    ),
+    ("vlm3.reproduce", ["--out", "{file}"], "--out {file}: is a file"),
+    ("vlm3.reproduce", ["--out", "{out}", "--seed", "-1"], "--seed: expected an int >= 0, got -1"),
+    ("vlm3.reproduce", ["--out", "{out}", "--jobs", "0"], "--jobs: expected an int >= 1, got 0"),
+    (
+        "vlm3.reproduce",
+        ["--out", "{out}", "data.root={file}"],
+        "data.root {file}: is a file; expected a folder of synthetic splits",
+    ),
+    (
+        "vlm3.reproduce",
+        ["--out", "{vlm3_runs}", "--reuse", "data.root={missing}"],
+        "{vlm3_runs}/vlm3/config.json: not valid JSON",
+    ),
+    ("ide3d.reproduce", ["--jobs", "0"], "--jobs: expected >= 1, got 0"),
+    (
+        "ide3d.reproduce",
+        ["supervision.teacher_path={file}"],
+        "supervision.teacher_path {file}: is a file",
+    ),
+    ("ide3d.reproduce", ["data.root={bad_index}"], "{bad_index}/train/index.json: not valid JSON"),
+    (
+        "ide3d.reproduce",
+        ["data.source=scannet", "data.scannet_root={missing}"],
+        "data.scannet_root {missing}: not found",
+    ),
+    ("g2vlm.reproduce", ["--jobs", "0"], "--jobs: expected >= 1, got 0"),
+    ("g2vlm.reproduce", ["data.root={file}"], "data.root {file}: is a file"),
+    (
+        "g2vlm.reproduce",
+        ["data.root={lost_scene}"],
+        "{lost_scene}/train/s9: scene listed in index.json has no scene.json",
+    ),
 ]
 
 
@@ -730,7 +827,8 @@ def test_cli_row(module, argv, expected, inputs, tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert stop.value.code == 2, err
-    assert len(lines) == 1 and lines[0].startswith(f"{module}: error: "), err
+    prog = module.removesuffix(".__main__")
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), err
     assert "Traceback" not in err
     assert expected.format(out=out, **inputs) in lines[0], lines[0]
     assert not out.exists(), f"{module} wrote {out} before failing"

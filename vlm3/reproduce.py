@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cli import one_line_errors
+from common.cli import check_out_dir, check_synthetic_root, one_line_errors
+from common.datasets.io import read_json
 from common.metrics import bootstrap_ci
 from common.results import git_commit, markdown_table, write_results
 from vlm3.config import Config, load_config, to_dict
@@ -60,15 +61,19 @@ def finished_checkpoint(cfg: Config) -> Path | None:
     ckpt = out / "checkpoint"
     if not ((ckpt / "trainer_state.json").is_file() and (out / "config.json").is_file()):
         return None
-    saved = json.loads((out / "config.json").read_text())
+    saved = read_json(out / "config.json")
+    if not isinstance(saved, dict):
+        raise ValueError(f"{out / 'config.json'}: expected the run's config (a JSON object)")
     now = json.loads(json.dumps(to_dict(cfg)))  # as train() wrote it
     for c in (saved, now):  # eval settings may differ, and how the run was executed does not matter
         c.pop("eval", None)
         for k in RUN_ONLY:
             c.get("train", {}).pop(k, None)
     same = saved == now
-    done = json.loads((ckpt / "trainer_state.json").read_text())["step"] == cfg.train.steps
-    return ckpt if (same and done) else None
+    state = read_json(ckpt / "trainer_state.json")
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise ValueError(f"{ckpt / 'trainer_state.json'}: field 'step': expected the step count of the checkpoint")
+    return ckpt if (same and state["step"] == cfg.train.steps) else None
 
 
 def run_variant(name: str, cfg: Config, reuse: bool = False) -> dict:
@@ -178,28 +183,33 @@ def main(argv=None) -> None:
     ap.add_argument("overrides", nargs="*", help="key=value for every run, e.g. train.steps=300")
     args = ap.parse_args(argv)
     start = time.time()
-    with one_line_errors("vlm3.reproduce"):  # bad settings: one line, before any work
+    with one_line_errors("vlm3.reproduce"):  # bad settings, paths and data: one line, before any work
         if args.jobs < 1:
             raise ValueError(f"--jobs: expected an int >= 1, got {args.jobs}")
+        if args.seed < 0:
+            raise ValueError(f"--seed: expected an int >= 0, got {args.seed}")
         cfg = load_config(args.config, list(args.overrides) + [f"train.seed={args.seed}"])
-    out = Path(args.out)
+        out = check_out_dir("--out", args.out)
+        check_synthetic_root("data.root", cfg.data.root, (cfg.data.train_split, cfg.data.test_split))
+        variants = {"vlm3": cfg}
+        for name, change in (
+            ("no-focal-unification", {"unify_focal": False}),
+            ("red-arrow-marker", {"marker": True}),
+        ):
+            v = copy.deepcopy(cfg)
+            for k, val in change.items():
+                setattr(v.data, k, val)
+            variants[name] = v
+        for name, v in variants.items():
+            v.train.out_dir = str(out / name)
+            check_out_dir("--out", v.train.out_dir)
+            if args.reuse:
+                finished_checkpoint(v)  # --reuse reads the run's config.json and trainer_state.json
     out.mkdir(parents=True, exist_ok=True)
     set_threads(cfg)
     ensure_data(cfg)
     torch.manual_seed(args.seed)
     test_cache = scene_cache(cfg, "test")
-
-    variants = {"vlm3": cfg}
-    for name, change in (
-        ("no-focal-unification", {"unify_focal": False}),
-        ("red-arrow-marker", {"marker": True}),
-    ):
-        v = copy.deepcopy(cfg)
-        for k, val in change.items():
-            setattr(v.data, k, val)
-        variants[name] = v
-    for name, v in variants.items():
-        v.train.out_dir = str(out / name)
     log = run_variants(variants, args.reuse, args.jobs)
 
     # The untrained model and the trivial baselines answer the main run's questions.

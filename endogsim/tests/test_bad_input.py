@@ -29,15 +29,33 @@ CLI_ROWS = [
     ("endogsim.evaluate", ["--model", "{tmp}", "--data", "{clip}"], "not a GaussianModel folder"),
     ("endogsim.reproduce", ["--out", "{out}", "--refine-iterations", "-1"], "--refine-iterations: expected >= 0"),
     ("endogsim.reproduce", ["--out", "{out}", "recon.nope=1"], "nope"),
+    ("endogsim.reproduce", ["--out", "{out}", "--robustness", "2"], "--robustness: expected 0 or 1, got 2"),
+    ("endogsim.reproduce", ["--out", "{file}"], "--out {file}: is a file"),
+    ("endogsim.reproduce", ["--out", "{out}", "--data", "{file}"], "--data {file}: is a file"),
+    ("endogsim.reproduce", ["--out", "{out}", "--data", "{notclip}"], "--data {notclip}: no ground_truth.json"),
+    ("endogsim.reproduce", ["--out", "{out}", "--data", "{badclip}"],
+     "{badclip}/ground_truth.json: missing or bad field 'simulation'"),
     ("endogsim.demo", ["--clip", "{clip}", "--out", "{out}", "--labels", "liver,brick"], "['brick']"),
 ]
+
+
+def _inputs(folder):
+    """A file where a folder belongs, a folder that is not a clip, a clip whose ground_truth.json is empty."""
+    (folder / "notclip").mkdir(parents=True)
+    (folder / "notclip" / "frame.png").write_bytes(b"")
+    (folder / "badclip").mkdir()
+    (folder / "badclip" / "ground_truth.json").write_text("{}")
+    (folder / "a_file.txt").write_text("not a folder")
+    return {"file": folder / "a_file.txt", "notclip": folder / "notclip", "badclip": folder / "badclip"}
 
 
 @pytest.mark.parametrize("module, argv, expected", CLI_ROWS, ids=[f"{m}:{a[-1]}" for m, a, _ in CLI_ROWS])
 def test_cli_row(module, argv, expected, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("PAPERS3D_TRACEBACK", raising=False)
     out = tmp_path / "out"
-    args = [a.format(clip=small_clip(), out=out, tmp=tmp_path) for a in argv]
+    paths = {"clip": small_clip(), "out": out, "tmp": tmp_path, **_inputs(tmp_path / "inputs")}
+    args = [a.format(**paths) for a in argv]
+    expected = expected.format(**paths)
     capsys.readouterr()
     with pytest.raises(SystemExit) as stop:
         importlib.import_module(module).main(args)
