@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.cli import check_out_prefix, one_line_errors
 from common.results import read_results
 
 
@@ -347,8 +348,11 @@ def main(argv=None) -> int:
     parser.add_argument("--results", default="results", help="folder holding <paper>/results.json")
     parser.add_argument("--out", default="results/papers", help="output path without suffix")
     args = parser.parse_args(argv)
-    groups = collect(args.results)
-    out = Path(args.out)
+    with one_line_errors("benchmarks.leaderboard"):  # every results.json is read before anything is written
+        if not Path(args.results).is_dir():
+            raise ValueError(f"--results {args.results}: folder not found; expected a folder holding <paper>/results.json")
+        out = check_out_prefix("--out", args.out)
+        groups = collect(args.results)
     out.parent.mkdir(parents=True, exist_ok=True)
     markdown = to_markdown(groups)
     out.with_suffix(".md").write_text(markdown)

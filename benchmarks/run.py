@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import importlib
 import sys
 import time
 from pathlib import Path
@@ -26,9 +27,17 @@ from benchmarks import leaderboard
 from benchmarks.methods import ADAPTERS, Unavailable, build
 from benchmarks.tasks import TASKS
 from benchmarks.tasks.base import DATA_ROOT, SPLIT, TRAIN_SPLIT, load_split
-from common.cli import one_line_errors
+from common.cli import check_out_prefix, check_synthetic_root, one_line_errors
+from common.datasets.scene_format import read_index
 from common.metrics import bootstrap_ci, paired_bootstrap_test
 from common.results import git_commit
+
+PERF_DIR = Path("results/perf")  # where `make perf` writes <paper>.json
+
+
+def _adapter_class(name: str):
+    module, cls = ADAPTERS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def _names(text: str | None, known, what: str) -> list[str]:
@@ -156,20 +165,33 @@ def run_task(task, methods: dict, test, train, n_boot: int, log=print) -> dict:
     }
 
 
-def cost_table(methods: dict, tasks: dict, perf_dir: Path = Path("results/perf")) -> dict:
+def paper_scale_notes(perf_dir: Path, papers) -> dict[str, list[str]]:
+    """{paper: the "paper scale ..." notes of `perf_dir/<paper>.json`} for the papers that have that
+    file; a file that is not a perf report (`make perf`) is one error naming it."""
+    from common.datasets.io import read_json
+
+    notes = {}
+    for paper in papers:
+        path = Path(perf_dir) / f"{paper}.json"
+        if not path.exists():
+            continue
+        report = read_json(path)
+        listed = report.get("notes", []) if isinstance(report, dict) else None
+        if not isinstance(listed, list) or not all(isinstance(n, str) for n in listed):
+            raise ValueError(f"{path}: field 'notes': expected a list of strings (a `make perf` report)")
+        notes[paper] = [n for n in listed if n.startswith("paper scale")]
+    return notes
+
+
+def cost_table(methods: dict, tasks: dict, notes: dict[str, list[str]] | None = None) -> dict:
     """Per method: parameters of the loaded model, CPU seconds per item of each task in this run, and
     the paper-scale counts (parameters, FLOPs of one inference on the `meta` device) that
-    `make perf` measured, quoted from `results/perf/<paper>.json` where that file has them."""
+    `make perf` measured, quoted from `results/perf/<paper>.json` (`paper_scale_notes`)."""
+    notes = notes or {}
     out = {}
     for name, m in methods.items():
         if isinstance(m, str):
             continue
-        perf = perf_dir / f"{m.paper}.json"
-        notes = []
-        if perf.is_file():
-            import json
-
-            notes = [n for n in json.loads(perf.read_text()).get("notes", []) if n.startswith("paper scale")]
         out[name] = {
             "parameters": m.parameters(),
             "seconds_per_item": {
@@ -177,7 +199,7 @@ def cost_table(methods: dict, tasks: dict, perf_dir: Path = Path("results/perf")
                 for t, task in tasks.items()
                 if task["methods"].get(name, {}).get("status") == "ok"
             },
-            "paper_scale": notes,
+            "paper_scale": notes.get(m.paper, []),
         }
     return out
 
@@ -209,12 +231,18 @@ def main(argv=None) -> int:
             raise ValueError(f"--bootstrap: expected >= 100, got {args.bootstrap}")
         if args.threads < 0:
             raise ValueError(f"--threads: expected >= 0, got {args.threads}")
+        out = check_out_prefix("--out", args.out)
+        data = check_synthetic_root("--data", args.data, (SPLIT, TRAIN_SPLIT), generate=False)
+        available = len(read_index(data / SPLIT)["scenes"])
+        if args.scenes > available:
+            raise ValueError(f"--scenes: expected at most the {available} scenes of {data / SPLIT}, got {args.scenes}")
+        notes = paper_scale_notes(PERF_DIR, sorted({_adapter_class(n).paper for n in wanted}))
         if args.threads:
             import torch
 
             torch.set_num_threads(args.threads)
-        test = load_split(args.data, SPLIT, args.scenes)
-        train = load_split(args.data, TRAIN_SPLIT, 0, load=("depth",))
+        test = load_split(data, SPLIT, args.scenes)
+        train = load_split(data, TRAIN_SPLIT, 0, load=("depth",))
         task_objs = [TASKS[t]() for t in tasks]
         needed = {p.method for t in task_objs for p in t.participants}
         methods: dict = {}
@@ -234,9 +262,9 @@ def main(argv=None) -> int:
         board = {"data": test.data, "tasks": {}}
         for task in task_objs:
             board["tasks"][task.name] = run_task(task, methods, test, train, args.bootstrap)
-        board["cost"] = cost_table(methods, board["tasks"])
+        board["cost"] = cost_table(methods, board["tasks"], notes)
         board["environment"] = {"seconds": round(time.time() - t0), "git": git_commit(), "device": "cpu"}
-        paths = leaderboard.write(board, Path(args.out))
+        paths = leaderboard.write(board, out)
     print(leaderboard.summary_markdown(board))
     print("written " + ", ".join(str(p) for p in paths))
     return 0

@@ -37,6 +37,7 @@ from common.datasets import NYUv2Folder, Sample, io, read_endonerf, read_image_f
 from common.datasets.scene_format import write_index
 from common.errors import CheckpointError, DatasetError
 from common.metrics import depth_metrics, exact_match, mean_relative_accuracy
+from common.results import read_results
 from common.tests import datasets_fixtures as fx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -205,6 +206,22 @@ def _ivgt_resume_from_old_checkpoint(p, tmp):
     (ck / "trainer_state.pt").write_bytes(PICKLE_BYTES)  # what an older version wrote
     model = torch.nn.Linear(2, 2)
     _load_checkpoint(model, torch.optim.AdamW(model.parameters()), ck)
+
+
+def _results_file(tmp, **fields) -> Path:
+    results = {
+        "paper": "ivgt", "ours": "ivgt", "data": {"name": "s", "split": "test", "scenes": 1, "seed": 0},
+        "metrics": {"m": {"higher_is_better": True}}, "methods": {"ivgt": {"m": 1.0}}, **fields,
+    }
+    (tmp / "results.json").write_text(json.dumps(results))
+    return tmp / "results.json"
+
+
+def _perf_notes(tmp, report: dict):
+    from benchmarks.run import paper_scale_notes
+
+    (tmp / "ivgt.json").write_text(json.dumps(report))
+    return paper_scale_notes(tmp, ["ivgt"])
 
 
 def _load_model(module: str, fn: str, key: str):
@@ -552,6 +569,25 @@ CALL_ROWS = [
         ValueError,
         "answers: expected at least one reference answer",
     ),
+    # results.json of another schema, and a perf report the leaderboard quotes
+    (
+        "results-ci95-not-object",
+        lambda p, t: read_results(_results_file(t, ci95={"ivgt": [0.1, 0.2]})),
+        DatasetError,
+        "results.json: field 'ci95.ivgt': expected an object of {{metric: [low, high]}}",
+    ),
+    (
+        "results-ours-not-a-name",
+        lambda p, t: read_results(_results_file(t, ours=["ivgt"])),
+        DatasetError,
+        "results.json: field 'ours': expected a name (string), got ['ivgt']",
+    ),
+    (
+        "perf-report-notes",
+        lambda p, t: _perf_notes(t, {"notes": "paper scale: 1 B"}),
+        ValueError,
+        "ivgt.json: field 'notes': expected a list of strings",
+    ),
 ]
 
 
@@ -807,6 +843,43 @@ CLI_ROWS = [
         ["data.root={lost_scene}"],
         "{lost_scene}/train/s9: scene listed in index.json has no scene.json",
     ),
+    # benchmarks: names, counts, the data root, results folders and output paths
+    ("benchmarks.run", ["--tasks", "depth,nosuch", "--out", "{out}"], "--tasks: unknown ['nosuch']"),
+    ("benchmarks.run", ["--methods", "nosuch", "--out", "{out}"], "--methods: unknown ['nosuch']"),
+    ("benchmarks.run", ["--scenes", "-1", "--out", "{out}"], "--scenes: expected >= 0, got -1"),
+    ("benchmarks.run", ["--bootstrap", "5", "--out", "{out}"], "--bootstrap: expected >= 100, got 5"),
+    ("benchmarks.run", ["--threads", "-1", "--out", "{out}"], "--threads: expected >= 0, got -1"),
+    ("benchmarks.run", ["--data", "{bench}", "--out", "{file}/lb"], "--out {file}/lb: {file} is a file"),
+    (
+        "benchmarks.run",
+        ["--data", "{missing}", "--out", "{out}"],
+        "--data {missing}: no test/index.json; expected the synthetic splits (make data)",
+    ),
+    ("benchmarks.run", ["--data", "{bad_index}", "--out", "{out}"], "train/index.json: not valid JSON"),
+    (
+        "benchmarks.run",
+        ["--data", "{bench}", "--scenes", "5", "--out", "{out}"],
+        "--scenes: expected at most the 1 scenes of {bench}/test, got 5",
+    ),
+    (
+        "benchmarks.leaderboard",
+        ["--results", "{missing}", "--out", "{out}"],
+        "--results {missing}: folder not found",
+    ),
+    (
+        "benchmarks.leaderboard",
+        ["--results", "{results_bad}", "--out", "{out}"],
+        "{results_bad}/ivgt/results.json: field 'methods': expected an object, got list",
+    ),
+    (
+        "benchmarks.leaderboard",
+        ["--results", "{results_badjson}", "--out", "{out}"],
+        "{results_badjson}/vlm3/results.json: not valid JSON",
+    ),
+    ("benchmarks.leaderboard", ["--results", "{bench}", "--out", "{file}/lb"], "--out {file}/lb: {file} is a file"),
+    ("benchmarks.perf.__main__", ["nosuch", "--out", "{out}"], "unknown benchmark(s) ['nosuch']"),
+    ("benchmarks.perf.__main__", ["all", "--threads", "-1", "--out", "{out}"], "--threads: expected 0"),
+    ("benchmarks.perf.__main__", ["mpm", "--out", "{file}"], "--out {file}: is a file"),
 ]
 
 

@@ -6,6 +6,7 @@ import pkgutil
 import sys
 
 import benchmarks.perf as perf
+from common.cli import check_out_dir, one_line_errors
 
 
 def available() -> list[str]:
@@ -21,16 +22,18 @@ def main(argv=None) -> int:
                         help="torch CPU threads (0: torch's default). On a busy machine 1 keeps the CPU "
                              "numbers from waiting on each other's threads; the count is recorded in the JSON")
     args = parser.parse_args(argv)
-    if args.threads < 0:
-        parser.error(f"--threads: expected 0 (torch's default) or a positive count, got {args.threads}")
+    with one_line_errors("benchmarks.perf"):  # before any benchmark runs
+        if args.threads < 0:
+            raise ValueError(f"--threads: expected 0 (torch's default) or a positive count, got {args.threads}")
+        names = available() if args.names == ["all"] else args.names
+        unknown = [n for n in names if n not in available()]
+        if unknown:
+            raise ValueError(f"unknown benchmark(s) {unknown}; expected some of {available()} or 'all'")
+        check_out_dir("--out", args.out)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    names = available() if args.names == ["all"] else args.names
-    unknown = [n for n in names if n not in available()]
-    if unknown:
-        parser.error(f"unknown benchmark(s) {unknown}; available: {available()}")
     for name in names:
         report = importlib.import_module(f"benchmarks.perf.{name}").run(quick=args.quick)
         print(f"\n## {report.name}: {report.description}\n\n{report.table()}")
