@@ -1,4 +1,4 @@
-"""The unchanged Qwen3-VL: label masking, save/load, learning, resuming, config errors."""
+"""The unchanged Qwen3-VL: label masking, save/load, learning, resuming after a kill, config errors."""
 
 import json
 
@@ -9,6 +9,7 @@ from transformers import Qwen3VLForConditionalGeneration
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
 from common.metrics import depth_metrics
+from common.tests import kill_resume
 from vlm3 import prompts as P
 from vlm3.config import load_config
 from vlm3.data import QuestionBuilder, SceneCache, TaskDataset, TaskSettings
@@ -155,27 +156,30 @@ def test_overfits_a_handful_of_depth_questions(tiny_vlm, data_root):
     assert delta1(tiny_vlm) == 1.0 and before < 1.0
 
 
-def test_resume_reaches_the_same_weights(cfg_overrides, tmp_path):
-    full = load_config(None, cfg_overrides + [f"train.out_dir={tmp_path / 'full'}"])
-    cut = load_config(None, cfg_overrides + [f"train.out_dir={tmp_path / 'cut'}"])
-    a = train(full, progress=False)
-    train(cut, progress=False, stop_at=3)  # "killed" after step 3: the checkpoint is step 2's
-    assert len((tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()) == 3
-    b = train(cut, resume=True, progress=False)
-    for (name, pa), (_, pb) in zip(a.model.named_parameters(), b.model.named_parameters()):
-        assert torch.equal(pa, pb), name
+def test_resume_after_a_kill_reaches_the_same_weights_and_log(cfg_overrides, tmp_path):
+    """`vlm3.train` killed with SIGKILL after a checkpoint (and steps logged past it), then run with
+    --resume: the final weights and AdamW state equal the uninterrupted run's bit for bit, and
+    metrics.jsonl has the same lines (all fields but the wall-clock "seconds"), each step once."""
+    args = ["-m", "vlm3.train", *cfg_overrides, "train.steps=8", "train.checkpoint_every=3"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    kill_resume.run([*args, f"train.out_dir={full}"], tmp_path / "full.log")
+    step = kill_resume.kill_after_checkpoint([*args, f"train.out_dir={cut}"],
+                                             cut / "checkpoint" / "trainer_state.json", cut / "metrics.jsonl",
+                                             tmp_path / "cut.log")
+    assert step in (3, 6)
+    assert max(json.loads(x)["step"] for x in (cut / "metrics.jsonl").read_text().splitlines()) > step
+    kill_resume.run([*args, f"train.out_dir={cut}", "--resume"], tmp_path / "resume.log")
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        kill_resume.assert_same_weights(full / "checkpoint" / name, cut / "checkpoint" / name)
+    assert json.loads((cut / "checkpoint" / "trainer_state.json").read_text())["step"] == 8
+    rows = kill_resume.assert_same_log(full / "metrics.jsonl", cut / "metrics.jsonl", time_keys=("seconds",))
+    assert [r["step"] for r in rows] == list(range(1, 9))
 
-    def log(run):  # every field but the wall-clock "seconds"; step 3 once (cut back on resume)
-        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
-        return [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in lines]
 
-    assert [r["step"] for r in log("cut")] == [1, 2, 3, 4] and log("cut") == log("full")
+def test_resume_without_a_checkpoint_is_an_error(cfg_overrides, tmp_path):
     with pytest.raises(ValueError, match="no checkpoint"):
-        train(
-            load_config(None, cfg_overrides + [f"train.out_dir={tmp_path / 'none'}"]),
-            resume=True,
-            progress=False,
-        )
+        train(load_config(None, cfg_overrides + [f"train.out_dir={tmp_path / 'none'}"]), resume=True,
+              progress=False)
 
 
 def test_worker_processes_build_the_same_batches(cfg_overrides, tmp_path):
