@@ -32,29 +32,32 @@ def teacher_path(data_root, tmp_path_factory):
     return path
 
 
+def tiny_overrides(data_root, out_dir, teacher_path, extra=()) -> list[str]:
+    """tiny.yaml's overrides for the tests (also as `python -m ide3d.train` arguments): 4 frames, a
+    few steps, checkpoints every 2."""
+    return [
+        f"data.root={data_root}",
+        "data.frames=4",
+        f"train.out_dir={out_dir}",
+        f"supervision.teacher_path={teacher_path}",
+        "train.steps=4",
+        "train.checkpoint_every=2",
+        "train.scenes_per_batch=2",
+        "train.queries_per_scene=3",
+        "teacher.steps=3",
+        "train.verifier_steps=2",
+        "eval.batch_size=8",
+        "eval.max_new_tokens=4",
+        *extra,
+    ]
+
+
 def make_cfg(data_root, out_dir, teacher_path, extra=()):
-    """tiny.yaml on the test split: 4 frames, a few steps, checkpoints every 2."""
+    """tiny.yaml on the test split with `tiny_overrides`."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    return load_config(
-        root / TINY,
-        [
-            f"data.root={data_root}",
-            "data.frames=4",
-            f"train.out_dir={out_dir}",
-            f"supervision.teacher_path={teacher_path}",
-            "train.steps=4",
-            "train.checkpoint_every=2",
-            "train.scenes_per_batch=2",
-            "train.queries_per_scene=3",
-            "teacher.steps=3",
-            "train.verifier_steps=2",
-            "eval.batch_size=8",
-            "eval.max_new_tokens=4",
-            *extra,
-        ],
-    )
+    return load_config(root / TINY, tiny_overrides(data_root, out_dir, teacher_path, extra))
 
 
 @pytest.fixture(scope="session")

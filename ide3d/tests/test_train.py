@@ -1,5 +1,6 @@
-"""Training: the inference checkpoint holds no training-only module, resume is exact, two processes
-shard like one with twice the batch, a tiny model learns, and bad settings are one line."""
+"""Training: the inference checkpoint holds no training-only module, resume after a kill is exact,
+two processes shard like one with twice the batch, a tiny model learns, and bad settings are one
+line."""
 
 import json
 import os
@@ -9,13 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
+from common.tests import kill_resume
 from ide3d.data import load_scenes
 from ide3d.evaluate import predict, score
 from ide3d.model import build_model, load_pretrained
-from ide3d.tests.conftest import make_cfg
+from ide3d.tests.conftest import TINY, make_cfg, tiny_overrides
 from ide3d.train import main as train_main
 from ide3d.train import pretrain_verifier, train
 
@@ -41,23 +42,27 @@ def test_training_only_modules_leave_the_inference_model(data_root, teacher_path
     assert all(r["geometry"] > 0 and r["cross_view"] > 0 and r["global"] > 0 for r in log)
 
 
-def test_resume_reaches_the_same_weights_and_log(data_root, teacher_path, tmp_path):
-    straight = train(make_cfg(data_root, tmp_path / "a", teacher_path), progress=False)
-    cfg = make_cfg(data_root, tmp_path / "b", teacher_path)
-    train(cfg, stop_at=3, progress=False)  # killed after step 3: the checkpoint is step 2's
-    assert json.loads((tmp_path / "b" / "checkpoint" / "trainer_state.json").read_text())["step"] == 2
-    assert len((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()) == 3
-    resumed = train(cfg, resume=True, progress=False)
-    a, b = weights(straight), weights(resumed)
-    assert all(torch.equal(a[k], b[k]) for k in a)
-
-    def log(run):
-        return [
-            {k: v for k, v in json.loads(line).items() if k != "seconds"}
-            for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()
-        ]
-
-    assert log("a") == log("b")
+def test_resume_after_a_kill_reaches_the_same_weights_and_log(data_root, teacher_path, tmp_path):
+    """`ide3d.train` killed with SIGKILL after a checkpoint (and steps logged past it), then run with
+    --resume: the final model, the training-only modules and the AdamW state equal the uninterrupted
+    run's bit for bit, and metrics.jsonl has the same lines (all fields but the wall-clock "seconds"),
+    each step once."""
+    steps = ["train.steps=8", "train.checkpoint_every=3", "threads=1"]
+    args = ["-m", "ide3d.train", "--config", str(ROOT / TINY),
+            *tiny_overrides(data_root, "unused", teacher_path, steps)]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    kill_resume.run([*args, f"train.out_dir={full}"], tmp_path / "full.log")
+    step = kill_resume.kill_after_checkpoint([*args, f"train.out_dir={cut}"],
+                                             cut / "checkpoint" / "trainer_state.json", cut / "metrics.jsonl",
+                                             tmp_path / "cut.log")
+    assert step in (3, 6) and not (cut / "final").exists()
+    assert max(json.loads(x)["step"] for x in (cut / "metrics.jsonl").read_text().splitlines()) > step
+    kill_resume.run([*args, f"train.out_dir={cut}", "--resume"], tmp_path / "resume.log")
+    kill_resume.assert_same_weights(full / "final" / "model.safetensors", cut / "final" / "model.safetensors")
+    for name in ("supervision.safetensors", "optimizer.safetensors"):
+        kill_resume.assert_same_weights(full / "checkpoint" / name, cut / "checkpoint" / name)
+    rows = kill_resume.assert_same_log(full / "metrics.jsonl", cut / "metrics.jsonl", time_keys=("seconds",))
+    assert [r["step"] for r in rows] == list(range(1, 9))
 
 
 def _free_port() -> int:
