@@ -17,7 +17,6 @@ the methods that report it (papers name metrics by their own protocol, so e.g. V
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import io
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.cli import check_out_prefix, one_line_errors
+from common.cli import OneLineParser, check_out_prefix, one_line_errors
 from common.results import read_results
 
 
@@ -344,7 +343,9 @@ def write(board: dict, out: Path) -> list[Path]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.leaderboard", description=__doc__)
+    parser = OneLineParser(
+        "benchmarks.leaderboard", prog="python -m benchmarks.leaderboard", description=__doc__
+    )
     parser.add_argument("--results", default="results", help="folder holding <paper>/results.json")
     parser.add_argument("--out", default="results/papers", help="output path without suffix")
     args = parser.parse_args(argv)

@@ -27,7 +27,7 @@ from benchmarks import leaderboard
 from benchmarks.methods import ADAPTERS, Unavailable, build
 from benchmarks.tasks import TASKS
 from benchmarks.tasks.base import DATA_ROOT, SPLIT, TRAIN_SPLIT, load_split
-from common.cli import check_out_prefix, check_synthetic_root, one_line_errors
+from common.cli import OneLineParser, check_out_prefix, check_synthetic_root, one_line_errors
 from common.datasets.scene_format import read_index
 from common.metrics import bootstrap_ci, paired_bootstrap_test
 from common.results import git_commit
@@ -205,7 +205,8 @@ def cost_table(methods: dict, tasks: dict, notes: dict[str, list[str]] | None = 
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(
+    ap = OneLineParser(
+        "benchmarks.run",
         prog="python -m benchmarks.run",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -6,7 +6,8 @@
 
 ValueError (DatasetError and ConfigError are ValueErrors) and OSError (a missing or unreadable
 file) become that line, without a traceback. Set PAPERS3D_TRACEBACK=1 to get the traceback instead,
-for debugging.
+for debugging. argparse's own errors (an unknown flag, `--jobs abc`, a missing argument) get the same
+line from `OneLineParser("ide3d.train", description=...)`, without argparse's usage line.
 
 The demos' shared flags are parsed here, so that each gets the same one-line error before any model
 is loaded: `parse_K("--K", "500,500,320,240")` (fx, fy > 0, every number finite) and
@@ -18,6 +19,7 @@ nearest existing folder writable), `check_out_prefix` (an output path without su
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import sys
@@ -37,6 +39,21 @@ def one_line_errors(prog: str, errors: tuple = (ValueError, OSError)):
         message = str(exc) or type(exc).__name__
         print(f"{prog}: error: {message.splitlines()[0] if message else message}", file=sys.stderr)
         sys.exit(2)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's parser, except that its errors (an unknown flag, a value of the wrong type, a
+    missing argument, `ap.error(...)`) are one line on stderr, `<entry_point>: error: <message>`,
+    with exit status 2 and no usage line, as `one_line_errors` answers the rest. `entry_point` is the
+    name that `one_line_errors` gets (`vlm3.train`); argparse's `prog` and `--help` are unchanged."""
+
+    def __init__(self, entry_point: str, **kwargs):
+        super().__init__(**kwargs)
+        self.entry_point = entry_point
+
+    def error(self, message: str):
+        one_line = message.replace("\n", " ")
+        self.exit(2, f"{self.entry_point}: error: {one_line}\n")
 
 
 def parse_K(flag: str, text: str):

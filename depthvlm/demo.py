@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from common.cameras import depth_to_points, intrinsics_from_fov, unify_focal
-from common.cli import one_line_errors, parse_K
+from common.cli import OneLineParser, one_line_errors, parse_K
 
 
 def colorize(depth: np.ndarray) -> np.ndarray:
@@ -48,7 +48,9 @@ def main(argv=None):
     from depthvlm.config import set_cpu_threads
     from depthvlm.model import load_pretrained
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(
+        "depthvlm.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--model", default="results/depthvlm/run/stage2/final")
     ap.add_argument("--image", required=True)
     ap.add_argument("--K", default=None, help="fx,fy,cx,cy in pixels of the given image")

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common.cli import one_line_errors
+from common.cli import OneLineParser, one_line_errors
 from common.metrics import depth_metrics, exact_match, mean_relative_accuracy, parse_number
 from depthvlm.config import load_config, set_cpu_threads
 from depthvlm.data import DEPTH_PROMPT, build_items
@@ -104,7 +104,9 @@ def evaluate_model(model, processor, items, max_new_tokens=10, max_depth=None, t
 def main(argv=None):
     from depthvlm.model import load_pretrained
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(
+        "depthvlm.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--model", required=True, help="folder written by depthvlm.train")
     ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
     ap.add_argument("--out", default=None, help="write the metrics as JSON here")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cli import check_out_dir, one_line_errors
+from common.cli import OneLineParser, check_out_dir, one_line_errors
 from common.metrics import bootstrap_ci, depth_metrics
 from common.results import git_commit, markdown_table, write_results
 from depthvlm.baselines import (depthnet_from_vlm_config, median_depth, predict_depthnet, prior_answers,
@@ -66,7 +66,9 @@ def save_pictures(path: Path, items, columns: dict, n: int = 4) -> None:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(
+        "depthvlm.reproduce", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
     ap.add_argument("--results", default="results/depthvlm")
     ap.add_argument("overrides", nargs="*")

@@ -39,7 +39,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from common.checkpoint import load_safetensors
-from common.cli import one_line_errors
+from common.cli import OneLineParser, one_line_errors
 from common.results import truncate_jsonl
 from depthvlm.config import load_config, set_cpu_threads, to_dict
 from depthvlm.data import DEPTH_PROMPT, build_items, ensure_synthetic
@@ -268,7 +268,9 @@ def train(cfg, resume: bool = False, stages=(1, 2)) -> Path:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(
+        "depthvlm.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("overrides", nargs="*", help="key=value, e.g. train.stage1.steps=10 seed=1")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from common.cli import one_line_errors
+from common.cli import OneLineParser, one_line_errors
 from common.datasets import DatasetError, read_endonerf
 
 from .config import DEFAULT_CONFIG, load_config
@@ -31,7 +31,8 @@ ACTIONS = ("poke", "cut", "retract")
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = OneLineParser(
+        "endogsim.demo",
         prog="python -m endogsim.demo",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

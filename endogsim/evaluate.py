@@ -16,13 +16,12 @@ LPIPS is not reported: its AlexNet/VGG weights are not available offline here.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import torch
 
-from common.cli import one_line_errors
+from common.cli import OneLineParser, one_line_errors
 from common.datasets import io
 from common.datasets.endonerf import endonerf_split
 from common.metrics import depth_metrics, psnr, ssim
@@ -108,7 +107,7 @@ def evaluate_static_baseline(data_dir, rc: ReconConfig | None = None, split: str
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = OneLineParser("endogsim.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="a GaussianModel folder (OUT/model or OUT/checkpoint)")
     parser.add_argument("--data", required=True, help="EndoNeRF-layout clip folder")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="for depth_scale and the mask polarity")

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cli import check_out_dir, one_line_errors
+from common.cli import OneLineParser, check_out_dir, one_line_errors
 from common.datasets import read_endonerf
 from common.results import git_commit, markdown_table, write_results
 
@@ -222,7 +222,8 @@ def check_clip(flag: str, data: Path):
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(
+    ap = OneLineParser(
+        "endogsim.reproduce",
         prog="python -m endogsim.reproduce",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -33,7 +33,7 @@ import torch
 import warp as wp
 
 from common.cameras import project, transform_points
-from common.cli import one_line_errors
+from common.cli import OneLineParser, one_line_errors
 
 from .physics import Grasp, Incision, MPMSimulator, Particles, RegionForce, Interactions
 from .scene import PhysicsScene, SceneError
@@ -380,7 +380,9 @@ def run_action(scene: PhysicsScene, action: str, out_dir, center=None, radius: f
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m endogsim.simulate", description=__doc__.split("\n\n")[0])
+    ap = OneLineParser(
+        "endogsim.simulate", prog="python -m endogsim.simulate", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("--scene", required=True, help="a PhysicsScene directory, or a synthetic clip (ground_truth.json)")
     ap.add_argument("--action", required=True, choices=["poke", "cut", "retract"])
     ap.add_argument("--out", required=True, help="output folder")

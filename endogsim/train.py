@@ -30,7 +30,6 @@ OUT/config.yaml and OUT/results.json (held-out metrics of the final model).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -43,7 +42,7 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from common.checkpoint import load_optimizer_state, save_optimizer_state
-from common.cli import one_line_errors
+from common.cli import OneLineParser, one_line_errors
 from common.config import save_config
 from common.datasets.endonerf import endonerf_split
 from common.datasets.sample import Sample
@@ -252,7 +251,7 @@ def train_reconstruction(rc: ReconConfig, data_dir, out_dir, resume: bool = Fals
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = OneLineParser("endogsim.train", description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="EndoNeRF-layout clip folder")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG))

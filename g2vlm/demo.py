@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from common.cameras import resize
-from common.cli import one_line_errors, parse_device, parse_K
+from common.cli import OneLineParser, one_line_errors, parse_device, parse_K
 from common.datasets import DatasetError, io, read_image_folder, read_scene
 from g2vlm.data import object_boxes, uniform_views
 
@@ -154,7 +154,9 @@ def run(model, inputs: dict, question: str, out_dir: Path, tsdf_voxel: float = 0
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(
+        "g2vlm.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--images", required=True)
     ap.add_argument("--ask", required=True)
     ap.add_argument(

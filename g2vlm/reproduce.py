@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cli import check_out_dir, check_synthetic_root, one_line_errors
+from common.cli import OneLineParser, check_out_dir, check_synthetic_root, one_line_errors
 from common.datasets.io import read_json
 from common.metrics import bootstrap_ci, paired_bootstrap_test
 from common.results import git_commit, markdown_table, write_results
@@ -184,7 +184,9 @@ def example_outputs(model: G2VLM, cfg: Config, scene) -> None:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(
+        "g2vlm.reproduce", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
     ap.add_argument(
         "--jobs", type=int, default=2, help="stage-2 trainings side by side (one torch thread each)"

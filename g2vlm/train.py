@@ -31,7 +31,7 @@ from accelerate import Accelerator, DistributedDataParallelKwargs
 from tqdm import tqdm
 
 from common.checkpoint import load_optimizer_state, save_optimizer_state
-from common.cli import one_line_errors
+from common.cli import OneLineParser, one_line_errors
 from common.results import truncate_jsonl
 from g2vlm.config import Config, load_config, set_threads, to_dict
 from g2vlm.data import ensure_data, load_scenes
@@ -212,7 +212,9 @@ def train(
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(
+        "g2vlm.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--stages", default="1,2", help="which stages to run, e.g. 1 or 2 or 1,2")

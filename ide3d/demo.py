@@ -25,7 +25,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from common.cameras import project, transform_points
-from common.cli import one_line_errors, parse_device
+from common.cli import OneLineParser, one_line_errors, parse_device
 from common.datasets import read_image_folder, read_scene
 from common.datasets.scannet import read_scannet_axis_alignment, read_scannet_scene, scannet_color_frames
 from common.errors import DatasetError
@@ -190,7 +190,9 @@ def grounding_picture(model_processor, cfg, path: Path) -> None:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(
+        "ide3d.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--frames", required=True, help="a scene folder, a ScanNet export or a folder of images")
     ap.add_argument("--ask", required=True, help="a question, or a description to ground")
     ap.add_argument(

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cli import one_line_errors
+from common.cli import OneLineParser, one_line_errors
 from common.metrics import box_iou_3d_axis_aligned, exact_match, multi3drefer_f1
 from ide3d.data import collate, items
 from ide3d.grounding import predict_multi, predict_single
@@ -183,7 +183,9 @@ def main(argv=None) -> None:
     from ide3d.data import ensure_data, load_scenes
     from ide3d.model import load_pretrained
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(
+        "ide3d.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--model", required=True, help="a folder written by ide3d.train (<out>/final)")
     ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
     ap.add_argument("--no-3d-inputs", action="store_true", help="withhold the 3D position inputs")

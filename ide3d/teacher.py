@@ -205,11 +205,13 @@ def cached_features(teacher, scenes, cache_dir: Path) -> list[torch.Tensor]:
 
 
 def main(argv=None) -> None:
-    from common.cli import one_line_errors
+    from common.cli import OneLineParser, one_line_errors
     from ide3d.config import load_config, set_threads
     from ide3d.data import ensure_data, load_scenes
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(
+        "ide3d.teacher", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
     ap.add_argument("overrides", nargs="*", help="key=value, e.g. teacher.steps=100")
     args = ap.parse_args(argv)

@@ -36,7 +36,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from common.checkpoint import load_optimizer_state, load_safetensors, save_optimizer_state
-from common.cli import one_line_errors
+from common.cli import OneLineParser, one_line_errors
 from common.results import truncate_jsonl
 from ide3d.config import Config, load_config, set_threads, to_dict
 from ide3d.consistency import neighbour_frames
@@ -278,7 +278,9 @@ def pretrain_verifier(cfg: Config, out: Path, progress: bool = True) -> Path:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(
+        "ide3d.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--seed", type=int, default=None, help="overrides train.seed")

@@ -8,7 +8,6 @@ meaningless): pass a trained checkpoint, e.g. results/ivgt/run/model.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch
 from PIL import Image
 
 from common.cameras import write_colmap_text
-from common.cli import one_line_errors
+from common.cli import OneLineParser, one_line_errors
 from common.datasets import read_image_folder
 from ivgt.config import ModelConfig
 from ivgt.model import IVGT
@@ -58,7 +57,7 @@ def run_demo(images_dir, out_dir, model: IVGT | None = None, mesh_resolution: in
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = OneLineParser("ivgt.demo", description=__doc__.split("\n")[0])
     p.add_argument("--images", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--model", default=None)

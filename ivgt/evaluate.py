@@ -26,7 +26,6 @@ normalisation), in which the model is trained to predict.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -35,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from common.cameras import depth_to_points, resize_intrinsics, unproject
-from common.cli import one_line_errors
+from common.cli import OneLineParser, one_line_errors
 from common.datasets import SceneDataset
 from common.metrics import depth_metrics, normal_angle_metrics, point_cloud_metrics, pose_metrics, psnr, ssim
 from ivgt.data import canonical_views
@@ -177,7 +176,9 @@ def evaluate(models: dict, root="data/synthetic", split="test", scenes: int | No
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Evaluate an IVGT checkpoint on held-out synthetic scenes")
+    parser = OneLineParser(
+        "ivgt.evaluate", description="Evaluate an IVGT checkpoint on held-out synthetic scenes"
+    )
     parser.add_argument("--model", required=True, help="checkpoint folder (save_pretrained)")
     parser.add_argument("--data", default="data/synthetic")
     parser.add_argument("--split", default="test")

@@ -5,7 +5,6 @@ pictures (depth and normals beside ground truth, a mesh)."""
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from common.cli import check_out_dir, check_synthetic_root, one_line_errors
+from common.cli import OneLineParser, check_out_dir, check_synthetic_root, one_line_errors
 from common.datasets import SceneDataset
 from common.results import git_commit, markdown_table, write_results
 from common.synthetic import GENERATOR_VERSION, generate_split
@@ -56,7 +55,7 @@ def pictures(model: IVGT, root: str, out: Path, image_size) -> None:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = OneLineParser("ivgt.reproduce", description=__doc__.split("\n")[0])
     p.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
     p.add_argument("--scenes", type=int, default=None, help="test scenes (default: all)")
     p.add_argument("--results", default="results/ivgt")

@@ -24,7 +24,6 @@ state as a list of bytes). No pickle: nothing is written with torch.save.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -39,7 +38,7 @@ from tqdm import tqdm
 
 from common.cameras import pixel_rays
 from common.checkpoint import load_optimizer_state, load_safetensors, save_optimizer_state
-from common.cli import one_line_errors
+from common.cli import OneLineParser, one_line_errors
 from common.errors import CheckpointError
 from common.results import truncate_jsonl
 from ivgt.config import Config, load_config
@@ -229,7 +228,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, stop_at: int
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = OneLineParser("ivgt.train", description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--seed", type=int, default=None)

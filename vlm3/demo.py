@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from common.cameras import map_pixels, unify_focal
-from common.cli import one_line_errors, parse_K
+from common.cli import OneLineParser, one_line_errors, parse_K
 from common.datasets.io import read_intrinsics_txt, read_rgb
 from vlm3 import prompts as P
 from vlm3.model import VLM3
@@ -235,7 +235,7 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser("vlm3.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--image", required=True)
     ap.add_argument("--image2", default=None)
     ap.add_argument("--ask", required=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.cli import one_line_errors
+from common.cli import OneLineParser, one_line_errors
 from common.metrics import (
     accuracy,
     depth_metrics,
@@ -339,7 +339,9 @@ def baseline_answers(questions: dict, stats: dict, prior: bool = False) -> dict:
 def main(argv=None) -> None:
     from vlm3.model import VLM3
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(
+        "vlm3.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--checkpoint", help="a trained model's checkpoint folder (or use --baseline)")
     ap.add_argument("--baseline", action="store_true", help="score the trivial baselines instead of a model")
     ap.add_argument(

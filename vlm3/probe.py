@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.cli import OneLineParser
 from common.datasets import SceneDataset
 from vlm3.config import load_config
 from vlm3.data import QuestionBuilder, SceneCache, relative_pose
@@ -281,7 +282,9 @@ def run_probe(
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(
+        "vlm3.probe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--task", choices=TASKS)
     ap.add_argument(
         "--flow-signs",

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cli import check_out_dir, check_synthetic_root, one_line_errors
+from common.cli import OneLineParser, check_out_dir, check_synthetic_root, one_line_errors
 from common.datasets.io import read_json
 from common.metrics import bootstrap_ci
 from common.results import git_commit, markdown_table, write_results
@@ -163,7 +163,9 @@ def plot_examples(questions: dict, answers: dict, path: Path, n: int = 6) -> Non
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(
+        "vlm3.reproduce", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--seed", type=int, default=0)

@@ -15,6 +15,7 @@ import json
 import time
 from pathlib import Path
 
+from common.cli import OneLineParser
 from vlm3.config import load_config
 from vlm3.evaluate import METRICS, answer_all, held_out_questions, score
 from vlm3.train import build_mixture, ensure_data, scene_cache, set_threads, train
@@ -45,7 +46,9 @@ def plot(rows: list, path: Path) -> None:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(
+        "vlm3.scaling", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
     ap.add_argument(
         "--sizes", default="250,1000,4000,16000", help="total distinct training questions per run"

@@ -31,7 +31,7 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from common.checkpoint import load_optimizer_state, save_optimizer_state
-from common.cli import one_line_errors
+from common.cli import OneLineParser, one_line_errors
 from common.datasets import MixtureDataset
 from common.results import truncate_jsonl
 from common.synthetic import generate_split
@@ -283,7 +283,9 @@ def train(
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(
+        "vlm3.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--seed", type=int, default=None, help="overrides train.seed")

@@ -1,12 +1,11 @@
 """`python -m benchmarks.perf NAME [NAME ...] | all [--quick] [--threads N] [--out results/perf]`."""
 
-import argparse
 import importlib
 import pkgutil
 import sys
 
 import benchmarks.perf as perf
-from common.cli import check_out_dir, one_line_errors
+from common.cli import OneLineParser, check_out_dir, one_line_errors
 
 
 def available() -> list[str]:
@@ -14,7 +13,7 @@ def available() -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.perf", description=__doc__)
+    parser = OneLineParser("benchmarks.perf", prog="python -m benchmarks.perf", description=__doc__)
     parser.add_argument("names", nargs="+", help=f"benchmarks to run, or 'all': {', '.join(available())}")
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (a smoke run)")
     parser.add_argument("--out", default="results/perf", help="where the JSON files go")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 
+from common.cli import OneLineParser
 from common.synthetic.generate import GENERATOR_VERSION, generate_split
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m common.synthetic",
+    parser = OneLineParser("common.synthetic", prog="python -m common.synthetic",
                                      description="Generate a split of procedural scenes (common.synthetic).")
     parser.add_argument("--out", required=True, help="root folder; the split is written to OUT/SPLIT/")
     parser.add_argument("--split", required=True, help="e.g. train or test; enters every scene's seed")

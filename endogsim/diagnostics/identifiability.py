@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from common.cli import OneLineParser
 from endogsim.binding import render_particles, visible_at_rest
 from endogsim.clip import clip_observations, ground_truth_scene, known_forces
 from endogsim.flow import flow_loss, lucas_kanade
@@ -78,7 +79,8 @@ def scan_loss(data_dir, fit_frames: int = 8, factors=FACTORS, config: RefineConf
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(
+    ap = OneLineParser(
+        "endogsim.diagnostics.identifiability",
         prog="python -m endogsim.diagnostics.identifiability",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -18,6 +18,7 @@ from types import SimpleNamespace
 
 import torch
 
+from common.cli import OneLineParser
 from g2vlm.config import load_config, set_threads
 from g2vlm.data import load_scenes
 from g2vlm.evaluate import evaluate_scene, pool
@@ -87,7 +88,11 @@ def pooled_by(variant: str):
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser(
+        "g2vlm.diagnostics.object_pooling",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument(
         "--variant", choices=["voxels", "points", "both", "projected", "semantic", "geometry-free"],
         required=True
