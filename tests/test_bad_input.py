@@ -880,6 +880,23 @@ CLI_ROWS = [
     ("benchmarks.perf.__main__", ["nosuch", "--out", "{out}"], "unknown benchmark(s) ['nosuch']"),
     ("benchmarks.perf.__main__", ["all", "--threads", "-1", "--out", "{out}"], "--threads: expected 0"),
     ("benchmarks.perf.__main__", ["mpm", "--out", "{file}"], "--out {file}: is a file"),
+    # argparse's own errors (common.cli.OneLineParser): an unknown flag, a value of the wrong type, a
+    # flag without its value; one line naming the flag, without argparse's usage line
+    ("vlm3.train", ["--nosuch", "train.out_dir={out}"], "unrecognized arguments: --nosuch"),
+    ("ivgt.train", ["--seed", "x", "train.output_dir={out}"], "argument --seed: invalid int value: 'x'"),
+    ("ide3d.reproduce", ["--jobs", "abc"], "argument --jobs: invalid int value: 'abc'"),
+    (
+        "depthvlm.demo",
+        ["--image", "{img}", "--model", "{missing}", "--out", "{out}", "--nosuch"],
+        "unrecognized arguments: --nosuch",
+    ),
+    ("g2vlm.train", ["--stages"], "argument --stages: expected one argument"),
+    (
+        "benchmarks.run",
+        ["--scenes", "many", "--out", "{out}"],
+        "argument --scenes: invalid int value: 'many'",
+    ),
+    ("benchmarks.perf.__main__", ["--out", "{out}"], "the following arguments are required: names"),
 ]
 
 
@@ -902,7 +919,7 @@ def test_cli_row(module, argv, expected, inputs, tmp_path, capsys, monkeypatch):
     assert stop.value.code == 2, err
     prog = module.removesuffix(".__main__")
     assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "usage:" not in err
     assert expected.format(out=out, **inputs) in lines[0], lines[0]
     assert not out.exists(), f"{module} wrote {out} before failing"
 
@@ -929,6 +946,7 @@ def test_traceback_on_request(inputs, tmp_path, monkeypatch):
             ["train.checkpoint_every=0", "train.output_dir={out}"],
             "train.checkpoint_every: expected an int",
         ),
+        ("ivgt.train", ["--seed", "x", "train.output_dir={out}"], "argument --seed: invalid int value: 'x'"),
     ],
 )
 def test_cli_process(module, argv, expected, inputs, tmp_path):
@@ -946,4 +964,4 @@ def test_cli_process(module, argv, expected, inputs, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stderr
     assert len(lines) == 1 and lines[0].startswith(f"{module}: error: ") and expected in lines[0], proc.stderr
-    assert not out.exists()
+    assert "usage:" not in proc.stderr and not out.exists()
