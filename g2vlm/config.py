@@ -50,6 +50,7 @@ class ModelConfig:
     recon_layers: int = 4
     recon_heads: int = 4
     recon_registers: int = 5
+    max_views: int = 8  # views whose camera frames the relational grounding reads
     dtype: str = "float32"
 
 

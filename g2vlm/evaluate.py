@@ -175,10 +175,11 @@ def evaluate_scene(model, scene, ecfg, modes=("sensor", "rgb"), recon_only: bool
             text = {
                 k: v.to(scene.rgb.device) for k, v in model.encode([query_prompt(q) for q in refer]).items()
             }
-            hidden, _ = model.run(text, [tokens] * len(refer))
-            scores = g.align.scores(feats, model.phrase_embeddings(hidden, text))  # [P, N]
+            phrases = model.phrase_embeddings(text)  # [P, C]
+            scores = g.align.scores(feats, phrases)  # [P, N] retrieval: the alignment space alone
+            logits = g.ground(feats, scene.boxes, scene.w2c, phrases)  # [P, N] localisation
             for p, q in enumerate(refer):
-                iou = _iou(scene.boxes[int(scores[p].argmax())].numpy(), q.target_box)
+                iou = _iou(scene.boxes[int(logits[p].argmax())].numpy(), q.target_box)
                 out[f"{prefix}acc@0.25"].append(float(iou >= 0.25))
                 if mode == "sensor":
                     out["acc@0.5"].append(float(iou >= 0.5))

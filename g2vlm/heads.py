@@ -8,9 +8,16 @@
   grown by half its voxel) + an MLP of the box; an objectness logit (object / empty box).
 - `RelationHead`: for an ordered pair, an MLP over both object features, both boxes and the centre
   offset in the first view's camera frame -> one logit per relation of `relations.RELATIONS`.
-- `AlignmentHead`: object features and phrase embeddings (the language model's last hidden state of
-  a referring phrase) into one space; cosine / 0.07; InfoNCE over a batch (L_align) and over a
-  scene's candidates (grounding).
+- `AlignmentHead`: object features and phrase embeddings (the language model's last hidden states of
+  a referring phrase) into one space; cosine / 0.07; InfoNCE over a batch (L_align).
+- `RelationalGrounding`: the geometric part of localising a referred object. The phrase picks an
+  anchor among the candidates (a second alignment, softmax alpha [N]); each candidate n gets the
+  offset o_n = c_n - sum_m alpha_m c_m of its centre from the anchor, expressed in every view's
+  camera frame (R_v o_n), its length |o_n| and its own anchor mass alpha_n; the phrase sets the
+  weights of these features: r_n = w(phrase) . [R_1 o_n, ..., R_V o_n, |o_n|, alpha_n]. So "closest
+  to X" is a negative weight on |o_n|, "left of X in view 1" a negative weight on view 1's x, and
+  "the sphere closest to the purple sphere" a negative weight on alpha_n. Grounding logits are
+  cosine / 0.07 + r_n.
 """
 
 from __future__ import annotations
@@ -143,3 +150,26 @@ def info_nce(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     rows = F.cross_entropy(logits, targets)
     cols = F.cross_entropy(logits[:, targets].T, torch.arange(len(targets), device=scores.device))
     return (rows + cols) / 2
+
+
+class RelationalGrounding(nn.Module):
+    def __init__(self, obj_dim: int, text_dim: int, max_views: int = 8, dim: int = 64):
+        super().__init__()
+        self.max_views = max_views
+        self.anchor = AlignmentHead(obj_dim, text_dim, dim)
+        self.weights = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(), nn.Linear(dim, 3 * max_views + 2))
+        nn.init.zeros_(self.weights[-1].weight)  # starts as no relational term
+        nn.init.zeros_(self.weights[-1].bias)
+
+    def forward(
+        self, feats: torch.Tensor, boxes: torch.Tensor, w2c: torch.Tensor, phrases: torch.Tensor
+    ) -> torch.Tensor:
+        """feats [N, C], boxes [N, 6] (world), w2c [V, 4, 4] (views past max_views unused), phrases [P, Ct]
+        -> relational logits [P, N] (module docstring)."""
+        alpha = torch.softmax(self.anchor.scores(feats, phrases) / TEMPERATURE, -1)  # [P, N]
+        off = boxes[None, :, :3] - (alpha @ boxes[:, :3])[:, None]  # [P, N, 3] world
+        R = w2c[: self.max_views, :3, :3]  # [V, 3, 3]
+        cam = torch.einsum("vij,pnj->pnvi", R, off)  # [P, N, V, 3] the offset in each view's camera frame
+        cam = F.pad(cam, (0, 0, 0, self.max_views - R.shape[0])).flatten(2)  # [P, N, 3 * max_views]
+        phi = torch.cat([cam, off.norm(dim=-1, keepdim=True), alpha[..., None]], -1)  # [P, N, 3Vm + 2]
+        return (phi * self.weights(phrases)[:, None]).sum(-1)  # [P, N]

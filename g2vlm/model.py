@@ -30,7 +30,15 @@ from common.cameras import invert_pose
 from common.checkpoint import check_weights_folder
 from g2vlm.fusion import Fusion, pad_tokens
 from g2vlm.geometry import GeometryEncoder, GeometryTokens, point_map_normals
-from g2vlm.heads import AlignmentHead, DepthHead, ObjectHead, RelationHead, pool_boxes
+from g2vlm.heads import (
+    TEMPERATURE,
+    AlignmentHead,
+    DepthHead,
+    ObjectHead,
+    RelationalGrounding,
+    RelationHead,
+    pool_boxes,
+)
 from g2vlm.recon import ReconstructionNet, metric_outputs
 
 SYSTEM = "You are a helpful assistant."
@@ -64,6 +72,7 @@ class G2VLMGeometry(ModelMixin, ConfigMixin):
         recon_layers: int = 4,
         recon_heads: int = 4,
         recon_registers: int = 5,
+        max_views: int = 8,
     ):
         super().__init__()
         self.encoder = GeometryEncoder(geo_dim, knn, edgeconv_layers, voxel_sizes, max_tokens, pixel_stride)
@@ -83,6 +92,7 @@ class G2VLMGeometry(ModelMixin, ConfigMixin):
         self.objects = ObjectHead(geo_dim)
         self.relations = RelationHead(geo_dim)
         self.align = AlignmentHead(geo_dim, text_hidden)
+        self.grounding = RelationalGrounding(geo_dim, text_hidden, max_views)
 
     def rgb_only(self, rgb: torch.Tensor, w2c0: torch.Tensor) -> tuple:
         """RGB [V, 3, S, S] -> (depth [V, S, S], w2c [V, 4, 4], world points [V, S, S, 3], normals
@@ -144,6 +154,16 @@ class G2VLMGeometry(ModelMixin, ConfigMixin):
                 zero = torch.zeros(tokens.point_xyz.shape[0], device=boxes.device)
                 pooled = pooled + pool_boxes(tokens.point_xyz, tokens.point_feats, zero, boxes)
         return self.objects(pooled, boxes)
+
+    def ground(self, feats, boxes, w2c, phrases) -> torch.Tensor:
+        """Grounding logits [P, N] of phrases [P, Ct] over candidates (feats [N, C], boxes [N, 6]) seen by
+        views w2c [V, 4, 4]: the alignment's cosine / 0.07, plus the relational term over the scene's 3D
+        layout (`heads.RelationalGrounding`), which is geometry grounding: off without it (the ablation)
+        and in the geometry-free VLM, whose tokens carry no positions."""
+        logits = self.align.scores(feats, phrases) / TEMPERATURE
+        if self.config.geometry_bias and not self.config.geometry_free:
+            logits = logits + self.grounding(feats, boxes, w2c, phrases)
+        return logits
 
     def _pool_projected(self, tokens, boxes, K, w2c, S):
         from common.metrics import box_corners
@@ -214,10 +234,15 @@ class G2VLM(nn.Module):
             out.pop("labels")
         return out
 
-    @staticmethod
-    def phrase_embeddings(hidden: torch.Tensor, text: dict) -> torch.Tensor:
-        """A referring phrase's embedding [B, C]: the mean of the language model's last hidden states over
-        the phrase's tokens (`content_mask`)."""
+    def phrase_embeddings(self, text: dict) -> torch.Tensor:
+        """Referring phrases' embeddings [B, C] for alignment and grounding: the mean of the language
+        model's last hidden states over the phrase's tokens (`content_mask`), the phrase read as text
+        alone. The geometry enters on the object side only: a phrase fused with the scene's tokens
+        carries the scene into the alignment space (measured: grounding Acc@0.25 0.13 fused vs 0.26
+        text-only after 400 stage-2 steps; README, departures)."""
+        hidden = self.lm.model(
+            input_ids=text["input_ids"], attention_mask=text["attention_mask"], position_ids=text["position_ids"]
+        ).last_hidden_state  # [B, L, C]
         m = text["content_mask"].to(hidden)[..., None]  # [B, L, 1]
         return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
 
@@ -396,6 +421,7 @@ def geometry_from_config(mcfg, text_hidden: int) -> G2VLMGeometry:
         recon_layers=mcfg.recon_layers,
         recon_heads=mcfg.recon_heads,
         recon_registers=mcfg.recon_registers,
+        max_views=mcfg.max_views,
     )
 
 

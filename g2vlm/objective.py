@@ -3,10 +3,12 @@
 Stage 1 (geometry pre-training), per scene: L_depth + L_normal + L_smooth of the depth head on the
 sensor depth, and L_recon = Pi3's loss of the RGB-only network (`recon.pi3_loss`).
 Stage 2 (joint) adds, per scene, L_spatial = BCE of objectness (object / empty candidate) + BCE of
-the relations between object candidates; and per query: L_text (next-token CE of an answer), the
-grounding CE of a referring phrase over the scene's candidates, and L_align, a symmetric InfoNCE
-between the scene's phrases of the batch and their objects (phrase -> object over those objects,
-object -> phrase over those phrases).
+the relations between object candidates; and per query: L_text (next-token CE of an answer, the
+language model over geometry-fused embeddings), the grounding CE of a referring phrase over the
+scene's candidates (`G2VLMGeometry.ground`: alignment + the relational term), and L_align, a
+symmetric InfoNCE between the scene's phrases of the batch and their objects (phrase -> object over
+those objects, object -> phrase over those phrases). Phrases are read as text alone
+(`G2VLM.phrase_embeddings`).
 
 A scene's losses count once for each of its queries and every term is a mean over samples, so N
 processes follow one process with N times the scenes (the alignment is within a scene, which never
@@ -74,12 +76,20 @@ class Trainee(nn.Module):
         parts: dict[str, list] = {k: [] for k in weights}
         parts.update({"text": [], "ground": [], "align": []})
         if self.stage == 2:
-            prompts = [query_prompt(q) for qs in queries for q in qs]
-            answers = [q.answers[0] if q.kind == "qa" else None for qs in queries for q in qs]
-            text = {k: v.to(scenes[0].rgb.device) for k, v in m.encode(prompts, answers).items()}
-            owner = [u for u, qs in enumerate(queries) for _ in qs]
-            hidden, ce = m.run(text, [tokens[u] for u in owner])
-            phrase = m.phrase_embeddings(hidden, text)  # [B, C] (QA rows: unused)
+            rows = [(u, q) for u, qs in enumerate(queries) for q in qs]
+            dev = scenes[0].rgb.device
+            qa = [i for i, (_, q) in enumerate(rows) if q.kind == "qa"]
+            refer = [i for i, (_, q) in enumerate(rows) if q.kind != "qa"]
+            ce = torch.zeros(len(rows), device=dev)  # [B] (refer rows: unused)
+            phrase = torch.zeros(len(rows), m.lm.config.hidden_size, device=dev)  # [B, C] (QA rows: unused)
+            if qa:  # answers: the language model over geometry-fused embeddings
+                enc = m.encode([query_prompt(rows[i][1]) for i in qa], [rows[i][1].answers[0] for i in qa])
+                _, ce_qa = m.run({k: v.to(dev) for k, v in enc.items()}, [tokens[rows[i][0]] for i in qa])
+                ce = ce.index_put((torch.tensor(qa, device=dev),), ce_qa)
+            if refer:  # phrases: the language model over the text alone (`G2VLM.phrase_embeddings`)
+                enc = m.encode([query_prompt(rows[i][1]) for i in refer])
+                ph = m.phrase_embeddings({k: v.to(dev) for k, v in enc.items()})
+                phrase = phrase.to(ph.dtype).index_put((torch.tensor(refer, device=dev),), ph)
         b = 0
         for u, (s, qs) in enumerate(zip(scenes, queries)):
             terms = per_scene[u]
@@ -95,11 +105,9 @@ class Trainee(nn.Module):
                     parts["ground"].append(zero)
                     parts["align"].append(zero)
                 elif self.stage == 2:
-                    scores = g.align.scores(terms["_feats"], phrase[b + j][None])[0]  # [N]
+                    logits = g.ground(terms["_feats"], s.boxes, s.w2c, phrase[b + j][None])  # [1, N]
                     parts["ground"].append(
-                        F.cross_entropy(
-                            scores[None] / TEMPERATURE, torch.tensor([q.target], device=scores.device)
-                        )
+                        F.cross_entropy(logits, torch.tensor([q.target], device=logits.device))
                     )
                     parts["align"].append(align[j])
                     parts["text"].append(zero)

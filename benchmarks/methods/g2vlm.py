@@ -125,8 +125,7 @@ class G2VLMMethod(Method):
         g = self.model.geometry
         feats, _ = g.object_features(tokens, q.candidates, rgb, K, w2c)
         enc = self.model.encode([PHRASE_PREFIX + text])
-        hidden, _ = self.model.run(enc, [tokens])
-        scores = g.align.scores(feats, self.model.phrase_embeddings(hidden, enc))  # [1, N]
+        scores = g.ground(feats, q.candidates, w2c, self.model.phrase_embeddings(enc))  # [1, N]
         return GroundingAnswer([int(scores[0].argmax())])
 
     @torch.no_grad()

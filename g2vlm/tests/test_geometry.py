@@ -7,6 +7,7 @@ import torch
 from common.cameras import make_K
 from g2vlm.fusion import GeometryCrossAttention
 from g2vlm.geometry import GeometryEncoder, depth_normals, knn_graph, voxel_pool
+from g2vlm.heads import RelationalGrounding
 from g2vlm.recon import ReconstructionNet, metric_outputs, pi3_loss, rotation_from_9d, scale_translation
 from g2vlm.relations import RELATIONS, pair_relations
 
@@ -92,6 +93,33 @@ def test_fusion_starts_as_identity():
     x = torch.randn(2, 5, 8)
     out, attn = layer(x, torch.randn(2, 7, 4), torch.randn(2, 7, 3))
     assert torch.equal(out, x) and attn.shape == (2, 2, 5, 7)
+
+
+def test_relational_grounding_hand_cases():
+    """The phrase's weights over [offsets in each view's camera frame, distance, anchor mass] rank the
+    candidates by their place relative to the anchor the phrase picks."""
+    head = RelationalGrounding(obj_dim=4, text_dim=4, max_views=2)
+    boxes = torch.tensor(
+        [[0.0, 0, 0, 1, 1, 1], [3.0, 0, 0, 1, 1, 1], [-1.0, 0, 0, 1, 1, 1], [0.0, 5, 0, 1, 1, 1]]
+    )  # the anchor is candidate 0
+    flip = torch.eye(4)
+    flip[0, 0] = flip[2, 2] = -1  # view 1 looks the other way: its x is the world's -x
+    w2c = torch.stack([torch.eye(4), flip])
+    head.anchor.scores = lambda feats, phrases: torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    phrase, feats = torch.zeros(1, 4), torch.zeros(4, 4)
+    assert torch.equal(head(feats, boxes, w2c, phrase), torch.zeros(1, 4))  # starts with no relational term
+
+    def best(**weights) -> int:
+        w = torch.zeros(3 * 2 + 2)
+        for name, value in weights.items():
+            w[{"x0": 0, "x1": 3, "dist": 6, "alpha": 7}[name]] = value
+        head.weights[-1].bias.data = w
+        return int(head(feats, boxes, w2c, phrase)[0].argmax())
+
+    assert best(dist=-1.0, alpha=-100.0) == 2  # closest to the anchor, the anchor excluded
+    assert best(dist=1.0) == 3  # farthest
+    assert best(x0=-1.0, alpha=-100.0) == 2  # left of the anchor in view 0
+    assert best(x1=-1.0, alpha=-100.0) == 1  # left of it in view 1, which looks the other way
 
 
 def test_rotations_and_permutation_equivariance():
