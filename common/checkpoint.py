@@ -9,10 +9,28 @@ pickled file into one `CheckpointError` line naming the file ("not a readable sa
 where safetensors itself raises `SafetensorError: Error while deserializing header: header too
 large`, which names no file. A folder that holds only pickled weights (`pytorch_model.bin`,
 `diffusion_pytorch_model.bin`, `*.pt`) is refused: they are never loaded.
+
+A training checkpoint folder is written with `atomic_checkpoint` and found again on `--resume` with
+`checkpoint_to_resume`: a kill at any moment of a save leaves a complete checkpoint, either
+`<folder>` or (killed between the two renames) `<folder>.old`, and resuming finds it. The layout
+inside the folder is each package's own.
+
+    with atomic_checkpoint(out / "checkpoint") as tmp:          # saving
+        model.save_pretrained(tmp)
+        save_optimizer_state(optimizer, tmp / "optimizer.safetensors")
+        (tmp / "trainer_state.json").write_text(json.dumps({"step": step}))
+
+    ckpt = checkpoint_to_resume(out / "checkpoint", ("optimizer.safetensors", "trainer_state.json"),
+                                missing_ok=True)               # resuming: None = start at step 0
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -87,6 +105,78 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, path) -> None:
         raise CheckpointError(path, f"state of parameter {max(state)}, the optimizer has {n_params}")
     sd["state"] = state
     optimizer.load_state_dict(sd)
+
+
+@contextmanager
+def atomic_checkpoint(folder) -> Iterator[Path]:
+    """Write the checkpoint folder `folder` so that a kill at any moment leaves a complete checkpoint
+    for `checkpoint_to_resume`. Yields `<folder>.tmp`, new and empty, to write into; once the block
+    ends without an error, `<folder>` is renamed to `<folder>.old`, `<folder>.tmp` to `<folder>`, and
+    `<folder>.old` removed. `<folder>.old` is removed only while a complete `<folder>` exists: after a
+    resume from `<folder>.old` (no `<folder>`), it stays until the new `<folder>` is in place. An
+    error in the block leaves `<folder>.tmp` as a kill would; the next save replaces it."""
+    folder = Path(folder)
+    tmp, old = _sibling(folder, ".tmp"), _sibling(folder, ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    yield tmp
+    if folder.exists():
+        shutil.rmtree(old, ignore_errors=True)  # left by a save killed while removing it
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def checkpoint_to_resume(folder, required: Sequence[str], missing_ok: bool = False) -> Path | None:
+    """The checkpoint folder to resume from: `folder` if it is complete, else `<folder>.old` if that
+    is (a save killed between its two renames leaves only `<folder>.old`, one checkpoint older; one
+    line on stderr says it is used). Complete: each file of `required` (paths relative to the folder)
+    is there, and those ending in .safetensors have a readable header.
+
+    Otherwise a CheckpointError naming `folder`: no checkpoint at all ("no checkpoint to resume
+    from", saying when only `<folder>.tmp`, a save that never finished, is there), or incomplete ones.
+    With `missing_ok`, no checkpoint at all (neither `<folder>` nor `<folder>.old`; a `<folder>.tmp`
+    alone is a first save that never finished) returns None instead: the run starts at step 0."""
+    folder = Path(folder)
+    old, tmp = _sibling(folder, ".old"), _sibling(folder, ".tmp")
+    problems = []
+    for candidate in (folder, old):
+        if not candidate.exists():
+            continue
+        problem = _incomplete(candidate, required)
+        if problem is None:
+            if candidate == old:
+                why = "missing" if not folder.exists() else "incomplete"
+                print(f"{folder}: {why} (a save was interrupted); resuming from {old}", file=sys.stderr)
+            return candidate
+        problems.append(f"{candidate.name} {problem}")
+    if problems:
+        raise CheckpointError(folder, f"no complete checkpoint to resume from ({'; '.join(problems)})")
+    if missing_ok:
+        return None
+    only_tmp = f"only {tmp.name}, a save that never finished; " if tmp.exists() else ""
+    raise CheckpointError(folder, f"no checkpoint to resume from ({only_tmp}expected a folder with "
+                                  f"{', '.join(required)})")
+
+
+def _sibling(folder: Path, suffix: str) -> Path:
+    return folder.with_name(folder.name + suffix)
+
+
+def _incomplete(folder: Path, required: Sequence[str]) -> str | None:
+    """Why `folder` is not a complete checkpoint, or None."""
+    if not folder.is_dir():
+        return "is not a folder"
+    for name in required:
+        path = folder / name
+        if not path.is_file():
+            return f"has no {name}"
+        if path.suffix == ".safetensors":
+            try:
+                check_safetensors(path)
+            except CheckpointError as exc:
+                return f"has an unreadable {name} ({exc.problem})"
+    return None
 
 
 def _first_line(exc: BaseException) -> str:
