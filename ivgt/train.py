@@ -19,15 +19,14 @@ the main process writes. `--resume` from a checkpoint reaches the weights of an 
 Checkpoint (`<output_dir>/checkpoint`, written atomically every `train.checkpoint_every` steps and
 at the end): the model (config.json + diffusion_pytorch_model.safetensors), the AdamW state
 (optimizer.safetensors, `common.checkpoint`) and trainer_state.json (the step and torch's CPU RNG
-state as a list of bytes). No pickle: nothing is written with torch.save.
+state as a list of bytes). No pickle: nothing is written with torch.save. A kill between the save's
+two renames leaves `checkpoint.old`, which `--resume` continues from (`checkpoint_to_resume`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -37,7 +36,13 @@ from accelerate import Accelerator, PartialState
 from tqdm import tqdm
 
 from common.cameras import pixel_rays
-from common.checkpoint import load_optimizer_state, load_safetensors, save_optimizer_state
+from common.checkpoint import (
+    atomic_checkpoint,
+    checkpoint_to_resume,
+    load_optimizer_state,
+    load_safetensors,
+    save_optimizer_state,
+)
 from common.cli import OneLineParser, one_line_errors
 from common.errors import CheckpointError
 from common.results import truncate_jsonl
@@ -118,6 +123,7 @@ def average_gradients(params, accelerator) -> None:
 
 
 TRAINER_STATE = "trainer_state.json"
+CHECKPOINT_FILES = ("diffusion_pytorch_model.safetensors", "optimizer.safetensors", TRAINER_STATE)
 
 
 def _load_checkpoint(model, optimizer, ck: Path) -> int:
@@ -139,19 +145,12 @@ def _load_checkpoint(model, optimizer, ck: Path) -> int:
 
 
 def _save_checkpoint(model, optimizer, step: int, out_dir: Path) -> None:
-    """Atomic: write to a temporary folder, then rename over the previous checkpoint."""
-    tmp, final = out_dir / "checkpoint.tmp", out_dir / "checkpoint"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    save_optimizer_state(optimizer, tmp / "optimizer.safetensors")
-    state = {"step": step, "torch_rng": torch.get_rng_state().tolist()}
-    (tmp / TRAINER_STATE).write_text(json.dumps(state))
-    old = out_dir / "checkpoint.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    """Atomic (`common.checkpoint.atomic_checkpoint`): a temporary folder, then renames."""
+    with atomic_checkpoint(out_dir / "checkpoint") as tmp:
+        model.save_pretrained(tmp)
+        save_optimizer_state(optimizer, tmp / "optimizer.safetensors")
+        state = {"step": step, "torch_rng": torch.get_rng_state().tolist()}
+        (tmp / TRAINER_STATE).write_text(json.dumps(state))
 
 
 def train(cfg: Config, resume: bool = False, progress: bool = True, stop_at: int | None = None) -> IVGT:
@@ -166,8 +165,9 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, stop_at: int
     model = IVGT.from_model_config(cfg.model).to(accelerator.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     start = 0
-    if resume and (out_dir / "checkpoint").is_dir():
-        start = _load_checkpoint(model, optimizer, out_dir / "checkpoint")
+    ck = checkpoint_to_resume(out_dir / "checkpoint", CHECKPOINT_FILES, missing_ok=True) if resume else None
+    if ck is not None:  # checkpoint, or checkpoint.old where a save was killed between its renames
+        start = _load_checkpoint(model, optimizer, ck)
     optimizer = accelerator.prepare(optimizer)  # no DDP wrapper on the model: gradients averaged below
     schedule = lambda s: min(1.0, (s + 1) / max(1, tc.warmup)) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / tc.steps)))  # noqa: E731
     B = tc.batch_size

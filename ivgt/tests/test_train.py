@@ -63,6 +63,29 @@ def test_resume_after_a_kill_reaches_the_uninterrupted_weights_and_log(one_scene
     assert [r["step"] for r in rows] == list(range(1, 21))
 
 
+def test_resume_from_checkpoint_old_left_between_the_renames_of_a_save(one_scene, tmp_path, capsys):
+    """A kill between a save's two renames leaves checkpoint.old (the previous checkpoint) and
+    checkpoint.tmp but no checkpoint: resuming continues from checkpoint.old and reaches the weights
+    and log of the uninterrupted run; the next save puts a checkpoint back and removes the rest."""
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    train(_cfg(one_scene, full, 6), progress=False)
+    train(_cfg(one_scene, cut, 6), progress=False, stop_at=5)  # checkpoints at steps 2 and 4, step 5 logged
+    (cut / "checkpoint").rename(cut / "checkpoint.old")
+    (cut / "checkpoint.tmp").mkdir()  # the step-6 save, cut short
+    log = [json.loads(line) for line in (cut / "metrics.jsonl").read_text().splitlines()]
+    (cut / "metrics.jsonl").write_text("".join(json.dumps({**r, "seconds": -1}) + "\n" for r in log))
+    train(_cfg(one_scene, cut, 6), resume=True, progress=False)
+    assert "resuming from" in capsys.readouterr().err
+    weights = "model/diffusion_pytorch_model.safetensors"
+    kill_resume.assert_same_weights(full / weights, cut / weights)
+    rows = kill_resume.assert_same_log(full / "metrics.jsonl", cut / "metrics.jsonl", time_keys=("seconds",))
+    assert [r["step"] for r in rows] == list(range(1, 7))
+    # steps 1-4 were not trained again (their lines, marked above, are kept); 5 and 6 were
+    seconds = [json.loads(line)["seconds"] for line in (cut / "metrics.jsonl").read_text().splitlines()]
+    assert seconds[:4] == [-1] * 4 and -1 not in seconds[4:]
+    assert sorted(p.name for p in cut.glob("checkpoint*")) == ["checkpoint"]
+
+
 def test_two_processes_follow_one_with_twice_the_batch(tmp_path):
     """torchrun with 2 CPU processes (gloo), one scene each per step: the log and weights of one
     process at 2 scenes per step (stage 2's eikonal term included), far closer than those of one
