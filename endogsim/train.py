@@ -24,15 +24,15 @@ metrics.jsonl, which is cut back to the checkpoint's step before the resumed run
 Gaussian count is fixed by the initialisation (no densification or pruning; see the README).
 
 Writes OUT/metrics.jsonl (one line per step), OUT/checkpoint/ (atomically, every
-`checkpoint_every` steps and at the end), OUT/model/ (final, `GaussianModel.from_pretrained`),
-OUT/config.yaml and OUT/results.json (held-out metrics of the final model).
+`checkpoint_every` steps and at the end; a kill between the save's two renames leaves
+OUT/checkpoint.old, which `--resume` continues from), OUT/model/ (final,
+`GaussianModel.from_pretrained`), OUT/config.yaml and OUT/results.json (held-out metrics of the
+final model).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -41,7 +41,12 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from tqdm import tqdm
 
-from common.checkpoint import load_optimizer_state, save_optimizer_state
+from common.checkpoint import (
+    atomic_checkpoint,
+    checkpoint_to_resume,
+    load_optimizer_state,
+    save_optimizer_state,
+)
 from common.cli import OneLineParser, one_line_errors
 from common.config import save_config
 from common.datasets.endonerf import endonerf_split
@@ -142,19 +147,17 @@ def _set_lr(optimizer, step: int, rc: ReconConfig) -> None:
         g["lr"] = g["base_lr"] * (rc.lr_final_ratio ** (step / rc.steps) if g["decay"] else 1.0)
 
 
+CHECKPOINT_FILES = ("config.json", "diffusion_pytorch_model.safetensors", "optimizer.safetensors",
+                    "trainer_state.json")
+
+
 def _save_checkpoint(model: GaussianModel, optimizer, step: int, out_dir: Path) -> None:
-    """Atomic: write a temporary folder, then rename it over the previous checkpoint. The Adam state
+    """Atomic (`common.checkpoint.atomic_checkpoint`): a temporary folder, then renames. The Adam state
     goes to safetensors (one entry per parameter index and field) plus the step in JSON: no pickle."""
-    tmp, final, old = out_dir / "checkpoint.tmp", out_dir / "checkpoint", out_dir / "checkpoint.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    save_optimizer_state(optimizer, tmp / "optimizer.safetensors")
-    (tmp / "trainer_state.json").write_text(json.dumps({"step": step}))
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_checkpoint(out_dir / "checkpoint") as tmp:
+        model.save_pretrained(tmp)
+        save_optimizer_state(optimizer, tmp / "optimizer.safetensors")
+        (tmp / "trainer_state.json").write_text(json.dumps({"step": step}))
 
 
 def _load_checkpoint(ck: Path, optimizer) -> int:
@@ -167,24 +170,26 @@ def train_reconstruction(rc: ReconConfig, data_dir, out_dir, resume: bool = Fals
                          stop_at: int | None = None, skip_frames=()) -> GaussianModel:
     """Train a `GaussianModel` on the training frames of the clip in `data_dir`; write `out_dir`
     (see the module docstring) and return the final model in eval mode. resume=True continues from
-    out_dir/checkpoint when there is one; stop_at ends the run after that step, as an interruption
-    would (the tests of resume use it); skip_frames are training frames left out."""
+    out_dir/checkpoint when there is one (or checkpoint.old: `common.checkpoint.checkpoint_to_resume`);
+    stop_at ends the run after that step, as an interruption would (the tests of resume use it);
+    skip_frames are training frames left out."""
     check_recon_config(rc)
     if not torch.cuda.is_available() and rc.cpu_threads > 0:
         torch.set_num_threads(rc.cpu_threads)  # several CPU processes with many threads spin-wait
     out_dir = Path(out_dir)
     sample = load_clip(data_dir, rc)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    ck = out_dir / "checkpoint"
+    # checkpoint, or checkpoint.old where a save was killed between its renames; None: from step 0
+    ck = checkpoint_to_resume(out_dir / "checkpoint", CHECKPOINT_FILES, missing_ok=True) if resume else None
     start = 0
-    if resume and ck.is_dir():
+    if ck is not None:
         model = GaussianModel.from_pretrained(ck, use_safetensors=True)
     else:
         model = init_reconstruction(rc, sample)
     optimizer = torch.optim.Adam(_param_groups(model, rc), eps=1e-15)
     for g in optimizer.param_groups:
         g["base_lr"] = g["lr"]
-    if resume and ck.is_dir():
+    if ck is not None:
         start = _load_checkpoint(ck, optimizer)
     world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     if main:
