@@ -15,6 +15,11 @@ is loaded: `parse_K("--K", "500,500,320,240")` (fx, fy > 0, every number finite)
 paths are checked the same way before a run starts: `check_out_dir("--out", path)` (not a file, its
 nearest existing folder writable), `check_out_prefix` (an output path without suffix) and
 `check_synthetic_root("data.root", root, splits)` (absent, or splits with a readable index.json).
+
+Threads: every train, evaluate and reproduce command takes `--threads N` (`add_threads_flag(ap)`)
+and applies it with `set_threads(args.threads)`: torch's default (all cores) unless N > 0. No model
+config holds a thread count; the one-thread setting lives where it is needed (the tests' conftest,
+`python -m benchmarks.perf --threads 1` on a busy machine).
 """
 
 from __future__ import annotations
@@ -45,15 +50,39 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse's parser, except that its errors (an unknown flag, a value of the wrong type, a
     missing argument, `ap.error(...)`) are one line on stderr, `<entry_point>: error: <message>`,
     with exit status 2 and no usage line, as `one_line_errors` answers the rest. `entry_point` is the
-    name that `one_line_errors` gets (`vlm3.train`); argparse's `prog` and `--help` are unchanged."""
+    name that `one_line_errors` gets (`vlm3.train`). `--help` shows `usage: python -m <entry_point>`
+    and the description as written (pass the module docstring whole), unless `prog` or
+    `formatter_class` say otherwise."""
 
     def __init__(self, entry_point: str, **kwargs):
+        kwargs.setdefault("prog", f"python -m {entry_point}")
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(**kwargs)
         self.entry_point = entry_point
 
     def error(self, message: str):
         one_line = message.replace("\n", " ")
         self.exit(2, f"{self.entry_point}: error: {one_line}\n")
+
+
+def add_threads_flag(ap: argparse.ArgumentParser) -> None:
+    """`--threads N` (default 0: torch's default, every core), as every entry point spells it."""
+    ap.add_argument("--threads", type=int, default=0, metavar="N",
+                    help="torch CPU threads (default 0: torch's default, all cores; 1 on a busy shared "
+                         "machine, where spinning threads wait on each other)")
+
+
+def set_threads(n: int | None, flag: str = "--threads") -> None:
+    """torch's CPU threads: `n` > 0 sets them, 0 or None keeps torch's default (all cores, or
+    OMP_NUM_THREADS); ValueError naming `flag` for a negative count. The one thread setting of
+    every entry point; call it before any work."""
+    if n is None or n == 0:
+        return
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"{flag}: expected an int >= 0 (0: torch's default), got {n!r}")
+    import torch
+
+    torch.set_num_threads(n)
 
 
 def parse_K(flag: str, text: str):

@@ -33,6 +33,14 @@ class ConfigError(ValueError):
     """A config file or override that does not fit the config's dataclasses."""
 
 
+# Keys that left the configs, by name (any section), and where the setting is now. Checked only
+# for keys that are not fields, so a config that still has such a field is unaffected.
+MOVED = {
+    "cpu_threads": "the --threads N flag of the command (default: torch's default, all cores)",
+    "threads": "the --threads N flag of the command (default: torch's default, all cores)",
+}
+
+
 def load_config(cls: type[T], path=None, overrides: Iterable[str] = ()) -> T:
     """`cls()` updated by the YAML file at `path` (if given), then by `overrides`."""
     cfg = cls()
@@ -62,6 +70,8 @@ def update_config(cfg, data: dict, where: str, prefix: str = "") -> None:
     for key, value in data.items():
         dotted = f"{prefix}{key}"
         if key not in fields:
+            if key in MOVED:
+                raise ConfigError(f"{where}: key {dotted!r} is no longer a config setting; use {MOVED[key]}")
             close = difflib.get_close_matches(str(key), fields, n=3)
             hint = f"; did you mean {' or '.join(repr(prefix + c) for c in close)}?" if close else ""
             raise ConfigError(f"{where}: unknown key {dotted!r}{hint} (fields: {sorted(fields)})")
@@ -82,6 +92,8 @@ def resolve_key(cfg, key: str, where: str) -> str:
         return owners[0]
     if owners:
         raise ConfigError(f"{where}: {key!r} is ambiguous; write one of {owners}")
+    if key.rsplit(".", 1)[-1] in MOVED:
+        raise ConfigError(f"{where}: key {key!r} is no longer a config setting; use {MOVED[key.rsplit('.', 1)[-1]]}")
     leaves = {p.rsplit(".", 1)[-1]: p for p in paths}
     close = difflib.get_close_matches(key, paths, n=3) or [leaves[c] for c in difflib.get_close_matches(key, leaves, n=3)]
     hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""

@@ -5,6 +5,9 @@ checkpoint (and logged steps past it), then compare the resumed run with an unin
     run(cmd + ["--resume"])
     assert_same_weights(full / "model" / "x.safetensors", out / "model" / "x.safetensors")
     assert_same_log(full / "metrics.jsonl", out / "metrics.jsonl", time_keys=("seconds",))
+
+The processes run on one torch thread (OMP_NUM_THREADS=1), as the tests themselves do (conftest),
+whatever thread count the entry point would take by default.
 """
 
 from __future__ import annotations
@@ -23,11 +26,16 @@ from safetensors.torch import load_file
 ROOT = Path(__file__).resolve().parents[2]  # the folder holding common/ (a cherry-picked copy too)
 
 
+def one_thread_env() -> dict:
+    """The environment for a child process, with torch's default thread count set to one."""
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 def run(args: list[str], log: Path, timeout: float = 120) -> None:
     """`python <args>` from ROOT to the end; its output goes to `log` (shown if it fails)."""
     with open(log, "w") as f:
         proc = subprocess.run([sys.executable, *args], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
-                              timeout=timeout, check=False)
+                              timeout=timeout, check=False, env=one_thread_env())
     assert proc.returncode == 0, f"{args}: exit {proc.returncode}\n{log.read_text()[-3000:]}"
 
 
@@ -53,7 +61,8 @@ def kill_after_checkpoint(args: list[str], state: Path, metrics: Path, log: Path
     process. Returns the step of the checkpoint left on disk. Fails if the run ends first."""
     past = past or (lambda row, step: row["step"] > step)
     with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
+                                env=one_thread_env())
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -97,3 +97,22 @@ def test_ambiguous_short_key():
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
         load_config(Config, tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("where", ["file", "override", "short override"])
+def test_thread_keys_moved_to_the_threads_flag(tmp_path, where):
+    """A thread count in a user's config (`train.cpu_threads: 1`, `threads: 1`) is one line saying
+    where the setting went, not "unknown key"."""
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  cpu_threads: 1\n")
+    file, overrides = {"file": (path, []), "override": (None, ["train.cpu_threads=1"]),
+                       "short override": (None, ["threads=2"])}[where]
+    with pytest.raises(ConfigError, match="is no longer a config setting; use the --threads N flag") as err:
+        load_config(Config, file, overrides)
+    assert "\n" not in str(err.value)
+
+    @dataclass
+    class WithThreads:  # a config that still has the field keeps it
+        threads: int = 0
+
+    assert load_config(WithThreads, None, ["threads=2"]).threads == 2
