@@ -14,7 +14,6 @@ items both answered. Writes `<out>.json`, `<out>.md` and `<out>.html` (see `benc
 
 from __future__ import annotations
 
-import argparse
 import base64
 import importlib
 import sys
@@ -27,7 +26,8 @@ from benchmarks import leaderboard
 from benchmarks.methods import ADAPTERS, Unavailable, build
 from benchmarks.tasks import TASKS
 from benchmarks.tasks.base import DATA_ROOT, SPLIT, TRAIN_SPLIT, load_split
-from common.cli import OneLineParser, check_out_prefix, check_synthetic_root, one_line_errors
+from common.cli import (OneLineParser, add_threads_flag, check_out_prefix, check_synthetic_root, one_line_errors,
+                        set_threads)
 from common.datasets.scene_format import read_index
 from common.metrics import bootstrap_ci, paired_bootstrap_test
 from common.results import git_commit
@@ -207,9 +207,7 @@ def cost_table(methods: dict, tasks: dict, notes: dict[str, list[str]] | None = 
 def main(argv=None) -> int:
     ap = OneLineParser(
         "benchmarks.run",
-        prog="python -m benchmarks.run",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("--tasks", help=f"comma list (default all): {', '.join(TASKS)}")
     ap.add_argument(
@@ -220,7 +218,7 @@ def main(argv=None) -> int:
     ap.add_argument("--train-missing", action="store_true", help="train a method's tiny run when none exists")
     ap.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
     ap.add_argument("--out", default="results/leaderboard", help="output path without suffix")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    add_threads_flag(ap)
     args = ap.parse_args(argv)
     t0 = time.time()
     with one_line_errors("benchmarks.run"):
@@ -230,18 +228,13 @@ def main(argv=None) -> int:
             raise ValueError(f"--scenes: expected >= 0, got {args.scenes}")
         if args.bootstrap < 100:
             raise ValueError(f"--bootstrap: expected >= 100, got {args.bootstrap}")
-        if args.threads < 0:
-            raise ValueError(f"--threads: expected >= 0, got {args.threads}")
+        set_threads(args.threads)
         out = check_out_prefix("--out", args.out)
         data = check_synthetic_root("--data", args.data, (SPLIT, TRAIN_SPLIT), generate=False)
         available = len(read_index(data / SPLIT)["scenes"])
         if args.scenes > available:
             raise ValueError(f"--scenes: expected at most the {available} scenes of {data / SPLIT}, got {args.scenes}")
         notes = paper_scale_notes(PERF_DIR, sorted({_adapter_class(n).paper for n in wanted}))
-        if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
         test = load_split(data, SPLIT, args.scenes)
         train = load_split(data, TRAIN_SPLIT, 0, load=("depth",))
         task_objs = [TASKS[t]() for t in tasks]

@@ -78,9 +78,6 @@ class TrainConfig:
     seed: int = 0
     output_dir: str = "results/ivgt/run"
     num_workers: int = 0
-    # CPU threads for torch: on a shared 2-core machine one thread per process avoids the
-    # contention that made each small op ~100x slower.
-    cpu_threads: int = 1
 
 
 @dataclass
@@ -104,7 +101,7 @@ def check_config(cfg: Config) -> None:
                     "train.input_views", "train.rays_per_view", "model.patch_size", "model.head_stride",
                     "model.n_coarse"], 1)
     check_min(cfg, ["train.target_views", "train.warmup", "train.stage2_start", "train.num_workers",
-                    "train.cpu_threads", "train.weight_decay", "train.gt_camera_prob", "train.conf_alpha",
+                    "train.weight_decay", "train.gt_camera_prob", "train.conf_alpha",
                     "train.w_rgb", "train.w_depth", "train.w_normal", "train.w_eikonal", "train.w_camera",
                     "train.w_depth_head", "model.n_fine", "model.up_sample_steps"], 0)
     check_min(cfg, ["train.lr", "train.grad_clip", "model.near"], 0, strict=True)

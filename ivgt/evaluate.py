@@ -34,13 +34,12 @@ import torch
 import torch.nn.functional as F
 
 from common.cameras import depth_to_points, resize_intrinsics, unproject
-from common.cli import OneLineParser, one_line_errors
+from common.cli import OneLineParser, add_threads_flag, one_line_errors, set_threads
 from common.datasets import SceneDataset
 from common.metrics import depth_metrics, normal_angle_metrics, point_cloud_metrics, pose_metrics, psnr, ssim
 from ivgt.data import canonical_views
 from ivgt.model import IVGT
 from ivgt.raycast import mesh_depth
-from ivgt.train import set_cpu_threads
 
 METRICS = {  # name -> higher_is_better
     "mesh_accuracy": False, "mesh_completeness": False, "mesh_chamfer": False, "mesh_fscore": True,
@@ -176,21 +175,20 @@ def evaluate(models: dict, root="data/synthetic", split="test", scenes: int | No
 
 
 def main(argv=None):
-    parser = OneLineParser(
-        "ivgt.evaluate", description="Evaluate an IVGT checkpoint on held-out synthetic scenes"
-    )
+    parser = OneLineParser("ivgt.evaluate", description=__doc__)
     parser.add_argument("--model", required=True, help="checkpoint folder (save_pretrained)")
-    parser.add_argument("--data", default="data/synthetic")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--scenes", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="results/ivgt/eval.json")
+    parser.add_argument("--data", default="data/synthetic", help="root of the synthetic splits (make data)")
+    parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    parser.add_argument("--scenes", type=int, default=None, help="first N scenes of the split (default: all)")
+    parser.add_argument("--seed", type=int, default=0, help="torch seed (default 0)")
+    parser.add_argument("--out", default="results/ivgt/eval.json", help="JSON file of the mean metrics")
+    add_threads_flag(parser)
     args = parser.parse_args(argv)
     with one_line_errors("ivgt.evaluate"):
         if args.scenes is not None and args.scenes < 1:
             raise ValueError(f"--scenes: expected an int >= 1, got {args.scenes}")
+        set_threads(args.threads)
         torch.manual_seed(args.seed)
-        set_cpu_threads(1)
         model = IVGT.load(args.model)
         res = evaluate({"ivgt": model}, args.data, args.split, args.scenes, image_size=model.cfg.image_size)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

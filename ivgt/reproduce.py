@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from common.cli import OneLineParser, check_out_dir, check_synthetic_root, one_line_errors
+from common.cli import (OneLineParser, add_threads_flag, check_out_dir, check_synthetic_root, one_line_errors,
+                        set_threads)
 from common.datasets import SceneDataset
 from common.results import git_commit, markdown_table, write_results
 from common.synthetic import GENERATOR_VERSION, generate_split
@@ -20,7 +21,7 @@ from ivgt.config import load_config
 from ivgt.data import canonical_views
 from ivgt.evaluate import INPUT_VIEWS, METRICS, TARGET_VIEWS, evaluate, ground_truth
 from ivgt.model import IVGT
-from ivgt.train import set_cpu_threads, train
+from ivgt.train import train
 
 PAPER = {  # IVGT's reported numbers (README / tables of arXiv 2605.16258), with their datasets
     "mesh_accuracy": {"value": 0.069, "dataset": "ScanNet (4 scenes, metres)"},
@@ -55,17 +56,20 @@ def pictures(model: IVGT, root: str, out: Path, image_size) -> None:
 
 
 def main(argv=None):
-    p = OneLineParser("ivgt.reproduce", description=__doc__.split("\n")[0])
-    p.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
+    p = OneLineParser("ivgt.reproduce", description=__doc__)
+    p.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"),
+                   help="YAML config to train (default: configs/tiny.yaml)")
     p.add_argument("--scenes", type=int, default=None, help="test scenes (default: all)")
-    p.add_argument("--results", default="results/ivgt")
-    p.add_argument("--skip-train", action="store_true", help="reuse <output_dir>/model")
-    p.add_argument("overrides", nargs="*")
+    p.add_argument("--results", default="results/ivgt", help="folder of results.json, results.md and pictures")
+    p.add_argument("--skip-train", action="store_true", help="reuse <train.output_dir>/model")
+    add_threads_flag(p)
+    p.add_argument("overrides", nargs="*", help="config overrides key=value (train.steps=50)")
     a = p.parse_args(argv)
     t0 = time.time()
     with one_line_errors("ivgt.reproduce"):  # bad settings, paths and data: one line, before any work
         if a.scenes is not None and a.scenes < 1:
             raise ValueError(f"--scenes: expected an int >= 1, got {a.scenes}")
+        set_threads(a.threads)
         cfg = load_config(a.config, a.overrides)
         check_out_dir("--results", a.results)
         check_out_dir("train.output_dir", cfg.train.output_dir)
@@ -79,7 +83,6 @@ def main(argv=None):
     for split, n in (("train", 64), ("test", 32)):
         if not (root / split / "index.json").is_file():
             generate_split(root, split, scenes=n, views=8, size=128, seed=0)
-    set_cpu_threads(cfg.train.cpu_threads)
     if model is None:
         model = train(cfg)
     torch.manual_seed(cfg.train.seed)

@@ -43,7 +43,7 @@ from common.checkpoint import (
     load_safetensors,
     save_optimizer_state,
 )
-from common.cli import OneLineParser, one_line_errors
+from common.cli import OneLineParser, add_threads_flag, one_line_errors, set_threads
 from common.errors import CheckpointError
 from common.results import truncate_jsonl
 from ivgt.config import Config, load_config
@@ -53,14 +53,7 @@ from ivgt.model import IVGT
 from ivgt.render import eikonal_loss
 
 
-def set_cpu_threads(n: int) -> None:
-    """Use `n` torch threads on CPU (0: torch's default); a no-op where CUDA is present.
-
-    Several processes with torch's default threads on a few cores spin-wait on each other, which
-    made small ops ~100x slower; one thread per process avoids it.
-    """
-    if not torch.cuda.is_available() and n > 0:
-        torch.set_num_threads(n)
+set_cpu_threads = set_threads  # ivgt.demo's name for common.cli.set_threads, until it takes --threads
 
 
 def step_losses(model: IVGT, batch: dict, cfg: Config, step: int, gen: torch.Generator) -> dict:
@@ -158,7 +151,6 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, stop_at: int
     after that step, as an interruption would (tests of --resume)."""
     tc = cfg.train
     torch.manual_seed(tc.seed)
-    set_cpu_threads(tc.cpu_threads)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     out_dir = Path(tc.output_dir)
@@ -228,14 +220,18 @@ def train(cfg: Config, resume: bool = False, progress: bool = True, stop_at: int
 
 
 def main(argv=None):
-    parser = OneLineParser("ivgt.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("overrides", nargs="*", help="key=value")
+    parser = OneLineParser("ivgt.train", description=__doc__)
+    parser.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"),
+                        help="YAML config with sections model and train (default: configs/tiny.yaml)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from <train.output_dir>/checkpoint (same weights as an uninterrupted run)")
+    parser.add_argument("--seed", type=int, default=None, help="sets train.seed")
+    add_threads_flag(parser)
+    parser.add_argument("overrides", nargs="*", help="config overrides key=value (train.steps=50)")
     args = parser.parse_args(argv)
     overrides = list(args.overrides) + ([f"train.seed={args.seed}"] if args.seed is not None else [])
     with one_line_errors("ivgt.train"):
+        set_threads(args.threads)
         cfg = load_config(args.config, overrides)
         train(cfg, resume=args.resume)
     if PartialState().is_main_process:

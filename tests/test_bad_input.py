@@ -848,7 +848,7 @@ CLI_ROWS = [
     ("benchmarks.run", ["--methods", "nosuch", "--out", "{out}"], "--methods: unknown ['nosuch']"),
     ("benchmarks.run", ["--scenes", "-1", "--out", "{out}"], "--scenes: expected >= 0, got -1"),
     ("benchmarks.run", ["--bootstrap", "5", "--out", "{out}"], "--bootstrap: expected >= 100, got 5"),
-    ("benchmarks.run", ["--threads", "-1", "--out", "{out}"], "--threads: expected >= 0, got -1"),
+    ("benchmarks.run", ["--threads", "-1", "--out", "{out}"], "--threads: expected an int >= 0 (0: torch's default), got -1"),
     ("benchmarks.run", ["--data", "{bench}", "--out", "{file}/lb"], "--out {file}/lb: {file} is a file"),
     (
         "benchmarks.run",
@@ -878,7 +878,7 @@ CLI_ROWS = [
     ),
     ("benchmarks.leaderboard", ["--results", "{bench}", "--out", "{file}/lb"], "--out {file}/lb: {file} is a file"),
     ("benchmarks.perf.__main__", ["nosuch", "--out", "{out}"], "unknown benchmark(s) ['nosuch']"),
-    ("benchmarks.perf.__main__", ["all", "--threads", "-1", "--out", "{out}"], "--threads: expected 0"),
+    ("benchmarks.perf.__main__", ["all", "--threads", "-1", "--out", "{out}"], "--threads: expected an int >= 0"),
     ("benchmarks.perf.__main__", ["mpm", "--out", "{file}"], "--out {file}: is a file"),
     # argparse's own errors (common.cli.OneLineParser): an unknown flag, a value of the wrong type, a
     # flag without its value; one line naming the flag, without argparse's usage line

@@ -1,11 +1,16 @@
-"""`python -m benchmarks.perf NAME [NAME ...] | all [--quick] [--threads N] [--out results/perf]`."""
+"""`python -m benchmarks.perf NAME [NAME ...] | all [--quick] [--threads N] [--out results/perf]`.
+
+Times implementations side by side (see benchmarks/perf/__init__.py) and writes
+results/perf/<NAME>.json. The timings run on one torch thread unless --threads says otherwise, so
+that CPU numbers do not depend on what else the machine runs; the count is recorded in the JSON.
+"""
 
 import importlib
 import pkgutil
 import sys
 
 import benchmarks.perf as perf
-from common.cli import OneLineParser, check_out_dir, one_line_errors
+from common.cli import OneLineParser, check_out_dir, one_line_errors, set_threads
 
 
 def available() -> list[str]:
@@ -13,26 +18,21 @@ def available() -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = OneLineParser("benchmarks.perf", prog="python -m benchmarks.perf", description=__doc__)
+    parser = OneLineParser("benchmarks.perf", description=__doc__)
     parser.add_argument("names", nargs="+", help=f"benchmarks to run, or 'all': {', '.join(available())}")
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (a smoke run)")
     parser.add_argument("--out", default="results/perf", help="where the JSON files go")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch CPU threads (0: torch's default). On a busy machine 1 keeps the CPU "
-                             "numbers from waiting on each other's threads; the count is recorded in the JSON")
+    parser.add_argument("--threads", type=int, default=1, metavar="N",
+                        help="torch CPU threads for the timings (default 1: numbers that do not wait on other "
+                             "work's threads; 0: torch's default, all cores); recorded in the JSON")
     args = parser.parse_args(argv)
     with one_line_errors("benchmarks.perf"):  # before any benchmark runs
-        if args.threads < 0:
-            raise ValueError(f"--threads: expected 0 (torch's default) or a positive count, got {args.threads}")
+        set_threads(args.threads)
         names = available() if args.names == ["all"] else args.names
         unknown = [n for n in names if n not in available()]
         if unknown:
             raise ValueError(f"unknown benchmark(s) {unknown}; expected some of {available()} or 'all'")
         check_out_dir("--out", args.out)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     for name in names:
         report = importlib.import_module(f"benchmarks.perf.{name}").run(quick=args.quick)
         print(f"\n## {report.name}: {report.description}\n\n{report.table()}")

@@ -53,7 +53,6 @@ def _render_fn(n, width, height, device, backend, backward: bool):
 
 
 def run(quick: bool = False) -> PerfReport:
-    torch.set_num_threads(1)  # as the packages' entry points: one thread per process on the shared CPU
     report = PerfReport("endogsim", "Gaussian compositor (PyTorch CPU vs gsplat CUDA) and one refinement iteration")
     cuda = torch.cuda.is_available()
     sizes = [(500, 32, 40), (2_000, 64, 80)] if quick else [(1_000, 64, 80), (4_000, 64, 80), (4_000, 128, 160),

@@ -31,16 +31,14 @@ import torch
 from benchmarks.perf import PerfReport, count_flops
 from common.metrics import point_cloud_metrics
 from ivgt.analytic import sphere_sdf
-from ivgt.config import ModelConfig, TrainConfig
+from ivgt.config import ModelConfig
 from ivgt.mesh import extract_coarse_to_fine, extract_dense
 from ivgt.model import IVGT
-from ivgt.train import set_cpu_threads
 
 _FRESH = """
 import json, torch
 from benchmarks.perf import peak_memory_mb
-from ivgt.train import set_cpu_threads
-set_cpu_threads(1)
+torch.set_num_threads({threads})
 torch.manual_seed(0)
 {setup}
 def call():
@@ -51,7 +49,7 @@ print(json.dumps(peak_memory_mb(call)))
 
 def fresh_peak_mb(setup: str, call: str) -> float | None:
     """Peak RSS growth (MiB) of `call` in a new Python process after `setup` (CPU only)."""
-    code = _FRESH.format(setup=setup, call=textwrap.indent(call, "    "))
+    code = _FRESH.format(threads=torch.get_num_threads(), setup=setup, call=textwrap.indent(call, "    "))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         return None
@@ -83,7 +81,6 @@ def _mib(value) -> str:
 
 def run(quick: bool = False) -> PerfReport:
     report = PerfReport("ivgt", "IVGT forward vs views; SDF mesh extraction coarse-to-fine vs dense")
-    set_cpu_threads(TrainConfig().cpu_threads)  # the package's CPU setting (one thread), as in training
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
     model = IVGT.from_model_config(ModelConfig()).eval().to(device)
