@@ -15,8 +15,9 @@ r-th batch_size of them; the loss is the global batch's (text CE over all its an
 rank's token sum over the global count; SILog averaged over its images) and DDP averages the
 gradients, so N processes follow one process at N x batch_size. Only the main process writes.
 Checkpoints are written atomically every `train.checkpoint_every` steps and at the end of each
-stage (safetensors + JSON, no pickles); `--resume` continues from the last one and reaches the same
-weights as an uninterrupted run, because the batch of step s is a pure function of (seed, stage, s).
+stage (safetensors + JSON, no pickles); `--resume` continues from the last one (`checkpoint.old`
+where a kill fell between a save's two renames) and reaches the same weights as an uninterrupted
+run, because the batch of step s is a pure function of (seed, stage, s).
 `metrics.jsonl` (one line per step, with its stage) is cut back to the checkpoint first, so no step
 is logged twice.
 """
@@ -26,8 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import shutil
 import time
 import warnings
 from contextlib import nullcontext
@@ -38,7 +37,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from common.checkpoint import load_safetensors
+from common.checkpoint import atomic_checkpoint, checkpoint_to_resume, load_safetensors
 from common.cli import OneLineParser, one_line_errors
 from common.results import truncate_jsonl
 from depthvlm.config import load_config, set_cpu_threads, to_dict
@@ -103,30 +102,35 @@ def _lr_lambda(warmup_steps: int, total: int):
 
 # -- checkpoints (safetensors + JSON, written atomically) ----------------------------------------
 
+CHECKPOINT_FILES = ("trainable.safetensors", "optimizer.safetensors", "state.json")
+
+
 def save_checkpoint(path: Path, model, optimizer, step: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    trainable = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-    save_file(trainable, tmp / "trainable.safetensors")
-    names = {id(p): n for n, p in model.named_parameters()}
-    opt = {}
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            for k, v in optimizer.state.get(p, {}).items():
-                opt[f"{names[id(p)]}::{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
-    save_file(opt, tmp / "optimizer.safetensors")
-    (tmp / "state.json").write_text(json.dumps({"step": step}))
-    old = path.with_name(path.name + ".old")
-    if path.exists():
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
+    """Atomic (`common.checkpoint.atomic_checkpoint`): a temporary folder, then renames."""
+    with atomic_checkpoint(path) as tmp:
+        trainable = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+        save_file(trainable, tmp / "trainable.safetensors")
+        names = {id(p): n for n, p in model.named_parameters()}
+        opt = {}
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                for k, v in optimizer.state.get(p, {}).items():
+                    v = v if torch.is_tensor(v) else torch.tensor(v)
+                    opt[f"{names[id(p)]}::{k}"] = v.detach().cpu().contiguous()
+        save_file(opt, tmp / "optimizer.safetensors")
+        (tmp / "state.json").write_text(json.dumps({"step": step}))
+
+
+def resume_folder(path: Path) -> Path | None:
+    """The folder to resume the checkpoint `path` from: `path`, or `path`.old where a save was killed
+    between its renames (`common.checkpoint.checkpoint_to_resume`); None when there is none."""
+    return checkpoint_to_resume(path, CHECKPOINT_FILES, missing_ok=True)
 
 
 def checkpoint_step(path: Path) -> int:
-    """The number of steps done at the checkpoint folder `path` (0 when there is none)."""
-    return json.loads((path / "state.json").read_text())["step"] if path.exists() else 0
+    """The number of steps done at the checkpoint `path` (0 when there is none; see resume_folder)."""
+    folder = resume_folder(path)
+    return json.loads((folder / "state.json").read_text())["step"] if folder is not None else 0
 
 
 def load_checkpoint(path: Path, model, optimizer) -> int:
@@ -168,8 +172,9 @@ def train_stage(model, processor, items, scfg, stage, out_dir: Path, seed: int, 
     model, optimizer = accelerator.prepare(model, optimizer)
     ckpt = out_dir / f"stage{stage}" / "checkpoint"
     start = 0
-    if resume and ckpt.exists():
-        start = load_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer)
+    folder = resume_folder(ckpt) if resume else None
+    if folder is not None:
+        start = load_checkpoint(folder, accelerator.unwrap_model(model), optimizer)
         with warnings.catch_warnings():  # fast-forward the schedule; no optimizer step is skipped
             warnings.simplefilter("ignore", UserWarning)
             for _ in range(start):
