@@ -6,6 +6,7 @@ from common.datasets.scene_format import SceneDataset, read_index, read_scene, s
 from common.errors import DatasetError
 
 # Readers for public layouts and the mixture sampler (each module documents its layout).
+from common.datasets.camera_files import KnownCameras, find_cameras, read_cameras
 from common.datasets.endonerf import EndoNeRFClip, EndoNeRFDataset, endonerf_split, read_endonerf
 from common.datasets.folder import read_image_folder
 from common.datasets.io import read_intrinsics_txt, read_matrix_txt
@@ -46,6 +47,7 @@ __all__ = [
     "write_scene",
     # readers and mixture
     "EndoNeRFClip",
+    "KnownCameras",
     "EndoNeRFDataset",
     "KittiDepthDataset",
     "KittiFrame",
@@ -56,9 +58,11 @@ __all__ = [
     "SevenScenesDataset",
     "attach_annotations",
     "endonerf_split",
+    "find_cameras",
     "kitti_eval_mask",
     "nyu_eigen_crop_mask",
     "nyu_intrinsics",
+    "read_cameras",
     "read_endonerf",
     "read_image_folder",
     "read_intrinsics_txt",
