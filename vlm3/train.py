@@ -12,8 +12,9 @@ over the global count) and DDP averages gradients, so N processes follow one pro
 the batch. Only the main process writes. The learning rate is a function of the step and the model
 has no dropout, so `--resume` reaches the same weights as an uninterrupted run. Checkpoints (model,
 tokenizer, image processor, AdamW state as safetensors, step) are written atomically every
-`train.checkpoint_every` steps and at the end; `metrics.jsonl` gets one line per step (`--resume`
-cuts it back to the checkpoint's step first, so no step is logged twice).
+`train.checkpoint_every` steps and at the end (a kill between a save's two renames leaves
+`checkpoint.old`, which `--resume` continues from); `metrics.jsonl` gets one line per step
+(`--resume` cuts it back to the checkpoint's step first, so no step is logged twice).
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -30,7 +29,12 @@ import torch
 from accelerate import Accelerator
 from tqdm import tqdm
 
-from common.checkpoint import load_optimizer_state, save_optimizer_state
+from common.checkpoint import (
+    atomic_checkpoint,
+    checkpoint_to_resume,
+    load_optimizer_state,
+    save_optimizer_state,
+)
 from common.cli import OneLineParser, one_line_errors
 from common.datasets import MixtureDataset
 from common.results import truncate_jsonl
@@ -167,19 +171,18 @@ def settings_dict(cfg: Config) -> dict:
     }
 
 
+CHECKPOINT_FILES = ("config.json", "preprocessor_config.json", "optimizer.safetensors", "trainer_state.json")
+
+
 def save_checkpoint(vlm: VLM3, opt, step: int, out_dir: Path, settings: dict | None = None) -> Path:
-    """Write out_dir/checkpoint atomically: a temporary folder, then renames."""
-    final, tmp, old = out_dir / "checkpoint", out_dir / "checkpoint.tmp", out_dir / "checkpoint.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    vlm.save_pretrained(tmp)
-    save_optimizer_state(opt, tmp / "optimizer.safetensors")
-    (tmp / "trainer_state.json").write_text(json.dumps({"step": step}))
-    (tmp / SETTINGS_FILE).write_text(json.dumps(settings or {}, indent=1))
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final
+    """Write out_dir/checkpoint atomically (`common.checkpoint.atomic_checkpoint`): a temporary
+    folder, then renames."""
+    with atomic_checkpoint(out_dir / "checkpoint") as tmp:
+        vlm.save_pretrained(tmp)
+        save_optimizer_state(opt, tmp / "optimizer.safetensors")
+        (tmp / "trainer_state.json").write_text(json.dumps({"step": step}))
+        (tmp / SETTINGS_FILE).write_text(json.dumps(settings or {}, indent=1))
+    return out_dir / "checkpoint"
 
 
 def train(
@@ -200,11 +203,9 @@ def train(
         ensure_data(cfg)
     accelerator.wait_for_everyone()
     mixture = mixture or build_mixture(cfg, processes=world)
-    ckpt = out / "checkpoint"
     start = 0
-    if resume:
-        if not (ckpt / "trainer_state.json").is_file():
-            raise ValueError(f"{ckpt}: no checkpoint to resume from (expected trainer_state.json)")
+    if resume:  # checkpoint, or checkpoint.old where a save was killed between its renames
+        ckpt = checkpoint_to_resume(out / "checkpoint", CHECKPOINT_FILES)
         vlm = VLM3.from_pretrained(ckpt)
         start = json.loads((ckpt / "trainer_state.json").read_text())["step"]
     else:
