@@ -84,7 +84,6 @@ class ReconConfig:
     checkpoint_every: int = 100
     seed: int = 0
     frames_per_step: int = 1  # training frames per step and process (N processes: N x this per step)
-    cpu_threads: int = 1
 
 
 @dataclass

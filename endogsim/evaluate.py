@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from common.cli import OneLineParser, one_line_errors
+from common.cli import OneLineParser, add_threads_flag, one_line_errors, set_threads
 from common.datasets import io
 from common.datasets.endonerf import endonerf_split
 from common.metrics import depth_metrics, psnr, ssim
@@ -107,18 +107,21 @@ def evaluate_static_baseline(data_dir, rc: ReconConfig | None = None, split: str
 
 
 def main(argv=None):
-    parser = OneLineParser("endogsim.evaluate", description=__doc__.split("\n")[0])
+    parser = OneLineParser("endogsim.evaluate", description=__doc__)
     parser.add_argument("--model", required=True, help="a GaussianModel folder (OUT/model or OUT/checkpoint)")
     parser.add_argument("--data", required=True, help="EndoNeRF-layout clip folder")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="for depth_scale and the mask polarity")
-    parser.add_argument("--split", default="test", choices=("test", "train", "all"))
+    parser.add_argument("--split", default="test", choices=("test", "train", "all"),
+                        help="frames to score (EndoNeRF split; default: test)")
     parser.add_argument("--out", default=None, help="write the metrics as JSON here")
     parser.add_argument("--renders", default=None, help="write the rendered frames here")
     parser.add_argument("--seed", type=int, default=0, help="unused by the metrics (rendering is deterministic)")
-    parser.add_argument("overrides", nargs="*", help="key=value")
+    add_threads_flag(parser)
+    parser.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     with one_line_errors("endogsim.evaluate"):
+        set_threads(args.threads)
         cfg = load_config(args.config, args.overrides)
         model_dir = Path(args.model)
         if not (model_dir / "config.json").is_file():

@@ -24,7 +24,6 @@ future_frames.png), scene/ (the refined scene), sim_<action>/ and recon/.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import time
 from dataclasses import replace
@@ -33,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cli import OneLineParser, check_out_dir, one_line_errors
+from common.cli import OneLineParser, add_threads_flag, check_out_dir, one_line_errors, set_threads
 from common.datasets import read_endonerf
 from common.results import git_commit, markdown_table, write_results
 
@@ -224,20 +223,21 @@ def check_clip(flag: str, data: Path):
 def main(argv=None) -> dict:
     ap = OneLineParser(
         "endogsim.reproduce",
-        prog="python -m endogsim.reproduce",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("--config", default=str(DEFAULT_CONFIG))
-    ap.add_argument("--out", default="results/endogsim")
+    ap.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: configs/tiny.yaml)")
+    ap.add_argument("--out", default="results/endogsim", help="folder of results.json, results.md and pictures")
     ap.add_argument(
         "--data", default="data/endogsim/synthetic", help="the synthetic clip (generated when absent)"
     )
-    ap.add_argument("--refine-iterations", type=int, default=RefineConfig.iterations)
+    ap.add_argument("--refine-iterations", type=int, default=RefineConfig.iterations,
+                    help=f"material refinement iterations (default {RefineConfig.iterations})")
     ap.add_argument("--robustness", type=int, default=1, help="1: also the noisy-depth and fewer-frames runs")
+    add_threads_flag(ap)
     ap.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. recon.steps=50")
     args = ap.parse_args(argv)
     with one_line_errors("endogsim.reproduce"):  # bad settings, paths and data: one line, before any work
+        set_threads(args.threads)
         cfg = load_config(args.config, args.overrides)
         if args.refine_iterations < 0:
             raise ValueError(f"--refine-iterations: expected >= 0, got {args.refine_iterations}")

@@ -380,11 +380,10 @@ def run_action(scene: PhysicsScene, action: str, out_dir, center=None, radius: f
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = OneLineParser(
-        "endogsim.simulate", prog="python -m endogsim.simulate", description=__doc__.split("\n\n")[0]
-    )
+    ap = OneLineParser("endogsim.simulate", description=__doc__)
     ap.add_argument("--scene", required=True, help="a PhysicsScene directory, or a synthetic clip (ground_truth.json)")
-    ap.add_argument("--action", required=True, choices=["poke", "cut", "retract"])
+    ap.add_argument("--action", required=True, choices=["poke", "cut", "retract"],
+                    help="poke: a force in a box; cut: an incision along a plane; retract: a grasp that pulls")
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--center", type=float, nargs=3, help="m, scene frame: poke/retract region centre, cut point "
                     "(default: the surface point at the image centre of the first tissue object)")

@@ -47,7 +47,7 @@ from common.checkpoint import (
     load_optimizer_state,
     save_optimizer_state,
 )
-from common.cli import OneLineParser, one_line_errors
+from common.cli import OneLineParser, add_threads_flag, one_line_errors, set_threads
 from common.config import save_config
 from common.datasets.endonerf import endonerf_split
 from common.datasets.sample import Sample
@@ -174,8 +174,6 @@ def train_reconstruction(rc: ReconConfig, data_dir, out_dir, resume: bool = Fals
     stop_at ends the run after that step, as an interruption would (the tests of resume use it);
     skip_frames are training frames left out."""
     check_recon_config(rc)
-    if not torch.cuda.is_available() and rc.cpu_threads > 0:
-        torch.set_num_threads(rc.cpu_threads)  # several CPU processes with many threads spin-wait
     out_dir = Path(out_dir)
     sample = load_clip(data_dir, rc)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -256,16 +254,19 @@ def train_reconstruction(rc: ReconConfig, data_dir, out_dir, resume: bool = Fals
 
 
 def main(argv=None):
-    parser = OneLineParser("endogsim.train", description=__doc__.split("\n")[0])
+    parser = OneLineParser("endogsim.train", description=__doc__)
     parser.add_argument("--data", required=True, help="EndoNeRF-layout clip folder")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG))
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG),
+                        help="YAML config with sections data and recon (default: configs/tiny.yaml)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     parser.add_argument("--seed", type=int, default=None, help="overrides recon.seed")
+    add_threads_flag(parser)
     parser.add_argument("overrides", nargs="*", help="key=value, e.g. recon.steps=200")
     args = parser.parse_args(argv)
     overrides = list(args.overrides) + ([f"recon.seed={args.seed}"] if args.seed is not None else [])
     with one_line_errors("endogsim.train"):
+        set_threads(args.threads)
         cfg = load_config(args.config, overrides)
         t0 = time.time()
         model = train_reconstruction(cfg.recon, args.data, args.out, resume=args.resume)

@@ -13,7 +13,6 @@ the time-step limit are skipped.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import replace
@@ -81,12 +80,10 @@ def scan_loss(data_dir, fit_frames: int = 8, factors=FACTORS, config: RefineConf
 def main(argv=None) -> int:
     ap = OneLineParser(
         "endogsim.diagnostics.identifiability",
-        prog="python -m endogsim.diagnostics.identifiability",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("--data", required=True, help="a synthetic clip (endogsim.synthetic_scene)")
-    ap.add_argument("--fit-frames", type=int, default=8)
+    ap.add_argument("--fit-frames", type=int, default=8, help="frames of the clip the loss is scanned over (default 8)")
     ap.add_argument("--out", default=None, help="write the scan as JSON here")
     args = ap.parse_args(argv)
     res = scan_loss(args.data, args.fit_frames)

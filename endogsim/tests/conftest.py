@@ -1,9 +1,11 @@
-"""Shared fixtures: Warp on CPU, quiet, with debug bounds checks where a test asks for them."""
+"""Shared fixtures: one torch thread; Warp on CPU, quiet, with debug bounds checks where a test asks for them."""
 
 import pytest
+import torch
 import warp as wp
 
 wp.config.quiet = True
+torch.set_num_threads(1)  # one thread for the tests (the entry points take torch's default or --threads)
 
 
 def cuda_available() -> bool:

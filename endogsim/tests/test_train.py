@@ -146,7 +146,7 @@ def test_two_processes_follow_one_with_twice_the_frames(clip, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     args = ["endogsim.train", "--data", str(clip), "--seed", "0", *SMALL, "recon.steps=12",
-            "recon.coarse_steps=4", "recon.checkpoint_every=12", "recon.cpu_threads=1"]
+            "recon.coarse_steps=4", "recon.checkpoint_every=12"]
     kill_resume.run(["-m", *args, "recon.frames_per_step=2", "--out", str(tmp_path / "one")], tmp_path / "one.log")
     kill_resume.run(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port), "-m",
                      *args, "recon.frames_per_step=1", "--out", str(tmp_path / "two")], tmp_path / "two.log")
