@@ -15,8 +15,9 @@ the teacher, its feature cache, `metrics.jsonl`, checkpoints and the final model
 
 Checkpoints (`<out>/checkpoint`, every `train.checkpoint_every` steps and at the end; written to a
 temporary folder and renamed) hold the model, the training-only modules, the AdamW state (all
-safetensors) and the step (JSON). `--resume` continues from it, cuts `metrics.jsonl` back to it
-and reaches the same weights as an uninterrupted run. `<out>/final` is the inference model alone.
+safetensors) and the step (JSON). `--resume` continues from it (from `checkpoint.old` where a kill
+fell between a save's two renames), cuts `metrics.jsonl` back to it and reaches the same weights as
+an uninterrupted run. `<out>/final` is the inference model alone.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -35,7 +34,13 @@ from accelerate import Accelerator, DistributedDataParallelKwargs
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from common.checkpoint import load_optimizer_state, load_safetensors, save_optimizer_state
+from common.checkpoint import (
+    atomic_checkpoint,
+    checkpoint_to_resume,
+    load_optimizer_state,
+    load_safetensors,
+    save_optimizer_state,
+)
 from common.cli import OneLineParser, one_line_errors
 from common.results import truncate_jsonl
 from ide3d.config import Config, load_config, set_threads, to_dict
@@ -103,20 +108,20 @@ def parameter_groups(trainee: Trainee, cfg: Config) -> list[dict]:
     ]
 
 
+CHECKPOINT_FILES = ("model/config.json", "model/ide3d_processor.json", "supervision.safetensors",
+                    "optimizer.safetensors", "trainer_state.json")
+
+
 def save_checkpoint(trainee: Trainee, processor, optimizer, step: int, out: Path) -> None:
-    final, tmp, old = out / "checkpoint", out / "checkpoint.tmp", out / "checkpoint.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_pretrained(trainee.model, processor, tmp / "model")
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in trainee.supervision.state_dict().items()},
-        str(tmp / "supervision.safetensors"),
-    )
-    save_optimizer_state(optimizer, tmp / "optimizer.safetensors")
-    (tmp / "trainer_state.json").write_text(json.dumps({"step": step}))
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    """Atomic (`common.checkpoint.atomic_checkpoint`): a temporary folder, then renames."""
+    with atomic_checkpoint(out / "checkpoint") as tmp:
+        save_pretrained(trainee.model, processor, tmp / "model")
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in trainee.supervision.state_dict().items()},
+            str(tmp / "supervision.safetensors"),
+        )
+        save_optimizer_state(optimizer, tmp / "optimizer.safetensors")
+        (tmp / "trainer_state.json").write_text(json.dumps({"step": step}))
 
 
 def train(cfg: Config, resume: bool = False, stop_at: int | None = None, progress: bool = True) -> Path:
@@ -128,9 +133,8 @@ def train(cfg: Config, resume: bool = False, stop_at: int | None = None, progres
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     out = Path(cfg.train.out_dir)
-    ckpt = out / "checkpoint"
-    if resume and not (ckpt / "trainer_state.json").is_file():
-        raise ValueError(f"{ckpt}: no checkpoint to resume from (expected trainer_state.json)")
+    # checkpoint, or checkpoint.old where a save was killed between its renames; checked before any work
+    ckpt = checkpoint_to_resume(out / "checkpoint", CHECKPOINT_FILES) if resume else None
     with accelerator.main_process_first():
         if accelerator.is_main_process:
             ensure_data(cfg.data)
