@@ -9,9 +9,13 @@ file) become that line, without a traceback. Set PAPERS3D_TRACEBACK=1 to get the
 for debugging. argparse's own errors (an unknown flag, `--jobs abc`, a missing argument) get the same
 line from `OneLineParser("ide3d.train", description=...)`, without argparse's usage line.
 
-The demos' shared flags are parsed here, so that each gets the same one-line error before any model
-is loaded: `parse_K("--K", "500,500,320,240")` (fx, fy > 0, every number finite) and
-`parse_device("--device", "cuda")` (a device torch knows and this machine has). Output and data
+The demos' shared flags are defined and parsed here, so that each demo spells and explains them
+alike and gets the same one-line error before any model is loaded: `add_demo_flags(ap, ...)` adds
+`--images DIR`/`--image FILE`, `--K FX,FY,CX,CY`, `--fov DEG`, `--cameras PATH`, `--model DIR`,
+`--out DIR`, `--device` and `--threads`; `check_demo_flags(args)` checks them (`parse_K`: fx, fy > 0,
+every number finite; `parse_fov`: (0, 180) degrees; `parse_device`: a device torch knows and this
+machine has) and `check_demo_model(args)` answers a missing default model with the command that
+makes it. Output and data
 paths are checked the same way before a run starts: `check_out_dir("--out", path)` (not a file, its
 nearest existing folder writable), `check_out_prefix` (an output path without suffix) and
 `check_synthetic_root("data.root", root, splits)` (absent, or splits with a readable index.json).
@@ -175,3 +179,70 @@ def check_synthetic_root(field: str, root, splits, generate: bool = True) -> Pat
     if missing:
         check_out_dir(field, root)  # the caller generates them here
     return root
+
+
+# -- the demos' shared flags -------------------------------------------------------------------
+
+
+def add_demo_flags(ap: argparse.ArgumentParser, *, input_flag: str, input_help: str, model: str, make: str,
+                   out: str) -> None:
+    """The flags every demo shares, spelt and explained alike: its input (`--images DIR` or `--image
+    FILE`), `--K FX,FY,CX,CY` or `--fov DEG`, `--cameras PATH`, `--model DIR` (default `model`, the
+    folder that the command `make` writes), `--out DIR`, `--device` and `--threads`. `check_demo_flags`
+    checks them before any work; `check_demo_model` says which command makes the default model."""
+    ap.add_argument(input_flag, required=True, help=input_help)
+    ap.add_argument("--K", default=None, metavar="FX,FY,CX,CY",
+                    help="intrinsics in pixels of the full-size image as displayed (EXIF rotation applied), "
+                         "for every image; replaces the K of any camera file")
+    ap.add_argument("--fov", type=float, default=None, metavar="DEG",
+                    help="horizontal field of view in degrees, in (0, 180), for images without K "
+                         "(default: the camera file's K, else 60 degrees assumed and said so)")
+    ap.add_argument("--cameras", default=None, metavar="PATH",
+                    help="a COLMAP model folder, a cameras JSON or an LLFF poses_bounds.npy (default: one "
+                         "found beside or above the images: sparse/0, cameras.json, poses_bounds.npy)")
+    ap.add_argument("--model", default=model, metavar="DIR",
+                    help=f"trained model folder (default: {model}, which `{make}` writes)")
+    ap.add_argument("--out", default=out, metavar="DIR",
+                    help=f"output folder; the files are named after the inputs (default: {out})")
+    ap.add_argument("--device", default=None,
+                    help="torch device such as cpu, cuda or cuda:1 (default: cuda when present, else cpu)")
+    add_threads_flag(ap)
+    ap.set_defaults(demo_model=model, demo_make=make)
+
+
+def parse_fov(flag: str, value) -> float | None:
+    """A horizontal field of view in degrees, in (0, 180); ValueError naming `flag` otherwise."""
+    if value is None:
+        return None
+    if not (math.isfinite(value) and 0 < value < 180):
+        raise ValueError(f"{flag} {value:g}: expected a horizontal field of view in (0, 180) degrees")
+    return float(value)
+
+
+def check_demo_flags(args) -> dict:
+    """The shared flags of `add_demo_flags`, checked (one ValueError naming the flag) and applied
+    (threads): dict(K=[3, 3] or None, fov=degrees or None, cameras=Path or None, device)."""
+    import torch
+
+    if args.K is not None and args.fov is not None:
+        raise ValueError("--K and --fov: give one of them (--K has the focal lengths --fov would assume)")
+    K = parse_K("--K", args.K) if args.K is not None else None
+    fov = parse_fov("--fov", args.fov)
+    cameras = Path(args.cameras) if args.cameras is not None else None
+    if cameras is not None and not cameras.exists():
+        raise FileNotFoundError(f"--cameras {cameras}: not found; expected a COLMAP model folder, a cameras "
+                                f"JSON or an LLFF poses_bounds.npy")
+    device = parse_device("--device", args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    check_out_dir("--out", args.out)
+    set_threads(args.threads)
+    return {"K": K, "fov": fov, "cameras": cameras, "device": device}
+
+
+def check_demo_model(args) -> Path:
+    """--model as a path; where it is the default and absent, a ValueError that names the command
+    that makes it (no traceback, no random weights)."""
+    path = Path(args.model)
+    if not path.exists() and args.model == getattr(args, "demo_model", None):
+        raise ValueError(f"--model {path}: no trained model there yet; `{args.demo_make}` makes one "
+                         f"(or pass --model DIR)")
+    return path

@@ -1,9 +1,23 @@
-"""`python -m ivgt.demo --images DIR --out OUT [--model CKPT]`: any folder of photos (any size,
-one or more images) -> mesh.ply + mesh.glb (vertex colours), depth_XX.png and normal_XX.png per
-view, cameras.json and a COLMAP text model (cameras.txt, images.txt, points3D.txt).
+"""Reconstruct a scene from photos with a trained IVGT: a coloured mesh, depth and normal maps per
+view, and the cameras (cameras.json and a COLMAP text model).
 
-Without --model a randomly initialised tiny model runs (the pipeline works; the geometry is
-meaningless): pass a trained checkpoint, e.g. results/ivgt/run/model.
+    python -m ivgt.demo --images photos/ --out out/
+    python -m ivgt.demo --images project/images --out out/          # project/sparse/0 found and used
+    python -m ivgt.demo --images photos/ --fov 65 --model results/ivgt/run/model --out out/
+
+`--images` is a folder of photos in any size and orientation: EXIF rotation is applied, and views
+of another size or orientation are resized and padded to the most common size, K changed to match
+(`common.datasets.read_image_folder`; one line says what it did, found and assumed). Known cameras
+(a COLMAP model, cameras.json or LLFF poses_bounds.npy beside or above the photos, or `--cameras`)
+replace the predicted ones: K as given, poses scaled to the prediction and the outputs put back in
+the cameras' world and units. Without them the world is the first camera and lengths are the
+model's normalised units.
+
+Writes into --out, named after the inputs: <photo>_depth.png and <photo>_normal.png per view (at
+the photo's loaded size), <folder>_mesh.ply and <folder>_mesh.glb (vertex colours), cameras.json
+(the schema `common.datasets.read_image_folder` reads back) and cameras.txt, images.txt,
+points3D.txt (COLMAP text, cameras at each photo's full size, named by its file name): pass --out
+as --cameras to read the photos back with these cameras.
 """
 
 from __future__ import annotations
@@ -14,55 +28,94 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 
-from common.cameras import write_colmap_text
-from common.cli import OneLineParser, one_line_errors
-from common.datasets import read_image_folder
-from ivgt.config import ModelConfig
+from common.cameras import invert_pose, transform_points, write_colmap_text
+from common.cli import OneLineParser, add_demo_flags, check_demo_flags, check_demo_model, one_line_errors
+from common.datasets import Sample, read_image_folder
+from common.datasets.folder import source_K
 from ivgt.model import IVGT
-from ivgt.train import set_cpu_threads
+
+DEFAULT_MODEL = "results/ivgt/run/model"
+MAX_SIDE = 640  # photos are loaded at most this large; the backbone sees them at its input size
 
 
 def _png(path, array: np.ndarray) -> None:
     Image.fromarray(array).save(path)
 
 
-def run_demo(images_dir, out_dir, model: IVGT | None = None, mesh_resolution: int = 64, seed: int = 0) -> dict:
+def write_view(out: Path, name: str, rendered: dict, size) -> None:
+    """<name>_depth.png (8-bit, min-max per view) and <name>_normal.png at size (H, W)."""
+    H, W = size
+    d = rendered["depth"].cpu().numpy()
+    d = (255 * (d - d.min()) / max(float(d.max() - d.min()), 1e-6)).astype(np.uint8)
+    n = ((rendered["normals"].cpu().numpy().transpose(1, 2, 0) + 1) * 127.5).clip(0, 255).astype(np.uint8)
+    _png(out / f"{name}_depth.png", np.array(Image.fromarray(d).resize((W, H), Image.NEAREST)))
+    _png(out / f"{name}_normal.png", np.array(Image.fromarray(n).resize((W, H), Image.NEAREST)))
+
+
+def run_demo(images, out_dir, model: IVGT, mesh_resolution: int = 64, seed: int = 0, K=None, fov=None,
+             cameras=None, sample: Sample | None = None, progress: bool = False) -> dict:
+    """Reconstruct the photos of folder `images` (or the already read `sample`) and write the
+    outputs (module docstring); returns what cameras.json holds plus the mesh's size."""
     torch.manual_seed(seed)
-    sample = read_image_folder(images_dir)  # clear DatasetError: empty folder, undecodable file, mixed sizes
-    model = model if model is not None else IVGT.from_model_config(ModelConfig()).eval()
+    if sample is None:
+        sample = read_image_folder(images, max_side=MAX_SIDE, K=K, fov=fov, cameras=cameras)
+    ann = sample.annotations
+    known_K = not ann["intrinsics_source"].startswith("assumed")  # else the model predicts K
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    scene = model.reconstruct(sample.images)
+    bar = tqdm(total=sample.num_views + 2, desc="ivgt.demo", unit="step", disable=not progress)
+    bar.set_postfix_str("reconstructing")
+    scene = model.reconstruct(sample.images, K=sample.K if known_K else None,
+                              w2c=sample.w2c if ann["poses_known"] else None)
+    bar.update()
     cams = scene.cameras
     H, W = sample.image_size
-    for v in range(sample.num_views):
-        r = scene.render(scene.K[v], scene.w2c[v], scene.height, scene.width)
-        d = r["depth"].cpu().numpy()
-        d = (255 * (d - d.min()) / max(float(d.max() - d.min()), 1e-6)).astype(np.uint8)
-        n = ((r["normals"].cpu().numpy().transpose(1, 2, 0) + 1) * 127.5).clip(0, 255).astype(np.uint8)
-        _png(out / f"depth_{v:02d}.png", np.array(Image.fromarray(d).resize((W, H), Image.NEAREST)))
-        _png(out / f"normal_{v:02d}.png", np.array(Image.fromarray(n).resize((W, H), Image.NEAREST)))
+    for v, name in enumerate(sample.view_names):
+        bar.set_postfix_str(f"rendering {name}")
+        write_view(out, name, scene.render(scene.K[v], scene.w2c[v], scene.height, scene.width), (H, W))
+        bar.update()
+    bar.set_postfix_str("extracting the mesh")
     mesh = scene.extract_mesh(mesh_resolution)
-    mesh.export(out / "mesh.ply")
-    mesh.export(out / "mesh.glb")
-    names = [f"{n}.png" if "." not in n else n for n in sample.view_names]
-    write_colmap_text(out, names, cams["K"].cpu(), cams["w2c"].cpu(), H, W)
-    info = {"convention": "OpenCV, w2c world-to-camera, world = first camera, normalised units",
-            "width": W, "height": H,
-            "views": [{"name": n, "K": cams["K"][i].tolist(), "w2c": cams["w2c"][i].tolist()} for i, n in enumerate(names)],
-            "mesh": {"vertices": len(mesh.vertices), "faces": len(mesh.faces), "sdf_queries": mesh.metadata.get("sdf_queries")}}
+    bar.update()
+    bar.close()
+    # Back to the given cameras' world and units where they are known (poses_known), else the
+    # first camera's frame in model units.
+    w2c = cams["w2c"].cpu()  # [V, 4, 4]
+    units = "normalised (first camera = world)"
+    if ann["poses_known"]:
+        given = sample.w2c.double()
+        vertices = torch.as_tensor(np.asarray(mesh.vertices), dtype=torch.float64) / scene.units_per_given
+        mesh.vertices = transform_points(invert_pose(given[0]), vertices).numpy()
+        w2c = given.float()
+        units = ann.get("pose_units", "metres")
+    folder = Path(images).name if images is not None else sample.scene_id
+    mesh.export(out / f"{folder}_mesh.ply")
+    mesh.export(out / f"{folder}_mesh.glb")
+    names = ann["files"]  # the photos' own file names, so that the model reads them back
+    K_full = torch.stack([source_K(cams["K"][v].cpu().double(), ann["content"][v], ann["source_size"][v])
+                          for v in range(sample.num_views)])  # [V, 3, 3] at each photo's full size
+    heights = [int(s[0]) for s in ann["source_size"]]
+    widths = [int(s[1]) for s in ann["source_size"]]
+    write_colmap_text(out, names, K_full, w2c.double(), heights, widths)
+    info = {"convention": "OpenCV, w2c world-to-camera, K in pixels of the full-size photo",
+            "units": units,
+            "views": [{"name": n, "K": K_full[i].tolist(), "w2c": w2c[i].tolist(), "height": heights[i],
+                       "width": widths[i]} for i, n in enumerate(names)],
+            "mesh": {"vertices": len(mesh.vertices), "faces": len(mesh.faces),
+                     "sdf_queries": mesh.metadata.get("sdf_queries")}}
     (out / "cameras.json").write_text(json.dumps(info, indent=1))
     return info
 
 
 def main(argv=None):
-    p = OneLineParser("ivgt.demo", description=__doc__.split("\n")[0])
-    p.add_argument("--images", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--model", default=None)
-    p.add_argument("--mesh-resolution", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
+    p = OneLineParser("ivgt.demo", description=__doc__)
+    add_demo_flags(p, input_flag="--images", input_help="folder of photos (any size, orientation and number)",
+                   model=DEFAULT_MODEL, make="make reproduce-ivgt", out="results/ivgt/demo")
+    p.add_argument("--mesh-resolution", type=int, default=64,
+                   help="marching-cubes cells per side of the mesh's bounding box (>= 8)")
+    p.add_argument("--seed", type=int, default=0, help="torch seed (the demo is deterministic on CPU)")
     a = p.parse_args(argv)
     with one_line_errors("ivgt.demo"):
         if a.mesh_resolution < 8:
@@ -70,9 +123,13 @@ def main(argv=None):
                              f"got {a.mesh_resolution}")
         if not Path(a.images).is_dir():
             raise FileNotFoundError(f"{a.images}: --images folder not found")
-        set_cpu_threads(1)
-        model = IVGT.load(a.model) if a.model else None
-        info = run_demo(a.images, a.out, model, a.mesh_resolution, a.seed)
+        flags = check_demo_flags(a)
+        sample = read_image_folder(a.images, max_side=MAX_SIDE, K=flags["K"], fov=flags["fov"],
+                                   cameras=flags["cameras"], progress=True)
+        model_dir = check_demo_model(a)
+        model = IVGT.load(model_dir).to(flags["device"]).eval()
+        print(sample.annotations["note"])
+        info = run_demo(a.images, a.out, model, a.mesh_resolution, a.seed, sample=sample, progress=True)
     print(f"wrote {a.out}: {len(info['views'])} views, mesh {info['mesh']['vertices']} vertices")
 
 

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
 from transformers import Dinov2Config, Dinov2Model
 
-from common.cameras import fov_from_intrinsics, intrinsics_from_fov, matrix_to_quaternion, project, quaternion_to_matrix, resize_intrinsics
+from common.cameras import (camera_centers, fov_from_intrinsics, intrinsics_from_fov, invert_pose, matrix_to_quaternion,
+                            project, quaternion_to_matrix, resize_intrinsics)
 from common.checkpoint import check_weights_folder, load_safetensors
 from ivgt.config import ModelConfig
 from ivgt.render import render_rays
@@ -328,9 +329,15 @@ class IVGT(ModelMixin, ConfigMixin):
                      out["K"][b] if K is None else K, out["w2c"][b] if w2c is None else w2c)
 
     @torch.no_grad()
-    def reconstruct(self, images: torch.Tensor) -> "Scene":
+    def reconstruct(self, images: torch.Tensor, K: torch.Tensor | None = None,
+                    w2c: torch.Tensor | None = None) -> "Scene":
         """images [V, 3, H, W] in [0, 1], any size -> Scene. The images are resized to the
-        backbone's input size; `scene.cameras` gives K for the original size."""
+        backbone's input size; `scene.cameras` gives K for the original size.
+
+        Known cameras replace the predicted ones: K [V, 3, 3] in pixels of `images`; w2c [V, 4, 4]
+        in any unit (COLMAP's, metres), re-expressed with the first camera as the world and scaled
+        to the predicted cameras' mean distance from it; `scene.units_per_given` holds that scale
+        (model units per given unit; 1 without w2c or with a single view)."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images: expected [V, 3, H, W], got {list(images.shape)}")
         if not torch.isfinite(images).all():
@@ -342,8 +349,20 @@ class IVGT(ModelMixin, ConfigMixin):
         if (H, W) != (H0, W0):
             x = F.interpolate(x, size=(H, W), mode="bilinear", antialias=True, align_corners=False)
         out = self(x[None])
-        scene = self.scene_from_outputs(x[None], out)
+        if K is not None:
+            K = resize_intrinsics(K.to(device).float(), (H0, W0), (H, W))  # [V, 3, 3]
+        scale = torch.tensor(1.0, device=device)
+        if w2c is not None:
+            w2c = w2c.to(device).float() @ invert_pose(w2c[0].to(device).float())  # [V, 4, 4], first = I
+            given = camera_centers(w2c).norm(dim=-1).mean()
+            predicted = camera_centers(out["w2c"][0]).norm(dim=-1).mean()
+            if given > 1e-9:
+                scale = predicted / given
+            w2c = torch.cat([w2c[:, :3, :3], w2c[:, :3, 3:] * scale], -1)
+            w2c = torch.cat([w2c, out["w2c"][0, :, 3:]], 1)  # [V, 4, 4] with the row [0, 0, 0, 1]
+        scene = self.scene_from_outputs(x[None], out, K=K, w2c=w2c)
         scene.original_size = (H0, W0)
+        scene.units_per_given = float(scale)
         return scene
 
 
@@ -383,6 +402,7 @@ class Scene:
         self.K, self.w2c = K, w2c  # [V, 3, 3], [V, 4, 4] at the backbone's input size
         self.height, self.width = images.shape[-2:]
         self.original_size = (self.height, self.width)
+        self.units_per_given = 1.0  # model units per unit of the given cameras (`IVGT.reconstruct`)
         self.chunk = chunk
         self.maps = torch.cat([features, images_at(images, features.shape[-2:]), depth[:, None]], 1)  # [V, C+4, h, w]
 

@@ -31,12 +31,12 @@ rule for each image of full size (h, w): it is resized by s = min(H / h, W / w) 
 (round(h s), round(w s)), then padded with black, centred, to (H, W); K is scaled by the resize
 (`common.cameras.resize_intrinsics`) and shifted by the padding (`common.cameras.crop` with negative
 offsets); PIL resizes the pixels (antialiased, edges to edges, as `resize_intrinsics` assumes).
-`annotations["content"]` gives each view's [top, left, height, width] of real pixels. A large image
-is decoded at reduced size first (JPEG draft mode at 1/2, 1/4 or 1/8, never below the fitted
-size; K follows the exact factor), so a 12-megapixel photo never costs more than a few
-times the pixels it becomes. `annotations["source_size"]` ([V] (h, w)) and `["source_K"]`
-([V, 3, 3]) describe each image as displayed at full size: map a full-size pixel to the view with
-`common.cameras.map_pixels(uv, source_K[v], K[v])`, a full-size map with `resample_to_intrinsics`.
+`annotations["files"]` gives each view's file name, `["content"]` its [top, left, height, width]
+of real pixels. A large image is decoded at reduced size first (JPEG draft mode at 1/2, 1/4 or 1/8,
+never below the fitted size; K follows the exact factor), so a 12-megapixel photo never costs more
+than a few times the pixels it becomes. `annotations["source_size"]` ([V] (h, w)) and
+`["source_K"]` ([V, 3, 3]) describe each image as displayed at full size: map a full-size pixel to
+the view with `common.cameras.map_pixels(uv, source_K[v], K[v])`, a full-size map with `resample_to_intrinsics`.
 
 `read_matrix_txt` and `read_intrinsics_txt` parse the small text matrices the other readers
 (ScanNet, 7-Scenes, KITTI) share.
@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm import tqdm
 
 from common.cameras import crop, crop_intrinsics, make_K, resize_intrinsics
 from common.datasets import io
@@ -79,8 +80,10 @@ def source_K(K: torch.Tensor, content, source_size) -> torch.Tensor:
 
 
 def read_image_folder(source, size: tuple[int, int] | None = None, max_side: int | None = MAX_SIDE,
-                      K: torch.Tensor | None = None, fov: float | None = None, cameras=None) -> Sample:
-    """Read the images of `source` as the views of one `Sample` (see the module docstring)."""
+                      K: torch.Tensor | None = None, fov: float | None = None, cameras=None,
+                      progress: bool = False) -> Sample:
+    """Read the images of `source` as the views of one `Sample` (see the module docstring);
+    `progress` shows a tqdm bar while decoding, where stderr is a terminal."""
     files, folder = _files(source)
     names = [p.name for p in files]
     cams = read_cameras(cameras, names) if cameras is not None else find_cameras(folder, names)
@@ -104,7 +107,7 @@ def read_image_folder(source, size: tuple[int, int] | None = None, max_side: int
     if H < 1 or W < 1:
         raise ValueError(f"size: expected (H, W) >= 1, got {size}")
     images, Ks, content = [], [], []
-    for view in views:
+    for view in tqdm(views, desc="reading images", unit="image", disable=None if progress else True, leave=False):
         image, K_view, box = _load_view(view, (H, W))
         images.append(image)
         Ks.append(K_view)
@@ -112,6 +115,7 @@ def read_image_folder(source, size: tuple[int, int] | None = None, max_side: int
     annotations = {
         "poses_known": bool(cams is not None and cams.poses_known),
         "intrinsics_source": _intrinsics_source(cams, K, fov),
+        "files": [v["path"].name for v in views],
         "content": content,
         "source_size": [v["size"] for v in views],
         "source_K": torch.stack([v["K"] for v in views]).float(),  # [V, 3, 3]
@@ -244,7 +248,7 @@ def _intrinsics_source(cams, K, fov) -> str:
     if K is not None:
         return "--K"
     if fov is not None:
-        return f"assumed {fov:g} deg fov"
+        return f"--fov {fov:g} deg"
     if cams is None:
         return f"assumed {ASSUMED_FOV_DEG:g} deg fov"
     return {"COLMAP": "colmap", "LLFF": "llff", "camera": "cameras.json"}.get(cams.source.split()[0],

@@ -194,6 +194,6 @@ def test_no_cameras_and_fov(tmp_path):
     s = read_image_folder(tmp_path / "one.png")  # one file
     assert s.num_views == 1 and "no cameras found: assuming a 60 degree horizontal field of view" in s.annotations["note"]
     s = read_image_folder([tmp_path / "one.png"], fov=90.0)
-    assert torch.allclose(s.K[0, 0, 0], torch.tensor(15.0)) and s.annotations["intrinsics_source"] == "assumed 90 deg fov"
+    assert torch.allclose(s.K[0, 0, 0], torch.tensor(15.0)) and s.annotations["intrinsics_source"] == "--fov 90 deg"
     with pytest.raises(DatasetError, match=r"nothing\.png: file not found"):
         read_image_folder([tmp_path / "nothing.png"])

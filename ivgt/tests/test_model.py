@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 from transformers import Dinov2Config, Dinov2Model
 
-from common.cameras import look_at, make_K, project, transform_points
+from common.cameras import look_at, make_K, project, transform_points, write_colmap_text
+from common.datasets import read_image_folder
 from common.errors import DatasetError
 from ivgt.config import ModelConfig, load_config
 from ivgt.demo import run_demo
@@ -105,9 +106,42 @@ def test_demo_odd_size_and_one_image(tmp_path, tiny_model, sizes):
     _write(tmp_path / "imgs", sizes)
     info = run_demo(tmp_path / "imgs", tmp_path / "out", tiny_model, mesh_resolution=16)
     files = {p.name for p in (tmp_path / "out").iterdir()}
-    assert {"mesh.ply", "mesh.glb", "cameras.json", "cameras.txt", "images.txt", "points3D.txt", "depth_00.png", "normal_00.png"} <= files
-    assert Image.open(tmp_path / "out" / "depth_00.png").size == (333, 250)
+    assert {"imgs_mesh.ply", "imgs_mesh.glb", "cameras.json", "cameras.txt", "images.txt", "points3D.txt",
+            "0_depth.png", "0_normal.png"} <= files
+    assert Image.open(tmp_path / "out" / "0_depth.png").size == (333, 250)
     assert len(info["views"]) == len(sizes)
+
+
+def test_demo_photos_of_mixed_orientation_read_back_with_their_cameras(tmp_path, tiny_model):
+    """Portrait and landscape JPEGs, one stored turned with an EXIF tag: the demo names its outputs
+    after them, and the photos read back with the COLMAP model and cameras.json it writes."""
+    rng = np.random.default_rng(0)
+    photos = tmp_path / "tower"
+    photos.mkdir()
+    for name, (h, w) in (("nle_1", (40, 30)), ("nle_2", (40, 30)), ("nle_3", (30, 40))):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(photos / f"{name}.jpg")
+    turned = Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8))  # shown as 40x30
+    exif = turned.getexif()
+    exif[0x0112] = 6
+    turned.save(photos / "nle_4.jpg", exif=exif.tobytes())
+    info = run_demo(photos, tmp_path / "out", tiny_model, mesh_resolution=16)
+    assert [v["name"] for v in info["views"]] == ["nle_1.jpg", "nle_2.jpg", "nle_3.jpg", "nle_4.jpg"]
+    assert [(v["height"], v["width"]) for v in info["views"]] == [(40, 30), (40, 30), (30, 40), (40, 30)]
+    assert {f"nle_{i}_depth.png" for i in range(1, 5)} <= {p.name for p in (tmp_path / "out").iterdir()}
+    K = torch.tensor([v["K"] for v in info["views"]])
+    for cameras in (tmp_path / "out", tmp_path / "out" / "cameras.json"):
+        s = read_image_folder(photos, cameras=cameras)
+        assert s.num_views == 4 and torch.allclose(s.annotations["source_K"], K, atol=1e-4)
+    # Known cameras are used: the written cameras are the given ones, in their units.
+    write_colmap_text(photos, [v["name"] for v in info["views"]], K.double(),
+                      torch.stack([torch.eye(4), *[look_at(torch.tensor([0.3 * i, 0, 0]), torch.tensor([0.0, 0, 4]),
+                                                           torch.tensor([0.0, -1, 0])) for i in (1, 2, 3)]]).double(),
+                      [v["height"] for v in info["views"]], [v["width"] for v in info["views"]])
+    known = run_demo(photos, tmp_path / "out2", tiny_model, mesh_resolution=16)
+    assert known["units"] == "metres"
+    assert torch.allclose(torch.tensor(known["views"][2]["w2c"]), look_at(torch.tensor([0.6, 0, 0]), torch.tensor(
+        [0.0, 0, 4]), torch.tensor([0.0, -1, 0])), atol=1e-5)
+    assert torch.allclose(torch.tensor([v["K"] for v in known["views"]]), K, atol=1e-4)
 
 
 def test_demo_bad_input(tmp_path, tiny_model):
