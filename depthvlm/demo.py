@@ -1,4 +1,4 @@
-"""One image in, the answer, a coloured depth PNG and a point cloud PLY out (one forward pass).
+"""One image in, the answer, its depth map (16-bit PNG and a coloured preview) and a point cloud out.
 
     python -m depthvlm.demo --model results/depthvlm/run/stage2/final --image IMG \
         [--K fx,fy,cx,cy] --ask "how far is the red box?" [--out demo_out]
@@ -22,15 +22,6 @@ from common.cameras import depth_to_points, intrinsics_from_fov, unify_focal
 from common.cli import OneLineParser, one_line_errors, parse_K
 
 
-def colorize(depth: np.ndarray) -> np.ndarray:
-    import matplotlib
-
-    valid = depth > 0
-    vmax = np.percentile(depth[valid], 98) if valid.any() else 1.0
-    rgba = matplotlib.colormaps["turbo"](np.clip(depth / vmax, 0, 1))
-    return (rgba[..., :3] * 255).astype(np.uint8)  # [H, W, 3]
-
-
 def run(model, processor, image: torch.Tensor, K: torch.Tensor, question: str, focal: float, max_new_tokens=32):
     """(answer, depth [H, W] metres, K_canonical [3, 3], image [3, H, W]) for one image."""
     image_u, K_u = unify_focal(image, K, focal)  # [3, H', W']
@@ -40,10 +31,29 @@ def run(model, processor, image: torch.Tensor, K: torch.Tensor, question: str, f
     return processor.decode(ids)[0].strip(), depth[0].float().cpu(), K_u, image_u
 
 
-def main(argv=None):
-    import trimesh
-    from PIL import Image
+def write_outputs(out: Path, name: str, image, K, depth, K_u, image_u, answer: str) -> list[str]:
+    """Write <name>_depth.png (16-bit millimetres, scale in <name>_depth.json) and
+    <name>_depth_preview.png (colour bar in metres) at the given image's resolution (the canonical
+    camera's depth warped to the image's camera), <name>_points.ply (the canonical depth unprojected:
+    OpenCV camera frame, metres), <name>_contact_sheet.png and <name>_answer.txt; returns the names."""
+    from common.pictures import (upsample_depth, write_contact_sheet, write_depth, write_depth_preview,
+                                 write_point_cloud)
 
+    out.mkdir(parents=True, exist_ok=True)
+    full = upsample_depth(depth, K_u, tuple(image.shape[-2:]), K_new=K)  # [H, W] metres
+    write_depth(out / f"{name}_depth.png", full, K=K)
+    write_depth_preview(out / f"{name}_depth_preview.png", full)
+    points = depth_to_points(depth, K_u)  # [H', W', 3] camera frame
+    colors = image_u.permute(1, 2, 0).clamp(0, 1)  # [H', W', 3]
+    valid = depth.reshape(-1) > 0
+    write_point_cloud(out / f"{name}_points.ply", points.reshape(-1, 3)[valid], colors.reshape(-1, 3)[valid])
+    write_contact_sheet(out / f"{name}_contact_sheet.png", [{"name": name, "image": image, "depth": full}],
+                        title=f"depthvlm.demo: {answer[:80]}")
+    (out / f"{name}_answer.txt").write_text(answer + "\n")
+    return [f"{name}_{s}" for s in ("depth.png", "depth_preview.png", "points.ply", "contact_sheet.png", "answer.txt")]
+
+
+def main(argv=None):
     from common.datasets.io import read_rgb
     from depthvlm.config import set_cpu_threads
     from depthvlm.model import load_pretrained
@@ -82,14 +92,8 @@ def main(argv=None):
         model, processor = load_pretrained(args.model)
         model.to("cuda" if torch.cuda.is_available() else "cpu")
         answer, depth, K_u, image_u = run(model, processor, image, K, args.ask, focal)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(colorize(depth.numpy())).save(out / "depth.png")
-    points = depth_to_points(depth, K_u)  # [H, W, 3] camera frame
-    colors = (image_u.permute(1, 2, 0).clamp(0, 1) * 255).to(torch.uint8)  # [H, W, 3]
-    trimesh.PointCloud(points.reshape(-1, 3).numpy(), colors.reshape(-1, 3).numpy()).export(out / "points.ply")
-    (out / "answer.txt").write_text(answer + "\n")
-    print(f"Q: {args.ask}\nA: {answer}\nwrote {out}/depth.png, {out}/points.ply, {out}/answer.txt")
+    written = write_outputs(Path(args.out), Path(args.image).stem, image, K, depth, K_u, image_u, answer)
+    print(f"Q: {args.ask}\nA: {answer}\nwrote {', '.join(written)} in {args.out}")
 
 
 if __name__ == "__main__":

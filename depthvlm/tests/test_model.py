@@ -137,10 +137,15 @@ def test_demo_writes_answer_depth_png_and_ply(tiny, tmp_path, capsys):
     Image.fromarray((np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8)).save(tmp_path / "x.png")
     demo.main(["--model", str(tmp_path / "m"), "--image", str(tmp_path / "x.png"), "--K", "50,50,28,20",
                "--focal", "40", "--ask", "how far?", "--out", str(tmp_path / "o")])
-    depth = np.asarray(Image.open(tmp_path / "o" / "depth.png"))
-    assert depth.shape == (32, 44, 3)  # floor(40 * 40/50), floor(56 * 40/50): the canonical size
-    assert len(trimesh.load(tmp_path / "o" / "points.ply").vertices) == 32 * 44
-    assert (tmp_path / "o" / "answer.txt").is_file()
+    from common.pictures import read_depth
+
+    depth, meta = read_depth(tmp_path / "o" / "x_depth.png")  # 16-bit, scale in x_depth.json
+    assert depth.shape == (40, 56) and meta["unit"] == "m"  # the input image's size, not the canonical one
+    assert (depth > 0).float().mean() > 0.9  # the canonical camera sees the whole image (but a border)
+    preview = Image.open(tmp_path / "o" / "x_depth_preview.png")
+    assert preview.height == 40 and preview.width > 56  # the colour bar on the right
+    assert 0 < len(trimesh.load(tmp_path / "o" / "x_points.ply").vertices) <= 32 * 44  # canonical 32 x 44 pixels
+    assert (tmp_path / "o" / "x_answer.txt").is_file() and (tmp_path / "o" / "x_contact_sheet.png").is_file()
     capsys.readouterr()
     with pytest.raises(SystemExit) as stop:  # one line, exit status 2, before the model is loaded
         demo.main(["--model", str(tmp_path / "m"), "--image", str(tmp_path / "x.png"), "--K", "1,2"])
