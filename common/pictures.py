@@ -27,7 +27,8 @@ Meshes and point clouds
     (MeshLab and Blender read both). PLY keeps the coordinates as given; GLB is turned so that the
     world's `up` is glTF's +y (the glTF convention, so Blender shows it upright): the default up
     (0, -1, 0) is an OpenCV camera-frame world (y down), e.g. a reconstruction in the first camera's
-    frame; pass up=(0, 0, 1) for a z-up world such as `common.synthetic`'s.
+    frame; pass up=(0, 0, 1) for a z-up world such as `common.synthetic`'s (`up_from_cameras` tells
+    it from the cameras).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from common.datasets import io
 
 __all__ = ["depth_scale_for", "write_depth", "read_depth", "depth_range", "colorize_depth", "colorbar",
            "depth_preview", "write_depth_preview", "normals_to_rgb", "write_normals", "upsample_depth",
-           "upsample_normals", "write_contact_sheet", "write_mesh", "write_point_cloud"]
+           "upsample_normals", "write_contact_sheet", "up_from_cameras", "write_mesh", "write_point_cloud"]
 
 CMAP = "turbo"
 INVALID_RGB = (0, 0, 0)
@@ -323,6 +324,20 @@ def _gltf_rotation(up) -> np.ndarray:
     v, c = np.cross(u, y), u @ y
     vx = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
     return np.eye(3) + vx + vx @ vx / (1 + c)
+
+
+def up_from_cameras(w2c) -> tuple[float, float, float]:
+    """The world's up as cameras held upright see it: the mean of their up vectors (-y of each
+    OpenCV camera, in the world frame) snapped to the nearest world axis, e.g. (0, -1, 0) when the
+    world is the first camera's frame and (0, 0, 1) for `common.synthetic`'s z-up world."""
+    R = np.asarray(w2c.detach().cpu().double() if torch.is_tensor(w2c) else w2c, dtype=np.float64)
+    up = -R.reshape(-1, 4, 4)[:, 1, :3].mean(0)  # row 1 of R: the camera's y axis in the world
+    if not np.isfinite(up).all() or np.linalg.norm(up) < 1e-9:
+        return (0.0, -1.0, 0.0)
+    axis = int(np.argmax(np.abs(up)))
+    out = [0.0, 0.0, 0.0]
+    out[axis] = float(np.sign(up[axis]))
+    return tuple(out)
 
 
 def _colors_rgba(colors, n: int, path) -> np.ndarray | None:

@@ -121,6 +121,15 @@ def test_mesh_and_point_cloud_files_read_back_with_trimesh(tmp_path):
     assert trimesh.load(tmp_path / "z.glb", force="mesh").centroid[1] == pytest.approx(z_up.centroid[2])
 
 
+def test_up_from_cameras_is_the_axis_upright_cameras_agree_on():
+    from common.cameras import look_at
+
+    assert P.up_from_cameras(torch.eye(4)[None]) == (0.0, -1.0, 0.0)  # world = an OpenCV camera's frame
+    eyes = torch.tensor([[3.0, 0, 1.5], [0, 3.0, 1.0], [-3.0, 0.5, 2.0]], dtype=torch.float64)
+    w2c = look_at(eyes, torch.zeros(3, 3, dtype=torch.float64), torch.tensor([0, 0, 1.0], dtype=torch.float64))
+    assert P.up_from_cameras(w2c) == (0.0, 0.0, 1.0)  # orbiting a z-up scene, looking down a little
+
+
 def test_bad_geometry_is_one_error_naming_the_file(tmp_path):
     v = np.zeros((3, 3))
     with pytest.raises(ValueError, match=r"m\.ply: faces expected \[F, 3\] indices in \[0, 3\)"):
