@@ -11,7 +11,8 @@ With `--depth` (16-bit PNGs in millimetres named as the images) the sensor-depth
 intrinsics (`--K`, `intrinsics.txt` or COLMAP) and, for several views, poses (COLMAP); without it
 the RGB-only path predicts depth and cameras. `--mesh` adds a partial mesh or point cloud (PLY/OBJ,
 world frame) to the geometry. `--boxes` (a JSON list of [cx, cy, cz, dx, dy, dz]) gives the
-candidate objects of the scene graph. Writes `<out>/<name>_points.ply`, `<name>_mesh.glb`,
+candidate objects of the scene graph. Writes `<out>/<name>_points.ply`, `<name>_mesh.ply` and
+`<name>_mesh.glb` (vertex colours; PLY in the world frame, GLB turned y-up for Blender),
 `<name>_scene_graph.json` (with candidates) and `<name>_answer.json` (name = the folder's name).
 """
 
@@ -122,7 +123,8 @@ def read_inputs(args, size: int) -> dict:
 def run(model, inputs: dict, question: str, out_dir: Path, tsdf_voxel: float = 0.05) -> dict:
     from g2vlm.evaluate import scene_graph
     from g2vlm.objective import QA_SUFFIX
-    from g2vlm.tsdf import colored_points, save_point_cloud, tsdf_mesh
+    from common.pictures import up_from_cameras, write_mesh, write_point_cloud
+    from g2vlm.tsdf import colored_points, tsdf_mesh
 
     g = model.geometry
     rgb, K, w2c = inputs["rgb"], inputs["K"], inputs["w2c"]
@@ -136,10 +138,13 @@ def run(model, inputs: dict, question: str, out_dir: Path, tsdf_voxel: float = 0
     )
     name = inputs["name"]
     points, colors = colored_points(depth, K, w2c, rgb)
-    save_point_cloud(out_dir / f"{name}_points.ply", points, colors)
-    mesh = tsdf_mesh(depth, K, w2c, rgb, tsdf_voxel)
+    up = up_from_cameras(w2c)  # GLB files are turned so that this is up (glTF's +y)
+    write_point_cloud(out_dir / f"{name}_points.ply", points, colors, up=up)
+    mesh = tsdf_mesh(depth.cpu(), K.cpu(), w2c.cpu(), rgb.cpu(), tsdf_voxel)
     if mesh is not None:
-        mesh.export(str(out_dir / f"{name}_mesh.glb"))
+        for suffix in ("ply", "glb"):
+            write_mesh(out_dir / f"{name}_mesh.{suffix}", mesh.vertices, mesh.faces, mesh.visual.vertex_colors,
+                       up=up)
     result = {"mode": mode, "question": question}
     if inputs.get("boxes") is not None:
         feats, objectness = g.object_features(tokens, inputs["boxes"], rgb, K, w2c)

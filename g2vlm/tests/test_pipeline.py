@@ -222,6 +222,14 @@ def test_demo_writes_its_outputs_and_answers_bad_input_in_one_line(data_root, ti
         f"{scene.name}_scene_graph.json",
         f"{scene.name}_answer.json",
     } <= names
+    import trimesh
+
+    cloud = trimesh.load(tmp_path / "out" / f"{scene.name}_points.ply")  # opens as MeshLab would read it
+    assert len(cloud.vertices) > 100 and cloud.colors.shape == (len(cloud.vertices), 4)
+    if f"{scene.name}_mesh.ply" in names:  # TSDF fusion of an untrained model's depth may find no surface
+        mesh = trimesh.load(tmp_path / "out" / f"{scene.name}_mesh.ply")
+        assert mesh.faces.max() < len(mesh.vertices) and mesh.visual.kind == "vertex"
+        assert f"{scene.name}_mesh.glb" in names
     images = tmp_path / "images"
     images.mkdir()
     for png in sorted((scene / "rgb").iterdir()):
