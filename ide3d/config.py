@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from common import config as common_config
+from common.cli import set_threads  # noqa: F401  (ide3d.demo imports it from here, until it takes common.cli's)
 
 
 @dataclass
@@ -157,7 +158,6 @@ class Config:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    threads: int = 0  # torch CPU threads; 0: torch's default
 
 
 def load_config(path=None, overrides=()) -> Config:
@@ -203,17 +203,7 @@ def check_config(cfg: Config) -> None:
         bad("data.frames", ">= 2 (cross-view and the video need several frames)", cfg.data.frames)
     if cfg.model.image_size < cfg.model.patch_size:
         bad("model.image_size", f">= patch_size ({cfg.model.patch_size})", cfg.model.image_size)
-    if cfg.threads < 0:
-        bad("threads", ">= 0", cfg.threads)
 
 
 def to_dict(cfg: Config) -> dict:
     return common_config.config_to_dict(cfg)
-
-
-def set_threads(n: int) -> None:
-    """`threads` > 0 sets torch's CPU threads (one thread setting for the whole package)."""
-    import torch
-
-    if n > 0:
-        torch.set_num_threads(n)

@@ -14,7 +14,6 @@ Protocols (`common.metrics`, Video-3D LLM's evaluation scripts):
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cli import OneLineParser, one_line_errors
+from common.cli import OneLineParser, add_threads_flag, one_line_errors, set_threads
 from common.metrics import box_iou_3d_axis_aligned, exact_match, multi3drefer_f1
 from ide3d.data import collate, items
 from ide3d.grounding import predict_multi, predict_single
@@ -179,22 +178,22 @@ def majority_answer(train_scenes, scenes, per_type: bool = False) -> Predictions
 
 
 def main(argv=None) -> None:
-    from ide3d.config import load_config, set_threads
+    from ide3d.config import load_config
     from ide3d.data import ensure_data, load_scenes
     from ide3d.model import load_pretrained
 
-    ap = OneLineParser(
-        "ide3d.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = OneLineParser("ide3d.evaluate", description=__doc__)
     ap.add_argument("--model", required=True, help="a folder written by ide3d.train (<out>/final)")
-    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
+    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"),
+                    help="YAML config of the data and evaluation settings (default: configs/tiny.yaml)")
     ap.add_argument("--no-3d-inputs", action="store_true", help="withhold the 3D position inputs")
     ap.add_argument("--out", default=None, help="write the metrics as JSON here")
-    ap.add_argument("overrides", nargs="*")
+    add_threads_flag(ap)
+    ap.add_argument("overrides", nargs="*", help="config overrides key=value (eval.batch_size=4)")
     args = ap.parse_args(argv)
     with one_line_errors("ide3d.evaluate"):
+        set_threads(args.threads)
         cfg = load_config(args.config, args.overrides)
-        set_threads(cfg.threads)
         model, processor = load_pretrained(args.model)
         ensure_data(cfg.data)
         scenes = load_scenes(cfg.data, cfg.data.test_split, processor=processor)

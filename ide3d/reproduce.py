@@ -19,7 +19,6 @@ Variants (only the named settings change; `VARIANTS`):
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import copy
 import json
@@ -30,11 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cli import OneLineParser, check_out_dir, check_synthetic_root, one_line_errors
+from common.cli import (OneLineParser, add_threads_flag, check_out_dir, check_synthetic_root, one_line_errors,
+                        set_threads)
 from common.datasets.io import read_json
 from common.metrics import bootstrap_ci, paired_bootstrap_test
 from common.results import git_commit, markdown_table, write_results
-from ide3d.config import Config, load_config, set_threads, to_dict
+from ide3d.config import Config, load_config, to_dict
 from ide3d.data import ensure_data, load_scenes
 from ide3d.evaluate import METRICS, largest_box, majority_answer, predict, random_candidate, score
 from ide3d.model import build_model, load_pretrained
@@ -102,7 +102,7 @@ def finished(cfg: Config) -> bool:
     saved, now = read_json(out / "config.json"), json.loads(json.dumps(to_dict(cfg)))
     if not (isinstance(saved, dict) and isinstance(saved.get("train"), dict)):
         raise ValueError(f"{out / 'config.json'}: expected the run's config (an object with a 'train' section)")
-    for c in (saved, now):  # evaluation settings and threads do not change the weights
+    for c in (saved, now):  # evaluation settings do not change the weights (nor threads, in older runs' configs)
         c.pop("eval", None)
         c.pop("threads", None)
         c["train"].pop("checkpoint_every", None)
@@ -145,11 +145,12 @@ def evaluate_model(model, processor, cfg: Config, train_scenes, test_scenes, use
     }
 
 
-def run_variant(name: str, cfg: Config, reuse: bool) -> dict:
-    """Train (or reuse) one variant, evaluate it; a pure function of `cfg` (runs in a worker process)."""
+def run_variant(name: str, cfg: Config, reuse: bool, threads: int = 0) -> dict:
+    """Train (or reuse) one variant, evaluate it on `threads` torch threads (0: torch's default); a
+    pure function of `cfg` (runs in a worker process)."""
     from ide3d.train import train
 
-    set_threads(cfg.threads)
+    set_threads(threads)
     t0 = time.time()
     out = Path(cfg.train.out_dir)
     if not (reuse and finished(cfg)):
@@ -173,7 +174,7 @@ def run_variant(name: str, cfg: Config, reuse: bool) -> dict:
     return result
 
 
-def prerequisites(cfg: Config, reuse: bool, jobs: int) -> None:
+def prerequisites(cfg: Config, reuse: bool, jobs: int, threads: int = 0) -> None:
     """The builtin teacher and the strong verifier, side by side when jobs > 1."""
     tasks = []
     if not (reuse and (Path(cfg.supervision.teacher_path) / "config.json").is_file()):
@@ -184,15 +185,15 @@ def prerequisites(cfg: Config, reuse: bool, jobs: int) -> None:
         return
     ctx = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx) as pool:
-        for f in [pool.submit(_prerequisite, kind, cfg) for kind in tasks]:
+        for f in [pool.submit(_prerequisite, kind, cfg, threads) for kind in tasks]:
             f.result()
 
 
-def _prerequisite(kind: str, cfg: Config) -> None:
+def _prerequisite(kind: str, cfg: Config, threads: int) -> None:
     from ide3d.teacher import train_teacher
     from ide3d.train import pretrain_verifier
 
-    set_threads(cfg.threads)
+    set_threads(threads)
     if kind == "teacher":
         train_teacher(
             cfg,
@@ -266,31 +267,33 @@ def plot(results: dict, path: Path) -> None:
 
 
 def main(argv=None) -> None:
-    ap = OneLineParser(
-        "ide3d.reproduce", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
-    ap.add_argument("--jobs", type=int, default=2, help="trainings side by side (one torch thread each)")
+    ap = OneLineParser("ide3d.reproduce", description=__doc__)
+    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"),
+                    help="YAML config of every variant (default: configs/tiny.yaml)")
+    ap.add_argument("--jobs", type=int, default=2,
+                    help="trainings side by side, each on --threads threads (default: torch's default / jobs)")
     ap.add_argument("--reuse", action="store_true", help="keep finished runs of an unchanged config")
+    add_threads_flag(ap)
     ap.add_argument("overrides", nargs="*", help="key=value, applied to every variant")
     args = ap.parse_args(argv)
     t0 = time.time()
     with one_line_errors("ide3d.reproduce"):
+        set_threads(args.threads)
         cfg = load_config(args.config, args.overrides)
         if args.jobs < 1:
             raise ValueError(f"--jobs: expected >= 1, got {args.jobs}")
         check_inputs(cfg, args.reuse)
-        if args.jobs > 1:
-            cfg.threads = 1
-        set_threads(cfg.threads)
+        # each of the side-by-side trainings gets its share of the cores (spinning threads of
+        # several processes on the same cores wait on each other)
+        per_job = args.threads or max(1, torch.get_num_threads() // args.jobs)
         ensure_data(cfg.data)
         OUT.mkdir(parents=True, exist_ok=True)
-        prerequisites(cfg, args.reuse, args.jobs)
+        prerequisites(cfg, args.reuse, args.jobs, per_job)
         configs = {name: variant_config(cfg, name) for name in VARIANTS}
         ctx = multiprocessing.get_context("spawn")
         runs = {}
         with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
-            futures = [pool.submit(run_variant, name, c, args.reuse) for name, c in configs.items()]
+            futures = [pool.submit(run_variant, name, c, args.reuse, per_job) for name, c in configs.items()]
             for f in futures:
                 runs.update(f.result())
         # The untrained model and the trivial baselines, on the same scenes and metric code.

@@ -17,7 +17,6 @@ VGGT checkpoint). Features are extracted once per scene and cached as safetensor
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib
 import json
@@ -205,19 +204,19 @@ def cached_features(teacher, scenes, cache_dir: Path) -> list[torch.Tensor]:
 
 
 def main(argv=None) -> None:
-    from common.cli import OneLineParser, one_line_errors
-    from ide3d.config import load_config, set_threads
+    from common.cli import OneLineParser, add_threads_flag, one_line_errors, set_threads
+    from ide3d.config import load_config
     from ide3d.data import ensure_data, load_scenes
 
-    ap = OneLineParser(
-        "ide3d.teacher", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
+    ap = OneLineParser("ide3d.teacher", description=__doc__)
+    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"),
+                    help="YAML config; its teacher section and supervision.teacher_path (default: configs/tiny.yaml)")
+    add_threads_flag(ap)
     ap.add_argument("overrides", nargs="*", help="key=value, e.g. teacher.steps=100")
     args = ap.parse_args(argv)
     with one_line_errors("ide3d.teacher"):
+        set_threads(args.threads)
         cfg = load_config(args.config, args.overrides)
-        set_threads(cfg.threads)
         ensure_data(cfg.data)
         scenes = load_scenes(cfg.data, cfg.data.train_split, seed=cfg.train.seed)
         train_teacher(cfg, scenes, Path(cfg.supervision.teacher_path))

@@ -22,7 +22,6 @@ an uninterrupted run. `<out>/final` is the inference model alone.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -41,9 +40,9 @@ from common.checkpoint import (
     load_safetensors,
     save_optimizer_state,
 )
-from common.cli import OneLineParser, one_line_errors
+from common.cli import OneLineParser, add_threads_flag, one_line_errors, set_threads
 from common.results import truncate_jsonl
-from ide3d.config import Config, load_config, set_threads, to_dict
+from ide3d.config import Config, load_config, to_dict
 from ide3d.consistency import neighbour_frames
 from ide3d.data import collate, ensure_data, items, load_scenes
 from ide3d.model import build_model, load_pretrained, save_pretrained
@@ -127,7 +126,6 @@ def save_checkpoint(trainee: Trainee, processor, optimizer, step: int, out: Path
 def train(cfg: Config, resume: bool = False, stop_at: int | None = None, progress: bool = True) -> Path:
     """Train per `cfg`; returns `<out>/final`. `stop_at` ends the run after that step as a kill
     would (tests of --resume)."""
-    set_threads(cfg.threads)
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
@@ -245,7 +243,6 @@ def pretrain_verifier(cfg: Config, out: Path, progress: bool = True) -> Path:
     """The strong verifier: the same decoder trained to convergence on the train split's depth, on
     the features of the vision tower the VLM starts from (frozen), saved to `out` for
     `supervision.verifier_init`."""
-    set_threads(cfg.threads)
     ensure_data(cfg.data)
     model, processor = build_model(cfg.model, seed=cfg.train.seed)  # the same initial encoder as train()
     tower = model.model.vision_tower.eval().requires_grad_(False)
@@ -282,17 +279,18 @@ def pretrain_verifier(cfg: Config, out: Path, progress: bool = True) -> Path:
 
 
 def main(argv=None) -> None:
-    ap = OneLineParser(
-        "ide3d.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
-    ap.add_argument("--resume", action="store_true")
+    ap = OneLineParser("ide3d.train", description=__doc__)
+    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"),
+                    help="YAML config (default: configs/tiny.yaml)")
+    ap.add_argument("--resume", action="store_true", help="continue from <train.out_dir>/checkpoint")
     ap.add_argument("--seed", type=int, default=None, help="overrides train.seed")
+    add_threads_flag(ap)
     ap.add_argument(
         "overrides", nargs="*", help="key=value, e.g. train.steps=200 supervision.global_weight=0"
     )
     args = ap.parse_args(argv)
     with one_line_errors("ide3d.train"):
+        set_threads(args.threads)
         overrides = list(args.overrides) + ([f"train.seed={args.seed}"] if args.seed is not None else [])
         cfg = load_config(args.config, overrides)
         final = train(cfg, resume=args.resume)

@@ -47,7 +47,7 @@ def test_resume_after_a_kill_reaches_the_same_weights_and_log(data_root, teacher
     --resume: the final model, the training-only modules and the AdamW state equal the uninterrupted
     run's bit for bit, and metrics.jsonl has the same lines (all fields but the wall-clock "seconds"),
     each step once."""
-    steps = ["train.steps=8", "train.checkpoint_every=3", "threads=1"]
+    steps = ["train.steps=8", "train.checkpoint_every=3"]
     args = ["-m", "ide3d.train", "--config", str(ROOT / TINY),
             *tiny_overrides(data_root, "unused", teacher_path, steps)]
     full, cut = tmp_path / "full", tmp_path / "cut"
@@ -82,7 +82,6 @@ def test_two_processes_follow_one_with_twice_the_batch(data_root, teacher_path, 
         "train.steps=3",
         "train.checkpoint_every=3",
         "train.queries_per_scene=2",
-        "threads=1",
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     one = subprocess.run(
