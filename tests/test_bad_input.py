@@ -689,35 +689,35 @@ CLI_ROWS = [
     ),
     (
         "vlm3.demo",
-        ["--image", "{img}", "--ask", "depth at 3,4", "--intrinsics", "0,1,2,3", "--checkpoint", "{hf_bin}"],
-        "--intrinsics '0,1,2,3': expected finite fx,fy,cx,cy with focal lengths fx, fy > 0",
+        ["--image", "{img}", "--ask", "depth at 3,4", "--K", "0,1,2,3", "--model", "{hf_bin}"],
+        "--K '0,1,2,3': expected finite fx,fy,cx,cy with focal lengths fx, fy > 0",
     ),
     (
         "vlm3.demo",
-        ["--image", "{img}", "--ask", "how deep", "--checkpoint", "{missing}"],
+        ["--image", "{img}", "--ask", "how deep", "--model", "{missing}"],
         "--ask 'how deep': expected 'depth at X,Y'",
     ),
     (
         "vlm3.demo",
-        ["--image", "{img}", "--ask", "match 1,2", "--checkpoint", "{missing}"],
+        ["--image", "{img}", "--ask", "match 1,2", "--model", "{missing}"],
         "--ask 'match' needs --image2",
     ),
     (
         "vlm3.demo",
-        ["--image", "{img}", "--ask", "depth at 3,4", "--fov", "200", "--checkpoint", "{missing}"],
-        "--fov 200.0: expected a horizontal field of view in (0, 180) degrees",
+        ["--image", "{img}", "--ask", "depth at 3,4", "--fov", "200", "--model", "{missing}"],
+        "--fov 200: expected a horizontal field of view in (0, 180) degrees",
     ),
     (
         "vlm3.demo",
-        ["--image", "{img}", "--ask", "depth at 3,4", "--fov", "60", "--checkpoint", "{missing}"],
+        ["--image", "{img}", "--ask", "depth at 3,4", "--fov", "60", "--model", "{missing}"],
         "vlm3_settings.json: not found",
     ),
     (
         "vlm3.demo",
-        ["--image", "{img}", "--ask", "depth at 3,4", "--fov", "60", "--checkpoint", "{hf_bin}"],
+        ["--image", "{img}", "--ask", "depth at 3,4", "--fov", "60", "--model", "{hf_bin}"],
         "{hf_bin}: no *.safetensors weights",
     ),
-    ("vlm3.evaluate", ["--checkpoint", "{missing}", "--out", "{out}"], "config.json: not found"),
+    ("vlm3.evaluate", ["--model", "{missing}", "--out", "{out}"], "config.json: not found"),
     # ide3d
     (
         "ide3d.train",

@@ -6,33 +6,37 @@
     python -m vlm3.demo --image A --image2 B --ask "match 40,50"
     python -m vlm3.demo --image A --image2 B --ask "pose"
     python -m vlm3.demo --image IMG --ask "closer 10,20,40,60 vs 70,10,120,50"  # or left / taller / distance
-    python -m vlm3.demo --image IMG --ask "height 10,20,40,60"
+    python -m vlm3.demo --image IMG --ask "height 10,20,40,60" --K 500,500,320,240
 
-Pixels and boxes are in the given image's pixels (x = column, y = row; boxes x0,y0,x1,y1). The
-intrinsics come from --intrinsics "fx,fy,cx,cy", an `intrinsics.txt` beside the image, or --fov
-(horizontal degrees); without any of them the demo stops, since focal-length unification needs
-them. The image is resampled to the checkpoint's canonical focal length, the pixels are written
-as normalised text coordinates, and the answer is printed parsed and raw.
+Pixels and boxes are in the given image's pixels as displayed (EXIF rotation applied; x = column,
+y = row; boxes x0,y0,x1,y1). The images are read by `common.datasets.read_image_folder`: the
+intrinsics come from --K (--K2 for --image2, default --K) or --fov, else from camera files beside
+the image (intrinsics.txt, a COLMAP model, cameras.json, --cameras), else a 60-degree horizontal
+field of view is assumed and said so in one line. The image is resampled to the checkpoint's
+canonical focal length, the pixels are written as normalised text coordinates, and the answer is
+printed parsed and raw (JSON), and written to <out>/<image>_answer.json.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import re
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from common.cameras import map_pixels, unify_focal
-from common.cli import OneLineParser, one_line_errors, parse_K
-from common.datasets.io import read_intrinsics_txt, read_rgb
+from common.cli import (OneLineParser, add_demo_flags, check_demo_flags, check_demo_model, one_line_errors,
+                        parse_K)
+from common.datasets import read_image_folder
 from vlm3 import prompts as P
 from vlm3.model import VLM3
 
 SETTINGS_FILE = "vlm3_settings.json"  # canonical focal lengths etc. saved beside the weights
+DEFAULT_MODEL = "results/vlm3/vlm3/checkpoint"  # make reproduce-vlm3's model
+MAX_SIDE = 1536  # images are loaded at most this large (focal-length unification resamples them anyway)
 
 
 class Predictor:
@@ -53,7 +57,7 @@ class Predictor:
         """(model-input image [3, H', W'], its K) after focal-length unification (if trained with it)."""
         if K is None:
             raise ValueError(
-                "intrinsics: missing; pass --intrinsics fx,fy,cx,cy, an intrinsics.txt beside the "
+                "intrinsics: missing; pass --K fx,fy,cx,cy, an intrinsics.txt beside the "
                 "image, or --fov DEG (focal-length unification needs them)"
             )
         if not self.settings.get("unify_focal", True):
@@ -151,21 +155,36 @@ class Predictor:
         return value, raw
 
 
-def load_intrinsics(
-    image_path: Path, intrinsics: str | None, fov: float | None, width: int, height: int,
-    flag: str = "--intrinsics",
-):
-    if intrinsics:
-        return parse_K(flag, intrinsics).double()
-    txt = image_path.parent / "intrinsics.txt"
-    if txt.is_file():
-        return read_intrinsics_txt(txt).double()
-    if fov is not None:
-        if not 0 < fov < 180:
-            raise ValueError(f"--fov {fov}: expected a horizontal field of view in (0, 180) degrees")
-        f = width / 2 / math.tan(math.radians(fov) / 2)
-        return torch.tensor([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1.0]], dtype=torch.float64)
-    return None
+def read_photo(path, K, fov, cameras, flag: str) -> dict:
+    """One image through the common loader: dict(image [3, H, W], K [3, 3] float64 of the loaded
+    image, source_K [3, 3] and source_size (h, w) of the full-size image as displayed, note)."""
+    sample = read_image_folder([Path(path)], max_side=MAX_SIDE, K=K, fov=fov, cameras=cameras)
+    ann = sample.annotations
+    return {"image": sample.images[0], "K": sample.K[0].double(), "source_K": ann["source_K"][0].double(),
+            "source_size": tuple(ann["source_size"][0]), "note": ann["note"], "flag": flag}
+
+
+def to_loaded(photo: dict, xy, edges: bool = False) -> np.ndarray:
+    """Pixels (x, y) [N, 2] of the full-size image -> the same points on the loaded image (continuous
+    coordinates of the pixel, so that `Predictor` takes the pixel that holds it). A pixel outside the
+    image is a ValueError naming it."""
+    h, w = photo["source_size"]
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    hi_x, hi_y = (w, h) if edges else (w - 1, h - 1)
+    for x, y in xy:
+        if not (0 <= x <= hi_x and 0 <= y <= hi_y):
+            raise ValueError(f"pixel ({x:g}, {y:g}) is outside the {w}x{h} image "
+                             f"(expected 0 <= x <= {hi_x}, 0 <= y <= {hi_y})")
+    centres = xy if edges else np.floor(xy) + 0.5
+    uv = map_pixels(torch.from_numpy(centres), photo["source_K"], photo["K"]).numpy()  # [N, 2]
+    H, W = photo["image"].shape[-2:]
+    return np.clip(uv, 0, [W, H]) if edges else np.clip(uv - 0.5, 0, [W - 1, H - 1])  # rounding at the edge
+
+
+def to_source(photo: dict, xy) -> tuple[float, float]:
+    """A continuous pixel (x, y) of the loaded image -> the full-size image's."""
+    uv = map_pixels(torch.tensor([[xy[0] + 0.5, xy[1] + 0.5]], dtype=torch.float64), photo["K"], photo["source_K"])
+    return float(uv[0, 0]) - 0.5, float(uv[0, 1]) - 0.5
 
 
 def _numbers(text: str) -> list[float]:
@@ -200,57 +219,59 @@ def parse_ask(ask: str, has_image2: bool) -> tuple[str, list[float]]:
     )
 
 
-def run(args) -> dict:
+def run(args, flags: dict | None = None) -> dict:
+    """The answer to args.ask as a dict; `flags` is `check_demo_flags(args)` (read here if None)."""
+    flags = flags if flags is not None else check_demo_flags(args)
     word, nums = parse_ask(args.ask, bool(args.image2))
-    image_path = Path(args.image)
-    image = read_rgb(image_path)  # [3, H, W]; DatasetError naming the file if it does not decode
-    K = load_intrinsics(image_path, args.intrinsics, args.fov, image.shape[-1], image.shape[-2])
-    image2 = K2 = None
-    if args.image2:
-        image2 = read_rgb(Path(args.image2))
-        K2 = load_intrinsics(
-            Path(args.image2),
-            args.intrinsics2 or args.intrinsics,
-            args.fov,
-            image2.shape[-1],
-            image2.shape[-2],
-            "--intrinsics2" if args.intrinsics2 else "--intrinsics",
-        )
-    predictor = Predictor.load(args.checkpoint)
+    K2 = parse_K("--K2", args.K2) if args.K2 else flags["K"]
+    a = read_photo(args.image, flags["K"], flags["fov"], flags["cameras"], "--image")
+    b = read_photo(args.image2, K2, flags["fov"], flags["cameras"], "--image2") if args.image2 else None
     if word == "depth":
         pixels = np.array(nums).reshape(-1, 2)
-        values, raws = predictor.depth(image, K, pixels, one_prompt=not args.per_pixel)
+        loaded = to_loaded(a, pixels)
+    elif word == "match":
+        loaded = to_loaded(a, nums)
+    elif word != "pose":
+        boxes = [to_loaded(a, np.reshape(nums[i:i + 4], (2, 2)), edges=True).reshape(-1) for i in range(0, len(nums), 4)]
+    predictor = Predictor.load(check_demo_model(args))
+    for photo in (a, b):
+        if photo is not None:
+            print(photo["note"])
+    if word == "depth":
+        values, raws = predictor.depth(a["image"], a["K"], loaded, one_prompt=not args.per_pixel)
         return {"task": "depth", "pixels": pixels.tolist(), "metres": values, "raw": raws}
     if word == "pose":
-        return {
-            "task": "pose",
-            **{k: {"parsed": v, "raw": r} for k, (v, r) in predictor.pose(image, K, image2, K2).items()},
-        }
+        pose = predictor.pose(a["image"], a["K"], b["image"], b["K"])
+        return {"task": "pose", **{k: {"parsed": v, "raw": r} for k, (v, r) in pose.items()}}
     if word == "match":
-        xy, raw = predictor.correspondence(image, K, image2, K2, nums)
-        return {"task": "correspondence", "pixel": nums, "match": xy, "raw": raw}
-    need = 4 if word == "height" else 8
-    value, raw = predictor.object(image, K, word, nums[:4], nums[4:] if need == 8 else None)
+        xy, raw = predictor.correspondence(a["image"], a["K"], b["image"], b["K"], loaded[0])
+        return {"task": "correspondence", "pixel": nums, "match": None if xy is None else to_source(b, xy),
+                "raw": raw}
+    value, raw = predictor.object(a["image"], a["K"], word, *boxes)
     return {"task": "object", "kind": word, "answer": value, "raw": raw}
 
 
 def main(argv=None) -> None:
-    ap = OneLineParser("vlm3.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--image", required=True)
-    ap.add_argument("--image2", default=None)
-    ap.add_argument("--ask", required=True)
-    ap.add_argument(
-        "--checkpoint", default="results/vlm3/vlm3/checkpoint", help="default: make reproduce-vlm3's model"
-    )
-    ap.add_argument("--intrinsics", default=None, help="fx,fy,cx,cy in pixels of --image")
-    ap.add_argument("--intrinsics2", default=None, help="fx,fy,cx,cy of --image2 (default: --intrinsics)")
-    ap.add_argument("--fov", type=float, default=None, help="horizontal field of view in degrees")
+    ap = OneLineParser("vlm3.demo", description=__doc__)
+    add_demo_flags(ap, input_flag="--image", input_help="the image asked about (any size; EXIF rotation applied)",
+                   model=DEFAULT_MODEL, make="make reproduce-vlm3", out="results/vlm3/demo")
+    ap.add_argument("--image2", default=None, help="the second image of 'match' and 'pose'")
+    ap.add_argument("--K2", default=None, metavar="FX,FY,CX,CY", help="intrinsics of --image2 (default: --K)")
+    ap.add_argument("--ask", required=True,
+                    help="'depth at X,Y [X,Y ...]', 'match X,Y', 'pose', or closer / left / taller / distance "
+                         "X0,Y0,X1,Y1 vs X0,Y0,X1,Y1, height X0,Y0,X1,Y1")
     ap.add_argument("--per-pixel", action="store_true", help="one prompt per pixel instead of one for all")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="torch seed (decoding is greedy; kept for completeness)")
     args = ap.parse_args(argv)
-    torch.manual_seed(args.seed)  # decoding is greedy; the seed is for completeness
+    torch.manual_seed(args.seed)
     with one_line_errors("vlm3.demo"):  # bad input (DatasetError is a ValueError): one line, no traceback
-        out = run(args)
+        flags = check_demo_flags(args)
+        with tqdm(total=1, desc="vlm3.demo", unit="question", disable=None) as bar:
+            out = run(args, flags)
+            bar.update()
+        folder = Path(args.out)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{Path(args.image).stem}_answer.json").write_text(json.dumps(out, indent=1))
     print(json.dumps(out, indent=1))
 
 

@@ -1,5 +1,8 @@
 """The demo end to end on a tiny checkpoint, and its bad-input errors."""
 
+import json
+
+import numpy as np
 import pytest
 
 from common.datasets import SceneDataset
@@ -32,23 +35,23 @@ def images(data_root, tmp_path_factory):
 
 class Args:
     def __init__(self, **kw):
-        self.image2 = self.intrinsics = self.intrinsics2 = self.fov = None
-        self.per_pixel = False
+        self.image2 = self.K = self.K2 = self.fov = self.cameras = self.device = None
+        self.per_pixel, self.threads, self.out = False, 0, "results/vlm3/demo"
         self.__dict__.update(kw)
 
 
 def test_depth_several_pixels_in_one_prompt(checkpoint, images):
     (img, _), K = images
     out = run(
-        Args(image=str(img), ask="depth at 10,20 30,40 63,63", checkpoint=str(checkpoint), intrinsics=K)
+        Args(image=str(img), ask="depth at 10,20 30,40 63,63", model=str(checkpoint), K=K)
     )
     assert out["task"] == "depth" and len(out["metres"]) == 3 and len(out["raw"]) == 1
     per = run(
         Args(
             image=str(img),
             ask="depth at 10,20 30,40",
-            checkpoint=str(checkpoint),
-            intrinsics=K,
+            model=str(checkpoint),
+            K=K,
             per_pixel=True,
         )
     )
@@ -57,22 +60,24 @@ def test_depth_several_pixels_in_one_prompt(checkpoint, images):
 
 def test_pairs_and_objects(checkpoint, images):
     (a, b), K = images
-    out = run(Args(image=str(a), image2=str(b), ask="pose", checkpoint=str(checkpoint), intrinsics=K))
+    out = run(Args(image=str(a), image2=str(b), ask="pose", model=str(checkpoint), K=K))
     assert set(out) == {"task", "angle", "ypr", "direction", "distance"}
-    m = run(Args(image=str(a), image2=str(b), ask="match 20,30", checkpoint=str(checkpoint), intrinsics=K))
+    m = run(Args(image=str(a), image2=str(b), ask="match 20,30", model=str(checkpoint), K=K))
     assert m["task"] == "correspondence" and isinstance(m["raw"], str)
-    o = run(Args(image=str(a), ask="closer 1,2,20,30 vs 30,30,60,60", checkpoint=str(checkpoint), fov=60.0))
+    o = run(Args(image=str(a), ask="closer 1,2,20,30 vs 30,30,60,60", model=str(checkpoint), fov=60.0))
     assert o["kind"] == "closer" and isinstance(o["raw"], str)
 
 
-def test_cli_prints_parsed_and_raw(checkpoint, images, capsys):
+def test_cli_prints_parsed_and_raw(checkpoint, images, capsys, tmp_path):
     (img, _), K = images
-    main(["--image", str(img), "--ask", "depth at 5,5", "--checkpoint", str(checkpoint), "--intrinsics", K])
+    main(["--image", str(img), "--ask", "depth at 5,5", "--model", str(checkpoint), "--K", K, "--out", str(tmp_path)])
     printed = capsys.readouterr().out
     assert '"metres"' in printed and '"raw"' in printed
+    assert printed.splitlines()[0].endswith("K from --K, poses unknown")  # the loader's one line
+    assert json.loads((tmp_path / "view0_answer.json").read_text())["task"] == "depth"  # named after the image
 
 
-def test_cli_reports_bad_input_in_one_line(checkpoint, images, capsys):
+def test_cli_reports_bad_input_in_one_line(checkpoint, images, capsys, tmp_path):
     (img, _), K = images
     with pytest.raises(SystemExit) as stop:
         main(
@@ -81,10 +86,12 @@ def test_cli_reports_bad_input_in_one_line(checkpoint, images, capsys):
                 str(img),
                 "--ask",
                 "depth at 64,20",
-                "--checkpoint",
+                "--model",
                 str(checkpoint),
-                "--intrinsics",
+                "--K",
                 K,
+                "--out",
+                str(tmp_path),
             ]
         )
     assert stop.value.code == 2
@@ -98,32 +105,48 @@ def test_cli_reports_bad_input_in_one_line(checkpoint, images, capsys):
 def test_pixel_outside_the_image(checkpoint, images):
     (img, _), K = images
     with pytest.raises(ValueError, match=r"pixel \(64, 20\) is outside the 64x64 image"):
-        run(Args(image=str(img), ask="depth at 64,20", checkpoint=str(checkpoint), intrinsics=K))
+        run(Args(image=str(img), ask="depth at 64,20", model=str(checkpoint), K=K))
 
 
-def test_missing_intrinsics(checkpoint, images):
+def test_without_intrinsics_a_60_degree_fov_is_assumed_and_said(checkpoint, images, capsys):
     (img, _), _ = images
-    with pytest.raises(ValueError, match="intrinsics: missing; pass --intrinsics"):
-        run(Args(image=str(img), ask="depth at 3,3", checkpoint=str(checkpoint), intrinsics=None))
-    with pytest.raises(ValueError, match="--intrinsics '1,2': expected four numbers"):
-        run(Args(image=str(img), ask="depth at 3,3", checkpoint=str(checkpoint), intrinsics="1,2"))
+    out = run(Args(image=str(img), ask="depth at 3,3", model=str(checkpoint), K=None))
+    assert out["task"] == "depth"
+    assert "no cameras found: assuming a 60 degree horizontal field of view" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="--K '1,2': expected four numbers"):
+        run(Args(image=str(img), ask="depth at 3,3", model=str(checkpoint), K="1,2"))
+
+
+def test_pixels_of_a_large_photo_map_to_the_loaded_image(tmp_path):
+    from PIL import Image
+
+    from vlm3.demo import read_photo, to_loaded, to_source
+
+    Image.new("RGB", (3000, 2000)).save(tmp_path / "big.jpg")
+    photo = read_photo(tmp_path / "big.jpg", None, 60.0, None, "--image")
+    assert tuple(photo["image"].shape) == (3, 1024, 1536) and photo["source_size"] == (2000, 3000)
+    uv = to_loaded(photo, [[0, 0], [2999, 1999], [1500, 1000]])
+    assert np.allclose(uv, [[0, 0], [1535, 1023], [768.0, 512.0]], atol=0.3)
+    assert np.allclose(to_source(photo, uv[2]), (1500, 1000), atol=1e-6)
+    with pytest.raises(ValueError, match=r"pixel \(3000, 5\) is outside the 3000x2000 image"):
+        to_loaded(photo, [[3000, 5]])
 
 
 def test_image_that_does_not_decode(checkpoint, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     with pytest.raises(DatasetError, match="broken.png"):
-        run(Args(image=str(bad), ask="depth at 3,3", checkpoint=str(checkpoint), intrinsics="50,50,32,32"))
+        run(Args(image=str(bad), ask="depth at 3,3", model=str(checkpoint), K="50,50,32,32"))
 
 
 def test_bad_question_and_checkpoint(checkpoint, images, tmp_path):
     (img, _), K = images
     with pytest.raises(ValueError, match="expected 'depth at X,Y'"):
-        run(Args(image=str(img), ask="how deep?", checkpoint=str(checkpoint), intrinsics=K))
+        run(Args(image=str(img), ask="how deep?", model=str(checkpoint), K=K))
     with pytest.raises(ValueError, match="needs --image2"):
-        run(Args(image=str(img), ask="pose", checkpoint=str(checkpoint), intrinsics=K))
+        run(Args(image=str(img), ask="pose", model=str(checkpoint), K=K))
     with pytest.raises(ValueError, match="vlm3_settings.json: not found"):
-        run(Args(image=str(img), ask="depth at 1,1", checkpoint=str(tmp_path), intrinsics=K))
+        run(Args(image=str(img), ask="depth at 1,1", model=str(tmp_path), K=K))
 
 
 def test_reproduce_reuses_only_a_finished_run_of_the_same_training_config(checkpoint, cfg_overrides):
