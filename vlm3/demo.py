@@ -234,7 +234,7 @@ def run(args, flags: dict | None = None) -> dict:
     elif word != "pose":
         boxes = [to_loaded(a, np.reshape(nums[i:i + 4], (2, 2)), edges=True).reshape(-1) for i in range(0, len(nums), 4)]
     predictor = Predictor.load(check_demo_model(args))
-    predictor.vlm.to(flags["device"]).eval()
+    predictor.vlm.model.to(flags["device"]).eval()
     for photo in (a, b):
         if photo is not None:
             print(photo["note"])
