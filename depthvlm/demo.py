@@ -1,25 +1,30 @@
 """One image in, the answer, its depth map (16-bit PNG and a coloured preview) and a point cloud out.
 
-    python -m depthvlm.demo --model results/depthvlm/run/stage2/final --image IMG \
-        [--K fx,fy,cx,cy] --ask "how far is the red box?" [--out demo_out]
+    python -m depthvlm.demo --image IMG --ask "how far is the red box?"
+    python -m depthvlm.demo --image IMG --K 525,525,320,240 --model results/depthvlm/run/stage2/final --out out/
 
-The image is resampled to the model's canonical focal length (the one it was trained at, from
-its saved run config, or --focal) with `common.cameras.unify_focal`; without --K a 60-degree
-horizontal field of view is assumed and said so. The depth map is returned at the canonical
-resolution; the point cloud is its unprojection with the canonical K (OpenCV camera frame, metres).
+The image is read by `common.datasets.read_image_folder` (EXIF rotation applied, a large photo
+downscaled on read): its intrinsics come from --K or --fov, else from camera files beside it
+(intrinsics.txt, a COLMAP model, cameras.json, or --cameras), else a 60-degree horizontal field of
+view is assumed, and one line says which (metric depth is off by the focal error then). It is then
+resampled to the model's canonical focal length (the one it was trained at, from its saved run
+config, or --focal) with `common.cameras.unify_focal`. The depth map is predicted at the canonical
+resolution and written at the image's; the point cloud is the canonical depth unprojected with the
+canonical K (OpenCV camera frame, metres). The outputs are named after the image.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from common.cameras import depth_to_points, intrinsics_from_fov, unify_focal
-from common.cli import OneLineParser, one_line_errors, parse_K
+from common.cameras import depth_to_points, unify_focal
+from common.cli import OneLineParser, add_demo_flags, check_demo_flags, check_demo_model, one_line_errors
+
+DEFAULT_MODEL = "results/depthvlm/run/stage2/final"  # make reproduce-depthvlm's model
+MAX_SIDE = 1536  # the image is loaded at most this large (focal-length unification resamples it anyway)
 
 
 def run(model, processor, image: torch.Tensor, K: torch.Tensor, question: str, focal: float, max_new_tokens=32):
@@ -54,45 +59,48 @@ def write_outputs(out: Path, name: str, image, K, depth, K_u, image_u, answer: s
 
 
 def main(argv=None):
-    from common.datasets.io import read_rgb
-    from depthvlm.config import set_cpu_threads
+    from tqdm import tqdm
+
+    from common.datasets import read_image_folder
     from depthvlm.model import load_pretrained
 
-    ap = OneLineParser(
-        "depthvlm.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--model", default="results/depthvlm/run/stage2/final")
-    ap.add_argument("--image", required=True)
-    ap.add_argument("--K", default=None, help="fx,fy,cx,cy in pixels of the given image")
-    ap.add_argument("--ask", default="How far is the nearest object from the camera, in metres?")
-    ap.add_argument("--focal", type=float, default=None, help="canonical focal (default: the training run's)")
-    ap.add_argument("--out", default="demo_out")
-    ap.add_argument("--seed", type=int, default=0)
+    ap = OneLineParser("depthvlm.demo", description=__doc__)
+    add_demo_flags(ap, input_flag="--image", input_help="the image (any size; EXIF rotation applied)",
+                   model=DEFAULT_MODEL, make="make reproduce-depthvlm", out="results/depthvlm/demo")
+    ap.add_argument("--ask", default="How far is the nearest object from the camera, in metres?",
+                    help="the question (default: how far the nearest object is)")
+    ap.add_argument("--focal", type=float, default=None,
+                    help="canonical focal length in pixels (default: the training run's, else 1000)")
+    ap.add_argument("--seed", type=int, default=0, help="torch seed")
     args = ap.parse_args(argv)
     with one_line_errors("depthvlm.demo"):
         # Every flag and the image are checked before the model is loaded.
-        K = parse_K("--K", args.K) if args.K else None
+        flags = check_demo_flags(args)
         if args.focal is not None and not 0 < args.focal < float("inf"):
             raise ValueError(f"--focal: expected a canonical focal length > 0 in pixels, got {args.focal}")
         if not args.ask.strip():
             raise ValueError("--ask: expected a question, got an empty string")
-        image = read_rgb(Path(args.image))  # [3, H, W]; DatasetError naming the file
-        H, W = image.shape[-2:]
-        if K is None:
-            fov_y = 2 * torch.atan(torch.tensor(H / W * np.tan(np.deg2rad(30))))
-            K = intrinsics_from_fov(torch.tensor(np.deg2rad(60.0)), fov_y, W, H)
-            print("no --K given: assuming a 60 degree horizontal field of view "
-                  "(metric depth may be off by the focal error)")
+        sample = read_image_folder([Path(args.image)], max_side=MAX_SIDE, K=flags["K"], fov=flags["fov"],
+                                   cameras=flags["cameras"])  # DatasetError naming the file
+        image, K = sample.images[0], sample.K[0]  # [3, H, W], [3, 3]
+        model_dir = check_demo_model(args)
         focal = args.focal
         if focal is None:
-            run_cfg = Path(args.model).parent.parent / "config.json"
+            run_cfg = model_dir.parent.parent / "config.json"
             focal = json.loads(run_cfg.read_text())["data"]["focal"] if run_cfg.is_file() else 1000.0
         torch.manual_seed(args.seed)
-        set_cpu_threads(1)
-        model, processor = load_pretrained(args.model)
-        model.to("cuda" if torch.cuda.is_available() else "cpu")
-        answer, depth, K_u, image_u = run(model, processor, image, K, args.ask, focal)
-    written = write_outputs(Path(args.out), Path(args.image).stem, image, K, depth, K_u, image_u, answer)
+        print(sample.annotations["note"])
+        with tqdm(total=3, desc="depthvlm.demo", unit="step", disable=None) as bar:
+            bar.set_postfix_str("loading the model")
+            model, processor = load_pretrained(model_dir)
+            model.to(flags["device"])
+            bar.update()
+            bar.set_postfix_str("answering")
+            answer, depth, K_u, image_u = run(model, processor, image, K, args.ask, focal)
+            bar.update()
+            bar.set_postfix_str("writing")
+            written = write_outputs(Path(args.out), Path(args.image).stem, image, K, depth, K_u, image_u, answer)
+            bar.update()
     print(f"Q: {args.ask}\nA: {answer}\nwrote {', '.join(written)} in {args.out}")
 
 
