@@ -36,6 +36,7 @@ __all__ = [
     "ground_truth_scene",
     "truth_materials",
     "depth_scene",
+    "synthetic_clip",
 ]
 
 
@@ -254,3 +255,16 @@ def depth_scene(
             "decomposition": "ground truth (x < 0: object 0, x > 0: object 1; tool mask; support)",
         },
     )
+
+
+def synthetic_clip(out_dir, seed: int = 0) -> Path:
+    """`endogsim.reproduce`'s synthetic clip (`config.DataConfig`'s frames and size, this seed) written
+    to out_dir, unless the clip of this seed is already there; returns out_dir (`--scene synthetic`)."""
+    from .config import DataConfig
+    from .synthetic_scene import make_surgical_scene
+
+    out_dir, data = Path(out_dir), DataConfig(seed=seed)
+    gt = out_dir / "ground_truth.json"
+    if not gt.is_file() or read_json(gt).get("seed") != seed:
+        make_surgical_scene(out_dir, seed=data.seed, frames=data.frames, size=(data.height, data.width))
+    return out_dir

@@ -308,6 +308,16 @@ class PhysicsScene:
                       torch.from_numpy(self.opacities), torch.from_numpy(self.colors), w2c, K, self.width, self.height,
                       background=torch.tensor(self.background, dtype=torch.float32), **kw)
 
+    def visible_center(self) -> np.ndarray:
+        """The visible surface point [3] of the first tissue object nearest its image-space centroid
+        (where the simulation CLI acts by default)."""
+        cam = self.means.astype(np.float64) @ self.w2c[:3, :3].T + self.w2c[:3, 3]  # [N, 3] camera frame
+        uv = cam[:, :2] / cam[:, 2:] * np.diag(self.K)[:2] + self.K[:2, 2]  # [N, 2] pixels
+        first = self.gaussian_object == 0  # [N]
+        d = np.linalg.norm(uv - uv[first].mean(0), axis=1)
+        d[~first] = np.inf
+        return self.means[int(np.argmin(d))].astype(np.float64)
+
     # ------------------------------------------------------------------ save / load
     def save(self, scene_dir) -> Path:
         """Write scene.json, gaussians.safetensors and particles.safetensors into scene_dir."""
