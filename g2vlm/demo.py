@@ -4,12 +4,15 @@
     python -m g2vlm.demo --images photos/ --ask "..."                          # RGB only
     python -m g2vlm.demo --images photos/ --depth depth/ --K 500,500,320,240 --mesh partial.ply --ask "..."
 
-`--images` is a folder of images (intrinsics from `intrinsics.txt`, poses from a COLMAP text model
-when present, as `common.datasets.read_image_folder` reads them) or a scene folder of the project's
-format (scene.json: its depth is the sensor depth, its annotated objects the candidate boxes).
-With `--depth` (16-bit PNGs in millimetres named as the images) the sensor-depth mode runs and needs
-intrinsics (`--K`, `intrinsics.txt` or COLMAP) and, for several views, poses (COLMAP); without it
-the RGB-only path predicts depth and cameras. `--mesh` adds a partial mesh or point cloud (PLY/OBJ,
+`--images` is a folder of photos or a scene folder of the project's format (scene.json: its depth is
+the sensor depth, its annotated objects the candidate boxes). Photos are read by
+`common.datasets.read_image_folder`: EXIF rotation applied, each fitted into the model's square
+input (resized, then padded) with K changed to match; intrinsics from --K or --fov, else from camera
+files beside or above them (COLMAP sparse/0, cameras.json, LLFF poses_bounds.npy, intrinsics.txt,
+or --cameras), which also give poses; one line says what was found and assumed. With `--depth`
+(16-bit PNGs in millimetres named as the images, at the photos' full size) the sensor-depth mode
+runs and needs intrinsics and, for several views, poses (a camera file); without it the RGB-only
+path predicts depth and cameras. `--mesh` adds a partial mesh or point cloud (PLY/OBJ,
 world frame) to the geometry. `--boxes` (a JSON list of [cx, cy, cz, dx, dy, dz]) gives the
 candidate objects of the scene graph. Writes `<out>/<name>_points.ply`, `<name>_mesh.ply` and
 `<name>_mesh.glb` (vertex colours; PLY in the world frame, GLB turned y-up for Blender),
@@ -18,7 +21,6 @@ candidate objects of the scene graph. Writes `<out>/<name>_points.ply`, `<name>_
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -26,12 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cameras import resize
-from common.cli import OneLineParser, one_line_errors, parse_device, parse_K
+from common.cameras import resample_to_intrinsics, resize
+from common.cli import OneLineParser, add_demo_flags, check_demo_flags, check_demo_model, one_line_errors
 from common.datasets import DatasetError, io, read_image_folder, read_scene
 from g2vlm.data import object_boxes, uniform_views
 
 DEPTH_SCALE = 1000.0  # --depth PNGs hold millimetres
+DEFAULT_MODEL = "results/g2vlm/g2vlm/stage2/final"  # make reproduce-g2vlm's model
 
 
 def read_mesh(path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,51 +63,57 @@ def read_mesh(path) -> tuple[torch.Tensor, torch.Tensor]:
     )
 
 
-def read_inputs(args, size: int) -> dict:
+def read_inputs(args, size: int, flags: dict) -> dict:
     """Views at `size` x `size` and what is known of them (module docstring); raises on bad input
-    before any model is loaded."""
+    before any model is loaded. `flags` is `common.cli.check_demo_flags(args)`."""
     folder = Path(args.images)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: --images folder not found")
-    boxes = None
+    boxes, note = None, None
     if (folder / "scene.json").is_file():
         sample = read_scene(folder, load=("depth",))
         depth, known_K, poses = sample.depth, True, True
         objects = sample.annotations.get("objects", [])
         boxes = torch.from_numpy(object_boxes(objects)).float() if objects else None
+        rgb, K = resize(sample.images, sample.K, (size, size))  # [V, 3, S, S]
+        sensor = resize(depth[:, None], sample.K, (size, size), mode="nearest")[0][:, 0] if depth is not None else None
     else:
-        sample = read_image_folder(folder)
-        known_K = sample.annotations.get("intrinsics_source") != "assumed 60 deg fov" or args.K is not None
-        poses = bool(sample.annotations.get("poses_known"))
-        if args.K is not None:
-            sample.K[:] = parse_K("--K", args.K)
-        depth = None
+        sample = read_image_folder(folder, size=(size, size), K=flags["K"], fov=flags["fov"],
+                                   cameras=flags["cameras"], progress=True)
+        ann = sample.annotations
+        rgb, K, note = sample.images, sample.K, ann["note"]
+        known_K = not ann["intrinsics_source"].startswith("assumed")
+        poses = bool(ann["poses_known"])
+        sensor = None
         if args.depth is not None:
             dd = Path(args.depth)
             maps = []
-            for name in sample.view_names:
+            for v, name in enumerate(sample.view_names):
                 path = dd / f"{name}.png"
                 if not path.is_file():
                     raise DatasetError(
                         path, f"no depth map for image {name!r} (expected {name}.png in --depth)"
                     )
-                maps.append(io.read_depth_png(path, DEPTH_SCALE, tuple(sample.images.shape[-2:])))
-            depth = torch.stack(maps)
+                full = io.read_depth_png(path, DEPTH_SCALE, tuple(ann["source_size"][v]))  # [h, w] metres
+                # the photo's fitting applied to its depth map (nearest: no blending across edges)
+                maps.append(resample_to_intrinsics(full[None], ann["source_K"][v], K[v], (size, size),
+                                                   mode="nearest")[0])
+            sensor = torch.stack(maps)  # [V, S, S]
     views = uniform_views(sample.num_views, args.num_views)
-    rgb, K = resize(sample.images[views], sample.K[views], (size, size))
-    out = {"name": folder.name, "rgb": rgb.clamp(0, 1), "K": K, "w2c": sample.w2c[views], "boxes": boxes}
-    if depth is not None:
+    out = {"name": folder.name, "rgb": rgb[views].clamp(0, 1), "K": K[views], "w2c": sample.w2c[views],
+           "boxes": boxes, "note": note}
+    if sensor is not None:
         if not known_K:
             raise ValueError(
-                "intrinsics missing: the sensor-depth mode needs --K fx,fy,cx,cy, intrinsics.txt or "
-                "COLMAP cameras in --images"
+                "intrinsics missing: the sensor-depth mode needs --K fx,fy,cx,cy or --fov, or a camera file "
+                "with the images (COLMAP sparse/0, cameras.json, poses_bounds.npy, intrinsics.txt)"
             )
         if len(views) > 1 and not poses:
             raise ValueError(
-                "poses missing: several views in the sensor-depth mode need a COLMAP text model in "
-                "--images (or drop --depth for the RGB-only path)"
+                "poses missing: several views in the sensor-depth mode need a camera file with poses "
+                "(COLMAP, cameras.json, poses_bounds.npy or --cameras), or drop --depth for the RGB-only path"
             )
-        out["sensor"] = resize(depth[views][:, None], sample.K[views], (size, size), mode="nearest")[0][:, 0]
+        out["sensor"] = sensor[views]
     if args.boxes:
         data = io.read_json(args.boxes)  # DatasetError naming the file: missing, not JSON
         try:
@@ -159,47 +168,45 @@ def run(model, inputs: dict, question: str, out_dir: Path, tsdf_voxel: float = 0
 
 
 def main(argv=None) -> None:
-    ap = OneLineParser(
-        "g2vlm.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--images", required=True)
-    ap.add_argument("--ask", required=True)
+    from tqdm import tqdm
+
+    ap = OneLineParser("g2vlm.demo", description=__doc__)
+    add_demo_flags(ap, input_flag="--images", input_help="a folder of photos, or a scene folder (scene.json)",
+                   model=DEFAULT_MODEL, make="make reproduce-g2vlm", out="results/g2vlm/demo")
+    ap.add_argument("--ask", required=True, help="the question about the scene")
     ap.add_argument(
         "--depth", default=None, help="sensor depth PNGs (16-bit millimetres), named as the images"
     )
-    ap.add_argument("--K", default=None, help="fx,fy,cx,cy in pixels of the images")
     ap.add_argument("--mesh", default=None, help="a partial mesh or point cloud (PLY/OBJ, world frame)")
     ap.add_argument("--boxes", default=None, help="candidate boxes for the scene graph (JSON list)")
-    ap.add_argument("--num-views", type=int, default=4)
-    ap.add_argument(
-        "--model", default="results/g2vlm/g2vlm/stage2/final", help="default: make reproduce-g2vlm's"
-    )
-    ap.add_argument("--out", default="results/g2vlm/demo")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--num-views", type=int, default=4, help="views taken, evenly spaced over the images")
     args = ap.parse_args(argv)
     with one_line_errors("g2vlm.demo"):
-        from g2vlm.config import set_threads
         from g2vlm.model import G2VLM
 
         if args.num_views < 1:
             raise ValueError(f"--num-views: expected >= 1, got {args.num_views}")
-        if args.threads < 0:
-            raise ValueError(f"--threads: expected an int >= 0 (0: torch's default), got {args.threads}")
         if not args.ask.strip():
             raise ValueError("--ask: expected a question, got an empty string")
-        device = parse_device("--device", args.device)
-        set_threads(args.threads)
-        geometry_config = Path(args.model) / "geometry" / "config.json"
+        flags = check_demo_flags(args)
+        model_dir = check_demo_model(args)
+        geometry_config = model_dir / "geometry" / "config.json"
         if not geometry_config.is_file():
             raise FileNotFoundError(f"{args.model}: not a G2VLM folder (expected geometry/config.json)")
-        inputs = read_inputs(args, int(json.loads(geometry_config.read_text())["image_size"]))
-        model = G2VLM.from_pretrained(args.model)
-        model.to(device).eval()
-        inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        result = run(model, inputs, args.ask, out)
+        inputs = read_inputs(args, int(json.loads(geometry_config.read_text())["image_size"]), flags)
+        if inputs["note"]:
+            print(inputs["note"])
+        with tqdm(total=2, desc="g2vlm.demo", unit="step", disable=None) as bar:
+            bar.set_postfix_str("loading the model")
+            model = G2VLM.from_pretrained(model_dir)
+            model.to(flags["device"]).eval()
+            bar.update()
+            inputs = {k: v.to(flags["device"]) if torch.is_tensor(v) else v for k, v in inputs.items()}
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            bar.set_postfix_str("reconstructing and answering")
+            result = run(model, inputs, args.ask, out)
+            bar.update()
     print(json.dumps(result, indent=1))
 
 

@@ -266,6 +266,21 @@ def test_demo_writes_its_outputs_and_answers_bad_input_in_one_line(data_root, ti
         err = capsys.readouterr().err.strip().splitlines()
         assert exit_.value.code == 2 and len(err) == 1 and err[0].startswith("g2vlm.demo: error: "), err
         assert message in err[0], err
+    # The photos with their cameras in a cameras.json beside them and full-size sensor depth: the
+    # sensor-depth mode runs, and the loader's line says what it found.
+    from common.datasets import read_scene
+
+    sample = read_scene(scene)
+    views = [{"name": f"{n}.png", "K": sample.K[i].tolist(), "w2c": sample.w2c[i].tolist()}
+             for i, n in enumerate(sample.view_names)]
+    (images / "cameras.json").write_text(json.dumps({"width": 64, "height": 64, "views": views}))
+    for png in sorted((scene / "rgb").iterdir()):
+        fx.u16(depth / png.name, np.full((64, 64), 2000))
+    capsys.readouterr()
+    main(["--images", str(images), "--ask", "?", "--model", str(tmp_path / "model"), "--out", str(tmp_path / "out3"),
+          "--depth", str(depth)])
+    assert "cameras from cameras JSON" in capsys.readouterr().out
+    assert json.loads((tmp_path / "out3" / "images_answer.json").read_text())["mode"] == "sensor"
 
 
 @pytest.mark.parametrize("args, message", [
