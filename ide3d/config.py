@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from common import config as common_config
-from common.cli import set_threads  # noqa: F401  (ide3d.demo imports it from here, until it takes common.cli's)
 
 
 @dataclass

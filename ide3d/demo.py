@@ -1,13 +1,16 @@
 """Ask a 3D-IDE model about a video: it answers, grounds the text, and draws the chosen box.
 
-    python -m ide3d.demo --frames data/synthetic/test/00000_indoor --ask "the red box"
-    python -m ide3d.demo --frames scans/scene0011_00 --boxes scannet_val_pred_box.json --ask "the chair"
-    python -m ide3d.demo --frames my_photos/ --ask "How many chairs are there?"      # answer only
+    python -m ide3d.demo --images data/synthetic/test/00000_indoor --ask "the red box"
+    python -m ide3d.demo --images scans/scene0011_00 --boxes scannet_val_pred_box.json --ask "the chair"
+    python -m ide3d.demo --images my_photos/ --ask "How many chairs are there?"      # answer only
 
-`--frames` is a scene folder in the project's format (scene.json: depth, K, w2c; its annotated
+`--images` is a scene folder in the project's format (scene.json: depth, K, w2c; its annotated
 objects' boxes are the candidates unless `--boxes` is given), a ScanNet SensReader export (depth,
-poses, axis alignment; `--boxes` required to ground), or a folder of images (no depth or poses:
-the question is answered, grounding is skipped and the reason printed). The text is asked as a
+poses, axis alignment; `--boxes` required to ground), or a folder of photos, read by
+`common.datasets.read_image_folder` (EXIF rotation applied, each fitted into the model's square
+frame, resized then padded, K changed to match; cameras from --K, --fov, --cameras or the files
+beside the photos, said in one line). Photos have no depth: the question is answered, grounding is
+skipped and the reason printed. The text is asked as a
 question and, where the video has depth and poses, also grounded: proposal pooling needs them, as
 in Video-3D LLM and the official 3D-IDE (RGB-only means no 3D inputs to the language model).
 Writes `<out>/<name>_answer.json` and `<out>/<name>_grounding.png` (name = the folder's name).
@@ -15,7 +18,6 @@ Writes `<out>/<name>_answer.json` and `<out>/<name>_grounding.png` (name = the f
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -25,8 +27,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from common.cameras import project, transform_points
-from common.cli import OneLineParser, one_line_errors, parse_device
-from common.datasets import read_image_folder, read_scene
+from common.cli import OneLineParser, add_demo_flags, check_demo_flags, check_demo_model, one_line_errors
+from common.datasets import io, read_image_folder, read_scene
 from common.datasets.scannet import read_scannet_axis_alignment, read_scannet_scene, scannet_color_frames
 from common.errors import DatasetError
 from common.metrics import box_corners
@@ -34,6 +36,7 @@ from ide3d.data import Query, Scene, object_boxes, prepare, uniform_frames
 from ide3d.grounding import predict_single
 from ide3d.processing import ground_prompt, qa_prompt
 
+DEFAULT_MODEL = "results/ide3d/ide3d/final"  # make reproduce-ide3d's model
 EDGES = [(a, b) for a in range(8) for b in range(a + 1, 8) if bin(a ^ b).count("1") == 1]  # the 12 box edges
 
 
@@ -79,8 +82,12 @@ def read_boxes(path, scene_id: str) -> torch.Tensor:
     return torch.from_numpy(table[scene_id]).float()
 
 
-def read_video(folder: Path, frames: int, boxes_path: str | None) -> tuple[Scene, str | None]:
-    """The video at `folder` as a Scene (boxes may be empty) and why it cannot be grounded (or None)."""
+def read_video(folder: Path, frames: int, boxes_path: str | None, size=None,
+               flags: dict | None = None) -> tuple[Scene, str | None]:
+    """The video at `folder` as a Scene (boxes may be empty) and why it cannot be grounded (or None).
+    A folder of photos is fitted to `size` (H, W) (None: their most common size); `flags` are
+    `common.cli.check_demo_flags`'s K, fov and cameras."""
+    flags = flags or {"K": None, "fov": None, "cameras": None}
     if (folder / "scene.json").is_file():
         sample = read_scene(folder, load=("depth",))
         ids = uniform_frames(sample.num_views, frames)
@@ -122,7 +129,9 @@ def read_video(folder: Path, frames: int, boxes_path: str | None) -> tuple[Scene
             [],
         )
         return scene, None if len(boxes) else "--boxes is needed to ground in a ScanNet scan"
-    sample = read_image_folder(folder)
+    sample = read_image_folder(folder, size=size, K=flags["K"], fov=flags["fov"], cameras=flags["cameras"],
+                               progress=True)
+    print(sample.annotations["note"])
     ids = uniform_frames(sample.num_views, frames)
     scene = Scene(
         folder.name,
@@ -189,44 +198,51 @@ def grounding_picture(model_processor, cfg, path: Path) -> None:
     canvas.save(path)
 
 
+def frame_size(model_dir: Path):
+    """(S, S): the square frame of a checkpoint this package saved (ide3d_processor.json), else None
+    (a LLaVA-Video folder: the processor resizes whatever it gets)."""
+    path = model_dir / "ide3d_processor.json"
+    if not path.is_file():
+        return None
+    size = int(io.read_json(path)["image_size"])
+    return size, size
+
+
 def main(argv=None) -> None:
-    ap = OneLineParser(
-        "ide3d.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--frames", required=True, help="a scene folder, a ScanNet export or a folder of images")
+    from tqdm import tqdm
+
+    ap = OneLineParser("ide3d.demo", description=__doc__)
+    add_demo_flags(ap, input_flag="--images", input_help="a scene folder, a ScanNet export or a folder of photos",
+                   model=DEFAULT_MODEL, make="make reproduce-ide3d", out="results/ide3d/demo")
     ap.add_argument("--ask", required=True, help="a question, or a description to ground")
-    ap.add_argument(
-        "--model", default="results/ide3d/ide3d/final", help="default: make reproduce-ide3d's model"
-    )
     ap.add_argument("--boxes", default=None, help="candidate boxes (JSON list, or Video-3D LLM's box file)")
-    ap.add_argument("--num-frames", type=int, default=8)
-    ap.add_argument("--out", default="results/ide3d/demo")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--num-frames", type=int, default=8, help="frames taken, evenly spaced over the video (>= 2)")
+    ap.add_argument("--seed", type=int, default=0, help="torch seed")
     args = ap.parse_args(argv)
     with one_line_errors("ide3d.demo"):
-        from ide3d.config import set_threads
         from ide3d.model import load_pretrained
 
         if args.num_frames < 2:
             raise ValueError(f"--num-frames: expected >= 2, got {args.num_frames}")
-        if args.threads < 0:
-            raise ValueError(f"--threads: expected an int >= 0 (0: torch's default), got {args.threads}")
         if not args.ask.strip():
             raise ValueError("--ask: expected a question or a description, got an empty string")
-        device = parse_device("--device", args.device)
-        folder = Path(args.frames)
+        flags = check_demo_flags(args)
+        folder = Path(args.images)
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: --frames folder not found")
-        set_threads(args.threads)
+            raise FileNotFoundError(f"{folder}: --images folder not found")
+        model_dir = check_demo_model(args)
         torch.manual_seed(args.seed)
-        scene, why = read_video(folder, args.num_frames, args.boxes)
-        model, processor = load_pretrained(args.model)
-        model.to(device).eval()
-        if why:
-            print(f"ide3d.demo: not grounding: {why}", file=sys.stderr)
-        result = ground_and_answer(model, processor, scene, args.ask, ground=why is None)
+        scene, why = read_video(folder, args.num_frames, args.boxes, frame_size(model_dir), flags)
+        with tqdm(total=2, desc="ide3d.demo", unit="step", disable=None) as bar:
+            bar.set_postfix_str("loading the model")
+            model, processor = load_pretrained(model_dir)
+            model.to(flags["device"]).eval()
+            bar.update()
+            if why:
+                print(f"ide3d.demo: not grounding: {why}", file=sys.stderr)
+            bar.set_postfix_str("answering" + (" and grounding" if why is None else ""))
+            result = ground_and_answer(model, processor, scene, args.ask, ground=why is None)
+            bar.update()
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{folder.name}_answer.json").write_text(json.dumps(result, indent=1))

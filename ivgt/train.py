@@ -53,7 +53,6 @@ from ivgt.model import IVGT
 from ivgt.render import eikonal_loss
 
 
-set_cpu_threads = set_threads  # ivgt.demo's name for common.cli.set_threads, until it takes --threads
 
 
 def step_losses(model: IVGT, batch: dict, cfg: Config, step: int, gen: torch.Generator) -> dict:

@@ -726,22 +726,22 @@ CLI_ROWS = [
     ),
     (
         "ide3d.demo",
-        ["--frames", "{missing}", "--ask", "the red box", "--out", "{out}"],
-        "{missing}: --frames folder not found",
+        ["--images", "{missing}", "--ask", "the red box", "--out", "{out}"],
+        "{missing}: --images folder not found",
     ),
     (
         "ide3d.demo",
-        ["--frames", "{images}", "--ask", "the red box", "--device", "tpu0", "--out", "{out}"],
+        ["--images", "{images}", "--ask", "the red box", "--device", "tpu0", "--out", "{out}"],
         "--device 'tpu0': expected a torch device",
     ),
     (
         "ide3d.demo",
-        ["--frames", "{images}", "--ask", "the red box", "--num-frames", "1", "--out", "{out}"],
+        ["--images", "{images}", "--ask", "the red box", "--num-frames", "1", "--out", "{out}"],
         "--num-frames: expected >= 2, got 1",
     ),
     (
         "ide3d.demo",
-        ["--frames", "{images}", "--ask", "x", "--model", "{hf_bin}", "--out", "{out}"],
+        ["--images", "{images}", "--ask", "x", "--model", "{hf_bin}", "--out", "{out}"],
         "{hf_bin}: no *.safetensors weights",
     ),
     # g2vlm

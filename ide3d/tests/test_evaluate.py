@@ -110,7 +110,7 @@ def test_demo_answers_grounds_and_draws(data_root, _tiny, tmp_path, capsys):
     scene = sorted(p for p in (data_root / "test").iterdir() if p.is_dir())[0]
     main(
         [
-            "--frames",
+            "--images",
             str(scene),
             "--ask",
             "the red box",
@@ -133,7 +133,7 @@ def test_demo_answers_grounds_and_draws(data_root, _tiny, tmp_path, capsys):
     capsys.readouterr()
     main(
         [
-            "--frames",
+            "--images",
             str(images),
             "--ask",
             "How many boxes?",
@@ -150,7 +150,7 @@ def test_demo_answers_grounds_and_draws(data_root, _tiny, tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--frames", "/nonexistent"], "/nonexistent: --frames folder not found"),
+        (["--images", "/nonexistent"], "/nonexistent: --images folder not found"),
         (["--num-frames", "1"], "--num-frames: expected >= 2"),
         (["--model", "/nonexistent"], "no config.json"),
     ],
@@ -159,7 +159,7 @@ def test_demo_bad_input_is_one_line(args, message, data_root, capsys):
     from ide3d.demo import main
 
     scene = sorted(p for p in (data_root / "test").iterdir() if p.is_dir())[0]
-    argv = ["--frames", str(scene), "--ask", "the red box", "--model", "/nonexistent"]
+    argv = ["--images", str(scene), "--ask", "the red box", "--model", "/nonexistent"]
     argv = argv + args if "--model" not in args else argv[:-2] + args
     with pytest.raises(SystemExit) as exit_:
         main(argv)
