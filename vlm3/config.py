@@ -100,9 +100,6 @@ class TrainConfig:
     checkpoint_every: int = 500
     out_dir: str = "results/vlm3/run"
     seed: int = 0
-    # CPU threads for torch (0: torch's default). On a shared machine 1 is the safe choice: busy
-    # cores make torch's spinning OpenMP threads wait on each other (we measured 20x slower steps).
-    threads: int = 0
     # Processes that build the training questions (0: the training loop itself). Questions are pure
     # functions of their index, so the batches are the same either way; a GPU run needs them.
     workers: int = 0
@@ -142,7 +139,7 @@ def check_config(cfg: Config) -> None:
     check_min(cfg, ["train.steps", "train.batch_size", "train.checkpoint_every", "eval.batch_size",
                     "eval.max_new_tokens", "data.views", "data.size", "data.depth_max_points",
                     "data.corr_max_points", "model.patch_size", "model.merge_size"], 1)
-    check_min(cfg, ["train.warmup", "train.weight_decay", "train.grad_clip", "train.threads", "train.workers",
+    check_min(cfg, ["train.warmup", "train.weight_decay", "train.grad_clip", "train.workers",
                     "eval.depth", "eval.correspondence", "eval.pose_pairs", "eval.object",
                     "data.max_train_scenes", "data.corr_same_view", "data.corr_shift", "data.turn_pairs",
                     "data.min_object_pixels"], 0)

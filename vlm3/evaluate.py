@@ -15,14 +15,13 @@ and the distance AbsRel; object accuracy (yes/no exact, metric answers within +-
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from common.cli import OneLineParser, one_line_errors
+from common.cli import OneLineParser, add_threads_flag, one_line_errors, set_threads
 from common.metrics import (
     accuracy,
     depth_metrics,
@@ -339,9 +338,7 @@ def baseline_answers(questions: dict, stats: dict, prior: bool = False) -> dict:
 def main(argv=None) -> None:
     from vlm3.model import VLM3
 
-    ap = OneLineParser(
-        "vlm3.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = OneLineParser("vlm3.evaluate", description=__doc__)
     ap.add_argument("--checkpoint", help="a trained model's checkpoint folder (or use --baseline)")
     ap.add_argument("--baseline", action="store_true", help="score the trivial baselines instead of a model")
     ap.add_argument(
@@ -361,18 +358,18 @@ def main(argv=None) -> None:
         action="store_true",
         help="diagnostic: also the two-view metrics per camera path (orbit, forward) and the yaw sign",
     )
-    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
+    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"),
+                    help="YAML config of the data and evaluation settings (default: configs/tiny.yaml)")
     ap.add_argument("--out", default=None, help="write metrics and parse failures here (JSON)")
     ap.add_argument("--seed", type=int, default=None, help="overrides eval.seed")
-    ap.add_argument("overrides", nargs="*")
+    add_threads_flag(ap)
+    ap.add_argument("overrides", nargs="*", help="config overrides key=value (eval.batch_size=8)")
     args = ap.parse_args(argv)
     with one_line_errors("vlm3.evaluate"):
+        set_threads(args.threads)
         cfg = load_config(
             args.config, list(args.overrides) + ([f"eval.seed={args.seed}"] if args.seed is not None else [])
         )
-        from vlm3.train import set_threads
-
-        set_threads(cfg)
         if (args.checkpoint is None) == (not args.baseline):
             ap.error("give exactly one of --checkpoint and --baseline")
         if args.turned and args.shifted:

@@ -36,7 +36,6 @@ warm-up); accuracy on the held-out questions is printed every `--every` steps an
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -44,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cli import OneLineParser
+from common.cli import OneLineParser, add_threads_flag, set_threads
 from common.datasets import SceneDataset
 from vlm3.config import load_config
 from vlm3.data import QuestionBuilder, SceneCache, relative_pose
@@ -282,23 +281,24 @@ def run_probe(
 
 
 def main(argv=None) -> None:
-    ap = OneLineParser(
-        "vlm3.probe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--task", choices=TASKS)
+    ap = OneLineParser("vlm3.probe", description=__doc__)
+    ap.add_argument("--task", choices=TASKS, help="the task whose accuracy curve is probed")
     ap.add_argument(
         "--flow-signs",
         action="store_true",
         help="instead of training: where the orbit pairs' yaw sign shows in their motion (no model)",
     )
-    ap.add_argument("--steps", type=int, default=1000)
-    ap.add_argument("--every", type=int, default=250)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=1000, help="training steps (default 1000)")
+    ap.add_argument("--every", type=int, default=250, help="evaluate every N steps (default 250)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the training run (default 0)")
     ap.add_argument("--yaw", default="3,90", help="turned / orbit: keep pairs with |yaw| in LO,HI degrees")
-    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
+    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"),
+                    help="YAML config (default: configs/tiny.yaml)")
     ap.add_argument("--out", default=None, help="JSON file for the accuracy curve")
+    add_threads_flag(ap)
     ap.add_argument("overrides", nargs="*", help="key=value, e.g. model.rope_theta=100")
     args = ap.parse_args(argv)
+    set_threads(args.threads)
     cfg = load_config(args.config, args.overrides)
     try:
         yaw = tuple(float(v) for v in args.yaw.split(","))
@@ -306,9 +306,8 @@ def main(argv=None) -> None:
         yaw = ()
     if len(yaw) != 2 or not 0 <= yaw[0] <= yaw[1]:
         ap.error(f"--yaw {args.yaw!r}: expected LO,HI degrees with 0 <= LO <= HI")
-    from vlm3.train import ensure_data, set_threads
+    from vlm3.train import ensure_data
 
-    set_threads(cfg)
     ensure_data(cfg)
     if args.flow_signs:
         out = {

@@ -16,7 +16,6 @@ Ablations (each trained exactly as the main run, only the named setting changed)
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import copy
 import json
@@ -28,14 +27,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cli import OneLineParser, check_out_dir, check_synthetic_root, one_line_errors
+from common.cli import (OneLineParser, add_threads_flag, check_out_dir, check_synthetic_root, one_line_errors,
+                        set_threads)
 from common.datasets.io import read_json
 from common.metrics import bootstrap_ci
 from common.results import git_commit, markdown_table, write_results
 from vlm3.config import Config, load_config, to_dict
 from vlm3.evaluate import METRICS, answer_all, baseline_answers, held_out_questions, score, train_statistics
 from vlm3.model import VLM3
-from vlm3.train import build_mixture, ensure_data, scene_cache, set_threads, train
+from vlm3.train import build_mixture, ensure_data, scene_cache, train
 
 OUT = Path("results/vlm3")
 
@@ -52,7 +52,7 @@ PAPER = {
 
 
 # Train settings that change how a run executes, not the weights it ends with (resuming is exact).
-RUN_ONLY = ("threads", "workers", "checkpoint_every")
+RUN_ONLY = ("threads", "workers", "checkpoint_every")  # threads: in older runs' configs
 
 
 def finished_checkpoint(cfg: Config) -> Path | None:
@@ -76,10 +76,11 @@ def finished_checkpoint(cfg: Config) -> Path | None:
     return ckpt if (same and state["step"] == cfg.train.steps) else None
 
 
-def run_variant(name: str, cfg: Config, reuse: bool = False) -> dict:
-    """Train (or reuse) one variant and answer the held-out questions; a pure function of `cfg`, so
-    variants can run in separate processes. Returns what the report needs (no images)."""
-    set_threads(cfg)
+def run_variant(name: str, cfg: Config, reuse: bool = False, threads: int = 0) -> dict:
+    """Train (or reuse) one variant and answer the held-out questions on `threads` torch threads
+    (0: as they are); a pure function of `cfg`, so variants can run in separate processes. Returns
+    what the report needs (no images)."""
+    set_threads(threads)
     t0 = time.time()
     train_cache = scene_cache(cfg)
     test_cache = scene_cache(cfg, "test")
@@ -106,15 +107,17 @@ def run_variant(name: str, cfg: Config, reuse: bool = False) -> dict:
     }
 
 
-def run_variants(variants: dict, reuse: bool, jobs: int) -> dict:
-    """{name: run_variant(...)}; with jobs > 1 the variants run in parallel processes (one torch
-    thread each: the three single-threaded runs share two cores and finish in about 2/3 of the
-    serial time)."""
+def run_variants(variants: dict, reuse: bool, jobs: int, threads: int = 0) -> dict:
+    """{name: run_variant(...)}; with jobs > 1 the variants run in parallel processes, each on
+    `threads` torch threads, or by default on its share of this process's (at least one: the three
+    single-threaded runs share two cores and finish in about 2/3 of the serial time)."""
     if jobs <= 1:
         return {name: run_variant(name, v, reuse) for name, v in variants.items()}
+    jobs = min(jobs, len(variants))
+    per_job = threads or max(1, torch.get_num_threads() // jobs)  # spinning threads on shared cores wait
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter per run: no forked torch state
-    with concurrent.futures.ProcessPoolExecutor(max_workers=min(jobs, len(variants)), mp_context=ctx) as pool:
-        futures = {name: pool.submit(run_variant, name, v, reuse) for name, v in variants.items()}
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        futures = {name: pool.submit(run_variant, name, v, reuse, per_job) for name, v in variants.items()}
         return {name: f.result() for name, f in futures.items()}
 
 
@@ -163,12 +166,11 @@ def plot_examples(questions: dict, answers: dict, path: Path, n: int = 6) -> Non
 
 
 def main(argv=None) -> None:
-    ap = OneLineParser(
-        "vlm3.reproduce", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
-    ap.add_argument("--out", default=str(OUT))
-    ap.add_argument("--seed", type=int, default=0)
+    ap = OneLineParser("vlm3.reproduce", description=__doc__)
+    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"),
+                    help="YAML config of every variant (default: configs/tiny.yaml)")
+    ap.add_argument("--out", default=str(OUT), help=f"folder of results.json, results.md and plots (default: {OUT})")
+    ap.add_argument("--seed", type=int, default=0, help="sets train.seed of every variant (default 0)")
     ap.add_argument(
         "--reuse",
         action="store_true",
@@ -179,13 +181,15 @@ def main(argv=None) -> None:
         "--jobs",
         type=int,
         default=3,
-        help="variants trained at once, each in its own single-threaded process (default 3: all "
-        "of them, also on 2 cores); 1 runs them one after another in this process",
+        help="variants trained at once, each in its own process on its share of the threads (default 3: "
+        "all of them, also on 2 cores, one thread each); 1 runs them one after another in this process",
     )
+    add_threads_flag(ap)
     ap.add_argument("overrides", nargs="*", help="key=value for every run, e.g. train.steps=300")
     args = ap.parse_args(argv)
     start = time.time()
     with one_line_errors("vlm3.reproduce"):  # bad settings, paths and data: one line, before any work
+        set_threads(args.threads)
         if args.jobs < 1:
             raise ValueError(f"--jobs: expected an int >= 1, got {args.jobs}")
         if args.seed < 0:
@@ -208,11 +212,10 @@ def main(argv=None) -> None:
             if args.reuse:
                 finished_checkpoint(v)  # --reuse reads the run's config.json and trainer_state.json
     out.mkdir(parents=True, exist_ok=True)
-    set_threads(cfg)
     ensure_data(cfg)
     torch.manual_seed(args.seed)
     test_cache = scene_cache(cfg, "test")
-    log = run_variants(variants, args.reuse, args.jobs)
+    log = run_variants(variants, args.reuse, args.jobs, args.threads)
 
     # The untrained model and the trivial baselines answer the main run's questions.
     questions = held_out_questions(cfg, test_cache)  # the same questions the main run answered

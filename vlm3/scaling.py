@@ -10,15 +10,14 @@ Writes results/vlm3/scaling/scaling.json and scaling.png (one panel per metric, 
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
-from common.cli import OneLineParser
+from common.cli import OneLineParser, add_threads_flag, set_threads
 from vlm3.config import load_config
 from vlm3.evaluate import METRICS, answer_all, held_out_questions, score
-from vlm3.train import build_mixture, ensure_data, scene_cache, set_threads, train
+from vlm3.train import build_mixture, ensure_data, scene_cache, train
 
 
 def plot(rows: list, path: Path) -> None:
@@ -46,24 +45,24 @@ def plot(rows: list, path: Path) -> None:
 
 
 def main(argv=None) -> None:
-    ap = OneLineParser(
-        "vlm3.scaling", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
+    ap = OneLineParser("vlm3.scaling", description=__doc__)
+    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"),
+                    help="YAML config (default: configs/tiny.yaml)")
     ap.add_argument(
         "--sizes", default="250,1000,4000,16000", help="total distinct training questions per run"
     )
-    ap.add_argument("--out", default="results/vlm3/scaling")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("overrides", nargs="*")
+    ap.add_argument("--out", default="results/vlm3/scaling", help="folder of scaling.json and scaling.png")
+    ap.add_argument("--seed", type=int, default=0, help="sets train.seed (default 0)")
+    add_threads_flag(ap)
+    ap.add_argument("overrides", nargs="*", help="config overrides key=value (train.steps=300)")
     args = ap.parse_args(argv)
+    set_threads(args.threads)
     sizes = [int(s) for s in args.sizes.split(",")]
     if any(s < 1 for s in sizes):
         raise ValueError(f"--sizes {args.sizes!r}: expected positive integers")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(args.config, list(args.overrides) + [f"train.seed={args.seed}"])
-    set_threads(cfg)
     ensure_data(cfg)
     train_cache = scene_cache(cfg)
     test_cache = scene_cache(cfg, "test")

@@ -19,7 +19,6 @@ tokenizer, image processor, AdamW state as safetensors, step) are written atomic
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -35,7 +34,7 @@ from common.checkpoint import (
     load_optimizer_state,
     save_optimizer_state,
 )
-from common.cli import OneLineParser, one_line_errors
+from common.cli import OneLineParser, add_threads_flag, one_line_errors, set_threads
 from common.datasets import MixtureDataset
 from common.results import truncate_jsonl
 from common.synthetic import generate_split
@@ -144,11 +143,6 @@ def batches(mixture: MixtureDataset, cfg: Config, start: int = 0, world: int = 1
     return iter(loader)
 
 
-def set_threads(cfg: Config) -> None:
-    if cfg.train.threads > 0 and not torch.cuda.is_available():
-        torch.set_num_threads(cfg.train.threads)
-
-
 def lr_at(step: int, cfg: Config) -> float:
     """Linear warm-up, then cosine decay to 10% (a function of the step, so resuming is exact)."""
     t = cfg.train
@@ -194,7 +188,6 @@ def train(
 ) -> VLM3:
     """Train (or resume) per `cfg`; `stop_at` ends the run early after that step, as a kill would
     (after its checkpoint, if one falls there), to test resuming."""
-    set_threads(cfg)
     out = Path(cfg.train.out_dir)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
@@ -284,16 +277,17 @@ def train(
 
 
 def main(argv=None) -> None:
-    ap = OneLineParser(
-        "vlm3.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
-    ap.add_argument("--resume", action="store_true")
+    ap = OneLineParser("vlm3.train", description=__doc__)
+    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"),
+                    help="YAML config (default: configs/tiny.yaml)")
+    ap.add_argument("--resume", action="store_true", help="continue from <train.out_dir>/checkpoint")
     ap.add_argument("--seed", type=int, default=None, help="overrides train.seed")
+    add_threads_flag(ap)
     ap.add_argument("overrides", nargs="*", help="key=value, e.g. train.steps=200")
     args = ap.parse_args(argv)
     overrides = list(args.overrides) + ([f"train.seed={args.seed}"] if args.seed is not None else [])
     with one_line_errors("vlm3.train"):
+        set_threads(args.threads)
         cfg = load_config(args.config, overrides)
         train(cfg, resume=args.resume)
     print(f"checkpoint: {Path(cfg.train.out_dir) / 'checkpoint'}")

@@ -155,7 +155,7 @@ def test_reproduce_reuses_only_a_finished_run_of_the_same_training_config(checkp
     base = cfg_overrides + [f"train.out_dir={checkpoint.parent}", "train.steps=2"]
     assert finished_checkpoint(load_config(None, base)) == checkpoint
     assert finished_checkpoint(load_config(None, base + ["eval.max_new_tokens=99"])) == checkpoint
-    executed_otherwise = ["train.threads=2", "train.workers=2", "train.checkpoint_every=1"]
+    executed_otherwise = ["train.workers=2", "train.checkpoint_every=1"]
     assert finished_checkpoint(load_config(None, base + executed_otherwise)) == checkpoint
     assert finished_checkpoint(load_config(None, base + ["train.lr=0.5"])) is None  # trained differently
     assert finished_checkpoint(load_config(None, base[:-1] + ["train.steps=3"])) is None  # not finished

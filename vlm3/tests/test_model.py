@@ -295,7 +295,7 @@ def test_two_processes_follow_one_with_twice_the_batch(cfg_overrides, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(root))
-    common = [*cfg_overrides, "train.steps=3", "train.checkpoint_every=3", "threads=1"]
+    common = [*cfg_overrides, "train.steps=3", "train.checkpoint_every=3"]
     runs = {
         "one": [sys.executable, "-m", "vlm3.train", *common, "train.batch_size=4"],
         "two": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
