@@ -19,9 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
-from common.cli import OneLineParser, one_line_errors
+from common.cli import OneLineParser, add_threads_flag, check_out_dir, one_line_errors, set_threads
 from common.datasets import DatasetError, read_endonerf
 
 from .config import DEFAULT_CONFIG, load_config
@@ -31,23 +29,20 @@ ACTIONS = ("poke", "cut", "retract")
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = OneLineParser(
-        "endogsim.demo",
-        prog="python -m endogsim.demo",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    ap = OneLineParser("endogsim.demo", description=__doc__)
     ap.add_argument("--clip", required=True, help="EndoNeRF-layout clip folder")
-    ap.add_argument("--out", required=True, help="output folder")
-    ap.add_argument("--model", default=None, help="a trained GaussianModel folder (default: train one)")
+    ap.add_argument("--out", default="results/endogsim/demo", metavar="DIR",
+                    help="output folder (default: results/endogsim/demo)")
+    ap.add_argument("--model", default=None, metavar="DIR",
+                    help="a trained GaussianModel folder (default: train one on the clip first)")
     ap.add_argument("--config", default=str(DEFAULT_CONFIG), help="4DGS config (tiny.yaml or paper.yaml)")
     ap.add_argument(
         "--labels",
         default="liver,kidney",
         help="comma list: one material-table label per tissue, left to right (liver, kidney, fat, ...)",
     )
-    ap.add_argument("--action", default="poke", choices=ACTIONS)
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--action", default="poke", choices=ACTIONS, help="the interaction simulated (default: poke)")
+    add_threads_flag(ap)
     ap.add_argument("overrides", nargs="*", help="config key=value, e.g. recon.steps=300")
     return ap
 
@@ -70,13 +65,12 @@ def main(argv=None) -> dict:
             raise DatasetError(Path(args.model), "--model: expected a GaussianModel folder with config.json")
         if args.threads < 0:
             raise ValueError(f"--threads: expected >= 0, got {args.threads}")
+        check_out_dir("--out", out)
+        set_threads(args.threads)
         cfg = load_config(args.config, args.overrides)
         sample = read_endonerf(clip, depth_scale=cfg.recon.depth_scale)  # every file checked before any work
         if sample.depth is None or "tool" not in sample.masks:
             raise DatasetError(clip, "expected depth/ and masks/ (white = tool) beside images/")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-        cfg.recon.cpu_threads = 0  # the flag decides
     with one_line_errors(
         "endogsim.demo"
     ):  # what the clip turns out to hold (no support, no tissue) is one line too
