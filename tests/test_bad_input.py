@@ -8,9 +8,9 @@ PAPERS3D_TRACEBACK is set), and write nothing.
 - CALL_ROWS: (id, function of (inputs, tmp), exception type, expected substring)
 - CLI_ROWS: ("package.module", argv, expected substring); argv and the substring are templates
   over the `inputs` paths, `{out}` is the row's own output path, which must not exist afterwards.
-  They cover the demos, train and evaluate entry points, each package's `reproduce` (flags, output
-  folders, the data root) and the `benchmarks` command lines (`benchmarks.run`, `.leaderboard`,
-  `.perf`).
+  They cover the demos (each wrong value of the shared demo flags in every image demo), the train
+  and evaluate entry points, each package's `reproduce` (flags, output folders, the data root) and
+  the `benchmarks` command lines (`benchmarks.run`, `.leaderboard`, `.perf`).
 Every CLI row fails in argument, config or file validation, before any model is built or any data
 generated, so that the table stays fast; two rows also run as real `python -m` processes.
 The endogsim rows live with endogsim.
@@ -897,6 +897,32 @@ CLI_ROWS = [
         "argument --scenes: invalid int value: 'many'",
     ),
     ("benchmarks.perf.__main__", ["--out", "{out}"], "the following arguments are required: names"),
+]
+
+# The demos' shared flags (common.cli.add_demo_flags), each wrong in every image demo: one line naming
+# the flag, before the images are read or any model is looked for.
+DEMO_INPUTS = {
+    "ivgt.demo": ["--images", "{images}"],
+    "depthvlm.demo": ["--image", "{img}"],
+    "vlm3.demo": ["--image", "{img}", "--ask", "depth at 1,1"],
+    "ide3d.demo": ["--images", "{images}", "--ask", "the red box"],
+    "g2vlm.demo": ["--images", "{images}", "--ask", "how many?"],
+}
+DEMO_FLAG_ROWS = [
+    (["--K", "500,500,8"], "--K '500,500,8': expected four numbers fx,fy,cx,cy in pixels"),
+    (["--K", "500,nan,8,8"], "--K '500,nan,8,8': expected finite fx,fy,cx,cy with focal lengths fx, fy > 0"),
+    (["--fov", "0"], "--fov 0: expected a horizontal field of view in (0, 180) degrees"),
+    (["--fov", "180"], "--fov 180: expected a horizontal field of view in (0, 180) degrees"),
+    (["--K", "500,500,8,8", "--fov", "60"], "--K and --fov: give one of them"),
+    (["--cameras", "{missing}"], "--cameras {missing}: not found; expected a COLMAP model folder"),
+    (["--device", "tpu0"], "--device 'tpu0': expected a torch device"),
+    (["--threads", "-2"], "--threads: expected an int >= 0 (0: torch's default), got -2"),
+    (["--out", "{file}"], "--out {file}: is a file; expected a folder"),
+]
+CLI_ROWS += [
+    (demo, [*inputs, *flags, "--model", "{missing}"] + ([] if "--out" in flags else ["--out", "{out}"]), expected)
+    for demo, inputs in DEMO_INPUTS.items()
+    for flags, expected in DEMO_FLAG_ROWS
 ]
 
 
