@@ -84,17 +84,6 @@ class Config:
     out_dir: str = "results/depthvlm/run"
     seed: int = 0
     max_new_tokens: int = 12
-    # torch CPU threads (0: torch's default). 1 by default: on a shared machine busy cores make
-    # torch's spinning OpenMP threads wait on each other (tiny models ran 20x slower with 2).
-    cpu_threads: int = 1
-
-
-def set_cpu_threads(n: int) -> None:
-    """Apply `Config.cpu_threads` on CPU-only machines (every entry point calls it)."""
-    import torch
-
-    if n > 0 and not torch.cuda.is_available():
-        torch.set_num_threads(n)
 
 
 def load_config(path=None, overrides=()) -> Config:
@@ -112,7 +101,7 @@ def check_config(cfg: Config) -> None:
     stages = ("train.stage1", "train.stage2")
     check_min(cfg, ["train.checkpoint_every", "train.log_every", "max_new_tokens", "data.questions_per_view",
                     "model.patch_size", "model.spatial_merge"] + [f"{s}.batch_size" for s in stages], 1)
-    check_min(cfg, ["cpu_threads", "train.silog_lambda", "data.max_size", "data.max_train_views",
+    check_min(cfg, ["train.silog_lambda", "data.max_size", "data.max_train_views",
                     "data.max_test_views"]
               + [f"{s}.{k}" for s in stages for k in ("steps", "warmup", "grad_clip", "depth_weight")], 0)
     check_min(cfg, ["data.focal", "data.max_depth"] + [f"{s}.lr" for s in stages], 0, strict=True)

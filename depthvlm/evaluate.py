@@ -12,7 +12,6 @@ spatial-QA accuracy = mean over all questions.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -20,9 +19,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common.cli import OneLineParser, one_line_errors
+from common.cli import OneLineParser, add_threads_flag, one_line_errors, set_threads
 from common.metrics import depth_metrics, exact_match, mean_relative_accuracy, parse_number
-from depthvlm.config import load_config, set_cpu_threads
+from depthvlm.config import load_config
 from depthvlm.data import DEPTH_PROMPT, build_items
 
 DEPTH_KEYS = ("delta1", "abs_rel", "rmse")
@@ -104,17 +103,17 @@ def evaluate_model(model, processor, items, max_new_tokens=10, max_depth=None, t
 def main(argv=None):
     from depthvlm.model import load_pretrained
 
-    ap = OneLineParser(
-        "depthvlm.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = OneLineParser("depthvlm.evaluate", description=__doc__)
     ap.add_argument("--model", required=True, help="folder written by depthvlm.train")
-    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
+    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"),
+                    help="YAML config of the data and evaluation settings (default: configs/tiny.yaml)")
     ap.add_argument("--out", default=None, help="write the metrics as JSON here")
-    ap.add_argument("overrides", nargs="*")
+    add_threads_flag(ap)
+    ap.add_argument("overrides", nargs="*", help="config overrides key=value (data.max_test_views=4)")
     args = ap.parse_args(argv)
     with one_line_errors("depthvlm.evaluate"):
+        set_threads(args.threads)
         cfg = load_config(args.config, args.overrides)
-        set_cpu_threads(cfg.cpu_threads)
         torch.manual_seed(cfg.seed)
         model, processor = load_pretrained(args.model)
         model.to("cuda" if torch.cuda.is_available() else "cpu")

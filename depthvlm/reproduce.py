@@ -12,19 +12,18 @@ Ablation: DepthVLM after stage 1 only. Every number is measured by this run.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from common.cli import OneLineParser, check_out_dir, one_line_errors
+from common.cli import OneLineParser, add_threads_flag, check_out_dir, one_line_errors, set_threads
 from common.metrics import bootstrap_ci, depth_metrics
 from common.results import git_commit, markdown_table, write_results
 from depthvlm.baselines import (depthnet_from_vlm_config, median_depth, predict_depthnet, prior_answers,
                                 train_depthnet)
-from depthvlm.config import load_config, set_cpu_threads
+from depthvlm.config import load_config
 from depthvlm.data import build_items, check_source, ensure_synthetic
 from depthvlm.evaluate import depth_scores, evaluate_model, qa_scores
 from depthvlm.model import build_model, load_pretrained
@@ -66,19 +65,19 @@ def save_pictures(path: Path, items, columns: dict, n: int = 4) -> None:
 
 
 def main(argv=None):
-    ap = OneLineParser(
-        "depthvlm.reproduce", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
-    ap.add_argument("--results", default="results/depthvlm")
-    ap.add_argument("overrides", nargs="*")
+    ap = OneLineParser("depthvlm.reproduce", description=__doc__)
+    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"),
+                    help="YAML config to train (default: configs/tiny.yaml)")
+    ap.add_argument("--results", default="results/depthvlm", help="folder of results.json, results.md and pictures")
+    add_threads_flag(ap)
+    ap.add_argument("overrides", nargs="*", help="config overrides key=value (train.stage1.steps=10)")
     args = ap.parse_args(argv)
     with one_line_errors("depthvlm.reproduce"):  # bad settings, paths and data: one line, before any work
+        set_threads(args.threads)
         cfg = load_config(args.config, args.overrides)
         check_out_dir("--results", args.results)
         check_out_dir("out_dir", cfg.out_dir)
         check_source(cfg.data)
-    set_cpu_threads(cfg.cpu_threads)
     t0 = time.time()
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,6 @@ is logged twice.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -38,9 +37,9 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from common.checkpoint import atomic_checkpoint, checkpoint_to_resume, load_safetensors
-from common.cli import OneLineParser, one_line_errors
+from common.cli import OneLineParser, add_threads_flag, one_line_errors, set_threads
 from common.results import truncate_jsonl
-from depthvlm.config import load_config, set_cpu_threads, to_dict
+from depthvlm.config import load_config, to_dict
 from depthvlm.data import DEPTH_PROMPT, build_items, ensure_synthetic
 from depthvlm.model import build_model, load_pretrained, save_pretrained
 
@@ -273,16 +272,16 @@ def train(cfg, resume: bool = False, stages=(1, 2)) -> Path:
 
 
 def main(argv=None):
-    ap = OneLineParser(
-        "depthvlm.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
-    ap.add_argument("--resume", action="store_true")
+    ap = OneLineParser("depthvlm.train", description=__doc__)
+    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"),
+                    help="YAML config (default: configs/tiny.yaml)")
+    ap.add_argument("--resume", action="store_true", help="continue from the last checkpoint under out_dir")
+    add_threads_flag(ap)
     ap.add_argument("overrides", nargs="*", help="key=value, e.g. train.stage1.steps=10 seed=1")
     args = ap.parse_args(argv)
     with one_line_errors("depthvlm.train"):
+        set_threads(args.threads)
         cfg = load_config(args.config, args.overrides)
-        set_cpu_threads(cfg.cpu_threads)
         final = train(cfg, resume=args.resume)
     from accelerate import PartialState
 

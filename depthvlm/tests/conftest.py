@@ -1,6 +1,9 @@
 import pytest
+import torch
 
 from depthvlm.config import ModelConfig
+
+torch.set_num_threads(1)  # one thread for the tests (the entry points take torch's default or --threads)
 
 
 def small_model_config() -> ModelConfig:
