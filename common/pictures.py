@@ -280,7 +280,7 @@ def write_contact_sheet(path, views: list[dict], vmin: float | None = None, vmax
     widths = [max((p[i].width for _, p in rows if p[i] is not None), default=thumb_height) for i in range(len(columns))]
     bar = Image.fromarray(colorbar(thumb_height, vmin, vmax, unit)) if depths else None
     width = gap + sum(w + gap for w in widths) + (bar.width + gap if bar else 0)
-    head = (fs + gap) * (2 if title else 1)
+    head = (fs + gap) * (2 if title else 1) + gap  # column titles, then a gap before the first row
     height = head + len(rows) * (fs + gap + thumb_height + gap)
     sheet = Image.new("RGB", (width, height), "white")
     draw, font = ImageDraw.Draw(sheet), _font(fs)
@@ -351,10 +351,10 @@ def _colors_rgba(colors, n: int, path) -> np.ndarray | None:
     return c if c.shape[1] == 4 else np.concatenate([c, np.full((n, 1), 255, np.uint8)], 1)
 
 
-def _points(x, path, what: str) -> np.ndarray:
+def _points(x, path, what: str, allow_empty: bool = False) -> np.ndarray:
     a = x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
-    a = a.astype(np.float64)
-    if a.ndim != 2 or a.shape[1] != 3 or len(a) == 0:
+    a = a.astype(np.float64).reshape(-1, 3) if a.size == 0 and allow_empty else a.astype(np.float64)
+    if a.ndim != 2 or a.shape[1] != 3 or (len(a) == 0 and not allow_empty):
         raise ValueError(f"{path}: {what} expected [N, 3] with N >= 1, got {tuple(a.shape)}")
     if not np.isfinite(a).all():
         raise ValueError(f"{path}: {what} contain {int((~np.isfinite(a)).any(1).sum())} non-finite rows")
@@ -378,15 +378,17 @@ def _export(geometry, path, up) -> Path:
 
 def write_mesh(path, vertices, faces, colors=None, up=(0.0, -1.0, 0.0)):
     """Write a triangle mesh (vertices [M, 3], faces [F, 3] int, colors [M, 3|4] float in [0, 1] or
-    uint8) as PLY or GLB by the file name; returns the trimesh.Trimesh written (before the GLB turn)."""
+    uint8) as PLY or GLB by the file name; returns the trimesh.Trimesh written (before the GLB turn).
+    An empty mesh (no vertex: marching cubes found no surface) is written as such."""
     import trimesh
 
-    v = _points(vertices, path, "vertices")
+    v = _points(vertices, path, "vertices", allow_empty=True)
     f = faces.detach().cpu().numpy() if torch.is_tensor(faces) else np.asarray(faces)
+    f = f.reshape(-1, 3) if f.size == 0 else f
     if f.ndim != 2 or f.shape[1] != 3 or (f.size and (f.min() < 0 or f.max() >= len(v))):
         raise ValueError(f"{path}: faces expected [F, 3] indices in [0, {len(v)}), got shape {tuple(f.shape)}")
-    mesh = trimesh.Trimesh(vertices=v, faces=f.astype(np.int64), vertex_colors=_colors_rgba(colors, len(v), path),
-                           process=False)
+    rgba = _colors_rgba(colors, len(v), path) if len(v) else None
+    mesh = trimesh.Trimesh(vertices=v, faces=f.astype(np.int64), vertex_colors=rgba, process=False)
     _export(mesh, path, up)
     return mesh
 

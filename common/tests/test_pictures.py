@@ -118,6 +118,8 @@ def test_mesh_and_point_cloud_files_read_back_with_trimesh(tmp_path):
         assert isinstance(cloud, trimesh.PointCloud) and len(cloud.vertices) == 100
         np.testing.assert_array_equal(cloud.colors[:, :3], (points * 255).astype(np.uint8))
     z_up = P.write_mesh(tmp_path / "z.glb", box.vertices + [0, 5, 9], box.faces, up=(0, 0, 1))
+    for suffix in ("ply", "glb"):  # marching cubes may find no surface: an empty mesh, colours or not
+        P.write_mesh(tmp_path / f"empty.{suffix}", np.zeros((0, 3)), np.zeros((0, 3), int), np.zeros((0, 4), np.uint8))
     assert trimesh.load(tmp_path / "z.glb", force="mesh").centroid[1] == pytest.approx(z_up.centroid[2])
 
 
