@@ -13,8 +13,10 @@ replace the predicted ones: K as given, poses scaled to the prediction and the o
 the cameras' world and units. Without them the world is the first camera and lengths are the
 model's normalised units.
 
-Writes into --out, named after the inputs: <photo>_depth.png and <photo>_normal.png per view (at
-the photo's loaded size), <folder>_mesh.ply and <folder>_mesh.glb (vertex colours), cameras.json
+Writes into --out, named after the inputs, per view at the photo's loaded size: <photo>_depth.png
+(16-bit, depth = value / scale with the scale and unit in <photo>_depth.json), <photo>_depth_preview.png
+(colour bar), <photo>_normal.png ((n + 1) / 2 of camera-frame normals); <folder>_contact_sheet.png,
+<folder>_mesh.ply and <folder>_mesh.glb (vertex colours; the GLB turned y-up for Blender), cameras.json
 (the schema `common.datasets.read_image_folder` reads back) and cameras.txt, images.txt,
 points3D.txt (COLMAP text, cameras at each photo's full size, named by its file name): pass --out
 as --cameras to read the photos back with these cameras.
@@ -27,31 +29,37 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from common.cameras import invert_pose, transform_points, write_colmap_text
 from common.cli import OneLineParser, add_demo_flags, check_demo_flags, check_demo_model, one_line_errors
 from common.datasets import Sample, read_image_folder
 from common.datasets.folder import source_K
+from common.pictures import (depth_range, up_from_cameras, upsample_depth, upsample_normals, write_contact_sheet,
+                             write_depth, write_depth_preview, write_mesh, write_normals)
 from ivgt.model import IVGT
 
 DEFAULT_MODEL = "results/ivgt/run/model"
 MAX_SIDE = 640  # photos are loaded at most this large; the backbone sees them at its input size
 
 
-def _png(path, array: np.ndarray) -> None:
-    Image.fromarray(array).save(path)
-
-
-def write_view(out: Path, name: str, rendered: dict, size) -> None:
-    """<name>_depth.png (8-bit, min-max per view) and <name>_normal.png at size (H, W)."""
-    H, W = size
-    d = rendered["depth"].cpu().numpy()
-    d = (255 * (d - d.min()) / max(float(d.max() - d.min()), 1e-6)).astype(np.uint8)
-    n = ((rendered["normals"].cpu().numpy().transpose(1, 2, 0) + 1) * 127.5).clip(0, 255).astype(np.uint8)
-    _png(out / f"{name}_depth.png", np.array(Image.fromarray(d).resize((W, H), Image.NEAREST)))
-    _png(out / f"{name}_normal.png", np.array(Image.fromarray(n).resize((W, H), Image.NEAREST)))
+def write_views(out: Path, names: list, images, rendered: list, K, size, per_unit: float, unit: str,
+                title: str) -> None:
+    """Per view <name>_depth.png (16-bit, depth = value / scale in <name>_depth.json, in `unit`),
+    <name>_depth_preview.png (one colour range for all views, colour bar) and <name>_normal.png
+    ((n + 1) / 2, camera frame) at the photos' loaded size (H, W): each render at the model's
+    resolution (camera K [V, 3, 3]) warped to the photo's camera; then <title>_contact_sheet.png."""
+    views = []
+    for v, (name, r) in enumerate(zip(names, rendered)):
+        depth = upsample_depth(r["depth"].cpu() * (r["opacity"].cpu() > 0.5) / per_unit, K[v], size)  # [H, W]
+        views.append({"name": name, "image": images[v], "depth": depth,
+                      "normals": upsample_normals(r["normals"].cpu(), K[v], size)})  # [3, H, W]
+    vmin, vmax = depth_range([v["depth"] for v in views])
+    for v in views:
+        write_depth(out / f"{v['name']}_depth.png", v["depth"], unit=unit)
+        write_depth_preview(out / f"{v['name']}_depth_preview.png", v["depth"], vmin, vmax, unit=unit)
+        write_normals(out / f"{v['name']}_normal.png", v["normals"])
+    write_contact_sheet(out / f"{title}_contact_sheet.png", views, vmin, vmax, unit=unit, title=f"ivgt.demo: {title}")
 
 
 def run_demo(images, out_dir, model: IVGT, mesh_resolution: int = 64, seed: int = 0, K=None, fov=None,
@@ -72,10 +80,16 @@ def run_demo(images, out_dir, model: IVGT, mesh_resolution: int = 64, seed: int 
     bar.update()
     cams = scene.cameras
     H, W = sample.image_size
+    folder = Path(images).name if images is not None else sample.scene_id
+    per_unit, unit = 1.0, "units"  # depth in the model's normalised units ...
+    if ann["poses_known"]:  # ... or in the given cameras' units
+        per_unit, unit = scene.units_per_given, {"metres": "m"}.get(ann.get("pose_units", "metres"), "units")
+    rendered = []
     for v, name in enumerate(sample.view_names):
         bar.set_postfix_str(f"rendering {name}")
-        write_view(out, name, scene.render(scene.K[v], scene.w2c[v], scene.height, scene.width), (H, W))
+        rendered.append(scene.render(scene.K[v], scene.w2c[v], scene.height, scene.width))
         bar.update()
+    write_views(out, sample.view_names, sample.images, rendered, scene.K.cpu(), (H, W), per_unit, unit, folder)
     bar.set_postfix_str("extracting the mesh")
     mesh = scene.extract_mesh(mesh_resolution)
     bar.update()
@@ -90,9 +104,9 @@ def run_demo(images, out_dir, model: IVGT, mesh_resolution: int = 64, seed: int 
         mesh.vertices = transform_points(invert_pose(given[0]), vertices).numpy()
         w2c = given.float()
         units = ann.get("pose_units", "metres")
-    folder = Path(images).name if images is not None else sample.scene_id
-    mesh.export(out / f"{folder}_mesh.ply")
-    mesh.export(out / f"{folder}_mesh.glb")
+    for suffix in ("ply", "glb"):  # GLB turned upright by the cameras' up
+        write_mesh(out / f"{folder}_mesh.{suffix}", mesh.vertices, mesh.faces, mesh.visual.vertex_colors,
+                   up=up_from_cameras(w2c))
     names = ann["files"]  # the photos' own file names, so that the model reads them back
     K_full = torch.stack([source_K(cams["K"][v].cpu().double(), ann["content"][v], ann["source_size"][v])
                           for v in range(sample.num_views)])  # [V, 3, 3] at each photo's full size

@@ -5,11 +5,13 @@ import json
 import numpy as np
 import pytest
 import torch
+import trimesh
 from PIL import Image
 from transformers import Dinov2Config, Dinov2Model
 
 from common.cameras import look_at, make_K, project, transform_points, write_colmap_text
 from common.datasets import read_image_folder
+from common.pictures import read_depth
 from common.errors import DatasetError
 from ivgt.config import ModelConfig, load_config
 from ivgt.demo import run_demo
@@ -107,8 +109,16 @@ def test_demo_odd_size_and_one_image(tmp_path, tiny_model, sizes):
     info = run_demo(tmp_path / "imgs", tmp_path / "out", tiny_model, mesh_resolution=16)
     files = {p.name for p in (tmp_path / "out").iterdir()}
     assert {"imgs_mesh.ply", "imgs_mesh.glb", "cameras.json", "cameras.txt", "images.txt", "points3D.txt",
-            "0_depth.png", "0_normal.png"} <= files
-    assert Image.open(tmp_path / "out" / "0_depth.png").size == (333, 250)
+            "0_depth.png", "0_depth.json", "0_depth_preview.png", "0_normal.png", "imgs_contact_sheet.png"} <= files
+    depth, meta = read_depth(tmp_path / "out" / "0_depth.png")  # 16-bit, value / scale in model units
+    assert depth.shape == (250, 333) and meta["unit"] == "units"  # the photo's size, not the model's
+    preview = Image.open(tmp_path / "out" / "0_depth_preview.png")
+    assert preview.height == 250 and preview.width > 333  # with its colour bar
+    assert Image.open(tmp_path / "out" / "0_normal.png").size == (333, 250)
+    mesh = trimesh.load(tmp_path / "out" / "imgs_mesh.ply", force="mesh")
+    assert len(mesh.vertices) == info["mesh"]["vertices"]
+    if len(mesh.faces):  # an untrained model's field may have no surface
+        assert mesh.faces.max() < len(mesh.vertices) and mesh.visual.kind == "vertex"
     assert len(info["views"]) == len(sizes)
 
 
