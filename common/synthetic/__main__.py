@@ -1,4 +1,10 @@
-"""python -m common.synthetic --out data/synthetic --split train --scenes 64 --views 8 --size 128"""
+"""Generate a split of procedural scenes with full ground truth (common.synthetic):
+
+    python -m common.synthetic --out data/synthetic --split train --scenes 64 --views 8 --size 128
+
+Scene i of a split is drawn from a seed of (--seed, --split, i), so the same arguments write the
+same scenes. `make data` writes the default benchmark's train and test splits this way.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +15,13 @@ from common.synthetic.generate import GENERATOR_VERSION, generate_split
 
 
 def main(argv=None) -> None:
-    parser = OneLineParser("common.synthetic", prog="python -m common.synthetic",
-                                     description="Generate a split of procedural scenes (common.synthetic).")
+    parser = OneLineParser("common.synthetic", description=__doc__)
     parser.add_argument("--out", required=True, help="root folder; the split is written to OUT/SPLIT/")
     parser.add_argument("--split", required=True, help="e.g. train or test; enters every scene's seed")
     parser.add_argument("--scenes", type=int, required=True, help="number of scenes")
     parser.add_argument("--views", type=int, default=8, help="views per scene")
     parser.add_argument("--size", type=int, nargs="+", default=[128], help="image size: S or H W")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="base seed of every scene (default 0)")
     parser.add_argument("--domains", default="indoor,outdoor", help="comma-separated, taken in turn")
     args = parser.parse_args(argv)
     if args.scenes < 1 or args.views < 1:
