@@ -8,6 +8,9 @@
     viewer.add_file("mesh.glb")                         # a PLY/GLB written by common.pictures
     viewer.serve_forever()                              # prints the address; Ctrl-C stops it
 
+The demos' `--view` (`add_view_flag`) calls `view_outputs(prog, files, cameras)` once their files are
+written: it shows the PLY files and the cameras (a dict, or a cameras.json such as ivgt.demo writes).
+
 The server listens on the loopback address only (127.0.0.1; "localhost" or "::1" may be asked for,
 nothing else): from another machine, forward the port (`ssh -L 8080:127.0.0.1:8080 host`). The page
 is viser's bundled client; nothing is fetched from outside.
@@ -19,6 +22,7 @@ the first camera's frame), (0, 0, 1) for `common.synthetic`'s z-up world.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -28,7 +32,7 @@ import torch
 
 from common.cameras import matrix_to_quaternion
 
-__all__ = ["Viewer", "LOOPBACK"]
+__all__ = ["Viewer", "LOOPBACK", "VIEW_HELP", "add_view_flag", "view_outputs"]
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -118,17 +122,19 @@ class Viewer:
         mesh = trimesh.Trimesh(v, f, vertex_colors=_rgb_u8(colors, len(v), name), process=False)
         return self.server.scene.add_mesh_trimesh(f"/{name}", mesh)
 
-    def add_cameras(self, name: str, K, w2c, height: int, width: int, images=None, scale: float | None = None,
+    def add_cameras(self, name: str, K, w2c, height, width, images=None, scale: float | None = None,
                     color=(220, 60, 30)):
-        """One frustum per camera (K [V, 3, 3] or [3, 3], w2c [V, 4, 4] or [4, 4]), showing its image if given
-        ([V, 3, H, W] float or [V, H, W, 3] uint8). scale: the frustum's depth (default: a tenth of the
-        spread of the camera centres, or 0.1)."""
+        """One frustum per camera (K [V, 3, 3] or [3, 3], w2c [V, 4, 4] or [4, 4], image height and width
+        each an int or one per camera), showing its image if given ([V, 3, H, W] float or [V, H, W, 3]
+        uint8). scale: the frustum's depth (default: a tenth of the spread of the camera centres, or 0.1)."""
         K = _np(K, np.float64).reshape(-1, 3, 3)
         w2c = _np(w2c, np.float64).reshape(-1, 4, 4)
         if len(K) == 1 and len(w2c) > 1:
             K = np.repeat(K, len(w2c), 0)
         if len(K) != len(w2c):
             raise ValueError(f"{name}: {len(K)} intrinsics for {len(w2c)} poses")
+        heights = np.broadcast_to(np.asarray(height, dtype=np.float64), (len(K),))
+        widths = np.broadcast_to(np.asarray(width, dtype=np.float64), (len(K),))
         c2w = np.linalg.inv(w2c)  # [V, 4, 4]
         centres = c2w[:, :3, 3]
         if scale is None:
@@ -137,10 +143,10 @@ class Viewer:
         quats = matrix_to_quaternion(torch.from_numpy(c2w[:, :3, :3])).numpy()  # [V, 4] (w, x, y, z)
         handles = []
         for v in range(len(w2c)):
-            fov_y = 2 * math.atan(height / 2 / K[v, 1, 1])  # viser's frustums are OpenCV cameras too
+            fov_y = 2 * math.atan(heights[v] / 2 / K[v, 1, 1])  # viser's frustums are OpenCV cameras too
             image = None if images is None else _image_u8(images[v])
             handles.append(self.server.scene.add_camera_frustum(
-                f"/{name}/{v:03d}", fov=fov_y, aspect=width / height, scale=scale, color=color, image=image,
+                f"/{name}/{v:03d}", fov=fov_y, aspect=widths[v] / heights[v], scale=scale, color=color, image=image,
                 wxyz=tuple(quats[v]), position=tuple(centres[v]), thickness=scale / 40))
         return handles
 
@@ -209,3 +215,41 @@ class Viewer:
 
     def stop(self) -> None:
         self.server.stop()
+
+
+# ------------------------------------------------------------------------------------- the demos
+
+VIEW_HELP = ("after writing the outputs, show them in the browser (point clouds, meshes, cameras) at "
+             "http://127.0.0.1:8080, this machine only; Ctrl-C stops it")
+
+
+def add_view_flag(parser) -> None:
+    """The demos' `--view` flag."""
+    parser.add_argument("--view", action="store_true", help=VIEW_HELP)
+
+
+def view_outputs(prog: str, files=(), cameras=None, up=None, port: int = 8080, serve: bool = True) -> Viewer:
+    """Show a demo's PLY/GLB files (those that exist) and its cameras: a dict of `Viewer.add_cameras`'
+    arguments or the path of a cameras.json ({"views": [{"K", "w2c", "height", "width"}, ...]}).
+    up: the world's up (default: from the cameras, else (0, -1, 0)). Serves until Ctrl-C unless
+    serve=False (then the caller stops the returned viewer)."""
+    from common.pictures import up_from_cameras
+
+    if cameras is not None and not isinstance(cameras, dict):
+        views = json.loads(Path(cameras).read_text(encoding="utf-8"))["views"]
+        cameras = {k: [v[k] for v in views] for k in ("K", "w2c", "height", "width")}
+    if up is None:
+        up = up_from_cameras(np.asarray(_np(cameras["w2c"], np.float64))) if cameras else (0.0, -1.0, 0.0)
+    viewer = Viewer(port=port, up=up, title=prog)
+    try:
+        for path in files:
+            if Path(path).is_file():
+                viewer.add_file(path)
+        if cameras:
+            viewer.add_cameras("cameras", **cameras)
+    except BaseException:
+        viewer.stop()
+        raise
+    if serve:
+        viewer.serve_forever(prog)
+    return viewer

@@ -59,3 +59,26 @@ def test_viewer_serves_this_machine_only():
         Viewer(port=0, host="0.0.0.0")
     with pytest.raises(ValueError, match="port: expected an int"):
         Viewer(port=-1)
+
+
+def test_view_outputs_shows_a_demos_files_and_cameras_json(tmp_path):
+    import argparse
+    import json
+
+    from common.pictures import write_point_cloud
+    from common.viewer import add_view_flag, view_outputs
+
+    parser = argparse.ArgumentParser()
+    add_view_flag(parser)
+    assert parser.parse_args(["--view"]).view and not parser.parse_args([]).view
+    write_point_cloud(tmp_path / "points.ply", np.random.default_rng(0).random((50, 3)), np.full((50, 3), 0.5))
+    views = [{"name": f"{i}.jpg", "K": [[40.0, 0, 16], [0, 40.0, 12], [0, 0, 1]], "height": 24 + 8 * i,
+              "width": 32 - 8 * i, "w2c": np.eye(4).tolist()} for i in range(2)]  # landscape, portrait
+    (tmp_path / "cameras.json").write_text(json.dumps({"views": views}))
+    viewer = view_outputs("test", [tmp_path / "points.ply", tmp_path / "absent.ply"], tmp_path / "cameras.json",
+                          port=0, serve=False)
+    try:
+        status, _, body = _get(viewer.url + "/")
+        assert status == 200 and b"<!doctype html" in body[:100].lower()
+    finally:
+        viewer.stop()
