@@ -12,7 +12,6 @@ from benchmarks.tasks import TASKS
 from benchmarks.tasks.base import load_split
 from common.synthetic import generate_split
 
-torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -16,7 +16,6 @@ from benchmarks.tasks.pose import PoseAnswer
 from benchmarks.tasks.recon import ReconAnswer
 from common.synthetic import generate_split
 
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
