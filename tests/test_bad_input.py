@@ -717,7 +717,7 @@ CLI_ROWS = [
         ["--image", "{img}", "--ask", "depth at 3,4", "--fov", "60", "--model", "{hf_bin}"],
         "{hf_bin}: no *.safetensors weights",
     ),
-    ("vlm3.evaluate", ["--model", "{missing}", "--out", "{out}"], "config.json: not found"),
+    ("vlm3.evaluate", ["--checkpoint", "{missing}", "--out", "{out}"], "config.json: not found"),
     # ide3d
     (
         "ide3d.train",
