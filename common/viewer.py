@@ -91,7 +91,7 @@ class Viewer:
         self.server = viser.ViserServer(host=host, port=port, label=title, verbose=False)
         self.host = host
         self.server.scene.set_up_direction(tuple(float(v) for v in up))
-        self._sliders = {}
+        self.sliders = {}
 
     @property
     def port(self) -> int:
@@ -178,7 +178,7 @@ class Viewer:
             if picture is not None:
                 picture.image = _image_u8(images[f])
 
-        self._sliders[name] = slider
+        self.sliders[name] = slider
         return slider, clouds
 
     def add_file(self, path, name: str | None = None):

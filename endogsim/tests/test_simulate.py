@@ -92,6 +92,20 @@ def test_cli_writes_frames_gif_and_states(tmp_path):
     assert summary["max_displacement_m"] > 5e-4
     assert not np.array_equal(np.asarray(Image.open(pngs[0])), np.asarray(Image.open(pngs[-1])))
 
+    pytest.importorskip("viser", reason="viser is not installed: the simulation viewer cannot start")
+    import urllib.request
+
+    from endogsim.view import view_simulation
+
+    viewer = view_simulation(out, small_scene(), port=0, serve=False)  # what --view shows, headless
+    try:
+        with urllib.request.urlopen(viewer.url + "/", timeout=10) as r:
+            assert r.status == 200 and b"<!doctype html" in r.read(200).lower()
+        viewer.sliders["simulation"].value = 2  # the last frame
+        assert viewer.sliders["simulation"].max == 2
+    finally:
+        viewer.stop()
+
     # a saved PhysicsScene directory works the same, with the other actions
     scene_dir = small_scene().save(tmp_path / "scene")
     for action, extra in (("retract", []), ("cut", ["--pull", "0.002", "--duration", "0.01"])):
