@@ -9,6 +9,7 @@ _EXPORTS = {
     "SceneObject": "scene", "SupportPlane": "decompose", "RefineConfig": "refine", "RefineResult": "refine",
     "Observations": "refine", "refine_scene": "refine", "simulate_scene": "refine", "Simulation": "simulate",
     "run_action": "simulate", "train_reconstruction": "train", "make_surgical_scene": "synthetic_scene",
+    "GaussianBinding": "binding", "Config": "config", "ReconConfig": "config", "load_config": "config",
 }
 __all__ = sorted(_EXPORTS)
 

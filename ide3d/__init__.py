@@ -2,24 +2,26 @@
 
 The inference model is LLaVA-Video (transformers' LLaVA-OneVision classes) with Video-3D LLM's ground
 head; the verifier, the 3D teacher and the projection exist only in training (`Supervision`).
+
+The public classes load on first use, so that `import ide3d` stays cheap (no transformers):
+
+    from ide3d import load_pretrained
+    model, processor = load_pretrained("results/ide3d/run/final")
 """
 
-from ide3d.grounding import GroundingHead
-from ide3d.model import IDE3DForConditionalGeneration, build_model, load_pretrained, save_pretrained
-from ide3d.processing import IDE3DProcessor
-from ide3d.supervision import Supervision, Trainee
-from ide3d.teacher import GeometryTeacher
-from ide3d.verifier import Verifier
+_EXPORTS = {  # name -> module of the package that defines it
+    "IDE3DForConditionalGeneration": "model", "build_model": "model", "load_pretrained": "model",
+    "save_pretrained": "model", "IDE3DProcessor": "processing", "GroundingHead": "grounding",
+    "Verifier": "verifier", "GeometryTeacher": "teacher", "Supervision": "supervision", "Trainee": "supervision",
+    "Config": "config", "ModelConfig": "config", "SupervisionConfig": "config", "TrainConfig": "config",
+    "load_config": "config",
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ = [
-    "IDE3DForConditionalGeneration",
-    "IDE3DProcessor",
-    "GroundingHead",
-    "Verifier",
-    "GeometryTeacher",
-    "Supervision",
-    "Trainee",
-    "build_model",
-    "load_pretrained",
-    "save_pretrained",
-]
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f"ide3d.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'ide3d' has no attribute {name!r}")
