@@ -22,6 +22,7 @@ import torch
 
 from common.cameras import depth_to_points, unify_focal
 from common.cli import OneLineParser, add_demo_flags, check_demo_flags, check_demo_model, one_line_errors
+from common.viewer import add_view_flag, view_outputs
 
 DEFAULT_MODEL = "results/depthvlm/run/stage2/final"  # make reproduce-depthvlm's model
 MAX_SIDE = 1536  # the image is loaded at most this large (focal-length unification resamples it anyway)
@@ -72,6 +73,7 @@ def main(argv=None):
     ap.add_argument("--focal", type=float, default=None,
                     help="canonical focal length in pixels (default: the training run's, else 1000)")
     ap.add_argument("--seed", type=int, default=0, help="torch seed")
+    add_view_flag(ap)
     args = ap.parse_args(argv)
     with one_line_errors("depthvlm.demo"):
         # Every flag and the image are checked before the model is loaded.
@@ -102,6 +104,10 @@ def main(argv=None):
             written = write_outputs(Path(args.out), Path(args.image).stem, image, K, depth, K_u, image_u, answer)
             bar.update()
     print(f"Q: {args.ask}\nA: {answer}\nwrote {', '.join(written)} in {args.out}")
+    if args.view:  # the point cloud (camera frame) and the camera in the browser, until Ctrl-C
+        view_outputs("depthvlm.demo", [Path(args.out) / f"{Path(args.image).stem}_points.ply"],
+                     {"K": K_u, "w2c": torch.eye(4), "height": image_u.shape[-2], "width": image_u.shape[-1],
+                      "images": image_u[None]})
 
 
 if __name__ == "__main__":

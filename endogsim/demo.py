@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from common.cli import OneLineParser, add_threads_flag, check_out_dir, one_line_errors, set_threads
+from common.viewer import add_view_flag
 from common.datasets import DatasetError, read_endonerf
 
 from .config import DEFAULT_CONFIG, load_config
@@ -44,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--action", default="poke", choices=ACTIONS, help="the interaction simulated (default: poke)")
     add_threads_flag(ap)
     ap.add_argument("overrides", nargs="*", help="config key=value, e.g. recon.steps=300")
+    add_view_flag(ap)
     return ap
 
 
@@ -96,6 +98,10 @@ def _run(args, cfg, clip: Path, out: Path, sample, labels: list) -> dict:
         f"E {[round(m.E) for m in scene.materials]} Pa (table); {args.action}: largest displacement "
         f"{1e3 * summary['max_displacement_m']:.2f} mm; wrote {out}/scene, {out}/sim_{args.action}"
     )
+    if args.view:  # the simulation's frames under a time slider in the browser, until Ctrl-C
+        from .view import view_simulation
+
+        view_simulation(out / f"sim_{args.action}", scene)
     return summary
 
 

@@ -33,6 +33,7 @@ import numpy as np
 import warp as wp
 
 from common.cli import OneLineParser, one_line_errors
+from common.viewer import add_view_flag
 
 from .physics import Grasp, Incision, MPMSimulator, Particles, RegionForce, Interactions
 from .scene import PhysicsScene, SceneError
@@ -405,6 +406,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default="cpu", help='Warp device, "cpu" or "cuda"')
     ap.add_argument("--seed", type=int, default=0,
                     help="seed of --scene synthetic's clip (the simulation itself is deterministic)")
+    add_view_flag(ap)
     return ap
 
 
@@ -430,6 +432,9 @@ def main(argv=None) -> dict:
           f"(max displacement {1e3 * summary['max_displacement_m']:.2f} mm, "
           f"{100 * summary['max_displacement_vs_tissue_height']:.0f}% of the tissue's height, "
           f"{summary['max_image_displacement_px']:.1f} px in the images)")
+    if args.view:  # the frames under a time slider in the browser, until Ctrl-C
+        from .view import view_simulation
+        view_simulation(args.out, sim.scene)
     return summary
 
 

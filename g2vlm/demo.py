@@ -30,6 +30,7 @@ import torch
 
 from common.cameras import resample_to_intrinsics, resize
 from common.cli import OneLineParser, add_demo_flags, check_demo_flags, check_demo_model, one_line_errors
+from common.viewer import add_view_flag, view_outputs
 from common.datasets import DatasetError, io, read_image_folder, read_scene
 from g2vlm.data import object_boxes, uniform_views
 
@@ -180,6 +181,7 @@ def main(argv=None) -> None:
     ap.add_argument("--mesh", default=None, help="a partial mesh or point cloud (PLY/OBJ, world frame)")
     ap.add_argument("--boxes", default=None, help="candidate boxes for the scene graph (JSON list)")
     ap.add_argument("--num-views", type=int, default=4, help="views taken, evenly spaced over the images")
+    add_view_flag(ap)
     args = ap.parse_args(argv)
     with one_line_errors("g2vlm.demo"):
         from g2vlm.model import G2VLM
@@ -208,6 +210,11 @@ def main(argv=None) -> None:
             result = run(model, inputs, args.ask, out)
             bar.update()
     print(json.dumps(result, indent=1))
+    if args.view:  # the point cloud and the mesh in the browser (world frame), until Ctrl-C
+        from common.pictures import up_from_cameras
+
+        view_outputs("g2vlm.demo", [out / f"{inputs['name']}_{s}.ply" for s in ("points", "mesh")],
+                     up=up_from_cameras(inputs["w2c"].cpu()))
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from common.datasets import Sample, read_image_folder
 from common.datasets.folder import source_K
 from common.pictures import (depth_range, up_from_cameras, upsample_depth, upsample_normals, write_contact_sheet,
                              write_depth, write_depth_preview, write_mesh, write_normals)
+from common.viewer import add_view_flag, view_outputs
 from ivgt.model import IVGT
 
 DEFAULT_MODEL = "results/ivgt/run/model"
@@ -130,6 +131,7 @@ def main(argv=None):
     p.add_argument("--mesh-resolution", type=int, default=64,
                    help="marching-cubes cells per side of the mesh's bounding box (>= 8)")
     p.add_argument("--seed", type=int, default=0, help="torch seed (the demo is deterministic on CPU)")
+    add_view_flag(p)
     a = p.parse_args(argv)
     with one_line_errors("ivgt.demo"):
         if a.mesh_resolution < 8:
@@ -145,6 +147,8 @@ def main(argv=None):
         print(sample.annotations["note"])
         info = run_demo(a.images, a.out, model, a.mesh_resolution, a.seed, sample=sample, progress=True)
     print(f"wrote {a.out}: {len(info['views'])} views, mesh {info['mesh']['vertices']} vertices")
+    if a.view:  # the mesh and the cameras in the browser, until Ctrl-C
+        view_outputs("ivgt.demo", [Path(a.out) / f"{Path(a.images).name}_mesh.ply"], Path(a.out) / "cameras.json")
 
 
 if __name__ == "__main__":

@@ -179,3 +179,44 @@ def test_scene_synthetic_and_the_default_poke_and_retract_deform_the_tissue_visi
     old = [run_action(scene, "poke", tmp_path / "old_poke", direction=(0, 0, 1), force=0.2, progress=False),
            run_action(scene, "retract", tmp_path / "old_retract", offset=(0, 0, -0.004), progress=False)]
     assert all(s["max_image_displacement_px"] < 1.0 for s in old)  # measured 0.58 and 0.81 px
+
+
+def test_view_flag_serves_the_run_in_the_browser_until_interrupted(tmp_path):
+    """`--view`: after writing the run the CLI prints the viewer's loopback address and serves the page
+    until Ctrl-C (SIGINT), then exits 0."""
+    pytest.importorskip("viser", reason="viser is not installed: the simulation viewer cannot start")
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import urllib.request
+
+    cmd = [sys.executable, "-m", "endogsim.simulate", "--scene", str(small_clip()), "--action", "poke", "--center",
+           *map(str, SURFACE_LEFT), "--frames", "1", "--frame-dt", "0.01", "--stride", "1",
+           "--out", str(tmp_path / "o"), "--view"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    watchdog = threading.Timer(180, proc.kill)  # a hang fails the test instead of blocking the suite
+    watchdog.start()
+    try:
+        url, seen = None, []
+        for line in proc.stdout:
+            seen.append(line)
+            match = re.search(r"viewer at (http://127\.0\.0\.1:\d+)", line)
+            if match:
+                url = match.group(1)
+                break
+        assert url, "".join(seen)[-2000:]
+        assert (tmp_path / "o" / "simulation.gif").is_file()  # the files are written first
+        with urllib.request.urlopen(url + "/", timeout=10) as r:
+            assert r.status == 200 and b"<!doctype html" in r.read(200).lower()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
