@@ -79,6 +79,9 @@ CALL_ROWS = [
     ("depth_volumes shape", lambda: depth_volumes(np.zeros((4, 4)), np.eye(3), np.zeros((4, 5)),
                                                   SupportPlane(np.array([0, 0, 1.0]), 0.1), 1),
      FillingError, "depth_volumes: expected depth [H, W] and object_map of the same shape"),
+    ("depth_volumes area", lambda: depth_volumes(np.zeros((4, 4)), np.eye(3), np.zeros((4, 4), int),
+                                                 SupportPlane(np.array([0, 0, 1.0]), 0.1), 1, area="exact"),
+     FillingError, "depth_volumes: area must be 'parallel' or 'surface', got 'exact'"),
 ]
 
 

@@ -74,6 +74,8 @@ def test_depth_volumes_of_a_box_on_its_support():
     objects = np.where(top, 0, -1)
     vol = depth_volumes(depth, K.numpy(), objects, plane, 1)[0]
     assert vol == pytest.approx(0.03 * 0.03 * 0.015, rel=0.02)
+    # the top is parallel to the support: its own area element is the parallel patch's
+    assert depth_volumes(depth, K.numpy(), objects, plane, 1, area="surface")[0] == pytest.approx(vol, rel=1e-9)
     # a pixel's column is its footprint times its height above the plane, nothing for the support
     assert depth_volumes(np.full((H, W), 0.105), K.numpy(), np.zeros((H, W), int), plane, 1)[0] == 0
     scaled = calibrate_volumes(np.ones(4), np.array([0, 0, 1, 1]), [1.0, np.nan])
