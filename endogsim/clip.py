@@ -26,7 +26,8 @@ from common.errors import DatasetError
 from .physics import Material, MPMConfig, StaticBox, stable_dt
 from .refine import Observations
 from .scene import PhysicsScene, SceneError, SceneObject
-from .synthetic_scene import DEPTH_SCALE, OPACITY, TISSUE_SIGMA, SceneSetup, build_setup
+from .synthetic_look import DISC_OPACITY, covars_to_quats_scales
+from .synthetic_scene import DEPTH_SCALE, LOOKS, OPACITY, TISSUE_SIGMA, SceneSetup, build_setup
 
 __all__ = [
     "load_clip",
@@ -72,6 +73,9 @@ def _record(clip_dir) -> tuple[Path, dict]:
 def setup_from_clip(clip_dir) -> tuple[SceneSetup, dict]:
     """(the generator's `SceneSetup` rebuilt from the clip's ground_truth.json, that record)."""
     path, gt = _record(clip_dir)
+    look = gt.get("look", "blocks")  # clips written before the looks are "blocks"
+    if look not in LOOKS:
+        raise SceneError(f"{path}: look expected one of {LOOKS}, got {look!r}")
     try:
         sim, cam, objs, inter = gt["simulation"], gt["camera"], gt["objects"], gt["interaction"]
         times = np.asarray(gt["frame_times"], np.float64)
@@ -89,6 +93,7 @@ def setup_from_clip(clip_dir) -> tuple[SceneSetup, dict]:
             interaction=inter["kind"],
             force=inter.get("force_N", (0.0, 0.0, 0.0)),
             damping=float(sim["damping"]),
+            look=look,
         )
     except (KeyError, TypeError) as e:
         raise SceneError(
@@ -126,9 +131,12 @@ def truth_materials(clip_dir) -> list:
 
 
 def ground_truth_scene(clip_dir, materials: list | None = None, sources: list | None = None) -> PhysicsScene:
-    """The clip's own scene: the generator's particles, each carrying one isotropic Gaussian of its
-    colour, the support's Gaussians as a rigid object, the generator's solver settings and support
-    anchors. materials: one per block (default the truth), with `sources` naming them."""
+    """The clip's own scene: the generator's particles with its Gaussians, the support's Gaussians
+    as a rigid object, the generator's solver settings and support anchors. "blocks": every particle
+    carries one isotropic Gaussian of its colour. "endoscopy": the surface discs (the first
+    particles, massless tracers) are the tissue's Gaussians, coloured as lit at rest (the clip
+    relights them as they turn; these colours do not), the lattice particles are the invisible
+    interior. materials: one per tissue (default the truth), with `sources` naming them."""
     setup, gt = setup_from_clip(clip_dir)
     p = setup.particles
     materials = list(setup.materials if materials is None else materials)
@@ -140,16 +148,22 @@ def ground_truth_scene(clip_dir, materials: list | None = None, sources: list | 
         for o, m, s in zip(gt["objects"], materials, sources)
     ] + [SceneObject("support", "rigid", "support")]
     n, s = len(p.x), len(setup.support_points)
-    means = np.concatenate([p.x, setup.support_points]).astype(np.float32)  # [n + s, 3]
-    scales = np.concatenate([np.full((n, 3), TISSUE_SIGMA), np.full((s, 3), 0.002)]).astype(np.float32)
-    colors = np.concatenate([setup.tissue_colors, setup.support_colors]).astype(np.float32)
+    quats = np.tile([1.0, 0, 0, 0], (n + s, 1))  # [n + s, 4]
+    scales = np.concatenate([np.full((n, 3), TISSUE_SIGMA), np.full((s, 3), 0.002)])  # [n + s, 3]
+    opacity = OPACITY
+    if setup.look == "endoscopy":
+        app, opacity = setup.appearance, DISC_OPACITY
+        n = app.n_discs
+        quats, scales = covars_to_quats_scales(np.concatenate([app.disc_covars, app.support_covars]))
+    means = np.concatenate([p.x[:n], setup.support_points]).astype(np.float32)  # [n + s, 3]
+    colors = np.concatenate([setup.tissue_colors[:n], setup.support_colors]).astype(np.float32)
     return PhysicsScene(
         means,
-        np.tile(np.float32([1, 0, 0, 0]), (n + s, 1)),
-        scales,
-        np.full(n + s, OPACITY, np.float32),
+        quats.astype(np.float32),
+        scales.astype(np.float32),
+        np.full(n + s, opacity, np.float32),
         colors,
-        np.concatenate([p.object_id, np.full(s, 2)]).astype(np.int64),
+        np.concatenate([p.object_id[:n], np.full(s, 2)]).astype(np.int64),
         np.concatenate([np.arange(n), np.full(s, -1)]).astype(np.int64),
         p,
         objects,

@@ -1,11 +1,17 @@
 """A synthetic surgical clip with known materials, written in the EndoNeRF layout.
 
-Two tissue blocks of different known Young's modulus lie side by side on a static support; a rigid
-box tool enters the view, presses on both blocks across their junction, lets go and leaves. The
-MPM (`endogsim.physics`, CPU) simulates it, and every frame is rendered by the CPU Gaussian
-compositor (`endogsim.render`) from one fixed camera: particles, the tool and the support are small
-isotropic Gaussians, coloured per object with a mild per-particle texture so the tissue's flow is
-visible.
+Two tissues of different known Young's modulus lie side by side on a static support; a tool
+enters the view, presses on both, lets go and leaves. The MPM (`endogsim.physics`, CPU) simulates
+it, and every frame is rendered by the CPU Gaussian compositor (`endogsim.render`) from one fixed
+camera. Two looks (`look=`):
+
+- "blocks" (default): two 3 x 3 x 1.5 cm blocks; particles, the box tool and the support are small
+  isotropic Gaussians, coloured per object with a mild per-particle texture. Their splats make the
+  rendered tissue larger than the material (the depth map's volume is +26% at 64 x 80).
+- "endoscopy" (`endogsim.synthetic_look`): two curved lobes meeting the support smoothly, drawn by
+  surface discs that the simulation carries, with a vessel texture, a light at the camera and a
+  metallic shaft laid across both lobes; 128 x 160 by default. Its rendered surface is where the
+  material is (the depth map's volume is within 1% of the material's).
 
 Two interactions (`interaction=`):
 
@@ -46,9 +52,10 @@ from common.datasets import io
 from .physics import (Material, MPMConfig, MPMSimulator, Particles, RegionForce, Interactions, StaticBox, Tool,
                       block_particles)
 from .render import render
+from . import synthetic_look as endo
 
-__all__ = ["DEPTH_SCALE", "INTERACTIONS", "SceneSetup", "SyntheticScene", "build_setup", "simulate_positions",
-           "render_frame", "make_surgical_scene"]
+__all__ = ["DEPTH_SCALE", "INTERACTIONS", "LOOKS", "SceneSetup", "SyntheticScene", "build_setup", "simulate_positions",
+           "tool_poses", "render_frame", "make_surgical_scene"]
 
 DEPTH_SCALE = 10000.0  # depth PNG units per metre (0.1 mm steps, up to 6.5 m)
 SPACING = 0.0025  # m, particle lattice spacing (half a grid cell)
@@ -65,6 +72,9 @@ OPACITY = 0.99  # tissue is opaque: what the camera sees moves with the surface,
 OBJECT_COLORS = ((0.86, 0.42, 0.42), (0.78, 0.58, 0.36))  # soft block, stiff block
 SUPPORT_COLOR, TOOL_COLOR = (0.35, 0.22, 0.22), (0.62, 0.64, 0.68)
 INTERACTIONS = ("press", "indent")
+LOOKS = ("blocks", "endoscopy")
+DEFAULT_SIZE = {"blocks": (64, 80), "endoscopy": (128, 160)}
+ENDO_PRESS_FORCE = (0.0, 0.12, 0.06)  # N, "endoscopy" press default (shared by both lobes by mass)
 # the phases of the clip as fractions of its duration
 F_TOUCH, F_RELEASE = 0.2, 0.7  # "press": force on at F_TOUCH, off at F_RELEASE
 
@@ -72,9 +82,11 @@ F_TOUCH, F_RELEASE = 0.2, 0.7  # "press": force on at F_TOUCH, off at F_RELEASE
 @dataclass
 class SceneSetup:
     """Everything needed to simulate and render the clip: the MPM inputs (particles, materials,
-    config, scene), the frame substeps [F] (a multiple of `frame_every`), the tissue colours [N, 3],
-    the static support Gaussians [S, 3] and colours [S, 3], the tool's Gaussians in its own frame
-    [T, 3], the camera, and the interaction ("press": the contact particles [N] bool and the force)."""
+    config, scene), the frame substeps [F] (a multiple of `frame_every`), the tissue colours [N, 3]
+    ("endoscopy": the surface discs' lit at rest, zero for the lattice particles), the static support
+    Gaussians [S, 3] and colours [S, 3], the tool's Gaussians in its own frame [T, 3], the camera,
+    the interaction ("press": the contact particles [N] bool, never a disc, and the force) and the
+    look ("endoscopy": `appearance` holds the discs' shapes, normals and albedo)."""
 
     interaction: str
     particles: Particles
@@ -93,6 +105,8 @@ class SceneSetup:
     tool_path: tuple  # (times [K], centres [K, 3]) of the kinematic parts of the tool's motion
     contact: np.ndarray | None = None  # [N] bool, "press" only
     force: tuple | None = None  # N, "press" only
+    look: str = "blocks"
+    appearance: endo.EndoscopyLook | None = None
 
     @property
     def times(self) -> np.ndarray:
@@ -102,16 +116,16 @@ class SceneSetup:
 @dataclass
 class SyntheticScene:
     """What `make_surgical_scene` wrote, in memory: frame times [F] (s), simulated particle positions
-    [F, N, 3] with their object ids [N], the tool centres [F, 3], K [3, 3] / width / height, the
-    unquantised depth [F, H, W] (m) that was written, and the depth of the tissue and support alone
-    [F, H, W] (rendered without the tool, which hides its own footprint in the written frames)."""
+    [F, N, 3] with their object ids [N], the tool centres [F, 3] and axes [F, 3], K [3, 3] / width /
+    height, the unquantised depth [F, H, W] (m) that was written, and the depth of the tissue and
+    support alone [F, H, W] (rendered without the tool, which hides its own footprint)."""
 
     out_dir: Path
     times: np.ndarray
     positions: np.ndarray
     object_id: np.ndarray
     tool_centers: np.ndarray
-    tool_half_extent: tuple
+    tool_half_extent: tuple | None  # the box tool's ("blocks"); None for the shaft
     K: torch.Tensor
     width: int
     height: int
@@ -119,9 +133,17 @@ class SyntheticScene:
     depth: np.ndarray
     tissue_depth: np.ndarray
     setup: SceneSetup | None = None
+    tool_axes: np.ndarray | None = None
+    look: str = "blocks"
 
 
-def _check_inputs(frames, size, seed, interaction) -> tuple[int, int]:
+def _check_inputs(frames, size, seed, interaction, look) -> tuple[int, int]:
+    if not isinstance(look, str) or look not in LOOKS:
+        raise ValueError(f"make_surgical_scene: look must be one of {LOOKS}, got {look!r}")
+    if look == "endoscopy" and interaction != "press":
+        raise ValueError(f"make_surgical_scene: look 'endoscopy' supports interaction 'press' only, got "
+                         f"{interaction!r}")
+    size = DEFAULT_SIZE[look] if size is None else size
     if not isinstance(frames, int) or isinstance(frames, bool) or frames < 2:
         raise ValueError(f"make_surgical_scene: frames must be an int >= 2, got {frames!r}")
     if (not isinstance(size, (tuple, list)) or len(size) != 2
@@ -156,15 +178,18 @@ def _lattice(lo, hi, spacing) -> np.ndarray:
     return np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)  # [M, 3]
 
 
-def build_setup(seed: int = 0, frames: int = 16, size=(64, 80), *, E=(3e3, 12e3), nu: float = 0.45,
+def build_setup(seed: int = 0, frames: int = 16, size=None, *, E=(3e3, 12e3), nu: float = 0.45,
                 density=(1000.0, 1060.0), model: str = "neo_hookean", duration: float = 0.15, dt: float = 2e-4,
-                n_grid: int = 20, interaction: str = "press", force=PRESS_FORCE, damping: float | None = None,
-                checkpoint_every: int | None = None) -> SceneSetup:
+                n_grid: int = 20, interaction: str = "press", force=None, damping: float | None = None,
+                checkpoint_every: int | None = None, look: str = "blocks") -> SceneSetup:
     """The clip's inputs without simulating or writing anything (see `make_surgical_scene`).
     Frames are `frame_every = round(duration / dt / (frames - 1))` substeps apart. Damping per
     substep defaults to 0.995 for "press" (tissue in the body is damped by what surrounds it;
-    the spring-back then settles within the clip) and 0.999 for "indent"."""
-    H, W = _check_inputs(frames, size, seed, interaction)
+    the spring-back then settles within the clip) and 0.999 for "indent". size (H, W) and force
+    default to the look's (DEFAULT_SIZE; PRESS_FORCE or ENDO_PRESS_FORCE)."""
+    H, W = _check_inputs(frames, size, seed, interaction, look)
+    if force is None:
+        force = ENDO_PRESS_FORCE if look == "endoscopy" else PRESS_FORCE
     if len(E) != 2 or len(density) != 2:
         raise ValueError(f"make_surgical_scene: E and density need one value per block (2), got {E!r}, {density!r}")
     if not (isinstance(duration, (int, float)) and duration >= 2 * dt):
@@ -172,17 +197,23 @@ def build_setup(seed: int = 0, frames: int = 16, size=(64, 80), *, E=(3e3, 12e3)
     rng = np.random.default_rng(seed)
     materials = [Material(model=model, E=float(E[o]), nu=float(nu), density=float(density[o])) for o in range(2)]
 
-    # particles: two blocks side by side in x, touching the support at z = TOP_Z + THICK
-    parts = []
-    for o, sign in enumerate((-1.0, 1.0)):
-        x_in, x_out = sign * GAP, sign * (GAP + 2 * HALF_XY[0])
-        lo = (min(x_in, x_out), -HALF_XY[1], TOP_Z)
-        hi = (max(x_in, x_out), HALF_XY[1], TOP_Z + THICK)
-        parts.append(block_particles(lo, hi, SPACING, object_id=o))
-    x0 = np.concatenate([p.x for p in parts])  # [N, 3]
-    x0 = x0 + rng.uniform(-0.1, 0.1, x0.shape) * SPACING  # the seed's jitter, a tenth of the spacing
-    particles = Particles(x=x0, volume=np.concatenate([p.volume for p in parts]),
-                          object_id=np.concatenate([p.object_id for p in parts]))
+    f = float(W)  # focal in px: the 6.4 cm wide tissue pair spans ~70% of the width at TOP_Z
+    K = make_K(torch.tensor(f), torch.tensor(f), torch.tensor(W / 2), torch.tensor(H / 2)).float()  # [3, 3]
+    look_data, n_discs = None, 0
+    if look == "endoscopy":  # lobes on the support at z = TOP_Z + THICK; surface discs first
+        particles, look_data, disc_rgb = endo.build_look(rng, f, SPACING, TOP_Z + THICK)
+        x0, n_discs = particles.x, look_data.n_discs
+    else:  # particles: two blocks side by side in x, touching the support at z = TOP_Z + THICK
+        parts = []
+        for o, sign in enumerate((-1.0, 1.0)):
+            x_in, x_out = sign * GAP, sign * (GAP + 2 * HALF_XY[0])
+            lo = (min(x_in, x_out), -HALF_XY[1], TOP_Z)
+            hi = (max(x_in, x_out), HALF_XY[1], TOP_Z + THICK)
+            parts.append(block_particles(lo, hi, SPACING, object_id=o))
+        x0 = np.concatenate([p.x for p in parts])  # [N, 3]
+        x0 = x0 + rng.uniform(-0.1, 0.1, x0.shape) * SPACING  # the seed's jitter, a tenth of the spacing
+        particles = Particles(x=x0, volume=np.concatenate([p.volume for p in parts]),
+                              object_id=np.concatenate([p.object_id for p in parts]))
 
     frame_every = max(1, int(round(duration / dt / (frames - 1))))
     n_sub = frame_every * (frames - 1)
@@ -200,15 +231,28 @@ def build_setup(seed: int = 0, frames: int = 16, size=(64, 80), *, E=(3e3, 12e3)
         tool_path = _indent_path(duration)
         scene = Interactions(static_boxes=statics, tool=Tool(TOOL_HALF, *tool_path))
     else:
-        # the contact particles: the top PRESS_DEPTH layers under the tool's face at rest
+        # the contact particles: the top PRESS_DEPTH layers under the tool's face at rest ("endoscopy":
+        # under the shaft laid across both lobes' tops)
         lo = (-TOOL_HALF[0], -TOOL_HALF[1], TOP_Z - SPACING)
         hi = (TOOL_HALF[0], TOOL_HALF[1], TOP_Z + (PRESS_DEPTH - 0.5) * SPACING)
-        contact = np.all((x0 >= lo) & (x0 <= hi), axis=1)  # [N]
+        if look == "endoscopy":
+            reach = endo.LOBE_GAP + 2 * endo.LOBE_HALF[0]
+            lo = (-reach, -endo.CONTACT_HALF_Y, TOP_Z - SPACING)
+            hi = (reach, endo.CONTACT_HALF_Y, TOP_Z + PRESS_DEPTH * SPACING)
+        contact = np.all((x0 >= lo) & (x0 <= hi), axis=1) & (np.arange(len(x0)) >= n_discs)  # [N]
         force_value = tuple(float(f) for f in force)
         t_on, t_off = F_TOUCH * duration, F_RELEASE * duration
         scene = Interactions(static_boxes=statics, forces=[RegionForce(lo, hi, force_value, t_on, t_off)])
+        above, touch = (ABOVE, TOUCH) if look == "blocks" else (TOP_Z - endo.SHAFT_RADIUS - 0.009,
+                                                                TOP_Z - endo.SHAFT_RADIUS)
         tool_path = (np.array([0.0, 0.12, F_TOUCH]) * duration,
-                     np.array([(0.0, -Y_OUT, ABOVE), (0.0, 0.0, ABOVE), (0.0, 0.0, TOUCH)]))
+                     np.array([(0.0, -Y_OUT, above), (0.0, 0.0, above), (0.0, 0.0, touch)]))
+    if look == "endoscopy":
+        app = look_data
+        tissue_rgb = np.r_[disc_rgb, np.zeros((len(x0) - n_discs, 3))]  # [N, 3]
+        return SceneSetup(interaction, particles, materials, cfg, scene, frame_every, np.arange(frames) * frame_every,
+                          tissue_rgb, app.support_points, app.support_rgb, app.tool_points, K, W, H, tool_path,
+                          contact, force_value, look, app)
 
     # appearance: per-object colour times a mild per-particle brightness texture
     texture = rng.uniform(0.8, 1.2, len(x0))  # [N]
@@ -222,53 +266,72 @@ def build_setup(seed: int = 0, frames: int = 16, size=(64, 80), *, E=(3e3, 12e3)
     support_pts[:, 2] += 2e-4 * np.arange(len(support_pts)) / len(support_pts)
     support_rgb = np.asarray(SUPPORT_COLOR) * rng.uniform(0.85, 1.15, (len(support_pts), 1))  # [S, 3]
     tool_local = _lattice(-np.asarray(TOOL_HALF), np.asarray(TOOL_HALF), 0.002)  # [T, 3]
-    f = float(W)  # focal in px: the 6.4 cm wide tissue pair spans ~70% of the width at TOP_Z
-    K = make_K(torch.tensor(f), torch.tensor(f), torch.tensor(W / 2), torch.tensor(H / 2)).float()  # [3, 3]
     return SceneSetup(interaction, particles, materials, cfg, scene, frame_every,
                       np.arange(frames) * frame_every, tissue_rgb, support_pts, support_rgb, tool_local, K, W, H,
                       tool_path, contact, force_value)
 
 
-def simulate_positions(setup: SceneSetup) -> np.ndarray:
-    """Forward-simulate the clip: particle positions [F, N, 3] at the frames (frame 0 = rest)."""
+def simulate_positions(setup: SceneSetup, with_F: bool = False):
+    """Forward-simulate the clip: particle positions [F, N, 3] at the frames (frame 0 = rest), and
+    with_F their deformation gradients [F, N, 3, 3] too (a tuple)."""
     sim = MPMSimulator(setup.config, setup.particles, setup.materials, setup.scene)
-    positions = [sim.positions()]
+    positions, grads = [sim.positions()], [sim.state.F.numpy().astype(np.float64)] if with_F else None
     for _ in setup.frame_substeps[1:]:
         sim.step(setup.frame_every)
         positions.append(sim.positions())
-    return np.stack(positions)  # [F, N, 3]
+        if with_F:
+            grads.append(sim.state.F.numpy().astype(np.float64))
+    return (np.stack(positions), np.stack(grads)) if with_F else np.stack(positions)  # [F, N, 3], [F, N, 3, 3]
 
 
-def tool_centers(setup: SceneSetup, positions: np.ndarray) -> np.ndarray:
-    """The tool's centre [F, 3] at each frame. "indent": its path. "press": the approach path until
-    the touch, then the contact region's mean displacement added to the touch point (the tool rides
-    on the tissue it pushes), then up and out of view (+y) from where it let go."""
+def tool_poses(setup: SceneSetup, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The tool's centre [F, 3] and axis [F, 3] (unit; the box's x, the shaft's axis) at each frame.
+    "indent": its path. "press": the approach path until the touch, then riding on the tissue it
+    pushes (the touch point plus the contact particles' mean displacement; "endoscopy": the shaft
+    through both lobes' contact points, each moved by its lobe's contact particles), then up and
+    out of view (+y) from where it let go, the axis turning back to +x."""
     times = setup.times
     tp, cp = setup.tool_path
+    x_axis = np.array([1.0, 0.0, 0.0])
     if setup.interaction == "indent":
-        return np.stack([[np.interp(t, tp, cp[:, d]) for d in range(3)] for t in times])  # [F, 3]
+        return np.stack([[np.interp(t, tp, cp[:, d]) for d in range(3)] for t in times]), np.tile(x_axis, (len(times), 1))
     duration = times[-1]
     t_on, t_off = F_TOUCH * duration, F_RELEASE * duration
-    shift = positions[:, setup.contact].mean(1) - positions[0, setup.contact].mean(0)  # [F, 3]
-    touch = cp[-1]
-    k_off = int(np.searchsorted(times, t_off, side="left"))  # first frame after the release
-    last = touch + shift[max(k_off - 1, 0)]
+    oid = setup.particles.object_id
+    groups = [setup.contact] if setup.look == "blocks" else [setup.contact & (oid == o) for o in (0, 1)]
+    x_mean = positions[0, setup.contact, 0].mean()
+    points = np.stack([cp[-1] + [positions[0, g, 0].mean() - x_mean, 0, 0] + positions[:, g].mean(1)
+                       - positions[0, g].mean(0) for g in groups])  # [G, F, 3] where the tool touches each group
+    ride = points.mean(0)  # [F, 3]
+    ride_axis = points[-1] - points[0] if len(groups) > 1 else np.tile(x_axis, (len(times), 1))  # [F, 3]
+    ride_axis = ride_axis / np.linalg.norm(ride_axis, axis=1, keepdims=True)
+    k_off = max(int(np.searchsorted(times, t_off, side="left")) - 1, 0)  # last frame under the force
+    last = ride[k_off]
     leave_t = np.array([t_off, 0.85 * duration, duration])
-    leave_c = np.array([last, (last[0], last[1], ABOVE), (0.0, Y_OUT, ABOVE)])  # [3, 3]
-    out = []
+    leave_c = np.array([last, (last[0], last[1], cp[0, 2]), (0.0, Y_OUT, cp[0, 2])])  # [3, 3]
+    centers, axes = [], []
     for i, t in enumerate(times):
         if t <= t_on:
-            out.append([np.interp(t, tp, cp[:, d]) for d in range(3)])
+            centers.append([np.interp(t, tp, cp[:, d]) for d in range(3)])
+            axes.append(x_axis)
         elif t < t_off:
-            out.append(touch + shift[i])
+            centers.append(ride[i])
+            axes.append(ride_axis[i])
         else:
-            out.append([np.interp(t, leave_t, leave_c[:, d]) for d in range(3)])
-    return np.asarray(out, dtype=np.float64)  # [F, 3]
+            centers.append([np.interp(t, leave_t, leave_c[:, d]) for d in range(3)])
+            a = np.interp(t, leave_t[:2], [1.0, 0.0]) * ride_axis[k_off] + np.interp(t, leave_t[:2], [0.0, 1.0]) * x_axis
+            axes.append(a / np.linalg.norm(a))
+    return np.asarray(centers, np.float64), np.asarray(axes, np.float64)  # [F, 3], [F, 3]
 
 
-def render_frame(setup: SceneSetup, tissue_positions: np.ndarray, tool_center: np.ndarray | None):
+def render_frame(setup: SceneSetup, tissue_positions: np.ndarray, tool_center: np.ndarray | None, *,
+                 F: np.ndarray | None = None, tool_axis=(1.0, 0.0, 0.0)):
     """One frame: image [3, H, W], depth [H, W] (m, 0 where nothing), tool mask [H, W] (the tool's
-    compositing weight > 0.5) and the depth of the tissue and support alone [H, W]."""
+    compositing weight > 0.5) and the depth of the tissue and support alone [H, W]. "endoscopy"
+    also takes the particles' F [N, 3, 3] (None: rest) and the tool's axis [3]."""
+    if setup.look == "endoscopy":
+        pose = None if tool_center is None else (tool_center, np.asarray(tool_axis, np.float64))
+        return endo.render_endoscopy(setup.appearance, tissue_positions, F, pose, setup.K, setup.width, setup.height)
     n, s = len(tissue_positions), len(setup.support_points)
     parts = [tissue_positions, setup.support_points]
     rgb = [setup.tissue_colors, setup.support_colors]
@@ -296,23 +359,26 @@ def render_frame(setup: SceneSetup, tissue_positions: np.ndarray, tool_center: n
     return image, depth, tool_mask, tissue_depth
 
 
-def make_surgical_scene(out_dir, seed: int = 0, frames: int = 16, size=(64, 80), *,
+def make_surgical_scene(out_dir, seed: int = 0, frames: int = 16, size=None, *,
                         E=(3e3, 12e3), nu: float = 0.45, density=(1000.0, 1060.0),
                         model: str = "neo_hookean", duration: float = 0.15, dt: float = 2e-4,
-                        n_grid: int = 20, interaction: str = "press", force=PRESS_FORCE,
-                        damping: float | None = None) -> SyntheticScene:
+                        n_grid: int = 20, interaction: str = "press", force=None,
+                        damping: float | None = None, look: str = "blocks") -> SyntheticScene:
     """Simulate and render the clip into `out_dir` (see the module docstring). Object 0 is the left
-    (x < 0) block with E[0], object 1 the right one with E[1]. Deterministic per seed: the seed
-    sets the tissue texture and a small jitter of the particle lattice."""
+    (x < 0) tissue with E[0], object 1 the right one with E[1]. Deterministic per seed: the seed
+    sets the tissue texture and a small jitter of the particle lattice. size (H, W) defaults to
+    the look's: 64 x 80 ("blocks"), 128 x 160 ("endoscopy")."""
     setup = build_setup(seed, frames, size, E=E, nu=nu, density=density, model=model, duration=duration, dt=dt,
-                        n_grid=n_grid, interaction=interaction, force=force, damping=damping)
+                        n_grid=n_grid, interaction=interaction, force=force, damping=damping, look=look)
     out_dir = Path(out_dir)
-    positions = simulate_positions(setup)  # [F, N, 3]
-    centers = tool_centers(setup, positions)  # [F, 3]
+    endoscopy = look == "endoscopy"
+    positions, grads = simulate_positions(setup, with_F=True) if endoscopy else (simulate_positions(setup), None)
+    centers, axes = tool_poses(setup, positions)  # [F, 3], [F, 3]
     H, W, K = setup.height, setup.width, setup.K
     depths, tissue_depths = [], []
     for i in range(frames):
-        image, depth, tool_mask, tissue_depth = render_frame(setup, positions[i], centers[i])
+        image, depth, tool_mask, tissue_depth = render_frame(setup, positions[i], centers[i], tool_axis=axes[i],
+                                                             F=None if grads is None else grads[i])
         depths.append(depth.numpy())
         tissue_depths.append(tissue_depth.numpy())
         name = f"{i:06d}.png"
@@ -333,17 +399,22 @@ def make_surgical_scene(out_dir, seed: int = 0, frames: int = 16, size=(64, 80),
                           "rendered tool rides on them and is not a collider"}
     else:
         action = {"kind": "indent", "note": "the tool is a displacement-driven sticky box collider (Tool)"}
-    io.write_json(out_dir / "ground_truth.json", {
+    objects = [{"id": o, "name": f"tissue_{o}", "side": ("left (x < 0)", "right (x > 0)")[o], "model": m.model,
+                "E": m.E, "nu": m.nu, "density": m.density, "num_particles": int((particles.object_id == o).sum()),
+                "volume_m3": float(particles.volume[particles.object_id == o].sum())}
+               for o, m in enumerate(materials)]
+    tool = {"shape": "box", "half_extent": list(TOOL_HALF)}
+    if endoscopy:
+        for o in objects:
+            o["surface_volume_m3"] = endo.lobe_volume()
+        tool = {"shape": "shaft", **endo.SHAFT_RECORD}
+    record = {
         "seed": seed,
-        "objects": [
-            {"id": o, "name": f"tissue_{o}", "side": ("left (x < 0)", "right (x > 0)")[o], "model": m.model,
-             "E": m.E, "nu": m.nu, "density": m.density,
-             "num_particles": int((particles.object_id == o).sum())}
-            for o, m in enumerate(materials)
-        ],
+        "look": look,
+        "objects": objects,
         "interaction": action,
-        "tool": {"half_extent": list(TOOL_HALF), "path_times": setup.tool_path[0].tolist(),
-                 "path_centers": setup.tool_path[1].tolist(), "frame_centers": centers.tolist()},
+        "tool": {**tool, "path_times": setup.tool_path[0].tolist(), "path_centers": setup.tool_path[1].tolist(),
+                 "frame_centers": centers.tolist(), "frame_axes": axes.tolist()},
         "support": {"z_min": setup.scene.static_boxes[0].lo[2], "surface_z": TOP_Z + THICK,
                     "note": "z_min: where the grid nodes are held; surface_z: the rendered support surface"},
         "camera": {"K": K.tolist(), "w2c": w2c.tolist(), "width": W, "height": H,
@@ -354,6 +425,9 @@ def make_surgical_scene(out_dir, seed: int = 0, frames: int = 16, size=(64, 80),
         "simulation": {"n_grid": n_grid, "domain_size": cfg.domain_size, "origin": list(cfg.origin), "dt": dt,
                        "damping": cfg.damping, "wall": cfg.wall, "particle_spacing": SPACING,
                        "frame_every": setup.frame_every, "gravity": list(cfg.gravity)},
-    })
-    return SyntheticScene(out_dir, times, positions, particles.object_id, centers, TOOL_HALF, K, W, H, materials,
-                          np.stack(depths), np.stack(tissue_depths), setup)
+    }
+    if endoscopy:
+        record["appearance"] = endo.describe(setup.appearance, TOP_Z + THICK)
+    io.write_json(out_dir / "ground_truth.json", record)
+    return SyntheticScene(out_dir, times, positions, particles.object_id, centers, None if endoscopy else TOOL_HALF,
+                          K, W, H, materials, np.stack(depths), np.stack(tissue_depths), setup, axes, look)
