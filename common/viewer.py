@@ -71,10 +71,15 @@ def _points(x, what: str) -> np.ndarray:
 
 
 def _point_size(points: np.ndarray) -> float:
-    """A point size that shows a cloud as a surface: its bounding-box diagonal / 300."""
-    if len(points) == 0:
+    """A point size that shows a cloud as a surface: the median distance to the nearest neighbour
+    (over at most 2000 of the points), else the bounding-box diagonal / 300."""
+    from scipy.spatial import cKDTree
+
+    if len(points) < 2:
         return 0.01
-    return max(float(np.linalg.norm(points.max(0) - points.min(0))) / 300.0, 1e-6)
+    sample = points[:: max(1, len(points) // 2000)]
+    spacing = float(np.median(cKDTree(points).query(sample, k=2)[0][:, 1]))
+    return spacing if spacing > 0 else max(float(np.linalg.norm(points.max(0) - points.min(0))) / 300.0, 1e-6)
 
 
 class Viewer:
@@ -91,7 +96,28 @@ class Viewer:
         self.server = viser.ViserServer(host=host, port=port, label=title, verbose=False)
         self.host = host
         self.server.scene.set_up_direction(tuple(float(v) for v in up))
+        self.up = np.asarray(up, dtype=np.float64) / max(float(np.linalg.norm(up)), 1e-12)
         self.sliders = {}
+        self._lo, self._hi, self._first_camera = None, None, None
+
+    def _grow(self, points: np.ndarray) -> None:
+        """Widen the content's bounds by points [N, 3] and aim the initial view of new pages at it:
+        from behind, above and beside the first camera when there is one, else from the -z side."""
+        if len(points) == 0:
+            return
+        lo, hi = points.min(0), points.max(0)
+        self._lo = lo if self._lo is None else np.minimum(self._lo, lo)
+        self._hi = hi if self._hi is None else np.maximum(self._hi, hi)
+        centre, size = (self._lo + self._hi) / 2, max(float(np.linalg.norm(self._hi - self._lo)), 1e-3)
+        if self._first_camera is not None:  # (centre, forward) of the first camera
+            forward = self._first_camera[1]
+            side = np.cross(forward, self.up)
+            position = self._first_camera[0] + size * (0.4 * self.up + 0.4 * side - 0.3 * forward)
+        else:
+            position = centre + size * (np.array([0.0, 0.0, -1.0]) + 0.4 * self.up)
+        camera = self.server.initial_camera
+        camera.look_at, camera.position, camera.up = tuple(centre), tuple(position), tuple(self.up)
+        camera.near, camera.far = 1e-3 * size, 1e3 * size
 
     @property
     def port(self) -> int:
@@ -106,6 +132,7 @@ class Viewer:
     def add_point_cloud(self, name: str, points, colors=(0.6, 0.6, 0.6), point_size: float | None = None):
         p = _points(points, name)
         c = _rgb_u8(colors, len(p), name)
+        self._grow(p)
         return self.server.scene.add_point_cloud(f"/{name}", p, c, point_size=point_size or _point_size(p),
                                                  point_shape="rounded")
 
@@ -117,6 +144,7 @@ class Viewer:
         f = _np(faces, np.int64)
         if f.ndim != 2 or f.shape[1] != 3 or (f.size and (f.min() < 0 or f.max() >= len(v))):
             raise ValueError(f"{name}: faces expected [F, 3] indices in [0, {len(v)}), got shape {tuple(f.shape)}")
+        self._grow(v)
         if colors is None:
             return self.server.scene.add_mesh_simple(f"/{name}", v, f, color=(180, 180, 180), side="double")
         mesh = trimesh.Trimesh(v, f, vertex_colors=_rgb_u8(colors, len(v), name), process=False)
@@ -137,6 +165,9 @@ class Viewer:
         widths = np.broadcast_to(np.asarray(width, dtype=np.float64), (len(K),))
         c2w = np.linalg.inv(w2c)  # [V, 4, 4]
         centres = c2w[:, :3, 3]
+        if self._first_camera is None and len(centres):
+            self._first_camera = (centres[0], c2w[0, :3, 2])  # its centre and viewing direction (+z)
+        self._grow(centres)
         if scale is None:
             spread = float(np.linalg.norm(centres.max(0) - centres.min(0))) if len(centres) > 1 else 0.0
             scale = spread / 10 if spread > 0 else 0.1
@@ -157,9 +188,10 @@ class Viewer:
         if x.ndim != 3 or x.shape[-1] != 3 or len(x) == 0 or not np.isfinite(x).all():
             raise ValueError(f"{name}: positions expected finite [F, P, 3], got shape {tuple(x.shape)}")
         F, P = x.shape[:2]
+        self._grow(x.reshape(-1, 3))
         c = _np(colors, np.float64) if not (isinstance(colors, np.ndarray) and colors.dtype == np.uint8) else colors
         per_frame = np.ndim(c) == 3
-        size = _point_size(x.reshape(-1, 3))
+        size = _point_size(x[0])
         clouds = [self.server.scene.add_point_cloud(
             f"/{name}/{f:04d}", x[f], _rgb_u8(c[f] if per_frame else c, P, name), point_size=size,
             point_shape="rounded", visible=f == 0) for f in range(F)]
@@ -193,6 +225,8 @@ class Viewer:
         except Exception as exc:  # trimesh raises many kinds for a file it cannot parse
             raise ValueError(f"{path}: not a mesh or point cloud trimesh can read ({type(exc).__name__}: {exc})") from None
         name = name or path.stem
+        if getattr(geom, "bounds", None) is not None:  # None for an empty file
+            self._grow(np.asarray(geom.bounds, np.float64))
         if isinstance(geom, trimesh.Scene):
             return self.server.scene.add_glb(f"/{name}", geom.export(file_type="glb"))
         if isinstance(geom, trimesh.PointCloud):
