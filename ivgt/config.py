@@ -18,10 +18,12 @@ class ModelConfig:
     # Image size fed to the backbone (H, W); multiples of patch_size. Inputs are resized to it.
     image_size: tuple = (64, 64)
     patch_size: int = 8
-    # DINOv2-style patch embedding (a `transformers` Dinov2Model); dinov2_path loads local weights.
+    # DINOv2-style patch embedding (a `transformers` Dinov2Model, or Dinov2WithRegistersModel when
+    # encoder_registers > 0; VGGT's dinov2_vitl14_reg has 4); dinov2_path loads local weights.
     encoder_dim: int = 64
     encoder_layers: int = 2
     encoder_heads: int = 4
+    encoder_registers: int = 0
     dinov2_path: str = ""
     # Alternating frame / global attention (VGGT aggregator).
     dim: int = 64
@@ -29,6 +31,8 @@ class ModelConfig:
     heads: int = 4
     num_register_tokens: int = 4
     mlp_ratio: float = 4.0
+    qk_norm: bool = False  # LayerNorm of each head's queries and keys in the blocks (VGGT: on)
+    rope_freq: float = 0.0  # base frequency of the blocks' 2D rotary position embedding; 0: none (VGGT: 100)
     # Heads and the scene representation.
     camera_iters: int = 4
     head_stride: int = 4  # feature / depth maps at image_size / head_stride
@@ -105,6 +109,7 @@ def check_config(cfg: Config) -> None:
                     "train.w_rgb", "train.w_depth", "train.w_normal", "train.w_eikonal", "train.w_camera",
                     "train.w_depth_head", "model.n_fine", "model.up_sample_steps"], 0)
     check_min(cfg, ["train.lr", "train.grad_clip", "model.near"], 0, strict=True)
+    check_min(cfg, ["model.encoder_registers", "model.rope_freq"], 0)
     if cfg.train.gt_camera_prob > 1:
         raise common_config.ConfigError(f"train.gt_camera_prob: expected a probability in [0, 1], "
                                         f"got {cfg.train.gt_camera_prob!r}")

@@ -23,17 +23,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
-from transformers import Dinov2Config, Dinov2Model
 
 from common.cameras import (camera_centers, fov_from_intrinsics, intrinsics_from_fov, invert_pose, matrix_to_quaternion,
                             project, quaternion_to_matrix, resize_intrinsics)
 from common.checkpoint import check_weights_folder, load_safetensors
+from ivgt.aggregator import Aggregator, Block
 from ivgt.config import ModelConfig
 from ivgt.render import render_rays
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 # ----------------------------------------------------------------------------------------------
 # Pose encoding (VGGT `absT_quaR_FoV`): [t (3), quaternion wxyz (4), fov_h, fov_w] of w2c
@@ -61,64 +57,6 @@ def cameras_from_encoding(enc: torch.Tensor, height: int, width: int) -> tuple[t
 # ----------------------------------------------------------------------------------------------
 # Building blocks
 # ----------------------------------------------------------------------------------------------
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block (attention + MLP) with LayerScale, as in DINOv2 / VGGT."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, init_values: float = 0.01):
-        super().__init__()
-        self.heads = heads
-        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
-        hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
-        self.ls1 = nn.Parameter(torch.full((dim,), init_values))
-        self.ls2 = nn.Parameter(torch.full((dim,), init_values))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x [B, N, C]
-        B, N, C = x.shape
-        qkv = self.qkv(self.norm1(x)).reshape(B, N, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
-        attn = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # [B, heads, N, C/heads]
-        x = x + self.ls1 * self.proj(attn.transpose(1, 2).reshape(B, N, C))
-        return x + self.ls2 * self.mlp(self.norm2(x))
-
-
-class Aggregator(nn.Module):
-    """VGGT aggregator: DINOv2 patch tokens, a camera token and register tokens per frame (the
-    first frame has its own pair), then `depth` pairs of frame attention (within each view) and
-    global attention (across all views)."""
-
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.encoder = Dinov2Model(Dinov2Config(
-            hidden_size=cfg.encoder_dim, num_hidden_layers=cfg.encoder_layers,
-            num_attention_heads=cfg.encoder_heads, intermediate_size=int(cfg.encoder_dim * cfg.mlp_ratio),
-            patch_size=cfg.patch_size, image_size=max(cfg.image_size), layerscale_value=1.0))
-        self.proj = nn.Linear(cfg.encoder_dim, cfg.dim)
-        self.special = nn.Parameter(torch.randn(2, 1 + cfg.num_register_tokens, cfg.dim) * 0.02)  # [first/other, 1 + R, C]
-        self.frame_blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
-        self.global_blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
-        self.patch_start = 1 + cfg.num_register_tokens
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """images [B, V, 3, H, W] -> tokens [B, V, 1 + R + P, 2C] (frame and global outputs)."""
-        B, V = images.shape[:2]
-        x = (images.flatten(0, 1) - self.mean) / self.std  # [B*V, 3, H, W]
-        patches = self.encoder(pixel_values=x).last_hidden_state[:, 1:]  # [B*V, P, Ce]; CLS dropped
-        patches = self.proj(patches)  # [B*V, P, C]
-        P, C = patches.shape[1:]
-        special = torch.cat([self.special[:1], self.special[1:].expand(V - 1, -1, -1)])  # [V, 1 + R, C]
-        tokens = torch.cat([special.repeat(B, 1, 1), patches], 1)  # [B*V, T, C]
-        T = tokens.shape[1]
-        frame_out = tokens
-        for frame_block, global_block in zip(self.frame_blocks, self.global_blocks):
-            tokens = frame_block(tokens)  # attention within each frame
-            frame_out = tokens
-            tokens = global_block(tokens.reshape(B, V * T, C)).reshape(B * V, T, C)  # across frames
-        return torch.cat([frame_out, tokens], -1).reshape(B, V, T, 2 * C)
 
 
 class CameraHead(nn.Module):
@@ -241,10 +179,12 @@ class IVGT(ModelMixin, ConfigMixin):
         return cls(**{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()})
 
     def load_dinov2(self, path) -> None:
-        """Copy a local `transformers` Dinov2Model checkpoint into the patch embedding; every key
-        and shape must match the configured encoder (encoder_dim, encoder_layers, patch_size)."""
+        """Copy a local `transformers` Dinov2Model checkpoint (Dinov2WithRegistersModel where
+        encoder_registers > 0) into the patch embedding; every key and shape must match the
+        configured encoder (encoder_dim, encoder_layers, patch_size, encoder_registers)."""
         check_weights_folder(path)  # one line naming the folder: no safetensors, a truncated file
-        source = Dinov2Model.from_pretrained(path, local_files_only=True, use_safetensors=True).state_dict()
+        encoder_class = type(self.aggregator.encoder)
+        source = encoder_class.from_pretrained(path, local_files_only=True, use_safetensors=True).state_dict()
         target = self.aggregator.encoder.state_dict()
         missing, extra = set(target) - set(source), set(source) - set(target)
         if missing or extra:

@@ -7,7 +7,7 @@ import pytest
 import torch
 import trimesh
 from PIL import Image
-from transformers import Dinov2Config, Dinov2Model
+from transformers import Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
 
 from common.cameras import look_at, make_K, project, transform_points, write_colmap_text
 from common.datasets import read_image_folder
@@ -70,11 +70,16 @@ def test_forward_shapes_first_camera_identity_and_save_load(tiny_model, tmp_path
         IVGT.load(tmp_path)
 
 
-def test_dinov2_weights_load_from_a_local_folder(tmp_path):
-    enc = Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=128,
-                                   patch_size=8, image_size=32, layerscale_value=1.0))
+@pytest.mark.parametrize("registers", [0, 2])
+def test_dinov2_weights_load_from_a_local_folder(tmp_path, registers):
+    """facebook/dinov2-* layout; with encoder_registers, facebook/dinov2-with-registers-* (paper.yaml)."""
+    sizes = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=128, patch_size=8,
+                 image_size=32, layerscale_value=1.0)
+    enc = (Dinov2WithRegistersModel(Dinov2WithRegistersConfig(**sizes, num_register_tokens=registers)) if registers
+           else Dinov2Model(Dinov2Config(**sizes)))
     enc.save_pretrained(tmp_path / "dino")
-    model = IVGT.from_model_config(ModelConfig(**{**TINY, "dinov2_path": str(tmp_path / "dino")}))
+    model = IVGT.from_model_config(ModelConfig(**{**TINY, "encoder_registers": registers,
+                                                  "dinov2_path": str(tmp_path / "dino")}))
     for k, v in enc.state_dict().items():
         assert torch.equal(model.aggregator.encoder.state_dict()[k], v)
 
