@@ -5,7 +5,7 @@ its own camera / register tokens (it defines the world frame), the other views s
 Each of `depth` iterations runs a frame block (attention within each view, tokens [B*V, T, C]) and
 a global block (attention across all views, tokens [B, V*T, C]).
 
-paper.yaml mirrors VGGT-1B exactly, so that its weights can load: a DINOv2
+paper.yaml mirrors VGGT-1B exactly, so that its weights load (`ivgt/vggt_weights.py`): a DINOv2
 ViT-L/14 with 4 registers as the patch embedding (`encoder_registers`), query-key LayerNorm
 (`qk_norm`) and 2D rotary position embedding of frequency 100 (`rope_freq`) in the blocks. The
 tiny config keeps all three off (its checkpoints have no such weights).

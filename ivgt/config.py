@@ -25,6 +25,10 @@ class ModelConfig:
     encoder_heads: int = 4
     encoder_registers: int = 0
     dinov2_path: str = ""
+    # VGGT-1B's model.safetensors (a file, or a folder holding it): its aggregator (patch embedding,
+    # camera / register tokens, frame / global blocks) initialises the backbone; the config must be
+    # VGGT's (paper.yaml). Every key and shape is checked (ivgt/vggt_weights.py).
+    vggt_path: str = ""
     # Alternating frame / global attention (VGGT aggregator).
     dim: int = 64
     depth: int = 2  # number of (frame, global) block pairs
@@ -110,6 +114,13 @@ def check_config(cfg: Config) -> None:
                     "train.w_depth_head", "model.n_fine", "model.up_sample_steps"], 0)
     check_min(cfg, ["train.lr", "train.grad_clip", "model.near"], 0, strict=True)
     check_min(cfg, ["model.encoder_registers", "model.rope_freq"], 0)
+    if cfg.model.vggt_path:
+        if cfg.model.dinov2_path:
+            raise common_config.ConfigError("model.dinov2_path and model.vggt_path: set one (VGGT's aggregator "
+                                            "holds its own DINOv2 patch embedding)")
+        from ivgt.vggt_weights import vggt_weights_file
+
+        vggt_weights_file(cfg.model.vggt_path)  # one line naming a missing, pickled or unreadable file
     if cfg.train.gt_camera_prob > 1:
         raise common_config.ConfigError(f"train.gt_camera_prob: expected a probability in [0, 1], "
                                         f"got {cfg.train.gt_camera_prob!r}")

@@ -171,8 +171,12 @@ class IVGT(ModelMixin, ConfigMixin):
         self.depth_head = DenseHead(dim2, cfg.patch_size, cfg.head_stride, 2)
         self.feature_head = DenseHead(dim2, cfg.patch_size, cfg.head_stride, cfg.feature_dim)
         self.decoder = SceneDecoder(cfg)
+        if cfg.dinov2_path and cfg.vggt_path:
+            raise ValueError("dinov2_path and vggt_path: set one (VGGT's aggregator holds its own DINOv2)")
         if cfg.dinov2_path:
             self.load_dinov2(cfg.dinov2_path)
+        if cfg.vggt_path:
+            self.load_vggt(cfg.vggt_path)
 
     @classmethod
     def from_model_config(cls, cfg: ModelConfig) -> "IVGT":
@@ -195,6 +199,18 @@ class IVGT(ModelMixin, ConfigMixin):
                 raise ValueError(f"{path}: {key} has shape {list(value.shape)}, the config expects {list(target[key].shape)}")
         self.aggregator.encoder.load_state_dict(source)
 
+    def load_vggt(self, path) -> dict:
+        """Initialise the backbone from VGGT-1B's aggregator (`model.safetensors` or its folder):
+        every key and shape checked, one line on stderr saying what was loaded and what was not
+        (`ivgt/vggt_weights.py` has the key map). Returns the report."""
+        import sys
+
+        from ivgt.vggt_weights import load_vggt_aggregator, report_line
+
+        report = load_vggt_aggregator(self, path)
+        print(f"ivgt: {report_line(report)}", file=sys.stderr)
+        return report
+
     @classmethod
     def load(cls, path) -> "IVGT":
         """Load a checkpoint folder written by `save_pretrained`, with clear errors for a folder of
@@ -207,7 +223,7 @@ class IVGT(ModelMixin, ConfigMixin):
         if meta.get("_class_name") != cls.__name__:
             raise ValueError(f"{config_file}: checkpoint of class {meta.get('_class_name')!r}, expected 'IVGT'")
         kwargs = {k: v for k, v in meta.items() if not k.startswith("_")}
-        kwargs["dinov2_path"] = ""  # the weights come from the checkpoint itself
+        kwargs["dinov2_path"] = kwargs["vggt_path"] = ""  # the weights come from the checkpoint itself
         weights = path / "diffusion_pytorch_model.safetensors"
         if not weights.is_file():
             check_weights_folder(path)  # names pickled weights (.bin) found instead

@@ -103,6 +103,10 @@ def inputs(tmp_path_factory) -> dict:
     p["ivgt_bin"].mkdir()
     (p["ivgt_bin"] / "config.json").write_text(json.dumps({"_class_name": "IVGT"}))
     (p["ivgt_bin"] / "diffusion_pytorch_model.bin").write_bytes(PICKLE_BYTES)
+    p["vggt_pt_dir"] = d / "vggt_pt"  # VGGT-1B's older pickled release, model.pt
+    p["vggt_pt_dir"].mkdir()
+    p["vggt_pt"] = p["vggt_pt_dir"] / "model.pt"
+    p["vggt_pt"].write_bytes(PICKLE_BYTES)
     p["hf_bin"] = d / "hf_bin"  # a transformers folder with pickled weights only
     p["hf_bin"].mkdir()
     (p["hf_bin"] / "config.json").write_text(json.dumps({"model_type": "qwen3_vl"}))
@@ -391,6 +395,12 @@ CALL_ROWS = [
         "{ivgt_bin}: no *.safetensors weights in the model folder; found pickled weights",
     ),
     (
+        "ivgt-vggt-folder-only-pickled",
+        lambda p, t: importlib.import_module("ivgt.vggt_weights").vggt_weights_file(p["vggt_pt_dir"]),
+        CheckpointError,
+        "{vggt_pt_dir}: no model.safetensors in the folder; found pickled weights ['model.pt'], which are not loaded",
+    ),
+    (
         "ivgt-resume-old-pickled-state",
         _ivgt_resume_from_old_checkpoint,
         CheckpointError,
@@ -657,6 +667,11 @@ CLI_ROWS = [
         "train.checkpoint_every: expected an int >= 1, got 0",
     ),
     ("ivgt.train", ["train.steps=-5", "train.output_dir={out}"], "train.steps: expected an int >= 1, got -5"),
+    (
+        "ivgt.train",
+        ["model.vggt_path={vggt_pt}", "train.output_dir={out}"],
+        "{vggt_pt}: a pickled checkpoint (.pt) is not loaded (no torch.load)",
+    ),
     ("ivgt.train", ["--config", "{missing}", "train.output_dir={out}"], "{missing}: config file not found"),
     ("ivgt.demo", ["--images", "{missing}", "--out", "{out}"], "{missing}: --images folder not found"),
     (
