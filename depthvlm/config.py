@@ -32,9 +32,12 @@ class ModelConfig:
     text_heads: int = 4
     text_kv_heads: int = 2
     text_mlp: int = 128
-    # DPT head (paper: features 256, out_channels [256, 512, 1024, 1024]).
+    # DPT head (paper: features 256, out_channels [256, 512, 1024, 1024]). head_relu_skip: the
+    # residual units add relu(x) back, as the official head computes (paper.yaml; always on when the
+    # official release is loaded); off, they add x (tiny.yaml, whose reported numbers used it).
     head_features: int = 32
     head_out_channels: list = field(default_factory=lambda: [16, 32, 64, 64])
+    head_relu_skip: bool = False
     dtype: str = "float32"
 
 

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import torch
 from huggingface_hub.dataclasses import strict
+from safetensors import safe_open
 from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 from transformers.utils import ModelOutput
 
 from common.checkpoint import check_weights_folder
-from depthvlm.head import DPTDepthHead
+from common.errors import CheckpointError
+from depthvlm.head import DPTDepthHead, official_key_map
 
 
 @strict
@@ -172,7 +174,8 @@ class DepthVLMForConditionalGeneration(Qwen3VLForConditionalGeneration):
 
 
 def head_kwargs(mcfg) -> dict:
-    return {"features": int(mcfg.head_features), "out_channels": [int(c) for c in mcfg.head_out_channels]}
+    return {"features": int(mcfg.head_features), "out_channels": [int(c) for c in mcfg.head_out_channels],
+            "relu_skip": bool(mcfg.head_relu_skip)}
 
 
 def tiny_config(mcfg, tokenizer) -> DepthVLMConfig:
@@ -218,9 +221,14 @@ def build_model(mcfg, seed: int = 0):
 
 
 def load_pretrained(path, head: dict | None = None, dtype=torch.float32):
-    """(model, processor) from a local folder: a DepthVLM checkpoint we saved (head included), or
-    a Qwen3-VL checkpoint (`model_type` qwen3_vl, e.g. Qwen3-VL-4B-Instruct), whose weights load
-    unchanged and whose depth head starts from random weights (stage 1 trains it)."""
+    """(model, processor) from a local folder: a DepthVLM checkpoint we saved (head included); the
+    official DepthVLM release (e.g. DepthVLM-4B: `model_type` qwen3_vl with its DPT head under
+    `depth_head.`), whose head is mapped key by key (`load_official_head`) and computes as the
+    official one (`relu_skip`); or a plain Qwen3-VL
+    checkpoint (e.g. Qwen3-VL-4B-Instruct), whose depth head starts from random weights (stage 1
+    trains it). `head` sizes the head for the last two (paper: features 256, [256, 512, 1024, 1024]).
+    Every tensor of the folder must land in the model and every parameter be loaded (a head made
+    fresh excepted); otherwise one error naming the folder and the first such key."""
     import json
 
     from depthvlm.processing import DepthVLMProcessor
@@ -228,26 +236,99 @@ def load_pretrained(path, head: dict | None = None, dtype=torch.float32):
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: no config.json (expected a local Qwen3-VL or DepthVLM checkpoint folder)")
-    check_weights_folder(path)  # safetensors only: a folder of pytorch_model.bin is refused, named
+    files = check_weights_folder(path)  # safetensors only: a folder of pytorch_model.bin is refused, named
     raw = json.loads((path / "config.json").read_text())
     kind = raw.get("model_type")
+    official = False
     if kind == DepthVLMConfig.model_type:
         config = DepthVLMConfig.from_pretrained(path)
     elif kind == "qwen3_vl":
+        official = bool(official_head_files(files))
         base = Qwen3VLConfig.from_pretrained(path).to_dict()
-        for key in ("model_type", "transformers_version", "architectures"):
+        head_type = base.pop("depth_head_type", None)  # the official config records its head's kind
+        if official and head_type not in (None, "dpt"):
+            raise CheckpointError(path / "config.json", f"depth_head_type {head_type!r}: only the official DPT head "
+                                                        "('dpt') maps onto this package's head")
+        for key in ("model_type", "transformers_version", "architectures", "depth_head_mlp_hidden",
+                    "depth_head_feature_mode"):
             base.pop(key, None)
-        config = DepthVLMConfig(**base, depth_head=head or {})
+        # The official head computes with relu(x) skips (in-place ReLUs), whatever `head` says.
+        config = DepthVLMConfig(**base, depth_head={**(head or {}), **({"relu_skip": True} if official else {})})
     else:
         raise ValueError(f"{path / 'config.json'}: model_type {kind!r}, expected 'qwen3_vl' or "
                          f"{DepthVLMConfig.model_type!r}")
-    model = DepthVLMForConditionalGeneration.from_pretrained(
-        path, config=config, dtype=dtype, local_files_only=True, use_safetensors=True
-    )
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the head's keys are checked below, not reported as a warning
+    try:
+        model, info = DepthVLMForConditionalGeneration.from_pretrained(
+            path, config=config, dtype=dtype, local_files_only=True, use_safetensors=True, output_loading_info=True
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    fresh_head = kind == "qwen3_vl"  # its head is mapped from the official layout below, or made fresh
+    ok = lambda key: fresh_head and key.startswith(OFFICIAL_HEAD_PREFIX)  # noqa: E731
+    mismatched = [k[0] if isinstance(k, tuple) else k for k in info["mismatched_keys"]]
+    for what, keys in (("unexpected tensor", [k for k in info["unexpected_keys"] if not ok(k)]),
+                       ("missing tensor", [k for k in info["missing_keys"] if not ok(k)]),
+                       ("tensor of another shape", mismatched)):
+        if keys:
+            raise CheckpointError(path, f"{what} {sorted(keys)[0]!r} ({len(keys)} in all): the weights do not match "
+                                        "the architecture of config.json")
+    if official:
+        load_official_head(model.depth_head, files)
     processor = DepthVLMProcessor.from_pretrained(path)
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
     model.generation_config.eos_token_id = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     return model, processor
+
+
+OFFICIAL_HEAD_PREFIX = "depth_head."
+
+
+def official_head_files(files) -> dict[str, Path]:
+    """The `depth_head.*` tensors of safetensors files (the official release's head): name without
+    the prefix -> the file holding it."""
+    where = {}
+    for file in files:
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():
+                if key.startswith(OFFICIAL_HEAD_PREFIX):
+                    where[key[len(OFFICIAL_HEAD_PREFIX):]] = Path(file)
+    return where
+
+
+def load_official_head(head: DPTDepthHead, files) -> int:
+    """Copy the official head's tensors (`depth_head.*` in `files`, the official `DPTDepthHead`
+    layout) into ours by `official_key_map`. Every official key must be there, no other, and every
+    shape must be ours; otherwise one CheckpointError naming the file and the first such key,
+    before anything is copied. Returns the number of tensors read."""
+    where = official_head_files(files)
+    mapping = official_key_map()
+    extra, missing = sorted(set(where) - set(mapping)), sorted(set(mapping) - set(where))
+    if extra:
+        raise CheckpointError(where[extra[0]], f"unexpected tensor '{OFFICIAL_HEAD_PREFIX}{extra[0]}' ({len(extra)} "
+                                               "in all): not the official DPT depth head")
+    if missing:
+        named = files[0] if len(files) == 1 else Path(files[0]).parent
+        raise CheckpointError(named, f"no tensor '{OFFICIAL_HEAD_PREFIX}{missing[0]}' ({len(missing)} of the "
+                                     f"{len(mapping)} tensors of the official DPT depth head are missing)")
+    own = head.state_dict()
+    state = {}
+    for key in sorted(mapping):
+        with safe_open(str(where[key]), framework="pt") as f:
+            shape = list(f.get_slice(OFFICIAL_HEAD_PREFIX + key).get_shape())
+            for target in mapping[key]:
+                if shape != list(own[target].shape):
+                    raise CheckpointError(where[key], f"'{OFFICIAL_HEAD_PREFIX}{key}' has shape {shape}, the head "
+                                                      f"(depth_head config) expects {list(own[target].shape)} "
+                                                      f"for '{target}'")
+            value = f.get_tensor(OFFICIAL_HEAD_PREFIX + key)
+        for target in mapping[key]:
+            state[target] = value.to(own[target].dtype)
+    head.load_state_dict(state, strict=True)
+    return len(mapping)
 
 
 def save_pretrained(model, processor, path) -> None:
