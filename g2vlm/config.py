@@ -123,7 +123,6 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    threads: int = 0  # torch CPU threads; 0: torch's default
 
 
 def load_config(path=None, overrides=()) -> Config:
@@ -157,16 +156,7 @@ def check_config(cfg: Config) -> None:
     check_min(cfg, [f"{s}.{k}" for s in stages for k in ("steps", "warmup")]
               + [f"train.{w}_weight" for w in weights] + ["train.grad_clip", "data.max_scenes"], 0)
     check_min(cfg, [f"{s}.lr" for s in stages], 0, strict=True)
-    if cfg.threads < 0:
-        bad("threads", ">= 0", cfg.threads)
 
 
 def to_dict(cfg: Config) -> dict:
     return common_config.config_to_dict(cfg)
-
-
-def set_threads(n: int) -> None:
-    import torch
-
-    if n > 0:
-        torch.set_num_threads(n)

@@ -265,27 +265,29 @@ def main(argv=None) -> None:
     import json
     from pathlib import Path
 
-    from common.cli import one_line_errors
-    from g2vlm.config import load_config, set_threads
+    from common.cli import OneLineParser, add_threads_flag, one_line_errors, set_threads
+    from g2vlm.config import load_config
     from g2vlm.data import ensure_data, load_scenes, load_seven_scenes
     from g2vlm.model import G2VLM
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineParser("g2vlm.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="a G2VLM folder (e.g. results/g2vlm/g2vlm/stage2/final)")
-    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
+    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"),
+                    help="a YAML config (default: configs/tiny.yaml)")
     ap.add_argument(
         "--seven-scenes", default=None, help="a 7-Scenes root: reconstruction on its test sequences"
     )
     ap.add_argument(
         "--stride", type=int, default=None, help="keyframe stride on 7-Scenes (official 200 / 40)"
     )
-    ap.add_argument("overrides", nargs="*")
+    add_threads_flag(ap)
+    ap.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. data.max_scenes=4")
     args = ap.parse_args(argv)
     with one_line_errors("g2vlm.evaluate"):
+        set_threads(args.threads)
         extra = [f"data.seven_scenes_root={args.seven_scenes}"] if args.seven_scenes else []
         extra += [f"data.seven_scenes_stride={args.stride}"] if args.stride else []
         cfg = load_config(args.config, list(args.overrides) + extra)
-        set_threads(cfg.threads)
         model = G2VLM.from_pretrained(args.model)
         if args.seven_scenes:
             scenes = load_seven_scenes(cfg)

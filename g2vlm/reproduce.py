@@ -23,11 +23,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cli import OneLineParser, check_out_dir, check_synthetic_root, one_line_errors
+from common.cli import (
+    OneLineParser,
+    add_threads_flag,
+    check_out_dir,
+    check_synthetic_root,
+    one_line_errors,
+    set_threads,
+)
 from common.datasets.io import read_json
 from common.metrics import bootstrap_ci, paired_bootstrap_test
 from common.results import git_commit, markdown_table, write_results
-from g2vlm.config import Config, load_config, set_threads, to_dict
+from g2vlm.config import Config, load_config, to_dict
 from g2vlm.data import ensure_data, load_scenes
 from g2vlm.evaluate import (
     METRICS,
@@ -73,7 +80,7 @@ def finished(cfg: Config, folder: Path) -> bool:
         raise ValueError(f"{out / 'config.json'}: expected the run's config (an object with a 'train' section)")
     for c in (saved, now):
         c.pop("eval", None)
-        c.pop("threads", None)
+        c.pop("threads", None)  # configs saved before --threads replaced the key
         c["train"].pop("checkpoint_every", None)
     return saved == now
 
@@ -98,10 +105,10 @@ def evaluate_model(model, cfg: Config, test_scenes) -> dict:
     return {"metrics": metrics, "per": {k: v.tolist() for k, v in per.items()}}
 
 
-def run_variant(name: str, cfg: Config, stage1: str, reuse: bool) -> dict:
+def run_variant(name: str, cfg: Config, stage1: str, reuse: bool, threads: int) -> dict:
     from g2vlm.train import train
 
-    set_threads(cfg.threads)
+    set_threads(threads)
     t0 = time.time()
     final = Path(cfg.train.out_dir) / "stage2" / "final"
     if not (reuse and finished(cfg, final)):
@@ -187,22 +194,24 @@ def main(argv=None) -> None:
     ap = OneLineParser(
         "g2vlm.reproduce", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
+    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"),
+                    help="a YAML config (default: configs/tiny.yaml)")
     ap.add_argument(
-        "--jobs", type=int, default=2, help="stage-2 trainings side by side (one torch thread each)"
+        "--jobs", type=int, default=2,
+        help="stage-2 trainings side by side (each gets --threads, or torch's default / jobs threads)"
     )
     ap.add_argument("--reuse", action="store_true", help="keep finished runs of an unchanged configuration")
+    add_threads_flag(ap)
     ap.add_argument("overrides", nargs="*", help="key=value, applied to every run")
     args = ap.parse_args(argv)
     t0 = time.time()
     with one_line_errors("g2vlm.reproduce"):
+        set_threads(args.threads)
         cfg = load_config(args.config, args.overrides)
         if args.jobs < 1:
             raise ValueError(f"--jobs: expected >= 1, got {args.jobs}")
         check_inputs(cfg, args.reuse)
-        if args.jobs > 1:
-            cfg.threads = 1
-        set_threads(cfg.threads)
+        per_job = args.threads or max(1, torch.get_num_threads() // args.jobs)
         ensure_data(cfg.data)
         OUT.mkdir(parents=True, exist_ok=True)
         from g2vlm.train import train
@@ -216,7 +225,7 @@ def main(argv=None) -> None:
         ctx = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool_:
             futures = [
-                pool_.submit(run_variant, n, variant_config(cfg, n), str(stage1), args.reuse)
+                pool_.submit(run_variant, n, variant_config(cfg, n), str(stage1), args.reuse, per_job)
                 for n in VARIANTS
             ]
             for f in futures:

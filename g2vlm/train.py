@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -30,10 +28,15 @@ import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from tqdm import tqdm
 
-from common.checkpoint import load_optimizer_state, save_optimizer_state
-from common.cli import OneLineParser, one_line_errors
+from common.checkpoint import (
+    atomic_checkpoint,
+    checkpoint_to_resume,
+    load_optimizer_state,
+    save_optimizer_state,
+)
+from common.cli import OneLineParser, add_threads_flag, one_line_errors, set_threads
 from common.results import truncate_jsonl
-from g2vlm.config import Config, load_config, set_threads, to_dict
+from g2vlm.config import Config, load_config, to_dict
 from g2vlm.data import ensure_data, load_scenes
 from g2vlm.model import G2VLM, build_model
 from g2vlm.objective import Trainee
@@ -71,16 +74,21 @@ def global_batch(
     return out
 
 
+CHECKPOINT_FILES = ("model/g2vlm.json", "optimizer.safetensors", "trainer_state.json")
+
+
 def save_checkpoint(model: G2VLM, optimizer, step: int, folder: Path) -> None:
-    final, tmp, old = folder / "checkpoint", folder / "checkpoint.tmp", folder / "checkpoint.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp / "model")
-    save_optimizer_state(optimizer, tmp / "optimizer.safetensors")
-    (tmp / "trainer_state.json").write_text(json.dumps({"step": step}))
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    """Atomic (`common.checkpoint.atomic_checkpoint`): a temporary folder, then renames."""
+    with atomic_checkpoint(folder / "checkpoint") as tmp:
+        model.save_pretrained(tmp / "model")
+        save_optimizer_state(optimizer, tmp / "optimizer.safetensors")
+        (tmp / "trainer_state.json").write_text(json.dumps({"step": step}))
+
+
+def resume_folder(folder: Path) -> Path | None:
+    """The stage folder's checkpoint to resume from: checkpoint, or checkpoint.old where a save was
+    killed between its renames (`common.checkpoint.checkpoint_to_resume`); None when there is none."""
+    return checkpoint_to_resume(folder / "checkpoint", CHECKPOINT_FILES, missing_ok=True)
 
 
 def train_stage(
@@ -100,8 +108,8 @@ def train_stage(
     params = set_trainable(model, stage)
     optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=0.0)
     start = 0
-    ckpt = folder / "checkpoint"
-    if resume and (ckpt / "trainer_state.json").is_file():
+    ckpt = resume_folder(folder) if resume else None
+    if ckpt is not None:
         start = json.loads((ckpt / "trainer_state.json").read_text())["step"]
         load_optimizer_state(optimizer, ckpt / "optimizer.safetensors")
     trainee, optimizer = accelerator.prepare(Trainee(model, cfg.train, stage), optimizer)
@@ -170,7 +178,6 @@ def train(
 ) -> Path:
     """Train the stages in `stages` (from `init`, a saved model, when given); returns the last stage's
     final folder."""
-    set_threads(cfg.threads)
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
@@ -194,9 +201,9 @@ def train(
             if resume and (folder / "final" / "g2vlm.json").is_file():
                 model = G2VLM.from_pretrained(folder / "final")
                 continue
-            ckpt = folder / "checkpoint"
+            ckpt = resume_folder(folder) if resume else None
             start = 0
-            if resume and (ckpt / "trainer_state.json").is_file():
+            if ckpt is not None:
                 model = G2VLM.from_pretrained(ckpt / "model")
                 start = json.loads((ckpt / "trainer_state.json").read_text())["step"]
             if resume and log is not None:  # this stage's steps after its checkpoint are done again
@@ -215,13 +222,17 @@ def main(argv=None) -> None:
     ap = OneLineParser(
         "g2vlm.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"))
-    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"),
+                    help="a YAML config (default: configs/tiny.yaml)")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue the unfinished stage from its checkpoint in train.out_dir")
     ap.add_argument("--stages", default="1,2", help="which stages to run, e.g. 1 or 2 or 1,2")
     ap.add_argument("--init", default=None, help="start from this saved G2VLM folder")
+    add_threads_flag(ap)
     ap.add_argument("overrides", nargs="*", help="key=value, e.g. train.stage2.steps=200")
     args = ap.parse_args(argv)
     with one_line_errors("g2vlm.train"):
+        set_threads(args.threads)
         stages = tuple(int(s) for s in args.stages.split(","))
         if not stages or any(s not in (1, 2) for s in stages):
             raise ValueError(f"--stages: expected 1, 2 or 1,2, got {args.stages!r}")

@@ -7,13 +7,14 @@ import sys
 
 import pytest
 
-PACKAGES = ["ivgt", "depthvlm", "endogsim", "ide3d", "vlm3"]
+PACKAGES = ["ivgt", "depthvlm", "endogsim", "ide3d", "vlm3", "g2vlm"]
 REQUIRED = {  # at least these, whatever else __all__ lists
     "ivgt": ["IVGT", "Scene", "load_config"],
     "depthvlm": ["DepthVLMForConditionalGeneration", "DepthVLMProcessor", "load_pretrained", "load_config"],
     "endogsim": ["GaussianModel", "PhysicsScene", "Simulation", "load_config"],
     "ide3d": ["IDE3DForConditionalGeneration", "IDE3DProcessor", "load_pretrained", "load_config"],
     "vlm3": ["VLM3", "load_config"],
+    "g2vlm": ["G2VLM", "G2VLMGeometry", "build_model", "load_config"],
 }
 
 

@@ -17,6 +17,8 @@ ENTRY_POINTS = [
     "endogsim.diagnostics.identifiability",
     "ide3d.train", "ide3d.evaluate", "ide3d.reproduce", "ide3d.teacher",
     "vlm3.train", "vlm3.evaluate", "vlm3.reproduce", "vlm3.scaling", "vlm3.probe",
+    "g2vlm.train", "g2vlm.evaluate", "g2vlm.reproduce", "g2vlm.diagnostics.object_pooling",
+    "g2vlm.diagnostics.grounding",
     "common.synthetic", "benchmarks.run", "benchmarks.leaderboard", "benchmarks.perf",
 ]
 

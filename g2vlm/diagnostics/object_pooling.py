@@ -18,8 +18,8 @@ from types import SimpleNamespace
 
 import torch
 
-from common.cli import OneLineParser
-from g2vlm.config import load_config, set_threads
+from common.cli import OneLineParser, add_threads_flag, set_threads
+from g2vlm.config import load_config
 from g2vlm.data import load_scenes
 from g2vlm.evaluate import evaluate_scene, pool
 from g2vlm.heads import pool_boxes
@@ -95,17 +95,18 @@ def main(argv=None) -> None:
     )
     ap.add_argument(
         "--variant", choices=["voxels", "points", "both", "projected", "semantic", "geometry-free"],
-        required=True
+        required=True, help="what a candidate box pools (module docstring)"
     )
-    ap.add_argument("--steps", type=int, default=400)
-    ap.add_argument("--init", default="results/g2vlm/stage1/stage1/final")
-    ap.add_argument("--out", default="/tmp/g2vlm_pooling")
+    ap.add_argument("--steps", type=int, default=400, help="stage-2 steps")
+    ap.add_argument("--init", default="results/g2vlm/stage1/stage1/final", help="the stage-1 model to start from")
+    ap.add_argument("--out", default="/tmp/g2vlm_pooling", help="where the runs go")
+    add_threads_flag(ap)
     args = ap.parse_args(argv)
-    over = [f"train.stage2.steps={args.steps}", f"train.out_dir={args.out}/{args.variant}", "threads=1"]
+    over = [f"train.stage2.steps={args.steps}", f"train.out_dir={args.out}/{args.variant}"]
     if args.variant == "geometry-free":
         over.append("model.geometry_free=true")
     cfg = load_config(Path(__file__).parents[1] / "configs" / "tiny.yaml", over)
-    set_threads(1)
+    set_threads(args.threads)
     G2VLMGeometry.object_features = pooled_by(args.variant)
     if args.variant == "projected":
         G2VLMGeometry.tokens = tokens_with_pixels

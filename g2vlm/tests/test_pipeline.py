@@ -42,8 +42,7 @@ def test_stage1_trains_geometry_only_and_resume_after_a_kill_in_stage_2_is_exact
     bit, and metrics.jsonl has the same lines (all fields but the wall-clock "seconds"), each step
     once."""
     overrides = [f"data.root={data_root}", "model.max_tokens=64", "train.stage1.steps=2",
-                 "train.stage2.steps=8", "train.checkpoint_every=3", "train.stage2.queries_per_scene=4",
-                 "threads=1"]
+                 "train.stage2.steps=8", "train.checkpoint_every=3", "train.stage2.queries_per_scene=4"]
     args = ["-m", "g2vlm.train", "--config", str(ROOT / "g2vlm/configs/tiny.yaml"), *overrides]
     full, cut = tmp_path / "full", tmp_path / "cut"
     kill_resume.run([*args, f"train.out_dir={full}"], tmp_path / "full.log")
@@ -90,7 +89,6 @@ def test_two_processes_follow_one_with_twice_the_scenes(data_root, tmp_path):
         "train.stage1.steps=2",
         "train.stage2.steps=2",
         "train.stage2.queries_per_scene=2",
-        "threads=1",
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     one = subprocess.run(
