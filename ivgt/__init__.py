@@ -8,7 +8,7 @@ The public classes load on first use, so that `import ivgt` stays cheap:
 """
 
 _EXPORTS = {  # name -> module of the package that defines it
-    "IVGT": "model", "Scene": "model",
+    "IVGT": "model", "Scene": "scene",
     "Config": "config", "ModelConfig": "config", "TrainConfig": "config", "load_config": "config",
 }
 __all__ = sorted(_EXPORTS)

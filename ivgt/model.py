@@ -15,7 +15,6 @@ valid depth points from the first camera is 1; VGGT's normalisation).
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -25,11 +24,11 @@ import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
 
 from common.cameras import (camera_centers, fov_from_intrinsics, intrinsics_from_fov, invert_pose, matrix_to_quaternion,
-                            project, quaternion_to_matrix, resize_intrinsics)
+                            quaternion_to_matrix, resize_intrinsics)
 from common.checkpoint import check_weights_folder, load_safetensors
 from ivgt.aggregator import Aggregator, Block
 from ivgt.config import ModelConfig
-from ivgt.render import render_rays
+from ivgt.scene import Scene, images_at, positional_encoding, sample_views  # noqa: F401 (re-exported)
 
 # ----------------------------------------------------------------------------------------------
 # Pose encoding (VGGT `absT_quaR_FoV`): [t (3), quaternion wxyz (4), fov_h, fov_w] of w2c
@@ -115,13 +114,6 @@ class DenseHead(nn.Module):
         x = F.pixel_shuffle(x, self.up)  # [N, hidden, h*up, w*up]
         small = F.interpolate(images, size=x.shape[-2:], mode="bilinear", antialias=True, align_corners=False)
         return self.conv(torch.cat([x, small], 1))
-
-
-def positional_encoding(x: torch.Tensor, freqs: int) -> torch.Tensor:
-    """NeRF encoding [x, sin(2^k pi x), cos(2^k pi x)], x [..., 3] -> [..., 3 + 6 freqs]."""
-    scales = 2.0 ** torch.arange(freqs, device=x.device, dtype=x.dtype) * math.pi  # [F]
-    angles = (x[..., None, :] * scales[:, None]).flatten(-2)  # [..., 3F]
-    return torch.cat([x, angles.sin(), angles.cos()], -1)
 
 
 class SceneDecoder(nn.Module):
@@ -320,170 +312,3 @@ class IVGT(ModelMixin, ConfigMixin):
         scene.original_size = (H0, W0)
         scene.units_per_given = float(scale)
         return scene
-
-
-# ----------------------------------------------------------------------------------------------
-# The canonical scene representation
-# ----------------------------------------------------------------------------------------------
-
-
-def sample_views(points: torch.Tensor, K: torch.Tensor, w2c: torch.Tensor, maps: torch.Tensor,
-                 height: int, width: int):
-    """Project world points [N, 3] into V views and sample maps [V, C, h, w] bilinearly.
-
-    The maps cover the image (height, width) (any h, w), so pixel coordinates from
-    `common.cameras.project` (centres at u + 0.5) map to grid_sample's [-1, 1] with
-    align_corners=False exactly. Returns (samples [V, N, C], z [V, N] camera depth, inside [V, N]
-    bool: in front of the camera and within the image).
-    """
-    cam = points[None] @ w2c[:, :3, :3].transpose(-1, -2) + w2c[:, None, :3, 3]  # [V, N, 3]
-    z = cam[..., 2]  # [V, N]
-    uv = project(torch.cat([cam[..., :2], z.clamp_min(1e-6)[..., None]], -1), K)  # [V, N, 2]
-    grid = torch.stack([2 * uv[..., 0] / width - 1, 2 * uv[..., 1] / height - 1], -1)  # [V, N, 2]
-    inside = (z > 1e-6) & (grid.abs() <= 1).all(-1)  # [V, N]
-    grid = grid.clamp(-2, 2)  # far-out points: finite, masked by `inside`
-    samples = F.grid_sample(maps, grid[:, :, None], mode="bilinear", padding_mode="border", align_corners=False)
-    return samples[..., 0].transpose(1, 2), z, inside  # [V, N, C]
-
-
-class Scene:
-    """A reconstructed scene: per-view features, depth and cameras in the first-frame coordinates,
-    queried as a continuous SDF and colour field (IVGT's neural scene representation)."""
-
-    def __init__(self, model: IVGT, images, features, depth, K, w2c, chunk: int = 16384):
-        self.model, self.cfg, self.decoder = model, model.cfg, model.decoder
-        self.images = images  # [V, 3, H, W]
-        self.features = features  # [V, C, h, w]
-        self.depth = depth  # [V, h, w] predicted by the depth head
-        self.K, self.w2c = K, w2c  # [V, 3, 3], [V, 4, 4] at the backbone's input size
-        self.height, self.width = images.shape[-2:]
-        self.original_size = (self.height, self.width)
-        self.units_per_given = 1.0  # model units per unit of the given cameras (`IVGT.reconstruct`)
-        self.chunk = chunk
-        self.maps = torch.cat([features, images_at(images, features.shape[-2:]), depth[:, None]], 1)  # [V, C+4, h, w]
-
-    @property
-    def cameras(self) -> dict:
-        """Predicted cameras for the original image size: K [V, 3, 3], w2c [V, 4, 4] (first = I)."""
-        K = resize_intrinsics(self.K, (self.height, self.width), self.original_size)
-        return {"K": K.detach(), "w2c": self.w2c.detach(), "height": self.original_size[0], "width": self.original_size[1]}
-
-    def query(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """points [N, 3] -> (sdf [N], colour [N, 3]); differentiable."""
-        cfg, dec = self.cfg, self.decoder
-        s, z, inside = sample_views(points, self.K, self.w2c, self.maps, self.height, self.width)  # [V, N, C+4]
-        feat, rgb, depth = s[..., :-4], s[..., -4:-1], s[..., -1]  # [V, N, C], [V, N, 3], [V, N]
-        diff = depth - z  # [V, N]: > 0 in front of the view's surface (free space), < 0 behind it
-        raydepth = torch.tanh(diff / cfg.truncation)  # [V, N]
-        inside_f = inside.float()
-        # Visibility: a point behind the view's predicted surface (beyond a margin) is occluded.
-        vis = inside_f * torch.sigmoid((diff + cfg.visibility_margin * depth) / (cfg.visibility_softness * depth + 1e-6))
-        w = vis / (vis.sum(0, keepdim=True) + 1e-6)  # [V, N]
-        h = dec.per_view(torch.cat([feat, rgb, raydepth[..., None]], -1))  # [V, N, Hd]
-        mean = (w[..., None] * h).sum(0)  # [N, Hd]
-        var = (w[..., None] * (h - mean) ** 2).sum(0)  # [N, Hd]
-        n_in = inside_f.sum(0)  # [N]
-        tsdf = (inside_f * raydepth).sum(0) / n_in.clamp_min(1)  # [N] raydepth over the views seeing x
-        x = torch.cat([mean, var, tsdf[:, None], (n_in / inside.shape[0])[:, None],
-                       positional_encoding(points, cfg.pe_freqs)], -1)
-        out = dec.sdf_mlp(x)  # [N, 1 + Hd]
-        blend = (w[..., None] * rgb).sum(0)  # [N, 3]
-        color = torch.sigmoid(dec.color_mlp(torch.cat([out[:, 1:], blend], -1)))  # [N, 3]
-        return out[:, 0], color
-
-    def _field(self, points: torch.Tensor):  # points [R, S, 3]
-        sdf, color = self.query(points.reshape(-1, 3))
-        return sdf.reshape(points.shape[:-1]), color.reshape(*points.shape[:-1], 3)
-
-    def _sdf_only(self, points: torch.Tensor) -> torch.Tensor:
-        return self._field(points)[0]
-
-    def sdf(self, points: torch.Tensor) -> torch.Tensor:
-        """SDF [N] at points [N, 3] (first-camera frame), chunked, no gradient."""
-        with torch.no_grad():
-            return torch.cat([self.query(points[i:i + self.chunk])[0] for i in range(0, len(points), self.chunk)])
-
-    def color(self, points: torch.Tensor) -> torch.Tensor:
-        """Colour [N, 3] in [0, 1] at points [N, 3], chunked, no gradient."""
-        with torch.no_grad():
-            return torch.cat([self.query(points[i:i + self.chunk])[1] for i in range(0, len(points), self.chunk)])
-
-    def points(self, max_points: int = 20000) -> torch.Tensor:
-        """World points [N, 3] back-projected from the predicted depth maps (for bounds)."""
-        from common.cameras import depth_to_points
-
-        h, w = self.depth.shape[-2:]
-        K = resize_intrinsics(self.K, (self.height, self.width), (h, w))
-        pts = depth_to_points(self.depth, K, self.w2c).reshape(-1, 3)  # [V*h*w, 3]
-        step = max(1, pts.shape[0] // max_points)
-        return pts[::step].detach()
-
-    def far_for(self, origins: torch.Tensor) -> torch.Tensor:
-        """Per-ray far bound [R]: beyond every predicted point seen from the ray's origin."""
-        pts = self.points()
-        center = pts.median(0).values
-        radius = torch.quantile((pts - center).norm(dim=-1), 0.98)
-        return (origins - center).norm(dim=-1) + 1.2 * radius
-
-    def render_rays(self, origins, dirs, create_graph: bool = False) -> dict:
-        near = torch.full_like(origins[:, 0], self.cfg.near)
-        far = torch.maximum(self.far_for(origins), near * 2)
-        return render_rays(self._field, self._sdf_only, origins, dirs, near, far, density=self.cfg.density,
-                           variance=self.decoder.variance, n_coarse=self.cfg.n_coarse, n_fine=self.cfg.n_fine,
-                           up_sample_steps=self.cfg.up_sample_steps, create_graph=create_graph)
-
-    def render(self, K: torch.Tensor, w2c: torch.Tensor, height: int, width: int, chunk: int = 4096) -> dict:
-        """Render any camera (K [3, 3] pixels, w2c [4, 4], first-camera frame): rgb [3, H, W],
-        depth [H, W] (z), normals [3, H, W] (unit, that camera's frame, towards it), opacity [H, W]."""
-        from common.cameras import pixel_rays
-
-        origins, dirs = pixel_rays(K.float(), w2c.float(), height, width)  # [H, W, 3]
-        origins, dirs = origins.reshape(-1, 3), dirs.reshape(-1, 3)
-        parts = []
-        for i in range(0, origins.shape[0], chunk):
-            out = self.render_rays(origins[i:i + chunk], dirs[i:i + chunk])
-            parts.append({k: out[k].detach() for k in ("rgb", "distance", "normal", "opacity")})
-        out = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-        R = w2c[:3, :3].float()
-        depth = out["distance"] * (dirs @ R[2])  # z = distance * (d . camera z axis)
-        normals = F.normalize(out["normal"] @ R.T, dim=-1)  # [HW, 3] camera frame
-        return {
-            "rgb": out["rgb"].T.reshape(3, height, width).clamp(0, 1),
-            "depth": depth.reshape(height, width),
-            "normals": normals.T.reshape(3, height, width),
-            "opacity": out["opacity"].reshape(height, width),
-        }
-
-    def extract_mesh(self, resolution: int = 64, bounds=None, coarse_to_fine: bool = True, levels: int = 2,
-                     band: float = 4.0):
-        """Coloured trimesh.Trimesh of the zero level set inside bounds [2, 3] (default: robust
-        bounds of the predicted depth points). Vertex colours query the colour decoder; the
-        number of SDF queries is in mesh.metadata["sdf_queries"]."""
-        import numpy as np
-        import trimesh
-
-        from ivgt.mesh import bounds_from_points, extract_coarse_to_fine, extract_dense
-
-        if bounds is None:
-            bounds = bounds_from_points(self.points())
-        bounds = torch.as_tensor(bounds, dtype=torch.float32)
-        device = self.images.device
-        fn = lambda p: self.sdf(p.to(device)).cpu()  # noqa: E731
-        if coarse_to_fine:
-            v, f, stats = extract_coarse_to_fine(fn, bounds, resolution, levels=levels, band=band)
-        else:
-            v, f, stats = extract_dense(fn, bounds, resolution)
-        mesh = trimesh.Trimesh(vertices=v, faces=f, process=False)
-        if len(v):
-            colors = self.color(torch.as_tensor(v, dtype=torch.float32, device=device)).cpu().numpy()
-            mesh.visual.vertex_colors = np.concatenate([(colors * 255).round().astype(np.uint8),
-                                                        np.full((len(v), 1), 255, np.uint8)], 1)
-        mesh.metadata.update(stats)
-        return mesh
-
-
-def images_at(images: torch.Tensor, size) -> torch.Tensor:
-    """images [V, 3, H, W] resized (antialiased) to size (h, w)."""
-    if tuple(images.shape[-2:]) == tuple(size):
-        return images
-    return F.interpolate(images, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
