@@ -13,7 +13,8 @@ replace the predicted ones: K as given, poses scaled to the prediction and the o
 the cameras' world and units. Without them the world is the first camera and lengths are the
 model's normalised units.
 
-Writes into --out, named after the inputs, per view at the photo's loaded size: <photo>_depth.png
+Writes into --out, named after the inputs, per view at the photo's loaded size (its depth and normal
+maps as soon as the view is rendered, the previews once every view's depth range is known): <photo>_depth.png
 (16-bit, depth = value / scale with the scale and unit in <photo>_depth.json), <photo>_depth_preview.png
 (colour bar), <photo>_normal.png ((n + 1) / 2 of camera-frame normals); <folder>_contact_sheet.png,
 <folder>_mesh.ply and <folder>_mesh.glb (vertex colours; the GLB turned y-up for Blender), cameras.json
@@ -25,6 +26,7 @@ as --cameras to read the photos back with these cameras.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -44,29 +46,36 @@ DEFAULT_MODEL = "results/ivgt/run/model"
 MAX_SIDE = 640  # photos are loaded at most this large; the backbone sees them at its input size
 
 
-def write_views(out: Path, names: list, images, rendered: list, K, size, per_unit: float, unit: str,
-                title: str) -> None:
-    """Per view <name>_depth.png (16-bit, depth = value / scale in <name>_depth.json, in `unit`),
-    <name>_depth_preview.png (one colour range for all views, colour bar) and <name>_normal.png
-    ((n + 1) / 2, camera frame) at the photos' loaded size (H, W): each render at the model's
-    resolution (camera K [V, 3, 3]) warped to the photo's camera; then <title>_contact_sheet.png."""
-    views = []
-    for v, (name, r) in enumerate(zip(names, rendered)):
-        depth = upsample_depth(r["depth"].cpu() * (r["opacity"].cpu() > 0.5) / per_unit, K[v], size)  # [H, W]
-        views.append({"name": name, "image": images[v], "depth": depth,
-                      "normals": upsample_normals(r["normals"].cpu(), K[v], size)})  # [3, H, W]
-    vmin, vmax = depth_range([v["depth"] for v in views])
-    for v in views:
-        write_depth(out / f"{v['name']}_depth.png", v["depth"], unit=unit)
-        write_depth_preview(out / f"{v['name']}_depth_preview.png", v["depth"], vmin, vmax, unit=unit)
-        write_normals(out / f"{v['name']}_normal.png", v["normals"])
+def write_view(out: Path, name: str, rendered: dict, K, size, per_unit: float, unit: str) -> dict:
+    """<name>_depth.png (16-bit, depth = value / scale in <name>_depth.json, in `unit`) and
+    <name>_normal.png ((n + 1) / 2, camera frame) of one render at the model's resolution (camera K
+    [3, 3]) warped to the photo's camera at its loaded size (H, W); written as soon as the view is
+    rendered. Returns the render's depth (in `unit`) and normals, at the model's resolution, for
+    the previews that need every view's depth range."""
+    depth = (rendered["depth"] * (rendered["opacity"] > 0.5) / per_unit).cpu()  # [h, w]
+    normals = rendered["normals"].cpu()  # [3, h, w]
+    write_depth(out / f"{name}_depth.png", upsample_depth(depth, K, size), unit=unit)
+    write_normals(out / f"{name}_normal.png", upsample_normals(normals, K, size))
+    return {"depth": depth, "normals": normals}
+
+
+def write_previews(out: Path, names: list, images, small: list, K, size, unit: str, title: str) -> None:
+    """<name>_depth_preview.png per view (one colour range for all views, colour bar) and
+    <title>_contact_sheet.png, at the photos' loaded size (H, W), from `write_view`'s maps (K [V, 3, 3])."""
+    depths = [upsample_depth(m["depth"], K[v], size) for v, m in enumerate(small)]  # [H, W] each
+    vmin, vmax = depth_range(depths)
+    for name, depth in zip(names, depths):
+        write_depth_preview(out / f"{name}_depth_preview.png", depth, vmin, vmax, unit=unit)
+    views = [{"name": n, "image": images[v], "depth": depths[v], "normals": upsample_normals(small[v]["normals"], K[v], size)}
+             for v, n in enumerate(names)]
     write_contact_sheet(out / f"{title}_contact_sheet.png", views, vmin, vmax, unit=unit, title=f"ivgt.demo: {title}")
 
 
 def run_demo(images, out_dir, model: IVGT, mesh_resolution: int = 64, seed: int = 0, K=None, fov=None,
              cameras=None, sample: Sample | None = None, progress: bool = False) -> dict:
     """Reconstruct the photos of folder `images` (or the already read `sample`) and write the
-    outputs (module docstring); returns what cameras.json holds plus the mesh's size."""
+    outputs (module docstring), each view's pictures as soon as it is rendered; returns what
+    cameras.json holds (with the mesh's size) and "seconds" per stage (reconstruct, render, mesh)."""
     torch.manual_seed(seed)
     if sample is None:
         sample = read_image_folder(images, max_side=MAX_SIDE, K=K, fov=fov, cameras=cameras)
@@ -74,10 +83,13 @@ def run_demo(images, out_dir, model: IVGT, mesh_resolution: int = 64, seed: int 
     known_K = not ann["intrinsics_source"].startswith("assumed")  # else the model predicts K
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=sample.num_views + 2, desc="ivgt.demo", unit="step", disable=not progress)
+    bar = tqdm(total=sample.num_views + 3, desc="ivgt.demo", unit="step", disable=not progress)
     bar.set_postfix_str("reconstructing")
+    stages = {}  # stage -> seconds, returned for the perf benchmark
+    start = time.perf_counter()
     scene = model.reconstruct(sample.images, K=sample.K if known_K else None,
                               w2c=sample.w2c if ann["poses_known"] else None)
+    stages["reconstruct"] = time.perf_counter() - start
     bar.update()
     cams = scene.cameras
     H, W = sample.image_size
@@ -85,14 +97,22 @@ def run_demo(images, out_dir, model: IVGT, mesh_resolution: int = 64, seed: int 
     per_unit, unit = 1.0, "units"  # depth in the model's normalised units ...
     if ann["poses_known"]:  # ... or in the given cameras' units
         per_unit, unit = scene.units_per_given, {"metres": "m"}.get(ann.get("pose_units", "metres"), "units")
-    rendered = []
+    # Each view is rendered (every query aggregates all V views: the cost grows as V^2) and its
+    # pictures written at once; only its model-resolution maps are kept, for the previews.
+    start, small, K_model = time.perf_counter(), [], scene.K.cpu()
     for v, name in enumerate(sample.view_names):
         bar.set_postfix_str(f"rendering {name}")
-        rendered.append(scene.render(scene.K[v], scene.w2c[v], scene.height, scene.width))
+        rendered = scene.render(scene.K[v], scene.w2c[v], scene.height, scene.width)
+        small.append(write_view(out, name, rendered, K_model[v], (H, W), per_unit, unit))
         bar.update()
-    write_views(out, sample.view_names, sample.images, rendered, scene.K.cpu(), (H, W), per_unit, unit, folder)
+    bar.set_postfix_str("depth previews and contact sheet")
+    write_previews(out, sample.view_names, sample.images, small, K_model, (H, W), unit, folder)
+    bar.update()
+    stages["render"] = time.perf_counter() - start
     bar.set_postfix_str("extracting the mesh")
+    start = time.perf_counter()
     mesh = scene.extract_mesh(mesh_resolution)
+    stages["mesh"] = time.perf_counter() - start
     bar.update()
     bar.close()
     # Back to the given cameras' world and units where they are known (poses_known), else the
@@ -121,7 +141,7 @@ def run_demo(images, out_dir, model: IVGT, mesh_resolution: int = 64, seed: int 
             "mesh": {"vertices": len(mesh.vertices), "faces": len(mesh.faces),
                      "sdf_queries": mesh.metadata.get("sdf_queries")}}
     (out / "cameras.json").write_text(json.dumps(info, indent=1))
-    return info
+    return {**info, "seconds": stages}
 
 
 def main(argv=None):
@@ -143,7 +163,7 @@ def main(argv=None):
         sample = read_image_folder(a.images, max_side=MAX_SIDE, K=flags["K"], fov=flags["fov"],
                                    cameras=flags["cameras"], progress=True)
         model_dir = check_demo_model(a)
-        model = IVGT.load(model_dir).to(flags["device"]).eval()
+        model = IVGT.load(model_dir).to(flags["device"]).eval().requires_grad_(False)  # normals: grads of points only
         print(sample.annotations["note"])
         info = run_demo(a.images, a.out, model, a.mesh_resolution, a.seed, sample=sample, progress=True)
     print(f"wrote {a.out}: {len(info['views'])} views, mesh {info['mesh']['vertices']} vertices")

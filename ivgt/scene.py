@@ -52,7 +52,7 @@ class Scene:
     """A reconstructed scene: per-view features, depth and cameras in the first-frame coordinates,
     queried as a continuous SDF and colour field (IVGT's neural scene representation)."""
 
-    def __init__(self, model: IVGT, images, features, depth, K, w2c, chunk: int = 16384):
+    def __init__(self, model: IVGT, images, features, depth, K, w2c, pairs: int = 2**18):
         self.model, self.cfg, self.decoder = model, model.cfg, model.decoder
         self.images = images  # [V, 3, H, W]
         self.features = features  # [V, C, h, w]
@@ -61,7 +61,10 @@ class Scene:
         self.height, self.width = images.shape[-2:]
         self.original_size = (self.height, self.width)
         self.units_per_given = 1.0  # model units per unit of the given cameras (`IVGT.reconstruct`)
-        self.chunk = chunk
+        # Work per evaluation: `pairs` (view, point) pairs, so that memory does not grow with the
+        # number of views (a query samples every view): chunks of pairs / V points.
+        self.pairs = pairs
+        self.chunk = max(64, pairs // images.shape[0])
         self.maps = torch.cat([features, images_at(images, features.shape[-2:]), depth[:, None]], 1)  # [V, C+4, h, w]
 
     @property
@@ -127,23 +130,30 @@ class Scene:
         radius = torch.quantile((pts - center).norm(dim=-1), 0.98)
         return (origins - center).norm(dim=-1) + 1.2 * radius
 
-    def render_rays(self, origins, dirs, create_graph: bool = False) -> dict:
+    def render_rays(self, origins, dirs, create_graph: bool = False, far: torch.Tensor | None = None) -> dict:
+        """Volume-render rays (origins, dirs [R, 3], first-camera frame) between cfg.near and far
+        [R] (default `far_for`); `ivgt.render.render_rays` says what comes back."""
         near = torch.full_like(origins[:, 0], self.cfg.near)
-        far = torch.maximum(self.far_for(origins), near * 2)
+        far = torch.maximum(self.far_for(origins) if far is None else far, near * 2)
         return render_rays(self._field, self._sdf_only, origins, dirs, near, far, density=self.cfg.density,
                            variance=self.decoder.variance, n_coarse=self.cfg.n_coarse, n_fine=self.cfg.n_fine,
                            up_sample_steps=self.cfg.up_sample_steps, create_graph=create_graph)
 
-    def render(self, K: torch.Tensor, w2c: torch.Tensor, height: int, width: int, chunk: int = 4096) -> dict:
+    def render(self, K: torch.Tensor, w2c: torch.Tensor, height: int, width: int, chunk: int | None = None) -> dict:
         """Render any camera (K [3, 3] pixels, w2c [4, 4], first-camera frame): rgb [3, H, W],
-        depth [H, W] (z), normals [3, H, W] (unit, that camera's frame, towards it), opacity [H, W]."""
+        depth [H, W] (z), normals [3, H, W] (unit, that camera's frame, towards it), opacity [H, W].
+        Rays go `chunk` at a time (default: `pairs` (view, sample) pairs per chunk, so that memory
+        stays flat as views are added); the result does not depend on it."""
         from common.cameras import pixel_rays
 
         origins, dirs = pixel_rays(K.float(), w2c.float(), height, width)  # [H, W, 3]
         origins, dirs = origins.reshape(-1, 3), dirs.reshape(-1, 3)
+        if chunk is None:
+            chunk = max(16, self.pairs // (self.images.shape[0] * (self.cfg.n_coarse + self.cfg.n_fine)))
+        far = self.far_for(origins)  # [HW]
         parts = []
         for i in range(0, origins.shape[0], chunk):
-            out = self.render_rays(origins[i:i + chunk], dirs[i:i + chunk])
+            out = self.render_rays(origins[i:i + chunk], dirs[i:i + chunk], far=far[i:i + chunk])
             parts.append({k: out[k].detach() for k in ("rgb", "distance", "normal", "opacity")})
         out = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         R = w2c[:3, :3].float()
