@@ -733,6 +733,21 @@ CLI_ROWS = [
         "{hf_bin}: no *.safetensors weights",
     ),
     ("vlm3.evaluate", ["--checkpoint", "{missing}", "--out", "{out}"], "config.json: not found"),
+    # the experiments that left the product (vlm3.diagnostics): one line saying where they went
+    (
+        "vlm3.train",
+        ["data.turn_pairs=0.5", "train.out_dir={out}"],
+        "'data.turn_pairs' is no longer a config setting (an experiment, not the paper's); it moved to "
+        "vlm3.diagnostics: python -m vlm3.diagnostics.rendered --turn-pairs P",
+    ),
+    ("vlm3.evaluate", ["--baseline", "--turned"], "unrecognized arguments: --turned"),
+    (
+        "vlm3.diagnostics.two_view",
+        ["--baseline", "--turned", "--shifted", "4"],
+        "--turned and --shifted are separate diagnostics; give one",
+    ),
+    ("vlm3.diagnostics.two_view", ["--baseline", "--shifted", "-1"], "--shifted: expected an int >= 0 (pixels), got -1"),
+    ("vlm3.diagnostics.probe", ["--task", "moved", "--yaw", "9,3"], "--yaw '9,3': expected LO,HI degrees with 0 <= LO <= HI"),
     # ide3d
     (
         "ide3d.train",

@@ -127,7 +127,7 @@ def test_vlm3_adapter(tmp_path, test_split):
 def test_vlm3_pose_and_depth_conventions():
     from benchmarks.methods.vlm3 import distance_to_z, pose_from_answer
     from common.metrics import relative_pose_errors
-    from vlm3.data import relative_pose
+    from vlm3.data import pose_targets
 
     from scipy.spatial.transform import Rotation
 
@@ -135,7 +135,7 @@ def test_vlm3_pose_and_depth_conventions():
     w2c = np.tile(np.eye(4), (2, 1, 1))
     w2c[1, :3, :3] = Rotation.from_euler("YXZ", [20, -5, 3], degrees=True).as_matrix()
     w2c[1, :3, 3] = rng.normal(size=3)
-    rel = relative_pose(torch.from_numpy(w2c[0]), torch.from_numpy(w2c[1]))
+    rel = pose_targets(torch.from_numpy(w2c[0]), torch.from_numpy(w2c[1]))
     T = pose_from_answer(rel["ypr"], rel["t_unit"], rel["distance"])
     rot, trans = relative_pose_errors(np.stack([np.eye(4), T]), w2c)
     assert rot[0] < 1e-6 and trans[0] < 1e-5

@@ -2,9 +2,10 @@
 (Cai et al., arXiv 2605.30561).
 
 `transformers`' Qwen3-VL unchanged; focal-length unification, text pixel references and a task
-mixture (see README.md). Modules: `prompts` (coordinates, templates, parser), `data` (questions from
-scenes), `model` (the VLM, tokenizer, label masking), `train`, `evaluate`, `reproduce`, `scaling`,
-`demo`.
+mixture (see README.md). Modules: `prompts` (coordinates, templates, parser), `scenes` (stored views,
+zoom and focal unification), `data` (questions from scenes), `model` (the VLM, tokenizer, label
+masking), `train`, `evaluate`, `reproduce`, `scaling`, `demo`. Experiments and probes are in
+`vlm3.diagnostics`, which none of these imports.
 
 The public classes load on first use, so that `import vlm3` stays cheap (no transformers):
 
@@ -13,7 +14,7 @@ The public classes load on first use, so that `import vlm3` stays cheap (no tran
 """
 
 _EXPORTS = {  # name -> module of the package that defines it
-    "VLM3": "model", "QuestionBuilder": "data", "SceneCache": "data", "Example": "data",
+    "VLM3": "model", "QuestionBuilder": "data", "SceneCache": "scenes", "Example": "data",
     "ParseFailure": "prompts",
     "Config": "config", "ModelConfig": "config", "DataConfig": "config", "TrainConfig": "config",
     "EvalConfig": "config", "load_config": "config",

@@ -7,8 +7,17 @@ an override that names no field is a ValueError naming the key and the fields th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
 
 from common import config as common_config
+
+# Experiment settings that are not the paper's: they left the product for vlm3.diagnostics.
+MOVED = {
+    "data.corr_shift": "python -m vlm3.diagnostics.rendered --corr-shift N",
+    "data.turn_pairs": "python -m vlm3.diagnostics.rendered --turn-pairs P",
+}
 
 
 @dataclass
@@ -34,7 +43,7 @@ class ModelConfig:
     # N(0, 0.02), 20x weaker than the patch features). Random-weight models only (tiny.yaml: 0.5).
     vision_pos_init_std: float | None = None
     # Two-image questions (correspondence, pose) as one 2-frame video: Qwen3-VL's temporal patch
-    # holds both views of a cell in one token (README "Results"); False: two images, as the paper.
+    # holds both views of a cell in one token (diagnostics/DIAGNOSTICS.md); False: two images, as the paper.
     pair_as_video: bool = False
     patch_size: int = 16  # Qwen3-VL: 16 px patches, 2x2 merged -> one LLM token per 32x32 px
     merge_size: int = 2
@@ -63,19 +72,12 @@ class DataConfig:
     think: bool = False  # DepthLM's templated <think> before <answer> in depth answers
     min_object_pixels: int = 150  # objects smaller than this in a view get no questions
     # Share of training correspondence questions asked on one view twice (answer = query): at tiny
-    # scale a cheap lesson in copying the query coordinate. Held-out questions never do this.
+    # scale a cheap lesson in copying the query coordinate (README "Departures"). Held-out questions
+    # never do this.
     corr_same_view: float = 0.0
-    # > 0: those copy lessons render the second view with its crop window moved by up to this many
-    # pixels in x and y (the same camera, content shifted, the uncovered border rendered): a lesson in
-    # finding the query's content in the other image rather than copying its coordinate.
-    corr_shift: int = 0
     # Training correspondence questions ask about 1..N pixels of the first image (VLM3 Table 4: 10
     # pixels per sample); held-out questions ask about one.
     corr_max_points: int = 1
-    # Share of training correspondence and rotation (angle, yaw/pitch/roll) questions asked on a
-    # pair whose second camera turns in place: view i and a rendering from camera i's centre with
-    # view j's orientation. Same rotations as the real pairs, no parallax. Held-out pairs are real.
-    turn_pairs: float = 0.0
     # Questions per training sample, per task (default 1): a sample is a multi-turn conversation of up
     # to that many questions on the same images (VLM3 Table 4: 10 pixels per depth / correspondence
     # sample). The images are encoded once for all of them. Held-out questions are single-turn.
@@ -126,10 +128,31 @@ class Config:
 
 def load_config(path=None, overrides=()) -> Config:
     """Defaults, then the YAML file at `path`, then `key=value` overrides (values parsed as YAML);
-    then `check_config`."""
+    then `check_config`. A key in `MOVED` is one line saying where it went."""
+    _check_moved(path, overrides)
     cfg = common_config.load_config(Config, path, overrides)
     check_config(cfg)
     return cfg
+
+
+def _check_moved(path, overrides) -> None:
+    found = []  # (where, dotted key)
+    if path is not None and Path(path).is_file():
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except yaml.YAMLError:
+            data = None  # common.config names the file
+        if isinstance(data, dict) and isinstance(data.get("data"), dict):
+            found += [(str(path), f"data.{k}") for k in data["data"]]
+    for item in overrides:
+        key = str(item).partition("=")[0].strip()
+        found.append((f"override {item!r}", key if "." in key else f"data.{key}"))
+    for where, key in found:
+        if key in MOVED:
+            raise common_config.ConfigError(
+                f"{where}: {key!r} is no longer a config setting (an experiment, not the paper's); "
+                f"it moved to vlm3.diagnostics: {MOVED[key]}"
+            )
 
 
 def check_config(cfg: Config) -> None:
@@ -141,8 +164,7 @@ def check_config(cfg: Config) -> None:
                     "data.corr_max_points", "model.patch_size", "model.merge_size"], 1)
     check_min(cfg, ["train.warmup", "train.weight_decay", "train.grad_clip", "train.workers",
                     "eval.depth", "eval.correspondence", "eval.pose_pairs", "eval.object",
-                    "data.max_train_scenes", "data.corr_same_view", "data.corr_shift", "data.turn_pairs",
-                    "data.min_object_pixels"], 0)
+                    "data.max_train_scenes", "data.corr_same_view", "data.min_object_pixels"], 0)
     check_min(cfg, ["train.lr", "data.focal_depth", "data.focal_pose"], 0, strict=True)
     if cfg.data.depth_target not in ("distance", "z"):
         raise common_config.ConfigError(

@@ -7,16 +7,12 @@ Every question is built from exact ground truth (depth, K, w2c, object boxes) of
 - correspondence: a pixel of view i, unprojected with its depth and projected into view j (kept
   only when it lands inside view j and is not occluded there), both in [0, 1000);
 - pose: views i and j, the relative rotation (angle; yaw/pitch/roll) and the translation of the
-  second camera in the first camera's frame (direction; distance);
+  second camera in the first camera's frame (direction; distance), `pose_targets`;
 - objects: two visible objects of a view, their 2D boxes as text, and relations / metric answers
   from the 3D boxes in the scene annotations.
 
-Image pipeline per view (VLM3 Sec. 3): the stored view (K0) is first zoomed by a factor in `zoom`
-(one per scene and seed: the "captured" camera Kc, so test images have varied focal lengths), then
-resampled to the canonical focal length with `common.cameras.unify_focal` (Kin). With
-`unify_focal=False` (the ablation) the captured image is the model input. Labelled pixels are chosen
-on the stored view and carried with `common.cameras.map_pixels` K0 -> Kc -> Kin, so labels stay
-exact (no interpolated depth).
+The images and the labelled pixels' coordinates come from `vlm3.scenes` (zoom, focal-length
+unification). Cameras are OpenCV (x right, y down, z forward), w2c 4x4.
 """
 
 from __future__ import annotations
@@ -28,10 +24,16 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from common.cameras import map_pixels, resample_to_intrinsics, unify_focal
-from common.datasets import SceneDataset
-from common.synthetic import Scene, render_views
+from common.cameras import (
+    camera_centers,
+    project,
+    relative_pose,
+    rotation_angle,
+    transform_points,
+    unproject,
+)
 from vlm3 import prompts as P
+from vlm3.scenes import Frame, SceneCache, pixel_to_input, random_valid_pixels
 
 TASKS = ("depth", "correspondence", "pose", "object")
 
@@ -51,187 +53,6 @@ class Example:
     answer: str
     target: dict = field(default_factory=dict)
     turns: list = field(default_factory=list)
-
-
-@dataclass
-class View:
-    image: torch.Tensor  # [3, H, W] model input
-    K: torch.Tensor  # [3, 3] of the model input
-    K0: torch.Tensor  # [3, 3] of the stored view
-    Kc: torch.Tensor  # [3, 3] of the captured (zoomed) view
-    size_c: tuple  # (H, W) of the captured view
-    candidates: np.ndarray | None = None  # labelled-pixel candidates [M, 2], filled on first use
-
-
-@dataclass
-class Frame:
-    """One stored (or rendered) view: image [3, H, W], z-depth and valid mask [H, W], K0 and w2c
-    (float64), and the zoom of its captured camera."""
-
-    image: torch.Tensor
-    depth: torch.Tensor
-    valid: torch.Tensor
-    K0: torch.Tensor
-    w2c: torch.Tensor
-    zoom: float
-
-
-class SceneCache:
-    """The scenes of one split in memory, and their model-input views per (focal, unify) setting."""
-
-    def __init__(self, root, split: str, zoom=(1.0, 1.0), seed: int = 0, max_scenes: int | None = None):
-        ds = SceneDataset(root, split, load=("depth",))
-        n = len(ds) if max_scenes is None else min(max_scenes, len(ds))
-        self.samples = [ds[i] for i in range(n)]
-        self.zoom, self.seed = tuple(zoom), seed
-        self._views: dict = {}
-        self._rendered: dict = {}  # turned frames and shift canvases (see `frame`)
-        self._scenes: dict = {}  # s -> Scene, for the rendered frames
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def zoom_factor(self, s: int) -> float:
-        """The zoom of scene s's captured camera. One per scene: the views of a scene are frames of
-        one camera (the pose prompt says "taken by the same camera"), so both views of a pair share
-        their intrinsics, as in the paper's multi-view data."""
-        lo, hi = self.zoom
-        return float(lo + (hi - lo) * np.random.default_rng([self.seed, 7, s]).random())
-
-    def frame(self, s: int, v) -> Frame:
-        """View v of scene s as stored, or rendered from the scene's annotations (cached):
-
-        - v = ("turn", i, j): camera i turned in place to camera j's orientation;
-        - v = ("shift", i, dx, dy, m): camera i with its crop window moved by (dx, dy) stored-view
-          pixels, |dx|, |dy| <= m (a render with a margin of m pixels, cropped): content at (u, v)
-          in view i appears at (u - dx, v - dy), and the uncovered border shows what is really there.
-        """
-        sample = self.samples[s]
-        if isinstance(v, (int, np.integer)):
-            return Frame(
-                sample.images[v],
-                sample.depth[v],
-                sample.valid[v],
-                sample.K[v].double(),
-                sample.w2c[v].double(),
-                self.zoom_factor(s),
-            )
-        H, W = sample.images.shape[-2:]
-        if v[0] == "shift":
-            _, i, dx, dy, m = v
-            if (s, i, m) not in self._rendered:
-                K = sample.K[i].double().clone()
-                K[0, 2], K[1, 2] = K[0, 2] + m, K[1, 2] + m
-                self._rendered[(s, i, m)] = self._render(s, K, sample.w2c[i].double(), H + 2 * m, W + 2 * m)
-            out = self._rendered[(s, i, m)]
-            rows, cols = slice(m + dy, m + dy + H), slice(m + dx, m + dx + W)
-            K = sample.K[i].double().clone()
-            K[0, 2], K[1, 2] = K[0, 2] - dx, K[1, 2] - dy
-            return Frame(
-                out["images"][0][:, rows, cols],
-                out["depth"][0][rows, cols],
-                out["valid"][0][rows, cols],
-                K,
-                sample.w2c[i].double(),
-                self.zoom_factor(s),
-            )
-        key = (s, tuple(v))
-        if key not in self._rendered:
-            _, i, j = v
-            w2c = sample.w2c[j].double().clone()  # orientation of j, centre of i: t = -R C_i
-            c_i = -sample.w2c[i][:3, :3].double().T @ sample.w2c[i][:3, 3].double()
-            w2c[:3, 3] = -w2c[:3, :3] @ c_i
-            out = self._render(s, sample.K[i].double(), w2c, H, W)
-            self._rendered[key] = Frame(
-                out["images"][0],
-                out["depth"][0],
-                out["valid"][0],
-                sample.K[i].double(),
-                w2c,
-                self.zoom_factor(s),
-            )
-        return self._rendered[key]
-
-    def _render(self, s: int, K: torch.Tensor, w2c: torch.Tensor, H: int, W: int) -> dict:
-        if s not in self._scenes:
-            self._scenes[s] = Scene.from_annotations(self.samples[s].annotations)
-        out = render_views(self._scenes[s], K[None], w2c[None], H, W)
-        return {k: out[k].float() if k != "valid" else out[k] for k in ("images", "depth", "valid")}
-
-    def view(self, s: int, v, focal: float, unify: bool) -> View:
-        key = (s, v, float(focal), bool(unify))
-        moved = isinstance(v, tuple) and v[0] == "shift"  # moved copies are cheap to crop and many: not kept
-        if key not in self._views or moved:
-            f = self.frame(s, v)
-            image, K0 = f.image, f.K0  # [3, H, W], [3, 3]
-            H, W = image.shape[-2:]
-            z = f.zoom
-            # Zoom about the image centre: f *= z, principal point moves away from the centre by z.
-            Kc = K0.clone()
-            Kc[0, 0], Kc[1, 1] = K0[0, 0] * z, K0[1, 1] * z
-            Kc[0, 2], Kc[1, 2] = (K0[0, 2] - W / 2) * z + W / 2, (K0[1, 2] - H / 2) * z + H / 2
-            captured = resample_to_intrinsics(image, K0.float(), Kc.float(), (H, W))  # [3, H, W]
-            if unify:
-                model_in, K = unify_focal(captured, Kc.float(), focal)  # [3, H', W']
-                K = K.double()
-            else:
-                model_in, K = captured, Kc
-            view = View(model_in.clamp(0, 1), K, K0, Kc, (H, W))
-            if moved:
-                return view
-            self._views[key] = view
-        return self._views[key]
-
-
-def pixel_to_input(view: View, uv0: np.ndarray) -> np.ndarray | None:
-    """Stored-view coordinates [N, 2] -> model-input coordinates [N, 2]; None if any leaves the view."""
-    uv0 = torch.as_tensor(uv0, dtype=torch.float64)
-    uvc = map_pixels(uv0, view.K0, view.Kc)  # [N, 2]
-    Hc, Wc = view.size_c
-    if not bool(((uvc[:, 0] >= 0) & (uvc[:, 0] < Wc) & (uvc[:, 1] >= 0) & (uvc[:, 1] < Hc)).all()):
-        return None
-    uv = map_pixels(uv0, view.K0, view.K).numpy()  # [N, 2]
-    H, W = view.image.shape[-2:]
-    if not (np.all(uv >= 0) and np.all(uv[:, 0] < W) and np.all(uv[:, 1] < H)):
-        return None
-    return uv
-
-
-def _candidate_pixels(view: View, valid: torch.Tensor) -> np.ndarray:
-    """Pixel centres [M, 2] (x, y) of the stored view that are valid in `valid` [H, W] and inside
-    the model-input view (a zoomed view sees only the middle of the stored one)."""
-    idx = torch.nonzero(valid).numpy()  # [M, 2] (row, col)
-    uv0 = np.stack([idx[:, 1], idx[:, 0]], -1).astype(np.float64) + 0.5  # [M, 2]
-    uvc = map_pixels(torch.from_numpy(uv0), view.K0, view.Kc).numpy()  # [M, 2]
-    uv = map_pixels(torch.from_numpy(uv0), view.K0, view.K).numpy()  # [M, 2]
-    H, W = view.image.shape[-2:]
-    Hc, Wc = view.size_c
-    keep = (
-        (uvc >= 0).all(-1)
-        & (uvc[:, 0] < Wc)
-        & (uvc[:, 1] < Hc)
-        & (uv >= 0).all(-1)
-        & (uv[:, 0] < W)
-        & (uv[:, 1] < H)
-    )
-    return uv0[keep]
-
-
-def _random_valid_pixels(rng, view: View, valid: torch.Tensor, n: int) -> np.ndarray:
-    """n distinct candidate pixel centres [n, 2] (see `_candidate_pixels`; cached on the view)."""
-    if view.candidates is None:
-        view.candidates = _candidate_pixels(view, valid)
-    uv0 = view.candidates
-    if len(uv0) == 0:
-        return uv0
-    return uv0[rng.choice(len(uv0), size=min(n, len(uv0)), replace=False)]  # [n, 2]
-
-
-def _distance_factor(K0: torch.Tensor, uv0: np.ndarray) -> np.ndarray:
-    """Ray length per unit z-depth at pixel coordinates uv0 [N, 2]: |K^-1 [u, v, 1]|."""
-    Kinv = torch.linalg.inv(K0).numpy()
-    rays = np.concatenate([uv0, np.ones((len(uv0), 1))], -1) @ Kinv.T  # [N, 3]
-    return np.linalg.norm(rays, axis=-1)
 
 
 def draw_arrow(image: torch.Tensor, x: int, y: int) -> torch.Tensor:
@@ -268,8 +89,6 @@ class TaskSettings:
     min_object_pixels: int = 150
     corr_same_view: float = 0.0  # training only: share of correspondence questions asked on one view twice
     corr_max_points: int = 1  # training correspondence questions ask about 1..N pixels
-    corr_shift: int = 0  # copy lessons move the second view's crop window by up to this many pixels
-    turn_pairs: float = 0.0  # training only: share of correspondence / rotation questions on turned pairs
     turns: dict = field(default_factory=dict)  # training only: questions per conversation (default 1)
 
 
@@ -297,13 +116,15 @@ class QuestionBuilder:
         n = n_points or int(rng.integers(1, self.s.depth_max_points + 1))
         if self.s.marker:
             n = 1
-        uv0 = _random_valid_pixels(rng, view, sample.valid[v], n)
+        uv0 = random_valid_pixels(rng, view, sample.valid[v], n)
         uv = pixel_to_input(view, uv0) if len(uv0) else None
         if uv is None:
             return None
         rows, cols = (uv0[:, 1] - 0.5).astype(int), (uv0[:, 0] - 0.5).astype(int)
-        z = sample.depth[v][rows, cols].double().numpy()  # [n] z-depth (exact at pixel centres)
-        value = z * _distance_factor(view.K0, uv0) if self.s.depth_target == "distance" else z
+        z = sample.depth[v][rows, cols].double()  # [n] z-depth (exact at pixel centres)
+        if self.s.depth_target == "distance":  # the ray length from the camera centre
+            z = unproject(torch.from_numpy(uv0), z, view.K0).norm(dim=-1)  # [n]
+        value = z.numpy()
         H, W = view.image.shape[-2:]
         image = view.image
         if self.s.marker:
@@ -325,24 +146,23 @@ class QuestionBuilder:
         )
 
     # -- correspondence ----------------------------------------------------------------------
-    def _pair(self, rng, sample):
+    def draw_pair(self, rng, sample) -> tuple[int, int]:
+        """A view pair (i, j) of `sample`: j = i + gap, or i - gap at the end of the path."""
         V = sample.images.shape[0]
         i = int(rng.integers(V))
         gap = int(rng.integers(self.s.pair_gap[0], self.s.pair_gap[1] + 1))
         j = i + gap if i + gap < V else i - gap
         return i, j
 
-    def _match(self, fi: Frame, fj: Frame, uv0: np.ndarray) -> np.ndarray | None:
+    def match(self, fi: Frame, fj: Frame, uv0: np.ndarray) -> np.ndarray | None:
         """Stored-view pixel uv0 [2] of frame i -> its stored-view position [2] in frame j, or None
         when it falls behind camera j, outside view j or on an occluding surface there."""
-        z = float(fi.depth[int(uv0[1]), int(uv0[0])])
-        ray = torch.linalg.inv(fi.K0) @ torch.tensor([uv0[0], uv0[1], 1.0], dtype=torch.float64)
-        c2w_i = torch.linalg.inv(fi.w2c)
-        x_world = c2w_i[:3, :3] @ (ray * z) + c2w_i[:3, 3]
-        x_cam_j = fj.w2c[:3, :3] @ x_world + fj.w2c[:3, 3]
+        z = fi.depth[int(uv0[1]), int(uv0[0])].double()[None]  # [1]
+        x_cam_i = unproject(torch.as_tensor(uv0, dtype=torch.float64)[None], z, fi.K0)  # [1, 3]
+        x_cam_j = transform_points(relative_pose(fi.w2c, fj.w2c), x_cam_i)[0]  # [3]
         if x_cam_j[2] <= 1e-6:
             return None
-        uvj0 = (fj.K0 @ (x_cam_j / x_cam_j[2]))[:2].numpy()  # [2]
+        uvj0 = project(x_cam_j[None], fj.K0)[0].numpy()  # [2]
         H0, W0 = fj.depth.shape[-2:]
         cj, rj = int(math.floor(uvj0[0])), int(math.floor(uvj0[1]))
         if not (0 <= cj < W0 and 0 <= rj < H0):
@@ -358,14 +178,9 @@ class QuestionBuilder:
         (s, i, j) as a previous question's target["where"] gives it."""
         if where is None:
             s = int(rng.integers(len(self.cache)))
-            i, j = self._pair(rng, self.cache.samples[s])
+            i, j = self.draw_pair(rng, self.cache.samples[s])
             if self.s.corr_same_view > 0 and rng.random() < self.s.corr_same_view:
                 j = i  # the answer is the query: a copy lesson (drawn only when enabled: streams unchanged)
-                if self.s.corr_shift > 0:  # ... or the same camera with its crop window moved
-                    m = self.s.corr_shift
-                    j = ("shift", i, int(rng.integers(-m, m + 1)), int(rng.integers(-m, m + 1)), m)
-            elif self.s.turn_pairs > 0 and rng.random() < self.s.turn_pairs:
-                j = ("turn", i, j)  # camera i turned in place to j's orientation (see `SceneCache.frame`)
         else:
             s, i, j = where
         sample = self.cache.samples[s]
@@ -375,10 +190,10 @@ class QuestionBuilder:
         # One point: one draw, kept or rejected (the held-out stream). Several: the first n_points of
         # 3 n_points draws that have a visible match.
         fi, fj = self.cache.frame(s, i), self.cache.frame(s, j)
-        cand = _random_valid_pixels(rng, vi, sample.valid[i], 1 if n_points == 1 else 3 * n_points)  # [M, 2]
+        cand = random_valid_pixels(rng, vi, sample.valid[i], 1 if n_points == 1 else 3 * n_points)  # [M, 2]
         queries, matches = [], []
         for uv0 in cand:
-            uvj0 = self._match(fi, fj, uv0)
+            uvj0 = self.match(fi, fj, uv0)
             if uvj0 is not None:
                 ui, uj = pixel_to_input(vi, uv0[None]), pixel_to_input(vj, uvj0[None])
                 if ui is not None and uj is not None:
@@ -412,18 +227,11 @@ class QuestionBuilder:
     def pose(self, rng, kind: str | None = None, pair=None) -> Example | None:
         if pair is None:
             s = int(rng.integers(len(self.cache)))
-            i, j = self._pair(rng, self.cache.samples[s])
+            i, j = self.draw_pair(rng, self.cache.samples[s])
         else:
             s, i, j = pair
         kind = kind or P.POSE_QUESTIONS[int(rng.integers(len(P.POSE_QUESTIONS)))]
-        if (
-            pair is None
-            and kind in ("angle", "ypr")
-            and self.s.turn_pairs > 0
-            and rng.random() < self.s.turn_pairs
-        ):
-            j = ("turn", i, j)  # same rotation as the pair (i, j), no translation
-        gt = relative_pose(self.cache.frame(s, i).w2c, self.cache.frame(s, j).w2c)
+        gt = pose_targets(self.cache.frame(s, i).w2c, self.cache.frame(s, j).w2c)
         vi, vj = self._view(s, i, self.s.focal_pose), self._view(s, j, self.s.focal_pose)
         answer = P.pose_answer(
             kind, angle=gt["angle"], ypr=gt["ypr"], t_unit=gt["t_unit"], distance=gt["distance"]
@@ -491,6 +299,10 @@ class QuestionBuilder:
             {"value": value, "where": (s, v)},
         )
 
+    def pose_kinds(self, pair) -> tuple:
+        """The pose question types a pair (s, i, j) can be asked: all four."""
+        return P.POSE_QUESTIONS
+
     def build(self, task: str, rng, **kw) -> Example | None:
         return getattr(self, task)(rng, **kw)
 
@@ -504,13 +316,8 @@ class QuestionBuilder:
             return first
         where = first.target["pair"] if task == "pose" else first.target["where"]
         kinds = []
-        if task == "pose":  # the other question types, in random order (a turned pair has only rotations)
-            rotation_only = isinstance(where[2], tuple)
-            kinds = [
-                k
-                for k in P.POSE_QUESTIONS
-                if k != first.kind and (k in ("angle", "ypr") or not rotation_only)
-            ]
+        if task == "pose":  # the pair's other question types, in random order
+            kinds = [k for k in self.pose_kinds(where) if k != first.kind]
             kinds = [kinds[k] for k in rng.permutation(len(kinds))]
         for k in range(n_turns - 1):
             if task == "pose":
@@ -529,27 +336,28 @@ class QuestionBuilder:
         return first
 
 
-def relative_pose(w2c_1: torch.Tensor, w2c_2: torch.Tensor) -> dict:
-    """Camera 2 relative to camera 1, in camera 1's OpenCV frame.
+def pose_targets(w2c_1: torch.Tensor, w2c_2: torch.Tensor) -> dict:
+    """What the pose questions ask about camera 2 relative to camera 1, in camera 1's OpenCV frame:
+    {"R", "ypr", "angle", "t_unit", "distance"}.
 
-    R21 = R1 R2^T is camera 2's orientation in camera 1's frame; yaw/pitch/roll are its intrinsic
-    Y-X-Z Euler angles (R21 = Ry(yaw) Rx(pitch) Rz(roll)). With y down, Ry(+a) turns the optical
-    axis to +x (right) and Rx(+a) turns it to -y (up); Rz(+a) rotates the x axis towards +y (down),
-    i.e. banks right. The translation is camera 2's centre in camera 1's frame, R1 (C2 - C1).
+    R = R1 R2^T is camera 2's orientation in camera 1's frame; yaw/pitch/roll are its intrinsic
+    Y-X-Z Euler angles (R = Ry(yaw) Rx(pitch) Rz(roll)), "angle" its geodesic angle, all in degrees.
+    With y down, Ry(+a) turns the optical axis to +x (right) and Rx(+a) turns it to -y (up); Rz(+a)
+    rotates the x axis towards +y (down), i.e. banks right. t_unit and distance are the direction and
+    length of camera 2's centre in camera 1's frame, R1 (C2 - C1). (`common.cameras.relative_pose` is
+    the transform between the two cameras' frames, w2c_2 inv(w2c_1), the inverse of this pose.)
     """
-    T1, T2 = w2c_1.double().numpy(), w2c_2.double().numpy()
-    R1, R2 = T1[:3, :3], T2[:3, :3]
-    C1, C2 = -R1.T @ T1[:3, 3], -R2.T @ T2[:3, 3]
-    R21 = R1 @ R2.T
-    ypr = Rotation.from_matrix(R21).as_euler("YXZ", degrees=True)
-    t = R1 @ (C2 - C1)
+    R1, R2 = w2c_1[:3, :3].double(), w2c_2[:3, :3].double()  # [3, 3]
+    R = R1 @ R2.T  # [3, 3]
+    t = (R1 @ (camera_centers(w2c_2.double()) - camera_centers(w2c_1.double()))).numpy()  # [3]
+    ypr = Rotation.from_matrix(R.numpy()).as_euler("YXZ", degrees=True)
     dist = float(np.linalg.norm(t))
-    angle = float(np.degrees(np.arccos(np.clip((np.trace(R21) - 1) / 2, -1, 1))))
-    return {"R": R21, "ypr": ypr, "angle": angle, "t_unit": t / max(dist, 1e-12), "distance": dist}
+    angle = math.degrees(float(rotation_angle(R)))
+    return {"R": R.numpy(), "ypr": ypr, "angle": angle, "t_unit": t / max(dist, 1e-12), "distance": dist}
 
 
 def ypr_to_matrix(ypr) -> np.ndarray:
-    """Inverse of the decomposition in `relative_pose`: Ry(yaw) Rx(pitch) Rz(roll), degrees."""
+    """Inverse of the decomposition in `pose_targets`: Ry(yaw) Rx(pitch) Rz(roll), degrees."""
     return Rotation.from_euler("YXZ", np.asarray(ypr, dtype=np.float64), degrees=True).as_matrix()
 
 

@@ -32,7 +32,8 @@ from common.metrics import (
 )
 from vlm3 import prompts as P
 from vlm3.config import Config, load_config
-from vlm3.data import QuestionBuilder, SceneCache, TaskDataset, ypr_to_matrix
+from vlm3.data import QuestionBuilder, TaskDataset, ypr_to_matrix
+from vlm3.scenes import SceneCache
 
 METRICS = {
     "depth_delta1": True,
@@ -49,49 +50,29 @@ METRICS = {
 }
 
 
-def held_out_questions(
-    cfg: Config, cache: SceneCache | None = None, turned: bool = False, shifted: int = 0
-) -> dict:
+def held_out_questions(cfg: Config, cache: SceneCache | None = None) -> dict:
     """{task: [Example]} on the test split: single-point depth, correspondences, four pose
-    questions per pair, object questions.
-
-    `turned` (a diagnostic): correspondence and rotation questions only, on the same test pairs with
-    the second camera turned in place (`DataConfig.turn_pairs`): the same rotations, no parallax.
-    `shifted` > 0 (a diagnostic): correspondence questions only, each view against itself with the
-    crop window moved by up to `shifted` pixels (`DataConfig.corr_shift`)."""
+    questions per pair, object questions."""
     from vlm3.train import scene_cache, task_settings  # local: train imports this module's users
 
     e = cfg.eval
     cache = cache or scene_cache(cfg, "test")
-    settings = task_settings(cfg, training=False)
-    if shifted > 0:
-        settings.corr_same_view, settings.corr_shift = 1.0, int(shifted)
-    settings.turn_pairs = 1.0 if turned else 0.0
-    builder = QuestionBuilder(cache, settings)
-    corr = [
-        TaskDataset(builder, "correspondence", e.correspondence, e.seed, n_points=1)[i]
-        for i in range(e.correspondence)
-    ]
-    if shifted > 0:
-        return {"correspondence": corr}
+    builder = QuestionBuilder(cache, task_settings(cfg, training=False))
     pose = []
     rng = np.random.default_rng([e.seed, 99])
     for _ in range(e.pose_pairs):
         s = int(rng.integers(len(cache)))
-        i, j = builder._pair(rng, cache.samples[s])
-        if turned:  # only the rotation questions: a turned pair has no translation
-            pose += [builder.pose(rng, kind=k, pair=(s, i, ("turn", i, j))) for k in ("angle", "ypr")]
-        else:
-            pose += [builder.pose(rng, kind=k, pair=(s, i, j)) for k in P.POSE_QUESTIONS]
-    if turned:
-        return {"correspondence": corr, "pose": pose}
-    out = {
+        i, j = builder.draw_pair(rng, cache.samples[s])
+        pose += [builder.pose(rng, kind=k, pair=(s, i, j)) for k in P.POSE_QUESTIONS]
+    return {
         "depth": [TaskDataset(builder, "depth", e.depth, e.seed, n_points=1)[i] for i in range(e.depth)],
-        "correspondence": corr,
+        "correspondence": [
+            TaskDataset(builder, "correspondence", e.correspondence, e.seed, n_points=1)[i]
+            for i in range(e.correspondence)
+        ],
         "object": [TaskDataset(builder, "object", e.object, e.seed)[i] for i in range(e.object)],
         "pose": pose,
     }
-    return out
 
 
 def answer_all(vlm, questions: dict, batch_size: int, max_new_tokens: int, progress: bool = False) -> dict:
@@ -209,46 +190,6 @@ def _score_pose(exs, texts, failures) -> dict:
     }
 
 
-def path_kind(cache: SceneCache, s: int) -> str:
-    """The camera path of test scene s ("orbit" or "forward", `common.synthetic.paths`)."""
-    return cache.samples[s].annotations["camera_path"]["kind"]
-
-
-def by_path(questions: dict, answers: dict, cache: SceneCache) -> dict:
-    """The two-view metrics per camera path {kind: metrics}: orbits (the camera circles the scene's
-    centre, turning to keep it in view) and forward paths (walking or driving, a small sway) ask
-    different things of a model. Besides `score`'s metrics, per path: the pairs, and for the yaw
-    answers of pairs that turn by at least 1 deg the share with the true sign, their Pearson r with
-    the truth (None for a constant answer) and their range; identity's yaw 0 has no sign."""
-
-    scene = {"correspondence": lambda e: e.target["where"][0], "pose": lambda e: e.target["pair"][0]}
-    kind_of = {t: [path_kind(cache, scene[t](e)) for e in questions.get(t, [])] for t in scene}
-    out = {}
-    for kind in sorted({k for ks in kind_of.values() for k in ks}):
-        q, a = {}, {}
-        for task, kinds in kind_of.items():
-            keep = [k for k, kk in enumerate(kinds) if kk == kind]
-            if keep:
-                q[task] = [questions[task][k] for k in keep]
-                a[task] = [answers[task][k] for k in keep]
-        m = score(q, a)
-        m["correspondences"] = len(q.get("correspondence", []))
-        ypr = [
-            (e.target["ypr"][0], P.parse_ypr(t))
-            for e, t in zip(q.get("pose", []), a.get("pose", []))
-            if e.kind == "ypr"
-        ]
-        m["pose_pairs"] = len(ypr)
-        turned = [(gt, p[0] if p is not None else 0.0) for gt, p in ypr if abs(gt) >= 1.0]
-        if turned:
-            gt, pred = np.array(turned).T  # [2, N]
-            m["pose_yaw_sign_acc"] = float(np.mean(np.sign(pred) == np.sign(gt)))
-            m["pose_yaw_pearson"] = float(np.corrcoef(gt, pred)[0, 1]) if np.std(pred) > 0 else None
-            m["pose_yaw_answers"] = [float(pred.min()), float(pred.max())]  # the range of the answers
-        out[kind] = m
-    return out
-
-
 # ----------------------------------------------------------------------------------------------
 # Trivial baselines: text answers built from training statistics, scored by the same code
 # ----------------------------------------------------------------------------------------------
@@ -341,23 +282,6 @@ def main(argv=None) -> None:
     ap = OneLineParser("vlm3.evaluate", description=__doc__)
     ap.add_argument("--checkpoint", help="a trained model's checkpoint folder (or use --baseline)")
     ap.add_argument("--baseline", action="store_true", help="score the trivial baselines instead of a model")
-    ap.add_argument(
-        "--turned",
-        action="store_true",
-        help="diagnostic: correspondence and rotation on test pairs turned in place (no parallax)",
-    )
-    ap.add_argument(
-        "--shifted",
-        type=int,
-        default=0,
-        metavar="M",
-        help="diagnostic: correspondence of each test view with itself, crop moved by up to M px",
-    )
-    ap.add_argument(
-        "--by-path",
-        action="store_true",
-        help="diagnostic: also the two-view metrics per camera path (orbit, forward) and the yaw sign",
-    )
     ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"),
                     help="YAML config of the data and evaluation settings (default: configs/tiny.yaml)")
     ap.add_argument("--out", default=None, help="write metrics and parse failures here (JSON)")
@@ -372,28 +296,18 @@ def main(argv=None) -> None:
         )
         if (args.checkpoint is None) == (not args.baseline):
             ap.error("give exactly one of --checkpoint and --baseline")
-        if args.turned and args.shifted:
-            ap.error("--turned and --shifted are separate diagnostics; give one")
-        if args.shifted < 0:
-            raise ValueError(f"--shifted: expected an int >= 0 (pixels), got {args.shifted}")
         # A bad checkpoint folder is named before the questions are built.
         vlm = None if args.baseline else VLM3.from_pretrained(args.checkpoint)
         from vlm3.train import scene_cache
 
         cache = scene_cache(cfg, "test")
-        questions = held_out_questions(cfg, cache, turned=args.turned, shifted=args.shifted)
+        questions = held_out_questions(cfg, cache)
         if args.baseline:
             answers = baseline_answers(questions, train_statistics(cfg))
         else:
             answers = answer_all(vlm, questions, cfg.eval.batch_size, cfg.eval.max_new_tokens, progress=True)
         failures: list = []
         metrics = score(questions, answers, failures)
-        if args.by_path:
-            metrics["by_path"] = by_path(questions, answers, cache)
-        if args.turned or args.shifted:  # no translation: only the rotation metrics mean something
-            for m in [metrics, *metrics.get("by_path", {}).values()]:
-                for k in ("pose_trans_err_deg", "pose_auc30", "pose_distance_abs_rel"):
-                    m.pop(k, None)
         print(json.dumps(metrics, indent=1))
         if args.out:
             Path(args.out).write_text(

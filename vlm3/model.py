@@ -10,7 +10,7 @@ turns (images, prompt[, answer]) into model inputs:
 - with `pair_as_video`, the two views of a two-image question enter as one 2-frame video
   (`<|video_pad|>`, `pixel_values_videos`): Qwen3-VL's temporal patch of 2 frames puts both views
   of a 16 x 16 px cell into one token, so the vision tower compares them before the LLM does (see
-  the README's results); every other input is unchanged;
+  diagnostics/DIAGNOSTICS.md); every other input is unchanged;
 - training targets are the answer tokens and the closing `<|im_end|>` only; every prompt, image
   and padding token has label -100 (next-token cross-entropy on the answer, VLM3 Sec. 3).
 

@@ -39,8 +39,9 @@ from common.datasets import MixtureDataset
 from common.results import truncate_jsonl
 from common.synthetic import generate_split
 from vlm3.config import Config, load_config, to_dict
-from vlm3.data import TASKS, QuestionBuilder, SceneCache, TaskDataset, TaskSettings
+from vlm3.data import TASKS, QuestionBuilder, TaskDataset, TaskSettings
 from vlm3.model import VLM3
+from vlm3.scenes import SceneCache
 
 SETTINGS_FILE = "vlm3_settings.json"  # read by vlm3.demo.Predictor
 
@@ -71,9 +72,7 @@ def task_settings(cfg: Config, training: bool = True) -> TaskSettings:
         marker=d.marker,
         min_object_pixels=d.min_object_pixels,
         corr_same_view=d.corr_same_view if training else 0.0,
-        corr_shift=d.corr_shift,
         corr_max_points=d.corr_max_points if training else 1,
-        turn_pairs=d.turn_pairs if training else 0.0,
         turns=dict(d.turns) if training else {},
     )
 
@@ -94,14 +93,16 @@ def scene_cache(cfg: Config, split: str = "train") -> SceneCache:
     raise ValueError(f"scene_cache: split {split!r}; expected 'train' or 'test'")
 
 
-def build_mixture(cfg: Config, cache: SceneCache | None = None, processes: int = 1) -> MixtureDataset:
+def build_mixture(
+    cfg: Config, cache: SceneCache | None = None, processes: int = 1, builder: QuestionBuilder | None = None
+) -> MixtureDataset:
     """The training mixture over tasks (VLM3 Sec. 3.3: data mixture and scaling), long enough for
-    `processes` ranks of train.batch_size items per step."""
+    `processes` ranks of train.batch_size items per step; its questions come from `builder`
+    (default: a `QuestionBuilder` on `cache` with `task_settings(cfg)`)."""
     for task in cfg.data.mixture:
         if task not in TASKS:
             raise ValueError(f"data.mixture: unknown task {task!r}; expected some of {TASKS}")
-    cache = cache or scene_cache(cfg)
-    builder = QuestionBuilder(cache, task_settings(cfg))
+    builder = builder or QuestionBuilder(cache or scene_cache(cfg), task_settings(cfg))
     for task, n in cfg.data.turns.items():
         if task not in TASKS or not isinstance(n, int) or n < 1:
             raise ValueError(

@@ -6,7 +6,7 @@ text pixel coordinates, its parsers).
   DepthLM's label); the adapter turns it into z-depth with the view's own K (the ray is the same
   before and after focal unification). No dense map: VLM3 answers points.
 - Pose: each view is asked against view 0 (yaw / pitch / roll and the translation direction and
-  distance, `vlm3.data.relative_pose` convention); view 0 is the world frame. A view whose answer
+  distance, `vlm3.data.pose_targets` convention); view 0 is the world frame. A view whose answer
   does not parse counts as unregistered.
 - QA: the question about one view (the one it names, else view 0), as text.
 """
@@ -30,7 +30,7 @@ def distance_to_z(distance: np.ndarray, pixels: np.ndarray, K: torch.Tensor) -> 
 
 def pose_from_answer(ypr, direction, distance) -> np.ndarray | None:
     """w2c [4, 4] of the second camera with the first at the identity: R21 = R1 R2^T is its
-    orientation in camera 1's frame, t = R1 (C2 - C1) its centre there (`vlm3.data.relative_pose`)."""
+    orientation in camera 1's frame, t = R1 (C2 - C1) its centre there (`vlm3.data.pose_targets`)."""
     from vlm3.data import ypr_to_matrix
 
     if ypr is None or direction is None:

@@ -1,12 +1,12 @@
 """Probes: can a random-weight model of a given config learn the spatial skills the two-view tasks need?
 
-    python -m vlm3.probe --task locate --steps 1000   # tiny.yaml: rope base 100, position std 0.5
-    python -m vlm3.probe --task locate --steps 1000 model.rope_theta=10000 model.vision_pos_init_std=null
-    python -m vlm3.probe --task moved --steps 1500 model.text_layers=4
-    python -m vlm3.probe --task turned --yaw 6,20 --steps 1500 model.pair_as_video=true \
+    python -m vlm3.diagnostics.probe --task locate --steps 1000   # tiny.yaml: rope base 100, position std 0.5
+    python -m vlm3.diagnostics.probe --task locate --steps 1000 model.rope_theta=10000 model.vision_pos_init_std=null
+    python -m vlm3.diagnostics.probe --task moved --steps 1500 model.text_layers=4
+    python -m vlm3.diagnostics.probe --task turned --yaw 6,20 --steps 1500 model.pair_as_video=true \
         data.focal_pose=40 model.min_pixels=1024 \
         data.root=data/synthetic512 "data.generate_scenes={train: 512, test: 32}"
-    python -m vlm3.probe --flow-signs   # no model: where the orbit pairs' yaw sign shows in their motion
+    python -m vlm3.diagnostics.probe --flow-signs   # no model: where the orbit pairs' yaw sign shows in their motion
 
 Correspondence and the sign of a rotation need the model to compare positions: where the query's
 content is in the second image, which way the content moved. These probes isolate that skill with
@@ -43,11 +43,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cli import OneLineParser, add_threads_flag, set_threads
+from common.cli import OneLineParser, add_threads_flag, one_line_errors, set_threads
 from common.datasets import SceneDataset
 from vlm3.config import load_config
-from vlm3.data import QuestionBuilder, SceneCache, relative_pose
+from vlm3.data import QuestionBuilder, pose_targets
+from vlm3.diagnostics.rendered import RenderedSceneCache
 from vlm3.model import VLM3
+from vlm3.train import ensure_data, task_settings
 
 POSE_TASKS = ("turned", "orbit")
 TASKS = ("locate", "relate", "relate2", "moved") + POSE_TASKS
@@ -107,12 +109,10 @@ def probe_question(task: str, rng, views: list, crop: int = 96) -> tuple[list, s
 
 class PoseSignQuestions:
     """`turned` / `orbit` questions on the orbit scenes of one split, drawn as the pose task draws
-    its pairs (`QuestionBuilder._pair`), redrawn until |yaw| is in `yaw` = (lo, hi) degrees."""
+    its pairs (`QuestionBuilder.draw_pair`), redrawn until |yaw| is in `yaw` = (lo, hi) degrees."""
 
     def __init__(self, cfg, split: str, seed: int, yaw=(3.0, 90.0)):
-        from vlm3.train import task_settings  # local: vlm3.train imports the data modules this one uses
-
-        self.cache = SceneCache(cfg.data.root, split, zoom=cfg.data.zoom, seed=seed)
+        self.cache = RenderedSceneCache(cfg.data.root, split, zoom=cfg.data.zoom, seed=seed)
         self.builder = QuestionBuilder(self.cache, task_settings(cfg, training=False))
         self.orbits = [
             s
@@ -125,12 +125,12 @@ class PoseSignQuestions:
 
     def draw(self, task: str, rng) -> tuple[list, str, str, tuple]:
         """(images, prompt, "left" | "right", (s, i, j)) where j is the second view (a "turn" frame
-        for `turned`, see `SceneCache.frame`); "right" when the yaw is > 0 (the pose prompt's sign)."""
+        for `turned`, see `vlm3.diagnostics.rendered`); "right" when the yaw is > 0 (the pose prompt's sign)."""
         for _ in range(1000):
             s = self.orbits[int(rng.integers(len(self.orbits)))]
-            i, j = self.builder._pair(rng, self.cache.samples[s])
+            i, j = self.builder.draw_pair(rng, self.cache.samples[s])
             w2c = self.cache.samples[s].w2c
-            yaw = relative_pose(w2c[i], w2c[j])["ypr"][0]  # a turned pair has the same rotation
+            yaw = pose_targets(w2c[i], w2c[j])["ypr"][0]  # a turned pair has the same rotation
             if self.yaw[0] <= abs(yaw) <= self.yaw[1]:  # checked before rendering a turned view
                 j = ("turn", i, j) if task == "turned" else j
                 ex = self.builder.pose(rng, kind="ypr", pair=(s, i, j))
@@ -141,7 +141,7 @@ class PoseSignQuestions:
 def flow_signs(cfg, split: str, turned: bool = False, pixels: int = 300, seed: int = 0) -> dict:
     """Where the yaw sign of an orbit scene's pose pairs shows in the images' motion.
 
-    For every pair (i, j) the pose task draws from an orbit scene (`QuestionBuilder._pair`'s gaps)
+    For every pair (i, j) the pose task draws from an orbit scene (`QuestionBuilder.draw_pair`'s gaps)
     with |yaw| >= 3 deg: `pixels` random valid pixels of view i are matched into view j with depth,
     as the correspondence labels are. Returns {region: share of pairs whose median horizontal motion
     in that region runs against the turn} (content moves left when the camera turns right) for the
@@ -162,7 +162,7 @@ def flow_signs(cfg, split: str, turned: bool = False, pixels: int = 300, seed: i
             fi = qs.cache.frame(s, i)
             for gap in range(lo, hi + 1):
                 j = i + gap if i + gap < V else i - gap
-                yaw, _, roll = relative_pose(sample.w2c[i], sample.w2c[j])["ypr"]
+                yaw, _, roll = pose_targets(sample.w2c[i], sample.w2c[j])["ypr"]
                 if abs(yaw) < 3.0:
                     continue
                 fj = qs.cache.frame(s, ("turn", i, j) if turned else j)
@@ -170,7 +170,7 @@ def flow_signs(cfg, split: str, turned: bool = False, pixels: int = 300, seed: i
                 for u, v in rng.uniform((0, 0), (W, H), size=(pixels, 2)):
                     if not fi.valid[int(v), int(u)]:
                         continue
-                    m = qs.builder._match(fi, fj, np.array([u, v]))
+                    m = qs.builder.match(fi, fj, np.array([u, v]))
                     if m is not None:
                         rows.append((v, float(fi.depth[int(v), int(u)]), m[0] - u))
                 if len(rows) < 30:
@@ -281,7 +281,7 @@ def run_probe(
 
 
 def main(argv=None) -> None:
-    ap = OneLineParser("vlm3.probe", description=__doc__)
+    ap = OneLineParser("vlm3.diagnostics.probe", description=__doc__)
     ap.add_argument("--task", choices=TASKS, help="the task whose accuracy curve is probed")
     ap.add_argument(
         "--flow-signs",
@@ -292,12 +292,17 @@ def main(argv=None) -> None:
     ap.add_argument("--every", type=int, default=250, help="evaluate every N steps (default 250)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the training run (default 0)")
     ap.add_argument("--yaw", default="3,90", help="turned / orbit: keep pairs with |yaw| in LO,HI degrees")
-    ap.add_argument("--config", default=str(Path(__file__).parent / "configs" / "tiny.yaml"),
-                    help="YAML config (default: configs/tiny.yaml)")
+    ap.add_argument("--config", default=str(Path(__file__).parents[1] / "configs" / "tiny.yaml"),
+                    help="YAML config (default: vlm3/configs/tiny.yaml)")
     ap.add_argument("--out", default=None, help="JSON file for the accuracy curve")
     add_threads_flag(ap)
     ap.add_argument("overrides", nargs="*", help="key=value, e.g. model.rope_theta=100")
     args = ap.parse_args(argv)
+    with one_line_errors("vlm3.diagnostics.probe"):
+        _run(ap, args)
+
+
+def _run(ap, args) -> None:
     set_threads(args.threads)
     cfg = load_config(args.config, args.overrides)
     try:
@@ -306,8 +311,6 @@ def main(argv=None) -> None:
         yaw = ()
     if len(yaw) != 2 or not 0 <= yaw[0] <= yaw[1]:
         ap.error(f"--yaw {args.yaw!r}: expected LO,HI degrees with 0 <= LO <= HI")
-    from vlm3.train import ensure_data
-
     ensure_data(cfg)
     if args.flow_signs:
         out = {

@@ -7,15 +7,8 @@ from scipy.spatial.transform import Rotation
 
 from common.cameras import depth_to_distance, look_at
 from vlm3 import prompts as P
-from vlm3.data import (
-    QuestionBuilder,
-    SceneCache,
-    TaskDataset,
-    TaskSettings,
-    draw_arrow,
-    relative_pose,
-    ypr_to_matrix,
-)
+from vlm3.data import QuestionBuilder, TaskDataset, TaskSettings, draw_arrow, pose_targets, ypr_to_matrix
+from vlm3.scenes import SceneCache
 
 
 @pytest.fixture(scope="module")
@@ -31,16 +24,16 @@ def _w2c(eye, target):
     )
 
 
-def test_relative_pose_conventions():
+def test_pose_targets_conventions():
     """yaw > 0 turns right, pitch > 0 looks up, the translation is in camera 1's frame."""
     w2c_1 = _w2c([0, 0, 1], [0, 5, 1])  # looking along +y (world z up)
     turned_right = _w2c([0, 0, 1], [5, 5, 1])  # 45 degrees to the right (world +x is camera-1 right)
     up = _w2c([0, 0, 1], [0, 5, 6])
     moved_right = _w2c([1, 0, 1], [1, 5, 1])
-    r = relative_pose(w2c_1, turned_right)
+    r = pose_targets(w2c_1, turned_right)
     assert r["ypr"][0] == pytest.approx(45.0, abs=1e-6) and r["angle"] == pytest.approx(45.0, abs=1e-6)
-    assert relative_pose(w2c_1, up)["ypr"][1] == pytest.approx(45.0, abs=1e-6)
-    m = relative_pose(w2c_1, moved_right)
+    assert pose_targets(w2c_1, up)["ypr"][1] == pytest.approx(45.0, abs=1e-6)
+    m = pose_targets(w2c_1, moved_right)
     assert m["t_unit"] == pytest.approx([1.0, 0.0, 0.0], abs=1e-9) and m["distance"] == pytest.approx(1.0)
     assert P.direction_words(m["t_unit"]) == ["right"]
     R = Rotation.from_euler("YXZ", [20, -10, 5], degrees=True).as_matrix()
@@ -92,71 +85,6 @@ def test_same_view_copy_lessons_are_training_only(cache, tiny_cfg):
     assert (
         task_settings(cfg).corr_same_view == 0.5 and task_settings(cfg, training=False).corr_same_view == 0.0
     )
-
-
-def test_shifted_copy_lessons_move_the_content(cache):
-    """corr_shift: the copy lesson's second view is the same camera with its crop window moved by
-    (dx, dy) stored pixels; the match is the query moved by -(dx, dy) (mapped to the model input) and
-    shows the query's colour."""
-    from common.cameras import map_pixels
-
-    builder = QuestionBuilder(cache, TaskSettings(focal_depth=60, corr_same_view=1.0, corr_shift=6))
-    moved = 0
-    for k in range(6):
-        rng = np.random.default_rng([7, k])
-        s = int(rng.integers(len(cache)))  # the draws `correspondence` makes first, replayed
-        i, _ = builder._pair(rng, cache.samples[s])
-        rng.random()
-        m = 6
-        dx, dy = int(rng.integers(-m, m + 1)), int(rng.integers(-m, m + 1))
-        ex = builder.correspondence(np.random.default_rng([7, k]))
-        if ex is None:
-            continue
-        (a, b), q, mt = ex.images, np.array(ex.target["query"]), np.array(ex.target["match"])
-        vi, vj = cache.view(s, i, 60, True), cache.view(s, ("shift", i, dx, dy, m), 60, True)
-        assert torch.equal(a, vi.image) and torch.equal(b, vj.image)
-        uv = P.denormalize_xy(q, a.shape[-1], a.shape[-2], P.BOX_SCALE)  # model-input pixel of view i
-        uv0 = map_pixels(torch.tensor(uv[None]), vi.K, vi.K0)[0].numpy() - np.array([dx, dy])  # stored, moved
-        expected = P.normalize_xy(
-            map_pixels(torch.tensor(uv0[None]), vj.K0, vj.K).numpy(), b.shape[-1], b.shape[-2], P.BOX_SCALE
-        )[0]
-        assert mt == pytest.approx(expected, abs=1.0)  # text coordinates are integers
-        ma = P.denormalize_xy(mt, b.shape[-1], b.shape[-2], P.BOX_SCALE).astype(int)
-        qa = uv.astype(int)
-        assert float((a[:, qa[1], qa[0]] - b[:, ma[1], ma[0]]).abs().max()) < 0.1
-        moved += int((dx, dy) != (0, 0))
-    assert moved >= 3
-
-
-def test_turned_pairs_share_the_rotation_and_match_colours(cache, tiny_cfg):
-    """turn_pairs: the second view is rendered from the first camera's centre with the real partner's
-    orientation, so the rotation is the real pair's, the translation zero, and each query pixel's
-    colour is found at its match; held-out questions never use such pairs."""
-    from vlm3.train import task_settings
-
-    builder = QuestionBuilder(
-        cache, TaskSettings(focal_depth=60, focal_pose=45, pair_gap=(1, 1), turn_pairs=1.0)
-    )
-    rng = np.random.default_rng(0)
-    ex = builder.pose(rng, kind="ypr")
-    s, i, turned = ex.target["pair"]
-    assert turned[0] == "turn" and turned[1] == i
-    real = relative_pose(cache.samples[s].w2c[i], cache.samples[s].w2c[turned[2]])
-    assert ex.target["distance"] == pytest.approx(0.0, abs=1e-5)  # w2c are stored as float32
-    assert np.array(ex.target["R"]) == pytest.approx(real["R"], abs=1e-9) and real["angle"] > 1.0
-    diffs = []
-    ds = TaskDataset(builder, "correspondence", 12, seed=4)
-    for k in range(12):
-        e = ds[k]
-        (a, b), q, m = e.images, np.array(e.target["query"]), np.array(e.target["match"])
-        qa = P.denormalize_xy(q, a.shape[-1], a.shape[-2], P.BOX_SCALE).astype(int)
-        mb = P.denormalize_xy(m, b.shape[-1], b.shape[-2], P.BOX_SCALE).astype(int)
-        diffs.append(float((a[:, qa[1], qa[0]] - b[:, mb[1], mb[0]]).abs().max()))
-        assert not torch.equal(a, b)
-    assert np.median(diffs) < 0.05  # resampling blurs edges a little; a wrong match differs by ~0.3
-    cfg = type(tiny_cfg)(**{**tiny_cfg.__dict__})
-    cfg.data = type(tiny_cfg.data)(**{**tiny_cfg.data.__dict__, "turn_pairs": 0.5})
-    assert task_settings(cfg).turn_pairs == 0.5 and task_settings(cfg, training=False).turn_pairs == 0.0
 
 
 def test_correspondence_pairs_are_consistent_with_depth(cache):
@@ -276,7 +204,7 @@ def test_conversations_ask_several_questions_on_the_same_images(cache):
     # Pose: the four question types once each, answered for the same pair.
     conv = TaskDataset(builder, "pose", 6, seed=5, turns=4)[2]
     s, i, j = conv.target["pair"]
-    gt = relative_pose(cache.samples[s].w2c[i], cache.samples[s].w2c[j])
+    gt = pose_targets(cache.samples[s].w2c[i], cache.samples[s].w2c[j])
     asked = {conv.kind} | {k for k in P.POSE_QUESTIONS for p, _ in conv.turns if p == P.pose_prompt(k)}
     assert asked == set(P.POSE_QUESTIONS)
     for prompt, answer in conv.turns:

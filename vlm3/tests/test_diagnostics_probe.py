@@ -6,7 +6,7 @@ import torch
 
 from vlm3.config import load_config
 from common.synthetic import generate_split
-from vlm3.probe import PROMPTS, PoseSignQuestions, flow_signs, probe_question, run_probe
+from vlm3.diagnostics.probe import PROMPTS, PoseSignQuestions, flow_signs, probe_question, run_probe
 
 
 def _square_x(image, colour):

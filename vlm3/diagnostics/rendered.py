@@ -1,0 +1,204 @@
+"""Views rendered from a scene's annotations, and the questions and training lessons built on them.
+
+    python -m vlm3.diagnostics.rendered --turn-pairs 0.5 train.steps=1300 train.out_dir=results/vlm3/turned
+    python -m vlm3.diagnostics.rendered --corr-shift 20 train.out_dir=results/vlm3/shift20
+
+Two kinds of second view, neither in the paper (DIAGNOSTICS.md, "Earlier diagnostics"):
+
+- a turned pair, view key ("turn", i, j): camera i turned in place to camera j's orientation, the
+  same rotation as the real pair (i, j) and no translation, so no parallax (every pixel moves by
+  one homography);
+- a moved copy, view key ("shift", i, dx, dy, m): camera i with its crop window moved by (dx, dy)
+  stored-view pixels, |dx|, |dy| <= m (a render with a margin of m pixels, cropped): content at
+  (u, v) in view i appears at (u - dx, v - dy), and the uncovered border shows what is really there.
+
+`RenderedQuestionBuilder` asks a share `turn_pairs` of the training correspondence and rotation
+(angle, yaw/pitch/roll) questions on turned pairs, and with `corr_shift` > 0 turns the copy lessons
+(`data.corr_same_view`) into moved copies. `held_out_questions` builds the test questions on turned
+pairs or moved copies (`vlm3.diagnostics.two_view --turned | --shifted`). The random draws of the
+real questions are those of `vlm3.data.QuestionBuilder`: with both settings 0 the questions are the
+product's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.cli import OneLineParser, add_threads_flag, one_line_errors, set_threads
+from common.datasets import MixtureDataset
+from common.synthetic import Scene, render_views
+from vlm3 import prompts as P
+from vlm3.config import Config, load_config
+from vlm3.data import QuestionBuilder, TaskDataset, TaskSettings
+from vlm3.scenes import Frame, SceneCache, View
+from vlm3.train import build_mixture as product_mixture
+from vlm3.train import ensure_data, scene_cache, task_settings, train
+
+ROTATIONS = ("angle", "ypr")  # the pose questions a turned pair (no translation) can answer
+
+
+class RenderedSceneCache(SceneCache):
+    """A `SceneCache` whose views can also be turned pairs and moved copies (see the module doc)."""
+
+    def __init__(self, root, split: str, zoom=(1.0, 1.0), seed: int = 0, max_scenes: int | None = None):
+        super().__init__(root, split, zoom, seed, max_scenes)
+        self._rendered: dict = {}  # turned frames and shift canvases
+        self._scenes: dict = {}  # s -> Scene, for the rendered frames
+
+    @classmethod
+    def like(cls, cache: SceneCache) -> RenderedSceneCache:
+        """The same scenes and zooms as `cache` (no re-reading)."""
+        out = cls.__new__(cls)
+        out.samples, out.zoom, out.seed, out._views = cache.samples, cache.zoom, cache.seed, {}
+        out._rendered, out._scenes = {}, {}
+        return out
+
+    def frame(self, s: int, v) -> Frame:
+        if isinstance(v, (int, np.integer)):
+            return super().frame(s, v)
+        sample = self.samples[s]
+        H, W = sample.images.shape[-2:]
+        if v[0] == "shift":
+            _, i, dx, dy, m = v
+            if (s, i, m) not in self._rendered:
+                K = sample.K[i].double().clone()
+                K[0, 2], K[1, 2] = K[0, 2] + m, K[1, 2] + m
+                self._rendered[(s, i, m)] = self._render(s, K, sample.w2c[i].double(), H + 2 * m, W + 2 * m)
+            out = self._rendered[(s, i, m)]
+            rows, cols = slice(m + dy, m + dy + H), slice(m + dx, m + dx + W)
+            K = sample.K[i].double().clone()
+            K[0, 2], K[1, 2] = K[0, 2] - dx, K[1, 2] - dy
+            return Frame(
+                out["images"][0][:, rows, cols],
+                out["depth"][0][rows, cols],
+                out["valid"][0][rows, cols],
+                K,
+                sample.w2c[i].double(),
+                self.zoom_factor(s),
+            )
+        key = (s, tuple(v))
+        if key not in self._rendered:
+            _, i, j = v
+            w2c = sample.w2c[j].double().clone()  # orientation of j, centre of i: t = -R C_i
+            c_i = -sample.w2c[i][:3, :3].double().T @ sample.w2c[i][:3, 3].double()
+            w2c[:3, 3] = -w2c[:3, :3] @ c_i
+            out = self._render(s, sample.K[i].double(), w2c, H, W)
+            self._rendered[key] = Frame(
+                out["images"][0], out["depth"][0], out["valid"][0], sample.K[i].double(), w2c, self.zoom_factor(s)
+            )
+        return self._rendered[key]
+
+    def _render(self, s: int, K: torch.Tensor, w2c: torch.Tensor, H: int, W: int) -> dict:
+        if s not in self._scenes:
+            self._scenes[s] = Scene.from_annotations(self.samples[s].annotations)
+        out = render_views(self._scenes[s], K[None], w2c[None], H, W)
+        return {k: out[k].float() if k != "valid" else out[k] for k in ("images", "depth", "valid")}
+
+    def view(self, s: int, v, focal: float, unify: bool) -> View:
+        if isinstance(v, tuple) and v[0] == "shift":  # moved copies are cheap to crop and many: not kept
+            return self.make_view(self.frame(s, v), focal, unify)
+        return super().view(s, v, focal, unify)
+
+
+class RenderedQuestionBuilder(QuestionBuilder):
+    """`QuestionBuilder` that asks a share `turn_pairs` of its drawn correspondence and rotation
+    questions on turned pairs, and whose copy lessons are moved copies when `corr_shift` > 0."""
+
+    def __init__(self, cache: RenderedSceneCache, settings: TaskSettings, turn_pairs: float = 0.0,
+                 corr_shift: int = 0):
+        super().__init__(cache, settings)
+        if not 0 <= turn_pairs <= 1 or corr_shift < 0:
+            raise ValueError(f"turn_pairs {turn_pairs}: expected 0..1; corr_shift {corr_shift}: expected >= 0")
+        self.turn_pairs, self.corr_shift = float(turn_pairs), int(corr_shift)
+
+    def correspondence(self, rng, n_points: int | None = None, where=None):
+        if where is None:  # the product's draws, then the rendered second view's
+            s = int(rng.integers(len(self.cache)))
+            i, j = self.draw_pair(rng, self.cache.samples[s])
+            if self.s.corr_same_view > 0 and rng.random() < self.s.corr_same_view:
+                j = i  # a copy lesson ...
+                if self.corr_shift > 0:  # ... or the same camera with its crop window moved
+                    m = self.corr_shift
+                    j = ("shift", i, int(rng.integers(-m, m + 1)), int(rng.integers(-m, m + 1)), m)
+            elif self.turn_pairs > 0 and rng.random() < self.turn_pairs:
+                j = ("turn", i, j)
+            where = (s, i, j)
+        return super().correspondence(rng, n_points, where)
+
+    def pose(self, rng, kind: str | None = None, pair=None):
+        if pair is None and self.turn_pairs > 0:  # the product's draws, then the turn's
+            s = int(rng.integers(len(self.cache)))
+            i, j = self.draw_pair(rng, self.cache.samples[s])
+            kind = kind or P.POSE_QUESTIONS[int(rng.integers(len(P.POSE_QUESTIONS)))]
+            if kind in ROTATIONS and rng.random() < self.turn_pairs:
+                j = ("turn", i, j)  # same rotation as the pair (i, j), no translation
+            pair = (s, i, j)
+        return super().pose(rng, kind, pair)
+
+    def pose_kinds(self, pair) -> tuple:
+        """A turned pair has no translation: only the rotation questions."""
+        return ROTATIONS if isinstance(pair[2], tuple) else P.POSE_QUESTIONS
+
+
+def held_out_questions(cfg: Config, cache: SceneCache | None = None, turned: bool = False,
+                       shifted: int = 0) -> dict:
+    """The test questions on rendered second views, the product's test pairs otherwise:
+
+    `turned`: correspondence and rotation questions on the test pairs with the second camera turned
+    in place (the same rotations, no parallax); `shifted` > 0: correspondence questions only, each
+    view against itself with the crop window moved by up to `shifted` pixels."""
+    if turned == (shifted > 0):
+        raise ValueError("held_out_questions: give one of turned and shifted")
+    e = cfg.eval
+    cache = RenderedSceneCache.like(cache or scene_cache(cfg, "test"))
+    settings = task_settings(cfg, training=False)
+    if shifted > 0:
+        settings.corr_same_view = 1.0
+    builder = RenderedQuestionBuilder(cache, settings, turn_pairs=1.0 if turned else 0.0, corr_shift=shifted)
+    corr = [
+        TaskDataset(builder, "correspondence", e.correspondence, e.seed, n_points=1)[i]
+        for i in range(e.correspondence)
+    ]
+    if shifted > 0:
+        return {"correspondence": corr}
+    pose = []
+    rng = np.random.default_rng([e.seed, 99])  # the product's test pairs (vlm3.evaluate)
+    for _ in range(e.pose_pairs):
+        s = int(rng.integers(len(cache)))
+        i, j = builder.draw_pair(rng, cache.samples[s])
+        pose += [builder.pose(rng, kind=k, pair=(s, i, ("turn", i, j))) for k in ROTATIONS]
+    return {"correspondence": corr, "pose": pose}
+
+
+def build_mixture(cfg: Config, turn_pairs: float = 0.0, corr_shift: int = 0) -> MixtureDataset:
+    """The product's training mixture (`vlm3.train.build_mixture`) with rendered lessons."""
+    builder = RenderedQuestionBuilder(
+        RenderedSceneCache.like(scene_cache(cfg)), task_settings(cfg), turn_pairs, corr_shift
+    )
+    return product_mixture(cfg, builder=builder)
+
+
+def main(argv=None) -> None:
+    ap = OneLineParser("vlm3.diagnostics.rendered", description=__doc__)
+    ap.add_argument("--config", default=str(Path(__file__).parents[1] / "configs" / "tiny.yaml"),
+                    help="YAML config (default: vlm3/configs/tiny.yaml)")
+    ap.add_argument("--turn-pairs", type=float, default=0.0, metavar="P",
+                    help="share of training correspondence and rotation questions on turned pairs (0..1)")
+    ap.add_argument("--corr-shift", type=int, default=0, metavar="N",
+                    help="copy lessons (data.corr_same_view) on copies moved by up to N px")
+    add_threads_flag(ap)
+    ap.add_argument("overrides", nargs="*", help="key=value, e.g. train.steps=200")
+    args = ap.parse_args(argv)
+    with one_line_errors("vlm3.diagnostics.rendered"):
+        set_threads(args.threads)
+        cfg = load_config(args.config, args.overrides)
+        ensure_data(cfg)
+        train(cfg, mixture=build_mixture(cfg, args.turn_pairs, args.corr_shift))
+    print(f"checkpoint: {cfg.train.out_dir}/checkpoint")
+
+
+if __name__ == "__main__":
+    main()

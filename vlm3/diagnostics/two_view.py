@@ -1,0 +1,126 @@
+"""The held-out two-view metrics per camera path, and on rendered second views.
+
+    python -m vlm3.diagnostics.two_view --checkpoint results/vlm3/vlm3/checkpoint --by-path
+    python -m vlm3.diagnostics.two_view --baseline --by-path          # identity, split the same way
+    python -m vlm3.diagnostics.two_view --checkpoint CKPT --turned     # the test pairs turned in place
+    python -m vlm3.diagnostics.two_view --checkpoint CKPT --shifted 20 # each test view against a moved copy
+
+`--by-path` splits the correspondence and pose metrics of `vlm3.evaluate`'s questions by the test
+scene's camera path: orbits (the camera circles the scene's centre, turning to keep it in view) and
+forward paths (walking or driving, a small sway) ask different things of a model. `--turned` and
+`--shifted` ask other questions (`vlm3.diagnostics.rendered`): the same test pairs with the second
+camera turned in place (correspondence and rotation only: no parallax), or each test view against
+itself with the crop window moved by up to M px (correspondence only). Scoring is `vlm3.evaluate`'s.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from common.cli import OneLineParser, add_threads_flag, one_line_errors, set_threads
+from vlm3 import prompts as P
+from vlm3.diagnostics import rendered
+from vlm3.evaluate import answer_all, baseline_answers, held_out_questions, score, train_statistics
+from vlm3.scenes import SceneCache
+from vlm3.train import scene_cache
+
+
+def path_kind(cache: SceneCache, s: int) -> str:
+    """The camera path of test scene s ("orbit" or "forward", `common.synthetic.paths`)."""
+    return cache.samples[s].annotations["camera_path"]["kind"]
+
+
+def by_path(questions: dict, answers: dict, cache: SceneCache) -> dict:
+    """The two-view metrics per camera path {kind: metrics}. Besides `score`'s metrics, per path: the
+    pairs, and for the yaw answers of pairs that turn by at least 1 deg the share with the true sign,
+    their Pearson r with the truth (None for a constant answer) and their range; identity's yaw 0 has
+    no sign."""
+    scene = {"correspondence": lambda e: e.target["where"][0], "pose": lambda e: e.target["pair"][0]}
+    kind_of = {t: [path_kind(cache, scene[t](e)) for e in questions.get(t, [])] for t in scene}
+    out = {}
+    for kind in sorted({k for ks in kind_of.values() for k in ks}):
+        q, a = {}, {}
+        for task, kinds in kind_of.items():
+            keep = [k for k, kk in enumerate(kinds) if kk == kind]
+            if keep:
+                q[task] = [questions[task][k] for k in keep]
+                a[task] = [answers[task][k] for k in keep]
+        m = score(q, a)
+        m["correspondences"] = len(q.get("correspondence", []))
+        ypr = [
+            (e.target["ypr"][0], P.parse_ypr(t))
+            for e, t in zip(q.get("pose", []), a.get("pose", []))
+            if e.kind == "ypr"
+        ]
+        m["pose_pairs"] = len(ypr)
+        turned = [(gt, p[0] if p is not None else 0.0) for gt, p in ypr if abs(gt) >= 1.0]
+        if turned:
+            gt, pred = np.array(turned).T  # [2, N]
+            m["pose_yaw_sign_acc"] = float(np.mean(np.sign(pred) == np.sign(gt)))
+            m["pose_yaw_pearson"] = float(np.corrcoef(gt, pred)[0, 1]) if np.std(pred) > 0 else None
+            m["pose_yaw_answers"] = [float(pred.min()), float(pred.max())]  # the range of the answers
+        out[kind] = m
+    return out
+
+
+def main(argv=None) -> None:
+    from vlm3.config import load_config
+    from vlm3.model import VLM3
+
+    ap = OneLineParser("vlm3.diagnostics.two_view", description=__doc__)
+    ap.add_argument("--checkpoint", help="a trained model's checkpoint folder (or use --baseline)")
+    ap.add_argument("--baseline", action="store_true", help="score the trivial baselines instead of a model")
+    ap.add_argument("--turned", action="store_true",
+                    help="correspondence and rotation on test pairs turned in place (no parallax)")
+    ap.add_argument("--shifted", type=int, default=0, metavar="M",
+                    help="correspondence of each test view with itself, crop moved by up to M px")
+    ap.add_argument("--by-path", action="store_true",
+                    help="the two-view metrics per camera path (orbit, forward) and the yaw sign")
+    ap.add_argument("--config", default=str(Path(__file__).parents[1] / "configs" / "tiny.yaml"),
+                    help="YAML config of the data and evaluation settings (default: vlm3/configs/tiny.yaml)")
+    ap.add_argument("--out", default=None, help="write metrics and parse failures here (JSON)")
+    add_threads_flag(ap)
+    ap.add_argument("overrides", nargs="*", help="config overrides key=value (eval.batch_size=8)")
+    args = ap.parse_args(argv)
+    with one_line_errors("vlm3.diagnostics.two_view"):
+        set_threads(args.threads)
+        cfg = load_config(args.config, args.overrides)
+        if (args.checkpoint is None) == (not args.baseline):
+            ap.error("give exactly one of --checkpoint and --baseline")
+        if args.turned and args.shifted:
+            ap.error("--turned and --shifted are separate diagnostics; give one")
+        if args.shifted < 0:
+            raise ValueError(f"--shifted: expected an int >= 0 (pixels), got {args.shifted}")
+        if not (args.turned or args.shifted or args.by_path):
+            ap.error("give --by-path, --turned or --shifted M (vlm3.evaluate scores the plain questions)")
+        vlm = None if args.baseline else VLM3.from_pretrained(args.checkpoint)  # a bad folder first
+        cache = scene_cache(cfg, "test")
+        if args.turned or args.shifted:
+            questions = rendered.held_out_questions(cfg, cache, turned=args.turned, shifted=args.shifted)
+        else:
+            questions = held_out_questions(cfg, cache)
+        if args.baseline:
+            answers = baseline_answers(questions, train_statistics(cfg))
+        else:
+            answers = answer_all(vlm, questions, cfg.eval.batch_size, cfg.eval.max_new_tokens, progress=True)
+        failures: list = []
+        metrics = score(questions, answers, failures)
+        if args.by_path:
+            metrics["by_path"] = by_path(questions, answers, cache)
+        if args.turned or args.shifted:  # no translation: only the rotation metrics mean something
+            for m in [metrics, *metrics.get("by_path", {}).values()]:
+                for k in ("pose_trans_err_deg", "pose_auc30", "pose_distance_abs_rel"):
+                    m.pop(k, None)
+        print(json.dumps(metrics, indent=1))
+        if args.out:
+            Path(args.out).write_text(
+                json.dumps({"metrics": metrics, "parse_failures": [asdict(f) for f in failures]}, indent=1)
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""vlm3.diagnostics: rendered second views (turned pairs, moved copies) and their questions, the
+two-view diagnostics, and the rule that the product never imports them."""
+
+import ast
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vlm3 import prompts as P
+from vlm3.data import QuestionBuilder, TaskDataset, TaskSettings, pose_targets
+from vlm3.diagnostics import rendered, two_view
+from vlm3.diagnostics.rendered import RenderedQuestionBuilder, RenderedSceneCache
+from vlm3.diagnostics.two_view import by_path, path_kind
+from vlm3.evaluate import baseline_answers, held_out_questions
+
+PACKAGE = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def questions(tiny_cfg):
+    return held_out_questions(tiny_cfg)
+
+
+@pytest.fixture(scope="module")
+def cache(data_root):
+    return RenderedSceneCache(data_root, "train", zoom=(1.0, 1.3), seed=0)
+
+
+def test_the_product_never_imports_the_diagnostics():
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE)
+        if rel.parts[0] in ("diagnostics", "tests"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names] if isinstance(node, ast.Import)
+                else [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+                if isinstance(node, ast.ImportFrom) else []
+            )
+            offenders += [f"{rel}: {n}" for n in names if n.startswith("vlm3.diagnostics")]
+    assert offenders == []
+
+
+def test_moved_settings_are_one_line_naming_their_new_place(tmp_path):
+    from common.config import ConfigError
+    from vlm3.config import load_config
+
+    with pytest.raises(ConfigError, match="'data.turn_pairs' is no longer a config setting.*--turn-pairs"):
+        load_config(None, ["data.turn_pairs=0.5"])
+    yaml_file = tmp_path / "old.yaml"
+    yaml_file.write_text("data:\n  corr_shift: 20\n")
+    with pytest.raises(ConfigError, match=f"{yaml_file}: 'data.corr_shift' .*vlm3.diagnostics.rendered --corr-shift"):
+        load_config(yaml_file)
+
+
+def test_with_no_rendered_views_the_questions_are_the_product_s(cache):
+    """RenderedQuestionBuilder replays QuestionBuilder's draws: with turn_pairs 0 and corr_shift 0 (and
+    with copy lessons) every question is the product's."""
+    settings = TaskSettings(focal_depth=60, focal_pose=45, min_object_pixels=20, corr_same_view=0.5)
+    ours, product = RenderedQuestionBuilder(cache, settings), QuestionBuilder(cache, settings)
+    for task in ("correspondence", "pose"):
+        for turns in (1, 4):
+            a = TaskDataset(ours, task, 4, seed=2, turns=turns)
+            b = TaskDataset(product, task, 4, seed=2, turns=turns)
+            for k in range(4):
+                assert (a[k].prompt, a[k].answer, a[k].turns) == (b[k].prompt, b[k].answer, b[k].turns)
+
+
+def test_shifted_copy_lessons_move_the_content(cache):
+    """--corr-shift: the copy lesson's second view is the same camera with its crop window moved by
+    (dx, dy) stored pixels; the match is the query moved by -(dx, dy) (mapped to the model input) and
+    shows the query's colour."""
+    from common.cameras import map_pixels
+
+    builder = RenderedQuestionBuilder(cache, TaskSettings(focal_depth=60, corr_same_view=1.0), corr_shift=6)
+    moved = 0
+    for k in range(6):
+        rng = np.random.default_rng([7, k])
+        s = int(rng.integers(len(cache)))  # the draws `correspondence` makes first, replayed
+        i, _ = builder.draw_pair(rng, cache.samples[s])
+        rng.random()
+        m = 6
+        dx, dy = int(rng.integers(-m, m + 1)), int(rng.integers(-m, m + 1))
+        ex = builder.correspondence(np.random.default_rng([7, k]))
+        if ex is None:
+            continue
+        (a, b), q, mt = ex.images, np.array(ex.target["query"]), np.array(ex.target["match"])
+        vi, vj = cache.view(s, i, 60, True), cache.view(s, ("shift", i, dx, dy, m), 60, True)
+        assert torch.equal(a, vi.image) and torch.equal(b, vj.image)
+        uv = P.denormalize_xy(q, a.shape[-1], a.shape[-2], P.BOX_SCALE)  # model-input pixel of view i
+        uv0 = map_pixels(torch.tensor(uv[None]), vi.K, vi.K0)[0].numpy() - np.array([dx, dy])  # stored, moved
+        expected = P.normalize_xy(
+            map_pixels(torch.tensor(uv0[None]), vj.K0, vj.K).numpy(), b.shape[-1], b.shape[-2], P.BOX_SCALE
+        )[0]
+        assert mt == pytest.approx(expected, abs=1.0)  # text coordinates are integers
+        ma = P.denormalize_xy(mt, b.shape[-1], b.shape[-2], P.BOX_SCALE).astype(int)
+        qa = uv.astype(int)
+        assert float((a[:, qa[1], qa[0]] - b[:, ma[1], ma[0]]).abs().max()) < 0.1
+        moved += int((dx, dy) != (0, 0))
+    assert moved >= 3
+
+
+def test_turned_pairs_share_the_rotation_and_match_colours(cache):
+    """--turn-pairs: the second view is rendered from the first camera's centre with the real partner's
+    orientation, so the rotation is the real pair's, the translation zero, and each query pixel's
+    colour is found at its match."""
+    builder = RenderedQuestionBuilder(cache, TaskSettings(focal_depth=60, focal_pose=45, pair_gap=(1, 1)), 1.0)
+    rng = np.random.default_rng(0)
+    ex = builder.pose(rng, kind="ypr")
+    s, i, turned = ex.target["pair"]
+    assert turned[0] == "turn" and turned[1] == i
+    real = pose_targets(cache.samples[s].w2c[i], cache.samples[s].w2c[turned[2]])
+    assert ex.target["distance"] == pytest.approx(0.0, abs=1e-5)  # w2c are stored as float32
+    assert np.array(ex.target["R"]) == pytest.approx(real["R"], abs=1e-9) and real["angle"] > 1.0
+    diffs = []
+    ds = TaskDataset(builder, "correspondence", 12, seed=4)
+    for k in range(12):
+        e = ds[k]
+        (a, b), q, m = e.images, np.array(e.target["query"]), np.array(e.target["match"])
+        qa = P.denormalize_xy(q, a.shape[-1], a.shape[-2], P.BOX_SCALE).astype(int)
+        mb = P.denormalize_xy(m, b.shape[-1], b.shape[-2], P.BOX_SCALE).astype(int)
+        diffs.append(float((a[:, qa[1], qa[0]] - b[:, mb[1], mb[0]]).abs().max()))
+        assert not torch.equal(a, b)
+    assert np.median(diffs) < 0.05  # resampling blurs edges a little; a wrong match differs by ~0.3
+
+
+def test_turned_diagnostic_asks_rotations_of_the_same_pairs(tiny_cfg, cfg_overrides, questions, capsys):
+    """two_view --turned: the held-out pairs' rotations with the second camera turned in place; the CLI
+    scores the identity baseline on them without a checkpoint."""
+    turned = rendered.held_out_questions(tiny_cfg, turned=True)
+    assert set(turned) == {"correspondence", "pose"}
+    assert {e.kind for e in turned["pose"]} == {"angle", "ypr"}
+    real = [e for e in questions["pose"] if e.kind == "ypr"]
+    turned_ypr = [e for e in turned["pose"] if e.kind == "ypr"]
+    assert len(turned_ypr) == len(real) > 0
+    for a, b in zip(turned_ypr, real):
+        assert a.target["ypr"] == pytest.approx(b.target["ypr"], abs=1e-6)
+    assert all(e.target["distance"] < 1e-5 and e.target["pair"][2][0] == "turn" for e in turned["pose"])
+    two_view.main(["--baseline", "--turned", *cfg_overrides])
+    metrics = json.loads(capsys.readouterr().out)
+    assert set(metrics) == {
+        "corr_epe_mean",
+        "corr_epe_median",
+        "pose_rot_err_deg",
+        "pose_angle_err_deg",
+        "parse_failure_rate",
+    }
+    assert metrics["corr_epe_mean"] > 0 and metrics["parse_failure_rate"] == 0
+    with pytest.raises(SystemExit):
+        two_view.main(["--turned", *cfg_overrides])  # neither a checkpoint nor --baseline
+
+
+def test_shifted_diagnostic_asks_views_against_moved_copies(tiny_cfg, cfg_overrides, capsys):
+    shifted = rendered.held_out_questions(tiny_cfg, shifted=5)
+    assert (
+        set(shifted) == {"correspondence"} and len(shifted["correspondence"]) == tiny_cfg.eval.correspondence
+    )
+    assert any(e.target["match"] != e.target["query"] for e in shifted["correspondence"])
+    two_view.main(["--baseline", "--shifted", "5", *cfg_overrides])
+    metrics = json.loads(capsys.readouterr().out)
+    assert (
+        set(metrics) == {"corr_epe_mean", "corr_epe_median", "parse_failure_rate"}
+        and metrics["corr_epe_mean"] > 0
+    )
+
+
+def test_by_path_splits_the_two_view_questions(tiny_cfg, cfg_overrides, questions, capsys):
+    """two_view --by-path: the correspondence and pose questions partitioned by camera path; true answers get
+    every yaw sign, identity's yaw 0 none."""
+    from vlm3.train import scene_cache
+
+    cache = scene_cache(tiny_cfg, "test")
+    truth = {t: [e.answer for e in exs] for t, exs in questions.items()}
+    split = by_path(questions, truth, cache)
+    assert set(split) == {path_kind(cache, s) for s in range(len(cache))} and set(split) <= {
+        "orbit",
+        "forward",
+    }
+    assert sum(m["correspondences"] for m in split.values()) == len(questions["correspondence"])
+    assert sum(m["pose_pairs"] for m in split.values()) == len(questions["pose"]) // 4
+    turning = [m for m in split.values() if "pose_yaw_sign_acc" in m]
+    assert turning, "some held-out pair turns by 1 deg or more"
+    for m in split.values():
+        assert m["corr_epe_mean"] < 1e-9 and m["pose_rot_err_deg"] < 0.2
+    assert all(m["pose_yaw_sign_acc"] == 1.0 for m in turning)
+    stats = {
+        "depth_median": 3.0,
+        "distance_median": 1.0,
+        "object": {"closer": True, "left": False, "taller": True, "distance": 2.0, "height": 1.0},
+    }
+    identity = by_path(questions, baseline_answers(questions, stats), cache)
+    assert all(
+        identity[k]["pose_yaw_sign_acc"] == 0.0 and identity[k]["pose_yaw_pearson"] is None
+        for k in identity
+        if "pose_yaw_sign_acc" in identity[k]
+    )
+    two_view.main(["--baseline", "--by-path", *cfg_overrides])
+    metrics = json.loads(capsys.readouterr().out)
+    assert set(metrics["by_path"]) == set(split)
