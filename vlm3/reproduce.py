@@ -32,7 +32,7 @@ from common.cli import (OneLineParser, add_threads_flag, check_out_dir, check_sy
 from common.datasets.io import read_json
 from common.metrics import bootstrap_ci
 from common.results import git_commit, markdown_table, write_results
-from vlm3.config import Config, load_config, to_dict
+from vlm3.config import MOVED, Config, load_config, to_dict
 from vlm3.evaluate import METRICS, answer_all, baseline_answers, held_out_questions, score, train_statistics
 from vlm3.model import VLM3
 from vlm3.train import build_mixture, ensure_data, scene_cache, train
@@ -69,6 +69,10 @@ def finished_checkpoint(cfg: Config) -> Path | None:
         c.pop("eval", None)
         for k in RUN_ONLY:
             c.get("train", {}).pop(k, None)
+    for key in MOVED:  # older runs' configs hold the moved experiment settings; off, they changed nothing
+        section, name = key.split(".")
+        if isinstance(saved.get(section), dict) and saved[section].get(name) == 0:
+            saved[section].pop(name)
     same = saved == now
     state = read_json(ckpt / "trainer_state.json")
     if not isinstance(state, dict) or not isinstance(state.get("step"), int):

@@ -161,6 +161,25 @@ def test_reproduce_reuses_only_a_finished_run_of_the_same_training_config(checkp
     assert finished_checkpoint(load_config(None, base[:-1] + ["train.steps=3"])) is None  # not finished
 
 
+def test_reproduce_reuses_a_run_whose_config_still_holds_the_moved_settings_at_zero(checkpoint, cfg_overrides, tmp_path):
+    """Runs written before data.turn_pairs and data.corr_shift left the config hold them at 0 (a no-op)."""
+    import json
+    import shutil
+
+    from vlm3.reproduce import finished_checkpoint
+
+    out = tmp_path / "run"
+    (out / "checkpoint").mkdir(parents=True)
+    shutil.copy(checkpoint / "trainer_state.json", out / "checkpoint" / "trainer_state.json")
+    saved = json.loads((checkpoint.parent / "config.json").read_text())
+    cfg = load_config(None, cfg_overrides + [f"train.out_dir={out}", "train.steps=2"])
+    for turn_pairs, reused in ((0.0, True), (0.5, False)):
+        saved["data"].update(turn_pairs=turn_pairs, corr_shift=0)
+        saved["train"]["out_dir"] = str(out)
+        (out / "config.json").write_text(json.dumps(saved))
+        assert (finished_checkpoint(cfg) == out / "checkpoint") == reused
+
+
 @pytest.mark.slow
 def test_reproduce_variants_in_parallel_processes_answer_as_in_one(checkpoint, cfg_overrides):
     from vlm3.reproduce import run_variants
