@@ -201,3 +201,12 @@ def test_by_path_splits_the_two_view_questions(tiny_cfg, cfg_overrides, question
     two_view.main(["--baseline", "--by-path", *cfg_overrides])
     metrics = json.loads(capsys.readouterr().out)
     assert set(metrics["by_path"]) == set(split)
+
+
+def test_training_with_rendered_lessons_writes_a_checkpoint(cfg_overrides, tmp_path, capsys):
+    """python -m vlm3.diagnostics.rendered: the product's training loop on a mixture with turned pairs
+    and moved copy lessons."""
+    rendered.main(["--turn-pairs", "0.5", "--corr-shift", "4", *cfg_overrides, "data.corr_same_view=0.5",
+                   "train.steps=1", "train.batch_size=2", f"train.out_dir={tmp_path}"])
+    assert (tmp_path / "checkpoint" / "trainer_state.json").is_file()
+    assert "checkpoint:" in capsys.readouterr().out
