@@ -85,8 +85,12 @@ class Scene:
         vis = inside_f * torch.sigmoid((diff + cfg.visibility_margin * depth) / (cfg.visibility_softness * depth + 1e-6))
         w = vis / (vis.sum(0, keepdim=True) + 1e-6)  # [V, N]
         h = dec.per_view(torch.cat([feat, rgb, raydepth[..., None]], -1))  # [V, N, Hd]
-        mean = (w[..., None] * h).sum(0)  # [N, Hd]
-        var = (w[..., None] * (h - mean) ** 2).sum(0)  # [N, Hd]
+        # Weighted mean and variance over views; the variance as sum w h^2 - mean^2 (2 - sum w),
+        # equal to sum w (h - mean)^2 (sum w is 1 unless no view sees x) with two fewer [V, N, Hd]
+        # passes forward and backward: the per-view aggregation is most of a query's cost.
+        wh = w[..., None] * h  # [V, N, Hd]
+        mean = wh.sum(0)  # [N, Hd]
+        var = (wh * h).sum(0) - mean * mean * (2 - w.sum(0))[:, None]  # [N, Hd]
         n_in = inside_f.sum(0)  # [N]
         tsdf = (inside_f * raydepth).sum(0) / n_in.clamp_min(1)  # [N] raydepth over the views seeing x
         x = torch.cat([mean, var, tsdf[:, None], (n_in / inside.shape[0])[:, None],
