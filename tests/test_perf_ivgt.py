@@ -27,3 +27,16 @@ def test_trained_meshing_case(tmp_path, monkeypatch):
     trained_meshing(report, "cpu", 16)
     assert [r.impl for r in report.rows] == ["dense", "coarse-to-fine"]
     assert "trained SDF 16^3" in report.notes[0] and "queries" in report.notes[0]
+
+
+def test_demo_scaling_quick():
+    """The demo-cost-against-views case: a row per view count with per-stage seconds and memory."""
+    from benchmarks.perf.ivgt import demo_scaling
+
+    report = PerfReport("ivgt", "test")
+    demo_scaling(report, views=(1, 2), size=32, mesh_resolution=8)
+    assert [r.items for r in report.rows] == [1, 2], report.notes
+    for r in report.rows:
+        assert set(r.extra["seconds"]) == {"read", "reconstruct", "render", "mesh"}
+        assert r.peak_memory_mb > 0 and set(r.extra["stage_peak_rss_mb"]) >= {"render", "mesh"}
+    assert "demo 2 views" in report.notes[-1]

@@ -1,5 +1,7 @@
 """IVGT: forward time and peak memory against the number of views (tiny config, random weights),
-and mesh extraction, coarse-to-fine band against dense marching cubes, at 128 / 256 / 512 cells.
+mesh extraction, coarse-to-fine band against dense marching cubes, at 128 / 256 / 512 cells, and
+the whole `ivgt.demo` against the number of views (2, 8, 20, 40 synthetic photos of 256x256: seconds
+and peak memory per stage, each run in a fresh process).
 
 The mesh cases use the analytic sphere SDF (ivgt.analytic.sphere_sdf) so that dense 512^3 runs in
 seconds on a CPU; the SDF-query counts are the same for any SDF with the same zero set, and a
@@ -28,7 +30,7 @@ import textwrap
 
 import torch
 
-from benchmarks.perf import PerfReport, count_flops
+from benchmarks.perf import Measurement, PerfReport, count_flops
 from common.metrics import point_cloud_metrics
 from ivgt.analytic import sphere_sdf
 from ivgt.config import ModelConfig
@@ -152,6 +154,10 @@ def run(quick: bool = False) -> PerfReport:
         f"TFLOPs vs coarse-to-fine {c2f512 / 1e12:.0f} TFLOPs with the query count of the sphere case at "
         f"{res}^3" + (" scaled by (512 / res)^2 (the band grows with the surface)" if res != 512 else ""))
     trained_meshing(report, device, 32 if quick else 64)
+    if quick:
+        demo_scaling(report, views=(2, 4), size=64, mesh_resolution=16)
+    else:
+        demo_scaling(report, views=(2, 8, 20, 40), size=256, mesh_resolution=64)
     if device == "cpu":
         report.notes.append("forward fresh-process peak memory: " + ", ".join(
             f"{r.items:g} views {_mib(r.extra.get('fresh_process_peak_mb'))}" for r in report.rows
@@ -201,3 +207,86 @@ def trained_meshing(report: PerfReport, device: str, res: int) -> None:
         f"trained SDF {res}^3: {rows[0].median_s:.1f} s dense vs {rows[1].median_s:.1f} s coarse-to-fine "
         f"({sd['sdf_queries']:,} vs {sc['sdf_queries']:,} queries), {len(vd):,} vs {len(vc):,} vertices, "
         f"Chamfer(c2f, dense) {chamfer:.3g} (scene units)")
+
+
+_DEMO = """
+import json, resource, sys, threading, time
+import psutil, torch
+torch.set_num_threads({threads})
+from ivgt.config import load_config
+from ivgt.demo import run_demo
+from ivgt.model import IVGT
+torch.manual_seed(0)
+model = IVGT.from_model_config(load_config({config!r}).model).eval().requires_grad_(False)
+proc, samples, done = psutil.Process(), [], threading.Event()
+def sample():
+    while not done.is_set():
+        samples.append((time.perf_counter(), proc.memory_info().rss))
+        time.sleep(0.005)
+thread = threading.Thread(target=sample, daemon=True)
+start = time.perf_counter()
+thread.start()
+info = run_demo({images!r}, {out!r}, model, mesh_resolution={mesh_resolution})
+done.set()
+thread.join()
+total = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# Stage windows in order (reading and writing the rest fall between them): the sampled peak in each.
+edges, t = {{}}, start
+for name in ("read", "reconstruct", "render", "mesh"):
+    seconds = info["seconds"][name]
+    edges[name] = (t, t + seconds)
+    t += seconds
+stage_peak = {{k: max([r for s, r in samples if a <= s <= b] or [0]) / 2**20 for k, (a, b) in edges.items()}}
+print(json.dumps({{"seconds": info["seconds"], "total_s": total, "peak_rss_mb": peak / 2**20,
+                  "stage_peak_rss_mb": stage_peak, "vertices": info["mesh"]["vertices"],
+                  "sdf_queries": info["mesh"]["sdf_queries"]}}))
+"""
+
+
+def demo_scaling(report: PerfReport, views=(2, 8, 20, 40), size: int = 256, mesh_resolution: int = 64) -> None:
+    """`ivgt.demo` (run_demo: read the photos, reconstruct, render every view and write its maps,
+    mesh) on the first V views of one synthetic indoor scene's photos, the tiny config's random-weight
+    model (the cost does not depend on the weights), each V in a fresh process on this process's
+    torch threads: total and per-stage seconds, peak RSS of the whole process (`ru_maxrss`) and the
+    sampled peak within each stage. One row per V; the notes give the growth against V."""
+    import tempfile
+    from pathlib import Path
+
+    from PIL import Image
+
+    from common.synthetic import generate_scene
+
+    config = str(Path(__file__).parents[2] / "ivgt" / "configs" / "tiny.yaml")
+    sample, _ = generate_scene(0, "indoor", num_views=max(views), size=size)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for v in range(max(views)):
+            rgb = (sample.images[v].permute(1, 2, 0).numpy() * 255).round().astype("uint8")  # [H, W, 3]
+            Image.fromarray(rgb).save(Path(tmp) / f"view_{v:03d}.png")
+        for V in views:
+            folder = Path(tmp) / f"photos_{V}"
+            folder.mkdir()
+            for v in range(V):
+                (folder / f"view_{v:03d}.png").symlink_to(Path(tmp) / f"view_{v:03d}.png")
+            code = _DEMO.format(threads=torch.get_num_threads(), config=config, images=str(folder),
+                                out=str(Path(tmp) / f"out_{V}"), mesh_resolution=mesh_resolution)
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=7200)
+            if out.returncode != 0:
+                report.notes.append(f"demo, {V} views: failed ({out.stderr.strip().splitlines()[-1:]})")
+                continue
+            r = results[V] = json.loads(out.stdout.strip().splitlines()[-1])
+            report.add(Measurement(impl="ivgt.demo", case=f"demo, {V} views of {size}x{size}, mesh {mesh_resolution}^3",
+                                   median_s=r["total_s"], q25_s=r["total_s"], q75_s=r["total_s"], repeats=1,
+                                   items=V, unit="views", peak_memory_mb=r["peak_rss_mb"], extra=r))
+    if not results:
+        return
+    base = min(results)
+    for V, r in sorted(results.items()):
+        sec, mem = r["seconds"], r["stage_peak_rss_mb"]
+        report.notes.append(
+            f"demo {V} views: {r['total_s']:.1f} s in all (x{r['total_s'] / results[base]['total_s']:.1f} the {base}-view "
+            f"run; (V / {base})^2 = {(V / base) ** 2:.0f}); reconstruct {sec['reconstruct']:.2f} s / {mem['reconstruct']:.0f} MiB, "
+            f"render + write {sec['render']:.1f} s ({sec['render'] / V:.2f} s per view) / {mem['render']:.0f} MiB, "
+            f"mesh {sec['mesh']:.1f} s ({r['sdf_queries']:,} SDF queries) / {mem['mesh']:.0f} MiB; "
+            f"whole-process peak RSS {r['peak_rss_mb']:.0f} MiB")
