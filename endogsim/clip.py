@@ -272,13 +272,14 @@ def depth_scene(
 
 
 def synthetic_clip(out_dir, seed: int = 0) -> Path:
-    """`endogsim.reproduce`'s synthetic clip (`config.DataConfig`'s frames and size, this seed) written
+    """`endogsim.reproduce`'s synthetic clip (`config.DataConfig`'s frames, size and look, this seed) written
     to out_dir, unless the clip of this seed is already there; returns out_dir (`--scene synthetic`)."""
     from .config import DataConfig
     from .synthetic_scene import make_surgical_scene
 
     out_dir, data = Path(out_dir), DataConfig(seed=seed)
     gt = out_dir / "ground_truth.json"
-    if not gt.is_file() or read_json(gt).get("seed") != seed:
-        make_surgical_scene(out_dir, seed=data.seed, frames=data.frames, size=(data.height, data.width))
+    if not gt.is_file() or (read_json(gt).get("seed"), read_json(gt).get("look", "blocks")) != (seed, data.look):
+        make_surgical_scene(out_dir, seed=data.seed, frames=data.frames, size=(data.height, data.width),
+                            look=data.look)
     return out_dir

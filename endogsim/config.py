@@ -23,16 +23,19 @@ from common.config import load_config as _load_config
 __all__ = ["DataConfig", "GaussianModelConfig", "ReconConfig", "Config", "load_config", "DEFAULT_CONFIG"]
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "tiny.yaml"
+LOOKS = ("blocks", "endoscopy")  # synthetic_scene.LOOKS (not imported: this module stays light)
 
 
 @dataclass
 class DataConfig:
-    """The synthetic surgical clip (`endogsim.synthetic_scene.make_surgical_scene`) a run uses."""
+    """The synthetic surgical clip (`endogsim.synthetic_scene.make_surgical_scene`) a run uses:
+    look "endoscopy" (curved lobes, vessel texture, light at the camera, a shaft) or "blocks"."""
 
     seed: int = 0
     frames: int = 16
-    height: int = 64
-    width: int = 80
+    height: int = 128
+    width: int = 160
+    look: str = "endoscopy"
 
 
 @dataclass
@@ -97,6 +100,8 @@ class Config:
 def load_config(path=DEFAULT_CONFIG, overrides=()) -> Config:
     """`Config` from a YAML file and `key=value` overrides (dotted `recon.steps=5` or a unique `steps=5`)."""
     cfg = _load_config(Config, path, overrides)
+    if cfg.data.look not in LOOKS:
+        raise ConfigError(f"data.look: must be one of {LOOKS}, got {cfg.data.look!r}")
     check_recon_config(cfg.recon)
     return cfg
 

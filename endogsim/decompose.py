@@ -41,6 +41,7 @@ __all__ = [
     "fit_support_plane",
     "label_support",
     "static_support",
+    "surface_tolerance",
 ]
 
 # A segmenter maps one RGB image [H, W, 3] (float in [0, 1]) to integer labels [H, W] (-1 = none).
@@ -158,6 +159,16 @@ def label_support(
     on = np.isin(labels, tissue_labels) & (plane.height(pts.reshape(-1, 3)).reshape(labels.shape) <= tol)
     labels[on] = support_label
     return labels
+
+
+def surface_tolerance(heights) -> float:
+    """How rough the rendered support is, m: the 99th percentile of how far its pixels (heights [M],
+    m, signed as `SupportPlane.height`) lie behind the plane, where no tissue can be, so that what
+    lies further in front of it than that is tissue (the rim of tissue that meets its support
+    smoothly, lower than the Gaussians' tolerance). 0 when no pixel lies behind the plane."""
+    behind = -np.asarray(heights, np.float64)
+    behind = behind[np.isfinite(behind) & (behind > 0)]
+    return float(np.percentile(behind, 99)) if len(behind) else 0.0
 
 
 def static_support(points, plane: SupportPlane, tol: float = 0.002) -> np.ndarray:

@@ -124,21 +124,17 @@ def _tangent(points: np.ndarray, link: np.ndarray, axis: int) -> np.ndarray:
     return np.moveaxis(t, 0, axis)
 
 
-def depth_volumes(depth, K, object_map, plane: SupportPlane, n_objects: int, area: str = "parallel") -> np.ndarray:
+def depth_volumes(depth, K, object_map, plane: SupportPlane, n_objects: int) -> np.ndarray:
     """Volume [n_objects] (m^3) between the observed surface and the support plane, per object.
 
     depth [H, W] z-depth (m, 0 = none), K [3, 3], object_map [H, W] int (-1 = not a tissue pixel).
     Each pixel's surface patch is extruded down the plane's normal to the plane: a column of its
-    height above the plane times the patch's area projected onto the plane, which is
-    - area="parallel": the patch as if parallel to the support, z^2 / (fx fy) / |n_z| m^2 at depth
-      z. Exact for surfaces parallel to the support; a curved surface's flanks, seen obliquely,
-      cover more of the plane per pixel (-9% on the endoscopy look's lobes).
-    - area="surface": the patch's own, |n . (P_u x P_v)| with P_u, P_v the steps to the
-      neighbouring pixels' points of the same object (central differences); exact for a surface
-      seen without occlusion, to 0.3% on the endoscopy look. Pixels with no such neighbour along
-      a direction fall back to "parallel"."""
-    if area not in ("parallel", "surface"):
-        raise FillingError(f"depth_volumes: area must be 'parallel' or 'surface', got {area!r}")
+    height above the plane times the patch's area projected onto the plane, |n . (P_u x P_v)| with
+    P_u, P_v the steps to the neighbouring pixels' points of the same object (central differences,
+    one-sided at an object's edge). Exact for a surface seen without occlusion (the endoscopy
+    clip's lobes: -0.3%), where the patch taken parallel to the support, z^2 / (fx fy) / |n_z|,
+    undercounts a curved surface's oblique flanks (-9.5% there). A pixel with no neighbour of its
+    object along a direction keeps that parallel patch."""
     depth, K = np.asarray(depth, np.float64), np.asarray(K, np.float64)
     object_map = np.asarray(object_map)
     if depth.ndim != 2 or object_map.shape != depth.shape:
@@ -150,16 +146,15 @@ def depth_volumes(depth, K, object_map, plane: SupportPlane, n_objects: int, are
     uv = pixel_centers(H, W).double().numpy()  # [H, W, 2]
     points = np.concatenate([(uv - K[:2, 2]) / np.diag(K)[:2], np.ones((H, W, 1))], -1) * depth[..., None]
     height = plane.height(points.reshape(-1, 3)).reshape(H, W)  # [H, W] m above the plane
-    patch = depth**2 / (K[0, 0] * K[1, 1]) / max(abs(plane.normal[2]), 1e-3)  # [H, W] m^2
     ok = (object_map >= 0) & (depth > 0) & (height > 0)
-    if area == "surface":
-        valid = (object_map >= 0) & (depth > 0)
-        link = np.zeros((H, W, 2), bool)  # to the next pixel along u (columns) / v (rows), same object
-        link[:, :-1, 0] = valid[:, :-1] & valid[:, 1:] & (object_map[:, :-1] == object_map[:, 1:])
-        link[:-1, :, 1] = valid[:-1] & valid[1:] & (object_map[:-1] == object_map[1:])
-        cross = np.cross(_tangent(points, link, 1), _tangent(points, link, 0))  # [H, W, 3]
-        own = np.abs(cross @ plane.normal)  # [H, W] m^2, NaN where a direction has no neighbour
-        patch = np.where(np.isfinite(own), own, patch)
+    valid = (object_map >= 0) & (depth > 0)
+    link = np.zeros((H, W, 2), bool)  # to the next pixel along u (columns) / v (rows), same object
+    link[:, :-1, 0] = valid[:, :-1] & valid[:, 1:] & (object_map[:, :-1] == object_map[:, 1:])
+    link[:-1, :, 1] = valid[:-1] & valid[1:] & (object_map[:-1] == object_map[1:])
+    cross = np.cross(_tangent(points, link, 1), _tangent(points, link, 0))  # [H, W, 3]
+    own = np.abs(cross @ plane.normal)  # [H, W] m^2, NaN where a direction has no neighbour
+    parallel = depth**2 / (K[0, 0] * K[1, 1]) / max(abs(plane.normal[2]), 1e-3)  # [H, W] m^2
+    patch = np.where(np.isfinite(own), own, parallel)
     return np.bincount(object_map[ok], weights=(height * patch)[ok], minlength=n_objects)[:n_objects]
 
 

@@ -205,13 +205,22 @@ def interactions(scene: PhysicsScene, out: Path) -> dict:
     return runs
 
 
-def check_clip(flag: str, data: Path):
+def check_clip(flag: str, data: Path, want=None):
     """`setup_from_clip(data)` for a synthetic clip that is there, None where the folder is absent
-    or empty (the clip is generated there); one error naming `flag` for anything else."""
+    or empty (the clip is generated there); one error naming `flag` for anything else, and for a
+    clip other than the config's `want` (`DataConfig`: look, size, frames, seed)."""
     if data.exists() and not data.is_dir():
         raise ValueError(f"{flag} {data}: is a file; expected the synthetic clip's folder")
     if (data / "ground_truth.json").exists():
-        return setup_from_clip(data)
+        setup, gt = setup_from_clip(data)
+        if want is not None:
+            have = (gt.get("look", "blocks"), setup.height, setup.width, len(setup.times), gt["seed"])
+            need = (want.look, want.height, want.width, want.frames, want.seed)
+            if have != need:
+                raise ValueError(
+                    f"{flag} {data}: holds a clip with (look, height, width, frames, seed) = {have}, the "
+                    f"config asks for {need}; remove the folder (it is regenerated) or give another --data")
+        return setup, gt
     if data.is_dir() and any(data.iterdir()):
         raise ValueError(
             f"{flag} {data}: no ground_truth.json; expected the synthetic clip (generated when the folder is absent or empty)"
@@ -244,7 +253,7 @@ def main(argv=None) -> dict:
         if args.robustness not in (0, 1):
             raise ValueError(f"--robustness: expected 0 or 1, got {args.robustness}")
         out, data = check_out_dir("--out", args.out), Path(args.data)
-        clip = check_clip("--data", data)
+        clip = check_clip("--data", data, cfg.data)
     torch.manual_seed(cfg.recon.seed)
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
@@ -253,7 +262,8 @@ def main(argv=None) -> dict:
     # 1. data
     if clip is None:
         make_surgical_scene(
-            data, seed=cfg.data.seed, frames=cfg.data.frames, size=(cfg.data.height, cfg.data.width)
+            data, seed=cfg.data.seed, frames=cfg.data.frames, size=(cfg.data.height, cfg.data.width),
+            look=cfg.data.look,
         )
         clip = setup_from_clip(data)
     setup, gt = clip

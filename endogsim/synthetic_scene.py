@@ -5,13 +5,13 @@ enters the view, presses on both, lets go and leaves. The MPM (`endogsim.physics
 it, and every frame is rendered by the CPU Gaussian compositor (`endogsim.render`) from one fixed
 camera. Two looks (`look=`):
 
-- "blocks" (default): two 3 x 3 x 1.5 cm blocks; particles, the box tool and the support are small
-  isotropic Gaussians, coloured per object with a mild per-particle texture. Their splats make the
-  rendered tissue larger than the material (the depth map's volume is +26% at 64 x 80).
-- "endoscopy" (`endogsim.synthetic_look`): two curved lobes meeting the support smoothly, drawn by
-  surface discs that the simulation carries, with a vessel texture, a light at the camera and a
-  metallic shaft laid across both lobes; 128 x 160 by default. Its rendered surface is where the
-  material is (the depth map's volume is within 1% of the material's).
+- "endoscopy" (default; `endogsim.synthetic_look`): two curved lobes meeting the support smoothly,
+  drawn by surface discs that the simulation carries, with a vessel texture, a light at the camera
+  and a metallic shaft laid across both lobes; 128 x 160 by default. Its rendered surface is where
+  the material is (the depth map's volume is within 1% of the material's).
+- "blocks": two 3 x 3 x 1.5 cm blocks; particles, the box tool and the support are small isotropic
+  Gaussians, coloured per object with a mild per-particle texture; 64 x 80 by default. Their splats
+  make the rendered tissue larger than the material (the depth map's volume is +45% at 64 x 80).
 
 Two interactions (`interaction=`):
 
@@ -140,6 +140,8 @@ class SyntheticScene:
 def _check_inputs(frames, size, seed, interaction, look) -> tuple[int, int]:
     if not isinstance(look, str) or look not in LOOKS:
         raise ValueError(f"make_surgical_scene: look must be one of {LOOKS}, got {look!r}")
+    if interaction not in INTERACTIONS:
+        raise ValueError(f"make_surgical_scene: interaction must be one of {INTERACTIONS}, got {interaction!r}")
     if look == "endoscopy" and interaction != "press":
         raise ValueError(f"make_surgical_scene: look 'endoscopy' supports interaction 'press' only, got "
                          f"{interaction!r}")
@@ -151,8 +153,6 @@ def _check_inputs(frames, size, seed, interaction, look) -> tuple[int, int]:
         raise ValueError(f"make_surgical_scene: size must be (H, W) with two positive ints, got {size!r}")
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ValueError(f"make_surgical_scene: seed must be an int, got {seed!r}")
-    if interaction not in INTERACTIONS:
-        raise ValueError(f"make_surgical_scene: interaction must be one of {INTERACTIONS}, got {interaction!r}")
     return int(size[0]), int(size[1])
 
 
@@ -181,7 +181,7 @@ def _lattice(lo, hi, spacing) -> np.ndarray:
 def build_setup(seed: int = 0, frames: int = 16, size=None, *, E=(3e3, 12e3), nu: float = 0.45,
                 density=(1000.0, 1060.0), model: str = "neo_hookean", duration: float = 0.15, dt: float = 2e-4,
                 n_grid: int = 20, interaction: str = "press", force=None, damping: float | None = None,
-                checkpoint_every: int | None = None, look: str = "blocks") -> SceneSetup:
+                checkpoint_every: int | None = None, look: str = "endoscopy") -> SceneSetup:
     """The clip's inputs without simulating or writing anything (see `make_surgical_scene`).
     Frames are `frame_every = round(duration / dt / (frames - 1))` substeps apart. Damping per
     substep defaults to 0.995 for "press" (tissue in the body is damped by what surrounds it;
@@ -363,11 +363,11 @@ def make_surgical_scene(out_dir, seed: int = 0, frames: int = 16, size=None, *,
                         E=(3e3, 12e3), nu: float = 0.45, density=(1000.0, 1060.0),
                         model: str = "neo_hookean", duration: float = 0.15, dt: float = 2e-4,
                         n_grid: int = 20, interaction: str = "press", force=None,
-                        damping: float | None = None, look: str = "blocks") -> SyntheticScene:
+                        damping: float | None = None, look: str = "endoscopy") -> SyntheticScene:
     """Simulate and render the clip into `out_dir` (see the module docstring). Object 0 is the left
     (x < 0) tissue with E[0], object 1 the right one with E[1]. Deterministic per seed: the seed
     sets the tissue texture and a small jitter of the particle lattice. size (H, W) defaults to
-    the look's: 64 x 80 ("blocks"), 128 x 160 ("endoscopy")."""
+    the look's: 128 x 160 ("endoscopy"), 64 x 80 ("blocks")."""
     setup = build_setup(seed, frames, size, E=E, nu=nu, density=density, model=model, duration=duration, dt=dt,
                         n_grid=n_grid, interaction=interaction, force=force, damping=damping, look=look)
     out_dir = Path(out_dir)

@@ -11,7 +11,8 @@ import torch
 from common.cameras import depth_to_points, project, transform_points
 
 from .decompose import (Segmenter, assign_objects, fit_support_plane, gaussian_motion, label_maps_from_segmenter,
-                        label_maps_from_tool_masks, label_support, split_kmeans, static_support)
+                        label_maps_from_tool_masks, label_support, split_kmeans, static_support,
+                        surface_tolerance)
 from .filling import depth_volumes
 from .render import render
 from .scene import KINDS, PhysicsScene, SceneError, SceneObject
@@ -43,8 +44,10 @@ def scene_from_gaussian_model(model, sample, t: float = 0.0, *, segmenter: Segme
     do not move is the support; the Gaussians on it (within support_tol, m) become the rigid
     object "support", the tissue is filled down the plane's normal to the plane (thickness
     is then not used), held where the plane is (`plane_anchors`), and each tissue's particle
-    volumes add up to what the reference frame's depth map encloses above the plane
-    (`depth_volumes`). support=False: every tissue-labelled Gaussian is tissue, filled to
+    volumes add up to what the reference frame's rendered depth encloses above the plane
+    (`depth_volumes`) over its pixels: the tissue-labelled ones and those standing out of the
+    support's roughness (`surface_tolerance`), each given its nearest tissue Gaussian's object.
+    support=False: every tissue-labelled Gaussian is tissue, filled to
     `thickness` and held below its deepest particle."""
     from .material_prior import MaterialPrior
 
@@ -132,7 +135,13 @@ def scene_from_gaussian_model(model, sample, t: float = 0.0, *, segmenter: Segme
     if support:
         objects.append(SceneObject("support", "rigid", "static support (fitted plane)"))
         thickness = np.maximum(plane.height(cam_means), 0.0)  # [N] down the plane's normal to it
-        object_map = _tissue_pixels(points[0], labels[0], tissue_ls, cam_means[go < n_t], go[go < n_t])
+        # the volume's pixels: tissue, and the support-labelled pixels standing out of the support's
+        # roughness (the rim of tissue that meets the plane smoothly, lower than support_tol)
+        h0 = plane.height(np.nan_to_num(points[0]).reshape(-1, 3)).reshape(H, W)  # [H, W] m
+        sup0 = labels[0] == n_labels - 1
+        rim = sup0 & (h0 > surface_tolerance(h0[sup0 & np.isfinite(points[0]).all(-1)]))
+        object_map = _tissue_pixels(points[0], np.where(rim, tissue_ls[0], labels[0]), tissue_ls,
+                                    cam_means[go < n_t], go[go < n_t])
         volumes = depth_volumes(rendered[0], sample.K[0].cpu().numpy(), object_map, plane, n_t)
     decomposition = ("label maps" if labels_given else "segmenter" if segmenter is not None else "tool masks") + (
         " + static support plane" if support else "") + (f" + k-means into {n_tissues} tissues" if n_tissues > 1 else "")

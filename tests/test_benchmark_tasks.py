@@ -215,8 +215,8 @@ def test_physics_task_scores_truth_and_baselines(tmp_path):
     from benchmarks.methods import build
     from benchmarks.tasks.physics import PhysicsTask
 
-    task = PhysicsTask(clip=tmp_path / "clip")
-    items = task.items(None)  # the clip is written by endogsim's generator when absent
+    task = PhysicsTask(clip=tmp_path / "clip", size=(32, 40))
+    items = task.items(None)  # the clip is written by endogsim's generator when absent (small: a quick test)
     kinds = [it.query.kind for it in items]
     assert kinds.count("E") == 2 and kinds.count("frame") == 8
     e = next(it for it in items if it.query.kind == "E")

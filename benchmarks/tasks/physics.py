@@ -1,8 +1,8 @@
 """Physical parameter recovery on the synthetic surgical clip (EndoGSim's own problem).
 
-Protocol: a method is given the clip `data/endogsim/synthetic` (16 frames at 64 x 80 of two tissue
-blocks of known Young's modulus pressed by a tool; written by `endogsim`'s generator, seed 0, when
-absent), its first 8 frames to fit and, as EndoGSim's evaluation does, the clip's ground-truth
+Protocol: a method is given the clip `data/endogsim/synthetic` (`make reproduce-endogsim`'s: 16
+frames at 128 x 160 of two curved tissue lobes of known Young's modulus pressed by an instrument with
+a known force; written by `endogsim`'s generator, seed 0, when absent or of another look), its first 8 frames to fit and, as EndoGSim's evaluation does, the clip's ground-truth
 particles and Gaussian colours (an oracle reconstruction: only the materials are unknown). It
 returns each object's E (Pa) and its prediction of frames 8-15. Items: the 2 objects (E relative
 error |E / E_true - 1|) and the 8 future frames (PSNR over the tissue pixels, `common.metrics.psnr`
@@ -34,11 +34,17 @@ class PhysicsQuery:
     index: int  # the object id, or the frame index
 
 
-def ensure_clip(clip: Path) -> Path:
+def ensure_clip(clip: Path, size=None) -> Path:
+    """The reproduce's clip (`endogsim.clip.synthetic_clip`, seed 0), or with size (H, W) given one
+    of that size (a quick test), written to `clip` when absent."""
+    if size is None:
+        from endogsim.clip import synthetic_clip
+
+        return synthetic_clip(clip, seed=0)
     if not (clip / "ground_truth.json").is_file():
         from endogsim.synthetic_scene import make_surgical_scene
 
-        make_surgical_scene(clip, seed=0)
+        make_surgical_scene(clip, seed=0, size=tuple(size))
     return clip
 
 
@@ -54,19 +60,19 @@ class PhysicsTask(Task):
         Metric("future_psnr", True, "PSNR over the tissue pixels of frames 8-15 (mask area)"),
         Metric("future_psnr_endogaussian", True, "EndoGaussian's masked-image PSNR (divides by all pixels)"),
     ]
-    data_note = "the synthetic surgical clip data/endogsim/synthetic (endogsim's generator, seed 0)"
+    data_note = "the synthetic surgical clip data/endogsim/synthetic (endogsim's generator, seed 0, look endoscopy)"
     participants = [
         Participant("endogsim", "table prior refined by differentiable MPM (30 iterations)"),
         Participant("endogsim-prior", "the literature-table prior alone, no refinement"),
     ]
 
-    def __init__(self, clip: Path = CLIP):
-        self.clip = Path(clip)
+    def __init__(self, clip: Path = CLIP, size=None):
+        self.clip, self.size = Path(clip), size  # size (H, W): a smaller clip than the reproduce's
 
     def items(self, data: TaskData) -> list[Item]:
         from common.datasets import read_endonerf
 
-        clip = ensure_clip(self.clip)
+        clip = ensure_clip(self.clip, self.size)
         gt = json.loads((clip / "ground_truth.json").read_text())
         sample = read_endonerf(clip)
         out = [

@@ -9,11 +9,12 @@ _TMP = tempfile.TemporaryDirectory(prefix="endogsim-scene-tests-")  # removed wh
 
 @functools.lru_cache(maxsize=None)
 def small_clip() -> Path:
-    """A 2-frame, 32 x 40 px synthetic clip (f = 40 px: one pixel is ~2.3 mm on the tissue)."""
+    """A 2-frame, 32 x 40 px synthetic clip of the blocks look (flat faces at the places the tests
+    name; f = 40 px: one pixel is ~2.3 mm on the tissue)."""
     from endogsim.synthetic_scene import make_surgical_scene
 
     out = Path(_TMP.name) / "clip"
-    make_surgical_scene(out, seed=0, frames=2, size=(32, 40))
+    make_surgical_scene(out, seed=0, frames=2, size=(32, 40), look="blocks")
     return out
 
 

@@ -35,6 +35,11 @@ CLI_ROWS = [
     ("endogsim.reproduce", ["--out", "{out}", "--data", "{notclip}"], "--data {notclip}: no ground_truth.json"),
     ("endogsim.reproduce", ["--out", "{out}", "--data", "{badclip}"],
      "{badclip}/ground_truth.json: missing or bad field 'simulation'"),
+    ("endogsim.reproduce", ["--out", "{out}", "--data", "{clip}"],
+     "--data {clip}: holds a clip with (look, height, width, frames, seed) = ('blocks', 32, 40, 2, 0), the config "
+     "asks for ('endoscopy', 128, 160, 16, 0)"),
+    ("endogsim.reproduce", ["--out", "{out}", "data.look=cartoon"],
+     "data.look: must be one of ('blocks', 'endoscopy'), got 'cartoon'"),
     ("endogsim.demo", ["--clip", "{clip}", "--out", "{out}", "--labels", "liver,brick"], "['brick']"),
 ]
 
@@ -79,9 +84,6 @@ CALL_ROWS = [
     ("depth_volumes shape", lambda: depth_volumes(np.zeros((4, 4)), np.eye(3), np.zeros((4, 5)),
                                                   SupportPlane(np.array([0, 0, 1.0]), 0.1), 1),
      FillingError, "depth_volumes: expected depth [H, W] and object_map of the same shape"),
-    ("depth_volumes area", lambda: depth_volumes(np.zeros((4, 4)), np.eye(3), np.zeros((4, 4), int),
-                                                 SupportPlane(np.array([0, 0, 1.0]), 0.1), 1, area="exact"),
-     FillingError, "depth_volumes: area must be 'parallel' or 'surface', got 'exact'"),
 ]
 
 

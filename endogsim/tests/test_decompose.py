@@ -7,7 +7,8 @@ import torch
 
 from common.cameras import depth_to_points, make_K
 from common.datasets import read_endonerf
-from endogsim.decompose import DecompositionError, SupportPlane, fit_support_plane, static_support
+from endogsim.decompose import (DecompositionError, SupportPlane, fit_support_plane, static_support,
+                                surface_tolerance)
 from endogsim.filling import calibrate_volumes, depth_volumes, plane_anchors
 from endogsim.gaussians import GaussianModel
 from endogsim.physics import Material
@@ -61,6 +62,15 @@ def test_support_plane_is_not_a_surface_with_things_behind_it():
         fit_support_plane(np.zeros((2, 3)))
 
 
+def test_surface_tolerance_is_the_supports_roughness_behind_the_plane():
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 1e-4, 20000)  # the support's rendered surface, 0.1 mm rough
+    rim = rng.uniform(0, 2e-3, 2000)  # tissue just in front of it: never behind
+    tol = surface_tolerance(np.r_[noise, rim, np.nan])
+    assert tol == pytest.approx(2.58e-4, rel=0.05)  # the 99th percentile of |N(0, 0.1 mm)|
+    assert surface_tolerance(np.array([0.001, 0.002])) == 0.0  # nothing behind the plane
+
+
 def test_depth_volumes_of_a_box_on_its_support():
     """A 3 x 3 x 1.5 cm box on the plane z = 0.105 m, centred on the optical axis, seen from the
     camera: the columns from its observed surface down to the plane add up to its volume."""
@@ -74,8 +84,12 @@ def test_depth_volumes_of_a_box_on_its_support():
     objects = np.where(top, 0, -1)
     vol = depth_volumes(depth, K.numpy(), objects, plane, 1)[0]
     assert vol == pytest.approx(0.03 * 0.03 * 0.015, rel=0.02)
-    # the top is parallel to the support: its own area element is the parallel patch's
-    assert depth_volumes(depth, K.numpy(), objects, plane, 1, area="surface")[0] == pytest.approx(vol, rel=1e-9)
+    # the top is parallel to the support: every pixel's patch is its footprint there, (z / f)^2
+    assert vol == pytest.approx(top.sum() * (0.09 / f) ** 2 * 0.015, rel=1e-9)
+    # a pixel without a neighbour of its object keeps that footprint
+    lone = np.full((H, W), -1)
+    lone[H // 2, W // 2] = 0
+    assert depth_volumes(depth, K.numpy(), lone, plane, 1)[0] == pytest.approx((0.09 / f) ** 2 * 0.015, rel=1e-9)
     # a pixel's column is its footprint times its height above the plane, nothing for the support
     assert depth_volumes(np.full((H, W), 0.105), K.numpy(), np.zeros((H, W), int), plane, 1)[0] == 0
     scaled = calibrate_volumes(np.ones(4), np.array([0, 0, 1, 1]), [1.0, np.nan])

@@ -15,7 +15,7 @@ from endogsim.synthetic_scene import (DEPTH_SCALE, TOOL_COLOR, TOOL_HALF, TOP_Z,
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     out = tmp_path_factory.mktemp("synthetic_clip")
-    return make_surgical_scene(out, seed=0, frames=16, size=(64, 80))
+    return make_surgical_scene(out, seed=0, frames=16, size=(64, 80), look="blocks")
 
 
 def _deepest(clip) -> int:
@@ -75,7 +75,7 @@ def test_displacement_under_the_known_force_scales_as_one_over_E():
     # what makes E identifiable from images: twice the stiffness, half the displacement
     shifts = []
     for scale in (1.0, 2.0):
-        setup = build_setup(frames=8, size=(16, 20), E=(3e3 * scale, 12e3 * scale), dt=1e-4)
+        setup = build_setup(frames=8, size=(16, 20), E=(3e3 * scale, 12e3 * scale), dt=1e-4, look="blocks")
         pos = simulate_positions(setup)  # [8, N, 3]
         hold = pos[4:7, setup.contact].mean(1) - pos[0, setup.contact].mean(0)  # [3, 3] while the force acts
         shifts.append(np.linalg.norm(hold, axis=-1).mean())
@@ -83,7 +83,7 @@ def test_displacement_under_the_known_force_scales_as_one_over_E():
 
 
 def test_indent_mode_keeps_the_displacement_driven_tool(tmp_path):
-    clip = make_surgical_scene(tmp_path, frames=16, size=(32, 40), interaction="indent")
+    clip = make_surgical_scene(tmp_path, frames=16, size=(32, 40), interaction="indent", look="blocks")
     k = _deepest(clip)
     x0, xk = clip.positions[0], clip.positions[k]
     half = clip.tool_half_extent
@@ -105,7 +105,7 @@ def test_stiffer_block_deforms_less(clip):
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path):
-    kw = dict(frames=3, size=(24, 30), duration=0.1)
+    kw = dict(frames=3, size=(24, 30), duration=0.1, look="blocks")
     make_surgical_scene(tmp_path / "a", seed=3, **kw)
     make_surgical_scene(tmp_path / "b", seed=3, **kw)
     make_surgical_scene(tmp_path / "c", seed=4, **kw)
