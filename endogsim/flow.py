@@ -29,7 +29,7 @@ from common.cameras import project, transform_points
 from .gaussians import GaussianModel
 from .render import render
 
-__all__ = ["FlowOutput", "flow_from_motion", "render_flow", "clip_flows", "lucas_kanade", "flow_loss"]
+__all__ = ["FlowOutput", "flow_from_motion", "render_flow", "clip_flows", "lucas_kanade", "flow_loss", "texture"]
 
 
 @dataclass
@@ -82,6 +82,23 @@ def _gauss_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     k = k / k.sum()  # [2r + 1]
     x = F.conv2d(x, k.view(1, 1, 1, -1), padding=(0, r))
     return F.conv2d(x, k.view(1, 1, -1, 1), padding=(r, 0))
+
+
+def texture(images: torch.Tensor, keep: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The texture part of a structure-texture decomposition (Wedel et al. 2009, "An improved
+    algorithm for TV-L1 optical flow"): images [F, H, W, 3] minus their Gaussian blur (sigma px),
+    the blur taken over the pixels where keep [F, H, W] > 0 only (normalised convolution, so the
+    tool does not bleed into the tissue beside it). Shading that varies slowly over the surface (a
+    light at the camera on tissue that turns) is in the blur; the vessels' texture, which moves with
+    the tissue, is what remains. sigma 0: the images as they are."""
+    if sigma <= 0:
+        return images
+    Fn, H, W, C = images.shape
+    w = keep.to(images.dtype)[:, None]  # [F, 1, H, W]
+    x = images.permute(0, 3, 1, 2) * w  # [F, C, H, W]
+    blur = _gauss_blur(x.reshape(Fn * C, 1, H, W), sigma).reshape(Fn, C, H, W)
+    norm = _gauss_blur(w, sigma).clamp(min=1e-6)  # [F, 1, H, W]
+    return images - (blur / norm).permute(0, 2, 3, 1)
 
 
 def _warp(img: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:

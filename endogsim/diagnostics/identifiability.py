@@ -7,7 +7,8 @@ one object's E is set to the truth times each factor (the other at its truth) an
 frames are simulated under the clip's known force, rendered, and compared with the video: the
 image MSE over tissue pixels and the flow MSE against Lucas-Kanade, forward only. A loss with its
 minimum at factor 1 says the refinement can find E; a flat one says it cannot (under a prescribed
-tool displacement, the "indent" clip, E shows only through inertia). Factors whose E would break
+tool displacement, the "indent" clip, E shows only through inertia). Both losses are taken on the
+frames' texture, as the refinement takes them (`RefineConfig.texture_sigma`). Factors whose E would break
 the time-step limit are skipped.
 """
 
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from common.cli import OneLineParser
 from endogsim.binding import render_particles, visible_at_rest
 from endogsim.clip import clip_observations, ground_truth_scene, known_forces
-from endogsim.flow import flow_loss, lucas_kanade
+from endogsim.flow import flow_loss, lucas_kanade, texture
 from endogsim.refine import RefineConfig, scene_physics, simulate_frames, stable_E_max
 
 FACTORS = (0.33, 0.5, 0.7, 0.85, 1.0, 1.2, 1.5, 2.0, 3.0)
@@ -37,11 +38,12 @@ def scan_loss(data_dir, fit_frames: int = 8, factors=FACTORS, config: RefineConf
     p = scene_physics(scene, obs.times.numpy(), known_forces(data_dir))
     x0 = torch.tensor(p.particles.x, dtype=torch.float32)
     gaussians, static = visible_at_rest(x0, p.binding, p.camera, p.background, cfg.cull_weight)
-    flow_obs, valid = lucas_kanade(
-        obs.images, obs.tool_masks, cfg.lk_sigma, cfg.lk_iterations, cfg.lk_min_eig
-    )
     tool = F.max_pool2d(obs.tool_masks.float()[:, None], 2 * cfg.mask_dilate + 1, 1, cfg.mask_dilate)[:, 0]
     keep = 1 - tool  # [F, H, W]
+    observed = texture(obs.images, keep, cfg.texture_sigma)  # what the refinement compares
+    flow_obs, valid = lucas_kanade(
+        observed + 0.5, obs.tool_masks, cfg.lk_sigma, cfg.lk_iterations, cfg.lk_min_eig
+    )
     valid = valid & (keep[:-1] > 0) & (keep[1:] > 0)
     out = {"fit_frames": fit_frames, "objects": []}
     for o, truth in enumerate(scene.materials):
@@ -60,8 +62,9 @@ def scan_loss(data_dir, fit_frames: int = 8, factors=FACTORS, config: RefineConf
                     nxt = pos[i + 1] if i + 1 < fit_frames else None
                     rgb, fl = render_particles(pos[i], gaussians, p.camera, static, nxt, cfg.tile_size)
                     if i > 0:
+                        rgb = texture(rgb[None], keep[i][None], cfg.texture_sigma)[0]
                         li.append(
-                            (((rgb - obs.images[i]) ** 2).sum(-1) * keep[i]).sum() / (3 * keep[i].sum())
+                            (((rgb - observed[i]) ** 2).sum(-1) * keep[i]).sum() / (3 * keep[i].sum())
                         )
                     if fl is not None:
                         lf.append(flow_loss(fl, flow_obs[i], valid[i]))

@@ -3,7 +3,7 @@
 import torch
 
 from common.cameras import make_K
-from endogsim.flow import clip_flows, flow_from_motion, render_flow
+from endogsim.flow import clip_flows, flow_from_motion, render_flow, texture
 from endogsim.gaussians import GaussianModel
 
 H, W, f = 24, 32, 40.0
@@ -68,3 +68,18 @@ def test_render_flow_follows_the_model_deformation():
     flows, valid = clip_flows(model, [0.0, 0.5, 1.0], torch.eye(4), K, W, H)
     assert flows.shape == (2, H, W, 2) and valid.shape == (2, H, W)
     torch.testing.assert_close(flows[valid][:, 0].mean(), torch.tensor(f * 0.01), rtol=0, atol=1e-5)
+
+
+def test_texture_keeps_what_moves_with_the_tissue_and_drops_slow_shading_and_the_tool():
+    ys, xs = torch.meshgrid(torch.arange(48.0), torch.arange(64.0), indexing="ij")
+    vessels = 0.5 + 0.2 * torch.sin(xs * 1.3) * torch.sin(ys * 1.1)  # [H, W] fine texture
+    shading = 0.8 + 0.2 * torch.exp(-((xs - 40) ** 2 + (ys - 20) ** 2) / 400)  # a broad highlight
+    keep = torch.ones(1, 48, 64)
+    keep[0, :, :8] = 0  # a tool at the left border, bright
+    img = torch.stack([vessels, shading * vessels + 0.1 * (shading - 1), vessels * 0 + 0.9], -1)[None]  # [1, H, W, 3]
+    img[0, :, :8] = 1.0
+    tex = texture(img, keep, 3.0)  # [1, H, W, 3]
+    inner = (slice(None), slice(9, -9), slice(17, -9))  # beside the tool and away from the border
+    assert (tex[..., 0] - tex[..., 1])[inner].abs().max() < 0.05  # the shaded channel: the same texture
+    assert tex[..., 2][keep > 0].abs().max() < 1e-5  # a flat colour has no texture; the tool adds none beside it
+    assert torch.equal(texture(img, keep, 0.0), img)
