@@ -42,6 +42,7 @@ __all__ = [
     "label_support",
     "static_support",
     "surface_tolerance",
+    "isolated",
 ]
 
 # A segmenter maps one RGB image [H, W, 3] (float in [0, 1]) to integer labels [H, W] (-1 = none).
@@ -169,6 +170,28 @@ def surface_tolerance(heights) -> float:
     behind = -np.asarray(heights, np.float64)
     behind = behind[np.isfinite(behind) & (behind > 0)]
     return float(np.percentile(behind, 99)) if len(behind) else 0.0
+
+
+def isolated(points, min_cluster: int = 10, radius_factor: float = 4.0) -> np.ndarray:
+    """[N] bool: the points [N, 3] outside every cluster of at least min_cluster points, a cluster
+    being what is connected through neighbours closer than radius_factor times the points' median
+    nearest-neighbour distance. Tissue is a connected surface of Gaussians; support Gaussians that
+    noisy depth lifted beyond the plane's tolerance stand apart, and filled down to the plane they
+    would become free columns of particles."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    points = np.asarray(points, np.float64)
+    n = len(points)
+    if n < 2:
+        return np.zeros(n, bool)
+    tree = cKDTree(points)
+    spacing = float(np.median(tree.query(points, k=2)[0][:, 1]))  # m
+    pairs = tree.query_pairs(radius_factor * spacing, output_type="ndarray")  # [P, 2]
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, label = connected_components(graph, directed=False)  # [N]
+    return np.bincount(label)[label] < min(min_cluster, n)
 
 
 def static_support(points, plane: SupportPlane, tol: float = 0.002) -> np.ndarray:

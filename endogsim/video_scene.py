@@ -11,8 +11,8 @@ import torch
 from common.cameras import depth_to_points, project, transform_points
 
 from .decompose import (Segmenter, assign_objects, fit_support_plane, gaussian_motion, label_maps_from_segmenter,
-                        label_maps_from_tool_masks, label_support, split_kmeans, static_support,
-                        surface_tolerance)
+                        isolated, label_maps_from_tool_masks, label_support, split_kmeans,
+                        static_support, surface_tolerance)
 from .filling import depth_volumes
 from .render import render
 from .scene import KINDS, PhysicsScene, SceneError, SceneObject
@@ -42,7 +42,8 @@ def scene_from_gaussian_model(model, sample, t: float = 0.0, *, segmenter: Segme
     support (default: True when the labels are the tool masks, which do not label the support;
     False when a segmenter or label maps are given) (`endogsim.decompose`): the plane fitted to the tissue-labelled Gaussians that
     do not move is the support; the Gaussians on it (within support_tol, m) become the rigid
-    object "support", the tissue is filled down the plane's normal to the plane (thickness
+    object "support" and so do the tissue Gaussians apart from every cluster (`isolated`: noisy
+    depth lifts support Gaussians off the plane), the tissue is filled down the plane's normal to the plane (thickness
     is then not used), held where the plane is (`plane_anchors`), and each tissue's particle
     volumes add up to what the reference frame's rendered depth encloses above the plane
     (`depth_volumes`) over its pixels: the tissue-labelled ones and those standing out of the
@@ -93,6 +94,10 @@ def scene_from_gaussian_model(model, sample, t: float = 0.0, *, segmenter: Segme
     on_support = label_id == len(label_names)  # [N] (no such label without support)
     if support:  # and what lies on the plane itself (pixels at the tissue's blurred edge vote tissue)
         on_support |= np.isin(label_id, tissue_ls) & static_support(cam_means, plane, support_tol)
+        # tissue Gaussians alone in front of the plane are the support's, lifted by depth noise
+        lone = np.isin(label_id, tissue_ls) & ~on_support
+        lone[lone] = isolated(cam_means[lone])
+        on_support |= lone
     if support and not np.isin(label_id, tissue_ls).any():
         raise SceneError("support: every tissue-labelled Gaussian lies on the fitted support plane; nothing "
                          "to simulate (pass support=False)")

@@ -7,7 +7,7 @@ import torch
 
 from common.cameras import depth_to_points, make_K
 from common.datasets import read_endonerf
-from endogsim.decompose import (DecompositionError, SupportPlane, fit_support_plane, static_support,
+from endogsim.decompose import (DecompositionError, SupportPlane, fit_support_plane, isolated, static_support,
                                 surface_tolerance)
 from endogsim.filling import calibrate_volumes, depth_volumes, plane_anchors
 from endogsim.gaussians import GaussianModel
@@ -140,3 +140,16 @@ def test_scene_from_tool_masks_finds_the_support_fills_to_it_and_holds_it_there(
     assert len(boxes) == len(np.unique(np.floor((x[:, :2] - scene.mpm.origin[:2]) / scene.mpm.dx), axis=0))
     pts = depth_to_points(sample.depth[0].double(), sample.K[0].double()).numpy().reshape(-1, 3)
     assert np.abs(plane.height(pts)).min() < 1e-3  # the depth map does see the support
+
+
+def test_isolated_finds_the_points_apart_from_a_connected_surface():
+    rng = np.random.default_rng(0)
+    u, v = np.meshgrid(np.linspace(-0.01, 0.01, 12), np.linspace(-0.01, 0.01, 12))
+    r2 = (u**2 + v**2).ravel() / 2e-4
+    surface = np.stack([u.ravel(), v.ravel(), 0.1 - 0.01 * (1 - r2)], -1)  # a dome, 1.8 mm spacing
+    lone = np.stack([rng.uniform(0.03, 0.05, 6), np.linspace(-0.03, 0.03, 6), np.full(6, 0.097)], -1)
+    lone[1] = lone[0] + 0.0005  # a pair is still no cluster
+    out = isolated(np.r_[surface, lone])
+    assert not out[: len(surface)].any()  # the surface's edges and corners stay with it
+    assert out[len(surface):].all()
+    assert not isolated(surface[:1]).any()
