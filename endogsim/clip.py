@@ -36,6 +36,8 @@ __all__ = [
     "known_forces",
     "ground_truth_scene",
     "truth_materials",
+    "true_surface_tracks",
+    "surface_motion_error",
     "depth_scene",
     "synthetic_clip",
 ]
@@ -128,6 +130,39 @@ def truth_materials(clip_dir) -> list:
     """The clip's true materials, one per tissue block (left first)."""
     setup, _ = setup_from_clip(clip_dir)
     return list(setup.materials)
+
+
+def true_surface_tracks(clip_dir) -> np.ndarray:
+    """Where the clip's tissue surface is at every frame: the positions [F, G, 3] (m, camera frame)
+    of the ground-truth scene's tissue Gaussians, simulated with the true materials under the known
+    force as the clip was made (for scoring a prediction's motion, `surface_motion_error`)."""
+    from .refine import simulate_scene  # the clip is refine's input type's source; lazy: no cycle
+
+    scene = ground_truth_scene(clip_dir)
+    _, positions = simulate_scene(scene, truth_materials(clip_dir), clip_observations(clip_dir).times.numpy(),
+                                  known_forces(clip_dir))  # [F, P, 3]
+    gp, tissue = np.asarray(scene.gaussian_particle), _tissue_gaussians(scene)
+    return positions[:, gp[tissue]]
+
+
+def surface_motion_error(scene: PhysicsScene, positions, tracks, frames=slice(None)) -> float:
+    """How far a simulation of `scene` (particle positions [F, P, 3]) moves its tissue surface from
+    where the clip's surface goes (`true_surface_tracks` [F, G, 3]), m: each tissue Gaussian's
+    displacement from frame 0 against that of the true surface point nearest to it at rest, the
+    distance averaged over the Gaussians and the frames selected."""
+    from scipy.spatial import cKDTree
+
+    positions, tracks = np.asarray(positions), np.asarray(tracks)
+    sel = _tissue_gaussians(scene)
+    ours = positions[:, np.asarray(scene.gaussian_particle)[sel]]  # [F, S, 3] (offsets are constant)
+    _, nearest = cKDTree(tracks[0]).query(np.asarray(scene.means)[sel])  # [S]
+    error = np.linalg.norm((ours - ours[:1]) - (tracks[:, nearest] - tracks[:1, nearest]), axis=-1)  # [F, S]
+    return float(error[frames].mean())
+
+
+def _tissue_gaussians(scene: PhysicsScene) -> np.ndarray:
+    tissue = [i for i, o in enumerate(scene.objects) if o.kind == "tissue"]
+    return np.isin(np.asarray(scene.gaussian_object), tissue) & (np.asarray(scene.gaussian_particle) >= 0)  # [N]
 
 
 def ground_truth_scene(clip_dir, materials: list | None = None, sources: list | None = None) -> PhysicsScene:

@@ -267,3 +267,24 @@ def test_build_moves_a_world_frame_scene_into_the_reference_camera_frame():
                   w2c, K, 32, 32)
     got = scene.render_static()
     assert torch.allclose(got.rgb, want.rgb, atol=1e-5) and torch.allclose(got.depth, want.depth, atol=1e-5)
+
+
+def test_surface_motion_error_is_zero_for_the_truth_and_grows_with_a_wrong_material():
+    from dataclasses import replace
+
+    from endogsim.clip import (clip_observations, ground_truth_scene, known_forces, surface_motion_error,
+                               true_surface_tracks, truth_materials)
+    from endogsim.refine import simulate_scene
+
+    clip = small_clip()
+    tracks = true_surface_tracks(clip)  # [F, G, 3]
+    scene, truth = ground_truth_scene(clip), truth_materials(clip)
+    times, forces = clip_observations(clip).times.numpy(), known_forces(clip)
+    assert tracks.shape[0] == len(times) and np.abs(tracks[-1] - tracks[0]).max() > 1e-4  # the surface moves
+    _, same = simulate_scene(scene, truth, times, forces)
+    assert surface_motion_error(scene, same, tracks) == pytest.approx(0.0, abs=1e-9)
+    _, soft = simulate_scene(scene, [replace(m, E=m.E / 2) for m in truth], times, forces)
+    _, rest = simulate_scene(scene, truth, times, ())  # no force: the surface stays where it was
+    moved = np.linalg.norm(tracks[-1] - tracks[0], axis=-1).mean()
+    assert surface_motion_error(scene, rest, tracks, slice(-1, None)) == pytest.approx(moved, rel=0.05)
+    assert surface_motion_error(scene, soft, tracks, slice(-1, None)) > 1e-5
