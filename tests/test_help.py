@@ -14,7 +14,7 @@ ENTRY_POINTS = [
     "ivgt.train", "ivgt.evaluate", "ivgt.reproduce",
     "depthvlm.train", "depthvlm.evaluate", "depthvlm.reproduce",
     "endogsim.train", "endogsim.evaluate", "endogsim.reproduce", "endogsim.simulate",
-    "endogsim.diagnostics.identifiability",
+    "endogsim.diagnostics.identifiability", "endogsim.diagnostics.future_frames",
     "ide3d.train", "ide3d.evaluate", "ide3d.reproduce", "ide3d.teacher",
     "vlm3.train", "vlm3.evaluate", "vlm3.reproduce", "vlm3.scaling",
     "vlm3.diagnostics.probe", "vlm3.diagnostics.rendered", "vlm3.diagnostics.two_view",
