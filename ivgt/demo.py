@@ -11,7 +11,8 @@ of another size or orientation are resized and padded to the most common size, K
 (a COLMAP model, cameras.json or LLFF poses_bounds.npy beside or above the photos, or `--cameras`)
 replace the predicted ones: K as given, poses scaled to the prediction and the outputs put back in
 the cameras' world and units. Without them the world is the first camera and lengths are the
-model's normalised units.
+model's normalised units. Each view's maps are rendered from its `--render-views` nearest input
+views (default 4; 0: all, whose cost grows as the square of the number of views), the mesh from all.
 
 Writes into --out, named after the inputs, per view at the photo's loaded size (its depth and normal
 maps as soon as the view is rendered, the previews once every view's depth range is known): <photo>_depth.png
@@ -44,6 +45,7 @@ from ivgt.model import IVGT
 
 DEFAULT_MODEL = "results/ivgt/run/model"
 MAX_SIDE = 640  # photos are loaded at most this large; the backbone sees them at its input size
+RENDER_VIEWS = 4  # input views aggregated per rendered view (README, departures); 0: all
 
 
 def write_view(out: Path, name: str, rendered: dict, K, size, per_unit: float, unit: str) -> dict:
@@ -72,10 +74,15 @@ def write_previews(out: Path, names: list, images, small: list, K, size, unit: s
 
 
 def run_demo(images, out_dir, model: IVGT, mesh_resolution: int = 64, seed: int = 0, K=None, fov=None,
-             cameras=None, sample: Sample | None = None, progress: bool = False) -> dict:
+             cameras=None, sample: Sample | None = None, progress: bool = False,
+             render_views: int = RENDER_VIEWS) -> dict:
     """Reconstruct the photos of folder `images` (or the already read `sample`) and write the
-    outputs (module docstring), each view's pictures as soon as it is rendered; returns what
-    cameras.json holds (with the mesh's size) and "seconds" per stage (read, reconstruct, render, mesh)."""
+    outputs (module docstring), each view's pictures as soon as it is rendered, every query of a
+    view's render aggregated over its `render_views` nearest input views (0: all; the mesh uses
+    all); returns what cameras.json holds (with the mesh's size) and "seconds" per stage (read,
+    reconstruct, render, mesh)."""
+    if render_views < 0:
+        raise ValueError(f"--render-views: expected an int >= 0 (0: all views), got {render_views}")
     torch.manual_seed(seed)
     stages, start = {}, time.perf_counter()  # stage -> seconds, returned for the perf benchmark
     if sample is None:
@@ -98,12 +105,13 @@ def run_demo(images, out_dir, model: IVGT, mesh_resolution: int = 64, seed: int 
     per_unit, unit = 1.0, "units"  # depth in the model's normalised units ...
     if ann["poses_known"]:  # ... or in the given cameras' units
         per_unit, unit = scene.units_per_given, {"metres": "m"}.get(ann.get("pose_units", "metres"), "units")
-    # Each view is rendered (every query aggregates all V views: the cost grows as V^2) and its
-    # pictures written at once; only its model-resolution maps are kept, for the previews.
+    # Each view is rendered and its pictures written at once; only its model-resolution maps are
+    # kept, for the previews. Its queries aggregate its k nearest views (IBRNet's source-view
+    # selection), so that V views cost O(V k), not O(V^2) as with every view in every query.
     start, small, K_model = time.perf_counter(), [], scene.K.cpu()
     for v, name in enumerate(sample.view_names):
         bar.set_postfix_str(f"rendering {name}")
-        rendered = scene.render(scene.K[v], scene.w2c[v], scene.height, scene.width)
+        rendered = scene.render(scene.K[v], scene.w2c[v], scene.height, scene.width, views=render_views)
         small.append(write_view(out, name, rendered, K_model[v], (H, W), per_unit, unit))
         bar.update()
     bar.set_postfix_str("depth previews and contact sheet")
@@ -151,6 +159,9 @@ def main(argv=None):
                    model=DEFAULT_MODEL, make="make reproduce-ivgt", out="results/ivgt/demo")
     p.add_argument("--mesh-resolution", type=int, default=64,
                    help="marching-cubes cells per side of the mesh's bounding box (>= 8)")
+    p.add_argument("--render-views", type=int, default=RENDER_VIEWS,
+                   help=f"render each view from its K nearest input views (default {RENDER_VIEWS}; 0: all views, "
+                        "whose cost grows as the square of the number of views); the mesh uses all views")
     p.add_argument("--seed", type=int, default=0, help="torch seed (the demo is deterministic on CPU)")
     add_view_flag(p)
     a = p.parse_args(argv)
@@ -158,6 +169,8 @@ def main(argv=None):
         if a.mesh_resolution < 8:
             raise ValueError(f"--mesh-resolution: expected an int >= 8 (marching-cubes cells per side), "
                              f"got {a.mesh_resolution}")
+        if a.render_views < 0:
+            raise ValueError(f"--render-views: expected an int >= 0 (0: all views), got {a.render_views}")
         if not Path(a.images).is_dir():
             raise FileNotFoundError(f"{a.images}: --images folder not found")
         flags = check_demo_flags(a)
@@ -166,7 +179,8 @@ def main(argv=None):
         model_dir = check_demo_model(a)
         model = IVGT.load(model_dir).to(flags["device"]).eval().requires_grad_(False)  # normals: grads of points only
         print(sample.annotations["note"])
-        info = run_demo(a.images, a.out, model, a.mesh_resolution, a.seed, sample=sample, progress=True)
+        info = run_demo(a.images, a.out, model, a.mesh_resolution, a.seed, sample=sample, progress=True,
+                        render_views=a.render_views)
     print(f"wrote {a.out}: {len(info['views'])} views, mesh {info['mesh']['vertices']} vertices")
     if a.view:  # the mesh and the cameras in the browser, until Ctrl-C
         view_outputs("ivgt.demo", [Path(a.out) / f"{Path(a.images).name}_mesh.ply"], Path(a.out) / "cameras.json")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from common.cameras import project, resize_intrinsics
+from common.cameras import camera_centers, project, resize_intrinsics
 from ivgt.render import render_rays
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ class Scene:
     """A reconstructed scene: per-view features, depth and cameras in the first-frame coordinates,
     queried as a continuous SDF and colour field (IVGT's neural scene representation)."""
 
-    def __init__(self, model: IVGT, images, features, depth, K, w2c, pairs: int = 2**18):
+    def __init__(self, model: IVGT, images, features, depth, K, w2c, pairs: int | None = None):
         self.model, self.cfg, self.decoder = model, model.cfg, model.decoder
         self.images = images  # [V, 3, H, W]
         self.features = features  # [V, C, h, w]
@@ -62,9 +62,11 @@ class Scene:
         self.original_size = (self.height, self.width)
         self.units_per_given = 1.0  # model units per unit of the given cameras (`IVGT.reconstruct`)
         # Work per evaluation: `pairs` (view, point) pairs, so that memory does not grow with the
-        # number of views (a query samples every view): chunks of pairs / V points.
-        self.pairs = pairs
-        self.chunk = max(64, pairs // images.shape[0])
+        # number of views (a query samples every view): chunks of pairs / V points. On a CPU 2^15
+        # pairs keep the [V, N, hidden] temporaries near the caches (a 64x64 render of the tiny
+        # model ~25% faster than with 2^18); a GPU wants larger launches.
+        self.pairs = pairs or (2**15 if images.device.type == "cpu" else 2**18)
+        self.chunk = max(64, self.pairs // images.shape[0])
         self.maps = torch.cat([features, images_at(images, features.shape[-2:]), depth[:, None]], 1)  # [V, C+4, h, w]
 
     @property
@@ -73,8 +75,9 @@ class Scene:
         K = resize_intrinsics(self.K, (self.height, self.width), self.original_size)
         return {"K": K.detach(), "w2c": self.w2c.detach(), "height": self.original_size[0], "width": self.original_size[1]}
 
-    def query(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """points [N, 3] -> (sdf [N], colour [N, 3]); differentiable."""
+    def query(self, points: torch.Tensor, with_color: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """points [N, 3] -> (sdf [N], colour [N, 3], or None with with_color=False: the SDF-only
+        passes of rendering and meshing skip the colour decoder); differentiable."""
         cfg, dec = self.cfg, self.decoder
         s, z, inside = sample_views(points, self.K, self.w2c, self.maps, self.height, self.width)  # [V, N, C+4]
         feat, rgb, depth = s[..., :-4], s[..., -4:-1], s[..., -1]  # [V, N, C], [V, N, 3], [V, N]
@@ -96,6 +99,8 @@ class Scene:
         x = torch.cat([mean, var, tsdf[:, None], (n_in / inside.shape[0])[:, None],
                        positional_encoding(points, cfg.pe_freqs)], -1)
         out = dec.sdf_mlp(x)  # [N, 1 + Hd]
+        if not with_color:
+            return out[:, 0], None
         blend = (w[..., None] * rgb).sum(0)  # [N, 3]
         color = torch.sigmoid(dec.color_mlp(torch.cat([out[:, 1:], blend], -1)))  # [N, 3]
         return out[:, 0], color
@@ -104,13 +109,14 @@ class Scene:
         sdf, color = self.query(points.reshape(-1, 3))
         return sdf.reshape(points.shape[:-1]), color.reshape(*points.shape[:-1], 3)
 
-    def _sdf_only(self, points: torch.Tensor) -> torch.Tensor:
-        return self._field(points)[0]
+    def _sdf_only(self, points: torch.Tensor) -> torch.Tensor:  # points [R, S, 3] -> [R, S]
+        return self.query(points.reshape(-1, 3), with_color=False)[0].reshape(points.shape[:-1])
 
     def sdf(self, points: torch.Tensor) -> torch.Tensor:
         """SDF [N] at points [N, 3] (first-camera frame), chunked, no gradient."""
         with torch.no_grad():
-            return torch.cat([self.query(points[i:i + self.chunk])[0] for i in range(0, len(points), self.chunk)])
+            return torch.cat([self.query(points[i:i + self.chunk], with_color=False)[0]
+                              for i in range(0, len(points), self.chunk)])
 
     def color(self, points: torch.Tensor) -> torch.Tensor:
         """Colour [N, 3] in [0, 1] at points [N, 3], chunked, no gradient."""
@@ -143,21 +149,50 @@ class Scene:
                            variance=self.decoder.variance, n_coarse=self.cfg.n_coarse, n_fine=self.cfg.n_fine,
                            up_sample_steps=self.cfg.up_sample_steps, create_graph=create_graph)
 
-    def render(self, K: torch.Tensor, w2c: torch.Tensor, height: int, width: int, chunk: int | None = None) -> dict:
+    def subset(self, indices) -> Scene:
+        """The scene of the input views `indices` only (their images, features, depth and cameras,
+        in the same frame): its queries aggregate over those views alone."""
+        idx = torch.as_tensor(indices, dtype=torch.long, device=self.images.device)  # [k]
+        scene = Scene(self.model, self.images[idx], self.features[idx], self.depth[idx], self.K[idx], self.w2c[idx],
+                      self.pairs)
+        scene.original_size, scene.units_per_given = self.original_size, self.units_per_given
+        return scene
+
+    def nearest_views(self, w2c: torch.Tensor, k: int) -> torch.Tensor:
+        """Indices [min(k, V)], ascending, of the input views nearest the camera w2c [4, 4]: ranked by
+        the distance between camera centres plus the angle between optical axes (radians) times
+        the scene's median predicted depth, i.e. about how far each term moves the content at a
+        typical depth. Centres alone would not tell apart views turned about one point (a
+        panorama), angles alone views side by side along a corridor."""
+        centres = camera_centers(self.w2c)  # [V, 3]
+        target = camera_centers(w2c.to(centres))  # [3]
+        axes = self.w2c[:, 2, :3]  # [V, 3] optical axes in the world frame (row z of R)
+        angle = torch.acos((axes @ w2c[2, :3].to(axes)).clamp(-1, 1))  # [V]
+        score = (centres - target).norm(dim=-1) + angle * self.depth.median()  # [V]
+        return torch.argsort(score, stable=True)[:k].sort().values
+
+    def render(self, K: torch.Tensor, w2c: torch.Tensor, height: int, width: int, chunk: int | None = None,
+               views: int | None = None) -> dict:
         """Render any camera (K [3, 3] pixels, w2c [4, 4], first-camera frame): rgb [3, H, W],
         depth [H, W] (z), normals [3, H, W] (unit, that camera's frame, towards it), opacity [H, W].
+        `views` = k > 0 aggregates every query over the k input views nearest that camera
+        (`nearest_views`, as IBRNet selects source views) instead of all V: a render then costs
+        O(k), not O(V); None or 0: all views. The far bound comes from every view either way.
         Rays go `chunk` at a time (default: `pairs` (view, sample) pairs per chunk, so that memory
         stays flat as views are added); the result does not depend on it."""
         from common.cameras import pixel_rays
 
         origins, dirs = pixel_rays(K.float(), w2c.float(), height, width)  # [H, W, 3]
         origins, dirs = origins.reshape(-1, 3), dirs.reshape(-1, 3)
-        if chunk is None:
-            chunk = max(16, self.pairs // (self.images.shape[0] * (self.cfg.n_coarse + self.cfg.n_fine)))
+        if views is not None and views < 0:
+            raise ValueError(f"views: expected an int >= 0 (0: all views), got {views}")
         far = self.far_for(origins)  # [HW]
+        scene = self.subset(self.nearest_views(w2c, views)) if views else self
+        if chunk is None:
+            chunk = max(16, self.pairs // (scene.images.shape[0] * (self.cfg.n_coarse + self.cfg.n_fine)))
         parts = []
         for i in range(0, origins.shape[0], chunk):
-            out = self.render_rays(origins[i:i + chunk], dirs[i:i + chunk], far=far[i:i + chunk])
+            out = scene.render_rays(origins[i:i + chunk], dirs[i:i + chunk], far=far[i:i + chunk])
             parts.append({k: out[k].detach() for k in ("rgb", "distance", "normal", "opacity")})
         out = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         R = w2c[:3, :3].float()

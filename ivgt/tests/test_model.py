@@ -18,6 +18,7 @@ from ivgt.config import ModelConfig, load_config
 from ivgt.demo import run_demo
 from ivgt.mesh import bounds_from_points, extract_coarse_to_fine, extract_dense
 from ivgt.model import IVGT, cameras_from_encoding, pose_encoding, sample_views
+from ivgt.scene import Scene
 
 TINY = dict(image_size=(32, 32), patch_size=8, encoder_dim=32, encoder_layers=1, encoder_heads=2, dim=32, depth=1,
             heads=2, feature_dim=8, decoder_hidden=16, n_coarse=8, n_fine=8, up_sample_steps=1)
@@ -169,6 +170,8 @@ def test_demo_bad_input(tmp_path, tiny_model):
     (tmp_path / "bad" / "x.png").write_text("not an image")
     with pytest.raises(DatasetError, match="x.png"):
         run_demo(tmp_path / "bad", tmp_path / "o3", tiny_model)
+    with pytest.raises(ValueError, match="render-views"):
+        run_demo(tmp_path / "bad", tmp_path / "o4", tiny_model, render_views=-1)
 
 
 def test_scene_chunked_queries_renders_and_mesh_match_the_one_chunk_and_dense_paths(tiny_model):
@@ -195,3 +198,40 @@ def test_scene_chunked_queries_renders_and_mesh_match_the_one_chunk_and_dense_pa
     assert len(v_dense) > 0
     voxel = float(((bounds[1] - bounds[0]) / 16).max())
     assert point_cloud_metrics(v_c2f, v_dense)["chamfer"] < 0.5 * voxel
+
+
+def test_render_from_the_k_nearest_views(tiny_model):
+    """views=k picks the k input cameras nearest the rendered one (centre distance plus the optical
+    axes' angle times the median depth), only those views change its render, and k = V renders
+    exactly what all views render."""
+    torch.manual_seed(2)
+    scene = tiny_model.reconstruct(torch.rand(5, 3, 32, 32))
+    d = float(scene.depth.median())
+    turned = torch.tensor([[0.0, 0, -1], [0, 1, 0], [1, 0, 0]])  # 90 degrees about y
+    w2c = torch.eye(4).repeat(5, 1, 1)  # [5, 4, 4]: centres at x = 0, 0.02d, 0 (turned), 0.2d, 0.06d
+    w2c[2, :3, :3] = turned
+    for v, x in ((1, 0.02), (3, 0.2), (4, 0.06)):
+        w2c[v, 0, 3] = -x * d  # t = -R c with R = I
+    scene.w2c, scene.K = w2c, make_K(28.0, 28.0, 16.0, 16.0).expand(5, 3, 3)  # 60 degrees: the views overlap
+    assert scene.nearest_views(w2c[0], 3).tolist() == [0, 1, 4]  # view 2 shares view 0's centre, not its axis
+    assert scene.nearest_views(w2c[0], 4).tolist() == [0, 1, 3, 4]
+    between = w2c[0].clone()
+    between[0, 3] = -0.05 * d
+    assert scene.nearest_views(between, 2).tolist() == [1, 4]
+    assert scene.nearest_views(between, 9).tolist() == [0, 1, 2, 3, 4]
+    # k = V: the same views in the same order, the same numbers.
+    every = scene.render(scene.K[1], w2c[1], 8, 8)
+    for key, value in scene.render(scene.K[1], w2c[1], 8, 8, views=5).items():
+        assert torch.equal(value, every[key]), key
+    # Features of view 4 (seen from view 1 but not among its 2 nearest, 0 and 1) replaced: the
+    # k = 2 render is unchanged, the all-views render is not.
+    features = scene.features.clone()
+    features[4] = torch.randn_like(features[4]) * 10
+    other = Scene(tiny_model, scene.images, features, scene.depth, scene.K, w2c)
+    near = scene.render(scene.K[1], w2c[1], 8, 8, views=2)
+    other_near = other.render(scene.K[1], w2c[1], 8, 8, views=2)
+    for key in near:
+        assert torch.equal(near[key], other_near[key]), key
+    assert not torch.allclose(other.render(scene.K[1], w2c[1], 8, 8)["rgb"], every["rgb"], atol=1e-4)
+    with pytest.raises(ValueError, match="views"):
+        scene.render(scene.K[1], w2c[1], 8, 8, views=-1)
