@@ -1,7 +1,8 @@
 """IVGT: forward time and peak memory against the number of views (tiny config, random weights),
 mesh extraction, coarse-to-fine band against dense marching cubes, at 128 / 256 / 512 cells, and
-the whole `ivgt.demo` against the number of views (2, 8, 20, 40 synthetic photos of 256x256: seconds
-and peak memory per stage, each run in a fresh process).
+the whole `ivgt.demo` against the number of views (2, 8, 20, 40 synthetic photos of 256x256, each view
+rendered from its `ivgt.demo.RENDER_VIEWS` nearest views as the demo does: seconds and peak memory per
+stage, each run in a fresh process).
 
 The mesh cases use the analytic sphere SDF (ivgt.analytic.sphere_sdf) so that dense 512^3 runs in
 seconds on a CPU; the SDF-query counts are the same for any SDF with the same zero set, and a
@@ -226,7 +227,7 @@ def sample():
 thread = threading.Thread(target=sample, daemon=True)
 start = time.perf_counter()
 thread.start()
-info = run_demo({images!r}, {out!r}, model, mesh_resolution={mesh_resolution})
+info = run_demo({images!r}, {out!r}, model, mesh_resolution={mesh_resolution}, render_views={render_views})
 done.set()
 thread.join()
 total = time.perf_counter() - start
@@ -244,12 +245,15 @@ print(json.dumps({{"seconds": info["seconds"], "total_s": total, "peak_rss_mb": 
 """
 
 
-def demo_scaling(report: PerfReport, views=(2, 8, 20, 40), size: int = 256, mesh_resolution: int = 64) -> None:
-    """`ivgt.demo` (run_demo: read the photos, reconstruct, render every view and write its maps,
-    mesh) on the first V views of one synthetic indoor scene's photos, the tiny config's random-weight
-    model (the cost does not depend on the weights), each V in a fresh process on this process's
-    torch threads: total and per-stage seconds, peak RSS of the whole process (`ru_maxrss`) and the
-    sampled peak within each stage. One row per V; the notes give the growth against V."""
+def demo_scaling(report: PerfReport, views=(2, 8, 20, 40), size: int = 256, mesh_resolution: int = 64,
+                 render_views: int | None = None) -> None:
+    """`ivgt.demo` (run_demo: read the photos, reconstruct, render every view from its
+    `render_views` nearest views (default: the demo's; 0: all) and write its maps, mesh from all
+    views) on the first V views of one synthetic indoor scene's photos, the tiny config's
+    random-weight model (the cost hardly depends on the weights), each V in a fresh process on this
+    process's torch threads: total and per-stage seconds, peak RSS of the whole process
+    (`ru_maxrss`) and the sampled peak within each stage. One row per V; the notes give the growth
+    against V."""
     import tempfile
     from pathlib import Path
 
@@ -257,6 +261,9 @@ def demo_scaling(report: PerfReport, views=(2, 8, 20, 40), size: int = 256, mesh
 
     from common.synthetic import generate_scene
 
+    from ivgt.demo import RENDER_VIEWS
+
+    render_views = RENDER_VIEWS if render_views is None else render_views
     config = str(Path(__file__).parents[2] / "ivgt" / "configs" / "tiny.yaml")
     sample, _ = generate_scene(0, "indoor", num_views=max(views), size=size)
     results = {}
@@ -270,13 +277,16 @@ def demo_scaling(report: PerfReport, views=(2, 8, 20, 40), size: int = 256, mesh
             for v in range(V):
                 (folder / f"view_{v:03d}.png").symlink_to(Path(tmp) / f"view_{v:03d}.png")
             code = _DEMO.format(threads=torch.get_num_threads(), config=config, images=str(folder),
-                                out=str(Path(tmp) / f"out_{V}"), mesh_resolution=mesh_resolution)
+                                out=str(Path(tmp) / f"out_{V}"), mesh_resolution=mesh_resolution,
+                                render_views=render_views)
             out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=7200)
             if out.returncode != 0:
                 report.notes.append(f"demo, {V} views: failed ({out.stderr.strip().splitlines()[-1:]})")
                 continue
             r = results[V] = json.loads(out.stdout.strip().splitlines()[-1])
-            report.add(Measurement(impl="ivgt.demo", case=f"demo, {V} views of {size}x{size}, mesh {mesh_resolution}^3",
+            each = f"{render_views} nearest" if render_views else "all"
+            report.add(Measurement(impl="ivgt.demo", case=f"demo, {V} views of {size}x{size} (rendered from {each}), "
+                                                          f"mesh {mesh_resolution}^3",
                                    median_s=r["total_s"], q25_s=r["total_s"], q75_s=r["total_s"], repeats=1,
                                    items=V, unit="views", peak_memory_mb=r["peak_rss_mb"], extra=r))
     if not results:
@@ -286,7 +296,8 @@ def demo_scaling(report: PerfReport, views=(2, 8, 20, 40), size: int = 256, mesh
         sec, mem = r["seconds"], r["stage_peak_rss_mb"]
         report.notes.append(
             f"demo {V} views: {r['total_s']:.1f} s in all (x{r['total_s'] / results[base]['total_s']:.1f} the {base}-view "
-            f"run; (V / {base})^2 = {(V / base) ** 2:.0f}); reconstruct {sec['reconstruct']:.2f} s / {mem['reconstruct']:.0f} MiB, "
+            f"run; V / {base} = {V / base:.0f}, (V / {base})^2 = {(V / base) ** 2:.0f}); each view rendered from "
+            f"{f'its {render_views} nearest views' if render_views else 'all views'}; reconstruct {sec['reconstruct']:.2f} s / {mem['reconstruct']:.0f} MiB, "
             f"render + write {sec['render']:.1f} s ({sec['render'] / V:.2f} s per view) / {mem['render']:.0f} MiB, "
             f"mesh {sec['mesh']:.1f} s ({r['sdf_queries']:,} SDF queries) / {mem['mesh']:.0f} MiB; "
             f"whole-process peak RSS {r['peak_rss_mb']:.0f} MiB")
