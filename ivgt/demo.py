@@ -107,11 +107,12 @@ def run_demo(images, out_dir, model: IVGT, mesh_resolution: int = 64, seed: int 
         per_unit, unit = scene.units_per_given, {"metres": "m"}.get(ann.get("pose_units", "metres"), "units")
     # Each view is rendered and its pictures written at once; only its model-resolution maps are
     # kept, for the previews. Its queries aggregate its k nearest views (IBRNet's source-view
-    # selection), so that V views cost O(V k), not O(V^2) as with every view in every query.
+    # selection), so that V views cost O(V k), not O(V^2) as with every view in every query; no
+    # colour is rendered (only depth and normals are written).
     start, small, K_model = time.perf_counter(), [], scene.K.cpu()
     for v, name in enumerate(sample.view_names):
         bar.set_postfix_str(f"rendering {name}")
-        rendered = scene.render(scene.K[v], scene.w2c[v], scene.height, scene.width, views=render_views)
+        rendered = scene.render(scene.K[v], scene.w2c[v], scene.height, scene.width, views=render_views, rgb=False)
         small.append(write_view(out, name, rendered, K_model[v], (H, W), per_unit, unit))
         bar.update()
     bar.set_postfix_str("depth previews and contact sheet")

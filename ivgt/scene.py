@@ -140,12 +140,19 @@ class Scene:
         radius = torch.quantile((pts - center).norm(dim=-1), 0.98)
         return (origins - center).norm(dim=-1) + 1.2 * radius
 
-    def render_rays(self, origins, dirs, create_graph: bool = False, far: torch.Tensor | None = None) -> dict:
+    def _field_without_color(self, points: torch.Tensor):  # points [R, S, 3]: colour 0, never decoded
+        sdf = self._sdf_only(points)  # [R, S]
+        return sdf, sdf.new_zeros(()).expand(*sdf.shape, 3)
+
+    def render_rays(self, origins, dirs, create_graph: bool = False, far: torch.Tensor | None = None,
+                    rgb: bool = True) -> dict:
         """Volume-render rays (origins, dirs [R, 3], first-camera frame) between cfg.near and far
-        [R] (default `far_for`); `ivgt.render.render_rays` says what comes back."""
+        [R] (default `far_for`); `ivgt.render.render_rays` says what comes back (rgb=False: its
+        "rgb" is 0, the colour decoder not run)."""
         near = torch.full_like(origins[:, 0], self.cfg.near)
         far = torch.maximum(self.far_for(origins) if far is None else far, near * 2)
-        return render_rays(self._field, self._sdf_only, origins, dirs, near, far, density=self.cfg.density,
+        field = self._field if rgb else self._field_without_color
+        return render_rays(field, self._sdf_only, origins, dirs, near, far, density=self.cfg.density,
                            variance=self.decoder.variance, n_coarse=self.cfg.n_coarse, n_fine=self.cfg.n_fine,
                            up_sample_steps=self.cfg.up_sample_steps, create_graph=create_graph)
 
@@ -172,12 +179,13 @@ class Scene:
         return torch.argsort(score, stable=True)[:k].sort().values
 
     def render(self, K: torch.Tensor, w2c: torch.Tensor, height: int, width: int, chunk: int | None = None,
-               views: int | None = None) -> dict:
+               views: int | None = None, rgb: bool = True) -> dict:
         """Render any camera (K [3, 3] pixels, w2c [4, 4], first-camera frame): rgb [3, H, W],
         depth [H, W] (z), normals [3, H, W] (unit, that camera's frame, towards it), opacity [H, W].
         `views` = k > 0 aggregates every query over the k input views nearest that camera
         (`nearest_views`, as IBRNet selects source views) instead of all V: a render then costs
         O(k), not O(V); None or 0: all views. The far bound comes from every view either way.
+        rgb=False leaves out "rgb" and the colour decoder (depth and normals only, as the demo writes).
         Rays go `chunk` at a time (default: `pairs` (view, sample) pairs per chunk, so that memory
         stays flat as views are added); the result does not depend on it."""
         from common.cameras import pixel_rays
@@ -192,18 +200,21 @@ class Scene:
             chunk = max(16, self.pairs // (scene.images.shape[0] * (self.cfg.n_coarse + self.cfg.n_fine)))
         parts = []
         for i in range(0, origins.shape[0], chunk):
-            out = scene.render_rays(origins[i:i + chunk], dirs[i:i + chunk], far=far[i:i + chunk])
+            out = scene.render_rays(origins[i:i + chunk], dirs[i:i + chunk], far=far[i:i + chunk], rgb=rgb)
             parts.append({k: out[k].detach() for k in ("rgb", "distance", "normal", "opacity")})
         out = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         R = w2c[:3, :3].float()
         depth = out["distance"] * (dirs @ R[2])  # z = distance * (d . camera z axis)
         normals = F.normalize(out["normal"] @ R.T, dim=-1)  # [HW, 3] camera frame
-        return {
+        maps = {
             "rgb": out["rgb"].T.reshape(3, height, width).clamp(0, 1),
             "depth": depth.reshape(height, width),
             "normals": normals.T.reshape(3, height, width),
             "opacity": out["opacity"].reshape(height, width),
         }
+        if not rgb:
+            del maps["rgb"]
+        return maps
 
     def extract_mesh(self, resolution: int = 64, bounds=None, coarse_to_fine: bool = True, levels: int = 2,
                      band: float = 4.0):

@@ -232,6 +232,9 @@ def test_render_from_the_k_nearest_views(tiny_model):
     other_near = other.render(scene.K[1], w2c[1], 8, 8, views=2)
     for key in near:
         assert torch.equal(near[key], other_near[key]), key
+    no_rgb = scene.render(scene.K[1], w2c[1], 8, 8, views=2, rgb=False)  # the colour decoder not run
+    assert set(no_rgb) == {"depth", "normals", "opacity"}
+    assert all(torch.allclose(no_rgb[key], near[key], atol=1e-6) for key in no_rgb)
     assert not torch.allclose(other.render(scene.K[1], w2c[1], 8, 8)["rgb"], every["rgb"], atol=1e-4)
     with pytest.raises(ValueError, match="views"):
         scene.render(scene.K[1], w2c[1], 8, 8, views=-1)
