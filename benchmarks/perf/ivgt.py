@@ -231,7 +231,12 @@ info = run_demo({images!r}, {out!r}, model, mesh_resolution={mesh_resolution}, r
 done.set()
 thread.join()
 total = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# The high-water mark of this address space: ru_maxrss survives fork + exec, so it would read the
+# parent benchmark's peak when that was larger (it did: 1,144 MiB for every V).
+try:
+    peak = int(next(x for x in open("/proc/self/status") if x.startswith("VmHWM")).split()[1]) * 1024
+except (OSError, StopIteration):
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 # Stage windows in order (reading and writing the rest fall between them): the sampled peak in each.
 edges, t = {{}}, start
 for name in ("read", "reconstruct", "render", "mesh"):
@@ -251,9 +256,9 @@ def demo_scaling(report: PerfReport, views=(2, 8, 20, 40), size: int = 256, mesh
     `render_views` nearest views (default: the demo's; 0: all) and write its maps, mesh from all
     views) on the first V views of one synthetic indoor scene's photos, the tiny config's
     random-weight model (the cost hardly depends on the weights), each V in a fresh process on this
-    process's torch threads: total and per-stage seconds, peak RSS of the whole process
-    (`ru_maxrss`) and the sampled peak within each stage. One row per V; the notes give the growth
-    against V."""
+    process's torch threads: total and per-stage seconds, peak RSS of the whole process (VmHWM;
+    `ru_maxrss` off Linux) and the sampled peak within each stage. One row per V; the notes give
+    the growth against V."""
     import tempfile
     from pathlib import Path
 
