@@ -160,8 +160,8 @@ def main(argv=None):
                    model=DEFAULT_MODEL, make="make reproduce-ivgt", out="results/ivgt/demo")
     p.add_argument("--mesh-resolution", type=int, default=64,
                    help="marching-cubes cells per side of the mesh's bounding box (>= 8)")
-    p.add_argument("--render-views", type=int, default=RENDER_VIEWS,
-                   help=f"render each view from its K nearest input views (default {RENDER_VIEWS}; 0: all views, "
+    p.add_argument("--render-views", type=int, default=RENDER_VIEWS, metavar="N",
+                   help=f"render each view from its N nearest input views (default {RENDER_VIEWS}; 0: all views, "
                         "whose cost grows as the square of the number of views); the mesh uses all views")
     p.add_argument("--seed", type=int, default=0, help="torch seed (the demo is deterministic on CPU)")
     add_view_flag(p)
