@@ -56,6 +56,10 @@ class DataConfig:
     max_train_views: int = 0  # views per scene, 0: all
     max_test_views: int = 0
     questions_per_view: int = 3
+    # Training recipe: questions per training view (0: questions_per_view) and whether each
+    # two-object question is also trained with its names swapped. The test split is unaffected.
+    train_questions_per_view: int = 0
+    train_both_orders: bool = False
     max_depth: float = 80.0
 
 
@@ -67,6 +71,9 @@ class StageConfig:
     batch_size: int = 4
     grad_clip: float = 1.0
     depth_weight: float = 1.0  # stage 2: loss = text + w * depth (w = 1.0 in the paper)
+    # Stage 2: images per batch whose depth is supervised (0: all). The head costs ~5x the tiny
+    # VLM, so supervising a few images per step buys many more question-answer steps.
+    depth_images: int = 0
     with_text: bool = True  # stage 1 of the official code trains without text (labels all -100)
 
 
@@ -105,10 +112,15 @@ def check_config(cfg: Config) -> None:
     check_min(cfg, ["train.checkpoint_every", "train.log_every", "max_new_tokens", "data.questions_per_view",
                     "model.patch_size", "model.spatial_merge"] + [f"{s}.batch_size" for s in stages], 1)
     check_min(cfg, ["train.silog_lambda", "data.max_size", "data.max_train_views",
-                    "data.max_test_views"]
-              + [f"{s}.{k}" for s in stages for k in ("steps", "warmup", "grad_clip", "depth_weight")], 0)
+                    "data.max_test_views", "data.train_questions_per_view"]
+              + [f"{s}.{k}" for s in stages
+                 for k in ("steps", "warmup", "grad_clip", "depth_weight", "depth_images")], 0)
     check_min(cfg, ["data.focal", "data.max_depth"] + [f"{s}.lr" for s in stages], 0, strict=True)
     for s in stages:
+        depth_images, batch = (common_config.get_key(cfg, f"{s}.{k}") for k in ("depth_images", "batch_size"))
+        if depth_images > batch:
+            raise common_config.ConfigError(
+                f"{s}.depth_images: {depth_images} images of a batch of {batch}; expected at most batch_size (0: all)")
         warmup = common_config.get_key(cfg, f"{s}.warmup")
         if warmup > 1:
             raise common_config.ConfigError(

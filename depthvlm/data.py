@@ -128,12 +128,20 @@ def spatial_questions(sample: Sample, view: int, rng, n: int) -> list[dict]:
                 continue
             ans = _name(objects[a] if z[a] < z[b] else objects[b])
             out.append({"type": "closer", "question": CLOSER.format(a=_name(objects[a]), b=_name(objects[b])),
-                        "answer": ans, "value": ans})
+                        "answer": ans, "value": ans, "names": [_name(objects[a]), _name(objects[b])]})
         else:
             d = math.dist(objects[a]["center"], objects[b]["center"])
             out.append({"type": "apart", "question": APART.format(a=_name(objects[a]), b=_name(objects[b])),
-                        "answer": f"{d:.1f}", "value": d})
+                        "answer": f"{d:.1f}", "value": d, "names": [_name(objects[a]), _name(objects[b])]})
     return out
+
+
+def swapped(question: dict) -> dict:
+    """A two-object question with its names in the other order: the same answer (the closer object,
+    the distance) asked the other way round."""
+    a, b = question["names"]
+    template = {"closer": CLOSER, "apart": APART}[question["type"]]
+    return {**question, "question": template.format(a=b, b=a), "names": [b, a]}
 
 
 def read_source(cfg, split: str):
@@ -188,11 +196,15 @@ def ensure_synthetic(cfg, train_scenes: int = 64, test_scenes: int = 32, views: 
 
 
 def build_items(cfg, split: str, factor: int, max_views: int = 0, seed: int = 0) -> list[VLMItem]:
-    """Every view of a split as benchmark items (first `max_views` views per scene if > 0)."""
+    """Every view of a split as benchmark items (first `max_views` views per scene if > 0). The
+    training split gets `train_questions_per_view` questions per view when it is set; any other
+    split `questions_per_view`, so the test questions do not depend on the training recipe."""
+    n = cfg.train_questions_per_view if split == cfg.train_split and cfg.train_questions_per_view else \
+        cfg.questions_per_view
     items = []
     for sample in read_source(cfg, split):
         views = range(min(sample.num_views, max_views)) if max_views else None
         items += to_vlm_items(sample, cfg.focal, factor, cfg.max_size, cfg.require_intrinsics,
                               domain=getattr(cfg, "domain", "") or None,
-                              questions_per_view=cfg.questions_per_view, seed=seed, views=views)
+                              questions_per_view=n, seed=seed, views=views)
     return items

@@ -98,7 +98,8 @@ class DepthVLMForConditionalGeneration(Qwen3VLForConditionalGeneration):
 
         image_sizes [N_img, 2]: (H, W) to decode depth at (default: the patch grid's pixel size).
         depth_labels: list of [H, W] z-depth maps in metres (0 = invalid), one per image, the same
-        size as the image. Loss: SILog (lambda 0.5) + text CE on `labels` != -100 as
+        size as the image; None for an image skips its head (no depth, no loss). Loss: SILog
+        (lambda 0.5) + text CE on `labels` != -100 as
         text + w * depth; depth alone when no token is labelled (stage 1). The text CE is the mean
         over the labelled tokens, or their sum / num_items_in_batch (a global batch's token count,
         across processes).
@@ -130,16 +131,22 @@ class DepthVLMForConditionalGeneration(Qwen3VLForConditionalGeneration):
             sizes = (image_sizes.tolist() if image_sizes is not None
                      else [[h * factor // 1, w * factor] for h, w in (image_grid_thw[:, 1:] //
                            self.config.vision_config.spatial_merge_size).tolist()])
-            depth = [self.depth_head(m, tuple(s)) for m, s in zip(maps, sizes)]  # N_img x [H, W]
+            if depth_labels is not None and len(depth_labels) != len(maps):
+                raise ValueError(f"depth_labels: {len(depth_labels)} maps for {len(maps)} images")
+            # A None label skips the head for that image (its depth is None): training steps that
+            # supervise depth on a few images of the batch pay for the head on those only.
+            decode = [depth_labels is None or g is not None for g in (depth_labels or maps)]
+            depth = [self.depth_head(m, tuple(s)) if d else None
+                     for m, s, d in zip(maps, sizes, decode)]  # N_img x [H, W] (or None)
             if depth_labels is not None:
-                if len(depth_labels) != len(depth):
-                    raise ValueError(f"depth_labels: {len(depth_labels)} maps for {len(depth)} images")
+                pairs = [(p, g) for p, g in zip(depth, depth_labels) if g is not None]
                 for i, (p, g) in enumerate(zip(depth, depth_labels)):
-                    if tuple(g.shape) != tuple(p.shape):
+                    if g is not None and tuple(g.shape) != tuple(p.shape):
                         raise ValueError(f"depth_labels[{i}]: shape {list(g.shape)}, expected the image "
                                          f"size {list(p.shape)} (resample depth with the image)")
-                depth_loss = torch.stack([silog_loss(p, g.to(p), self.config.silog_lambda)
-                                          for p, g in zip(depth, depth_labels)]).mean()
+                if pairs:
+                    depth_loss = torch.stack([silog_loss(p, g.to(p), self.config.silog_lambda)
+                                              for p, g in pairs]).mean()
         if text_loss is not None and depth_loss is not None:
             loss = text_loss + self.config.depth_loss_weight * depth_loss
         else:

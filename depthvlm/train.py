@@ -40,7 +40,7 @@ from common.checkpoint import atomic_checkpoint, checkpoint_to_resume, load_safe
 from common.cli import OneLineParser, add_threads_flag, one_line_errors, set_threads
 from common.results import truncate_jsonl
 from depthvlm.config import load_config, to_dict
-from depthvlm.data import DEPTH_PROMPT, build_items, ensure_synthetic
+from depthvlm.data import DEPTH_PROMPT, build_items, ensure_synthetic, swapped
 from depthvlm.model import build_model, load_pretrained, save_pretrained
 
 
@@ -61,12 +61,17 @@ def freeze_for_stage(model, stage: int) -> list[str]:
     return [n for n, p in model.named_parameters() if p.requires_grad]
 
 
-def training_examples(items, stage) -> list[tuple[int, str, str | None]]:
+def training_examples(items, stage, both_orders: bool = False) -> list[tuple[int, str, str | None]]:
     """(item index, prompt, answer) triples: stage 1 pairs each image with the depth prompt and no
-    answer; stage 2 and the text-only run use the spatial questions with their answers."""
+    answer; stage 2 and the text-only run use the spatial questions with their answers, and with
+    `both_orders` each two-object question once more with its names swapped (same answer), so that
+    the answer cannot be learned from the names' order."""
     if stage == 1:
         return [(i, DEPTH_PROMPT, None) for i in range(len(items))]
-    out = [(i, q["question"], q["answer"]) for i, it in enumerate(items) for q in it.questions]
+    questions = [(i, q) for i, it in enumerate(items) for q in it.questions]
+    if both_orders:
+        questions += [(i, swapped(q)) for i, q in questions if "names" in q]
+    out = [(i, q["question"], q["answer"]) for i, q in questions]
     if not out:
         raise ValueError("training data: no spatial questions (stage 2 needs scenes with object annotations)")
     return out
@@ -80,14 +85,17 @@ def check_global_batch(n_examples: int, scfg, stage, world: int) -> None:
                          f"{n_examples}; lower the stage's batch_size")
 
 
-def make_batch(processor, items, examples, idx, with_depth: bool, device) -> dict:
+def make_batch(processor, items, examples, idx, with_depth: bool, device, depth_images: int = 0) -> dict:
+    """The processor's inputs for examples `idx`; with depth, the labels of the first `depth_images`
+    of them (0: all; the others None, so the head skips them)."""
     chosen = [examples[i] for i in idx]
     images = [items[i].image for i, _, _ in chosen]
     answers = None if chosen[0][2] is None else [a for _, _, a in chosen]
     batch = processor(images, [p for _, p, _ in chosen], answers)
     batch = {k: v.to(device) for k, v in batch.items()}
     if with_depth:
-        batch["depth_labels"] = [items[i].depth.to(device) for i, _, _ in chosen]
+        n = depth_images or len(chosen)
+        batch["depth_labels"] = [items[i].depth.to(device) if j < n else None for j, (i, _, _) in enumerate(chosen)]
     return batch
 
 
@@ -148,7 +156,7 @@ def load_checkpoint(path: Path, model, optimizer) -> int:
 
 
 def train_stage(model, processor, items, scfg, stage, out_dir: Path, seed: int, resume: bool = False,
-                checkpoint_every: int = 50, log=None, desc: str | None = None) -> dict:
+                checkpoint_every: int = 50, log=None, desc: str | None = None, both_orders: bool = False) -> dict:
     """Train one stage in place; returns {"loss", "depth_loss", "text_loss"} of the last step (the
     global batch's). Only the main process writes (`log` is None on the others)."""
     from accelerate import Accelerator
@@ -160,7 +168,7 @@ def train_stage(model, processor, items, scfg, stage, out_dir: Path, seed: int, 
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused)])
     world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     trainable = freeze_for_stage(model, stage)
-    examples = training_examples(items, stage)
+    examples = training_examples(items, stage, both_orders)
     B = scfg.batch_size
     check_global_batch(len(examples), scfg, stage, world)
     with_depth = stage != "text"
@@ -190,7 +198,8 @@ def train_stage(model, processor, items, scfg, stage, out_dir: Path, seed: int, 
         rng = np.random.default_rng([seed, stage_seed, step])
         idx = rng.choice(len(examples), size=min(world * B, len(examples)), replace=False)  # the global batch
         idx = idx[rank * B:(rank + 1) * B]  # this rank's share
-        batch = make_batch(processor, items, examples, idx, with_depth, accelerator.device)
+        batch = make_batch(processor, items, examples, idx, with_depth, accelerator.device,
+                           scfg.depth_images if stage == 2 else 0)
         tokens = None  # the global batch's answer-token count (transformers shifts the labels)
         if world > 1 and "labels" in batch:
             tokens = accelerator.reduce((batch["labels"][:, 1:] != -100).sum(), "sum")
@@ -243,7 +252,8 @@ def train(cfg, resume: bool = False, stages=(1, 2)) -> Path:
     items = build_items(cfg.data, cfg.data.train_split, processor.factor, cfg.data.max_train_views, cfg.seed)
     for stage in stages:  # before any training
         scfg = cfg.train.stage1 if stage == 1 else cfg.train.stage2
-        check_global_batch(len(training_examples(items, stage)), scfg, stage, state.num_processes)
+        check_global_batch(len(training_examples(items, stage, cfg.data.train_both_orders)), scfg, stage,
+                           state.num_processes)
     summary = {}
     log_path = out_dir / "metrics.jsonl"
     if main and not resume:
@@ -260,7 +270,8 @@ def train(cfg, resume: bool = False, stages=(1, 2)) -> Path:
         model.config.depth_loss_weight = scfg.depth_weight
         with open(log_path, "a") if main else nullcontext() as log:
             summary[f"stage{stage}"] = train_stage(model, processor, items, scfg, stage, out_dir, cfg.seed, resume,
-                                                   cfg.train.checkpoint_every, log)
+                                                   cfg.train.checkpoint_every, log,
+                                                   both_orders=cfg.data.train_both_orders)
         if main:
             save_pretrained(model, processor, final)
         state.wait_for_everyone()

@@ -1,0 +1,61 @@
+"""The stage-2 recipe's knobs: depth supervised on a few images per step, more training questions,
+two-object questions in both orders; the test questions do not depend on any of them."""
+
+import pytest
+import torch
+
+from depthvlm.config import load_config
+from depthvlm.data import swapped
+from depthvlm.model import silog_loss
+from depthvlm.train import make_batch, training_examples
+
+
+def test_unlabelled_images_skip_the_head_and_the_loss(tiny, scene_items):
+    model, proc = tiny
+    items = scene_items[:2]
+    batch = proc([it.image for it in items], ["Which is closer?"] * 2)
+    with torch.no_grad():
+        full = model(**batch, depth_labels=[it.depth for it in items])
+        part = model(**batch, depth_labels=[items[0].depth, None])
+    assert part.depth[1] is None and torch.equal(part.depth[0], full.depth[0])
+    assert part.depth_loss.item() == pytest.approx(silog_loss(full.depth[0], items[0].depth).item())
+    assert full.depth_loss.item() != pytest.approx(part.depth_loss.item())
+
+
+def test_make_batch_labels_the_first_depth_images(tiny, scene_items):
+    _, proc = tiny
+    examples = training_examples(scene_items, 2)
+    batch = make_batch(proc, scene_items, examples, [0, 1, 2], True, "cpu", depth_images=1)
+    assert batch["depth_labels"][0] is not None and batch["depth_labels"][1:] == [None, None]
+    assert all(d is not None for d in make_batch(proc, scene_items, examples, [0, 1, 2], True, "cpu")["depth_labels"])
+
+
+def test_both_orders_adds_each_two_object_question_swapped_with_its_answer(scene_items):
+    plain = training_examples(scene_items, 2)
+    both = training_examples(scene_items, 2, both_orders=True)
+    two = [(i, q) for i, it in enumerate(scene_items) for q in it.questions if q["type"] in ("closer", "apart")]
+    assert two and both[:len(plain)] == plain and len(both) == len(plain) + len(two)
+    for (i, q), (j, prompt, answer) in zip(two, both[len(plain):]):
+        a, b = q["names"]
+        assert (i, answer) == (j, q["answer"]) and prompt == swapped(q)["question"]
+        assert prompt.index(b) < prompt.index(a) and q["question"].index(a) < q["question"].index(b)
+
+
+def test_training_question_count_leaves_the_test_questions_unchanged(tmp_path):
+    from common.synthetic import generate_split
+    from depthvlm.data import build_items
+
+    for split in ("train", "test"):
+        generate_split(tmp_path, split, scenes=1, views=2, size=64, seed=0, progress=False)
+    base = load_config(None, [f"data.root={tmp_path}", "data.focal=60", "data.max_size=64"]).data
+    more = load_config(None, [f"data.root={tmp_path}", "data.focal=60", "data.max_size=64",
+                              "data.train_questions_per_view=9"]).data
+    questions = lambda cfg, split: [q for it in build_items(cfg, split, 16) for q in it.questions]  # noqa: E731
+    assert questions(more, "test") == questions(base, "test")
+    assert len(questions(more, "train")) > len(questions(base, "train"))
+
+
+def test_depth_images_above_the_batch_is_an_error():
+    with pytest.raises(ValueError, match="train.stage2.depth_images"):
+        load_config(None, ["train.stage2.batch_size=4", "train.stage2.depth_images=5"])
+    assert load_config(None, ["train.stage2.depth_images=2"]).train.stage2.depth_images == 2
