@@ -2,12 +2,15 @@
 `--render-views`) against all of them, on the synthetic test scenes with every view as input.
 
     python -m ivgt.diagnostics.render_views --model results/ivgt/benchmark/model --scenes 16 --k 2 4 6
+    python -m ivgt.diagnostics.render_views --model results/ivgt/benchmark/model --views 24 --scenes 8 --k 4 8
 
 Per scene, all V views (8 in the test split) go through the model as `ivgt.evaluate` feeds its 4
 (`canonical_views`, the backbone's size, predicted cameras); each input view's depth and normals
 are rendered at `evaluate`'s 32x32 from all V views and from its k nearest, and scored as
 `evaluate` scores depth (AbsRel and delta1, median-aligned per image) and normals (mean angle).
-Prints one JSON object: the means over scenes per setting and the paired differences to "all".
+`--views N` generates scenes of N views of 128x128 with `common.synthetic` instead (seeds 1000 + i,
+indoor and outdoor in turn), as the stored split has 8. Prints one JSON object: the means over
+scenes per setting and the paired differences to "all".
 """
 
 from __future__ import annotations
@@ -53,11 +56,18 @@ def main(argv=None):
     p.add_argument("--data", default="data/synthetic")
     p.add_argument("--scenes", type=int, default=16)
     p.add_argument("--k", type=int, nargs="+", default=[2, 4, 6])
+    p.add_argument("--views", type=int, default=0, help="generate scenes of this many views (0: the stored split)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = IVGT.load(a.model).eval().requires_grad_(False)
-    data = SceneDataset(a.data, "test", load=("depth", "normals"))
+    if a.views:
+        from common.synthetic import generate_scene
+
+        data = [generate_scene(1000 + i, ("indoor", "outdoor")[i % 2], num_views=a.views, size=128)[0]
+                for i in range(a.scenes)]
+    else:
+        data = SceneDataset(a.data, "test", load=("depth", "normals"))
     per = [scene_scores(model, data[i], a.k) for i in range(min(a.scenes, len(data)))]
     settings = list(per[0])
     means = {s: {m: float(np.mean([x[s][m] for x in per])) for m in per[0][s]} for s in settings}
