@@ -86,16 +86,19 @@ def check_global_batch(n_examples: int, scfg, stage, world: int) -> None:
 
 
 def make_batch(processor, items, examples, idx, with_depth: bool, device, depth_images: int = 0) -> dict:
-    """The processor's inputs for examples `idx`; with depth, the labels of the first `depth_images`
-    of them (0: all; the others None, so the head skips them)."""
+    """The processor's inputs for examples `idx`; with depth, the labels of `depth_images` of them
+    spread evenly (0: all; the others None, so the head skips them). Example j is labelled when
+    (j * depth_images) % len(idx) < depth_images, so N processes at (B, k) label the same examples
+    of the global batch as one process at (N * B, N * k)."""
     chosen = [examples[i] for i in idx]
     images = [items[i].image for i, _, _ in chosen]
     answers = None if chosen[0][2] is None else [a for _, _, a in chosen]
     batch = processor(images, [p for _, p, _ in chosen], answers)
     batch = {k: v.to(device) for k, v in batch.items()}
     if with_depth:
-        n = depth_images or len(chosen)
-        batch["depth_labels"] = [items[i].depth.to(device) if j < n else None for j, (i, _, _) in enumerate(chosen)]
+        n, B = depth_images or len(chosen), len(chosen)
+        batch["depth_labels"] = [items[i].depth.to(device) if (j * n) % B < n else None
+                                 for j, (i, _, _) in enumerate(chosen)]
     return batch
 
 

@@ -22,12 +22,15 @@ def test_unlabelled_images_skip_the_head_and_the_loss(tiny, scene_items):
     assert full.depth_loss.item() != pytest.approx(part.depth_loss.item())
 
 
-def test_make_batch_labels_the_first_depth_images(tiny, scene_items):
+def test_make_batch_spreads_the_depth_images_over_the_batch(tiny, scene_items):
     _, proc = tiny
     examples = training_examples(scene_items, 2)
-    batch = make_batch(proc, scene_items, examples, [0, 1, 2], True, "cpu", depth_images=1)
-    assert batch["depth_labels"][0] is not None and batch["depth_labels"][1:] == [None, None]
-    assert all(d is not None for d in make_batch(proc, scene_items, examples, [0, 1, 2], True, "cpu")["depth_labels"])
+    labelled = lambda idx, k: [d is not None for d in  # noqa: E731
+                               make_batch(proc, scene_items, examples, idx, True, "cpu", depth_images=k)["depth_labels"]]
+    assert labelled([0, 1, 2, 3], 2) == [True, False, True, False]
+    # two ranks at (2, 1) label the global batch's examples that one process at (4, 2) labels
+    assert labelled([0, 1], 1) + labelled([2, 3], 1) == labelled([0, 1, 2, 3], 2)
+    assert labelled([0, 1, 2], 0) == [True] * 3 and labelled([0, 1, 2], 1) == [True, False, False]
 
 
 def test_both_orders_adds_each_two_object_question_swapped_with_its_answer(scene_items):

@@ -200,8 +200,8 @@ def test_public_dataset_layouts_become_benchmark_items(tmp_path, source):
 
 @pytest.mark.parametrize("stage", [1, 2])
 def test_two_processes_follow_one_with_twice_the_batch(tmp_path, stage):
-    """torchrun with 2 CPU processes (gloo) at batch 2 each, in one stage (the other has 0 steps):
-    the log and trained weights of one process at batch 4, far closer than those of one process at
+    """torchrun with 2 CPU processes (gloo) at batch 2 each (stage 2: depth on 1 image each), in one
+    stage (the other has 0 steps): the log and trained weights of one process at batch 4 (depth on 2), far closer than those of one process at
     batch 2; only the main process writes."""
     from safetensors.torch import load_file
 
@@ -221,10 +221,10 @@ def test_two_processes_follow_one_with_twice_the_batch(tmp_path, stage):
     outs = {}
     for name, b in (("one", 4), ("half", 2)):
         outs[name] = tmp_path / name
-        kill_resume.run(["-m", "depthvlm.train", *args, f"{batch}={b}", f"out_dir={outs[name]}"],
-                        tmp_path / f"{name}.log")
-    outs["two"] = two_processes.run("depthvlm.train", [*args, f"{batch}=2"], "out_dir", tmp_path / "two",
-                                    tmp_path / "two.log")
+        kill_resume.run(["-m", "depthvlm.train", *args, f"{batch}={b}", f"train.stage2.depth_images={b // 2}",
+                         f"out_dir={outs[name]}"], tmp_path / f"{name}.log")
+    outs["two"] = two_processes.run("depthvlm.train", [*args, f"{batch}=2", "train.stage2.depth_images=1"],
+                                    "out_dir", tmp_path / "two", tmp_path / "two.log")
     files = {n: sorted(str(p.relative_to(d)) for p in d.rglob("*")) for n, d in outs.items()}
     assert files["two"] == files["one"], (files["two"], files["one"])
     logs = {n: [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
