@@ -19,13 +19,13 @@ import numpy as np
 import torch
 
 from common.cli import OneLineParser, add_threads_flag, check_out_dir, one_line_errors, set_threads
-from common.metrics import bootstrap_ci, depth_metrics
+from common.metrics import bootstrap_ci, depth_metrics, paired_bootstrap_test
 from common.results import git_commit, markdown_table, write_results
 from depthvlm.baselines import (depthnet_from_vlm_config, median_depth, predict_depthnet, prior_answers,
                                 train_depthnet)
 from depthvlm.config import load_config
 from depthvlm.data import build_items, check_source, ensure_synthetic
-from depthvlm.evaluate import depth_scores, evaluate_model, qa_scores
+from depthvlm.evaluate import depth_scores, evaluate_model, qa_scores, run_depthvlm, score_answer
 from depthvlm.model import build_model, load_pretrained
 from depthvlm.train import train, train_stage
 
@@ -108,10 +108,8 @@ def main(argv=None):
     timing["depthvlm_train_s"] = time.time() - s
     model, processor = load_pretrained(final)
     model.to(device)
-    ours = evaluate_model(model, processor, test_items, **ev)
-    methods["depthvlm"] = ours
-    from depthvlm.evaluate import run_depthvlm
-    ours_depth, _ = run_depthvlm(model, processor, test_items, text=False)
+    ours_depth, ours_qa = run_depthvlm(model, processor, test_items, max_new_tokens=cfg.max_new_tokens)
+    methods["depthvlm"] = {**depth_scores(ours_depth, test_items, cfg.data.max_depth), **qa_scores(ours_qa)}
 
     stage1, _ = load_pretrained(Path(cfg.out_dir) / "stage1" / "final")
     ablations["depthvlm-stage1-only"] = evaluate_model(stage1.to(device), processor, test_items, text=False, **ev)
@@ -119,7 +117,9 @@ def main(argv=None):
     # Two models: a separate depth network (vision encoder + DPT head, all trained) on the same data.
     torch.manual_seed(cfg.seed)
     net = depthnet_from_vlm_config(model.config).to(device)
-    steps = cfg.train.stage1.steps + cfg.train.stage2.steps
+    # as many depth-supervised images as DepthVLM's head sees in both stages, in stage 1's batches
+    s1, s2 = cfg.train.stage1, cfg.train.stage2
+    steps = s1.steps + round(s2.steps * (s2.depth_images or s2.batch_size) / s1.batch_size)
     s = time.time()
     train_depthnet(net, processor, train_items, steps, cfg.train.stage1.lr, cfg.train.stage1.batch_size, cfg.seed,
                    lam=cfg.train.silog_lambda)
@@ -132,10 +132,21 @@ def main(argv=None):
     text_model, _ = build_model(cfg.model, seed=cfg.seed)
     s = time.time()
     train_stage(text_model, processor, train_items, cfg.train.stage2, "text", Path(cfg.out_dir), cfg.seed,
-                checkpoint_every=10**9, desc="text-only VLM")
+                checkpoint_every=10**9, desc="text-only VLM", both_orders=cfg.data.train_both_orders)
     timing["text_only_train_s"] = time.time() - s
-    methods["vlm-spatial-qa-no-depth-head"] = evaluate_model(text_model.to(device), processor, test_items,
-                                                             depth=False, **ev)
+    _, text_qa = run_depthvlm(text_model.to(device), processor, test_items, max_new_tokens=cfg.max_new_tokens,
+                              depth=False)
+    methods["vlm-spatial-qa-no-depth-head"] = qa_scores(text_qa)
+
+    # Does depth supervision help spatial reasoning? Paired bootstrap over the test questions
+    # (both models answer the same questions, in the same order).
+    paired = {}
+    for metric, kinds in (("qa_accuracy", None), ("qa_closer", {"closer"})):
+        pairs = [(score_answer(q, a), score_answer(q2, b)) for (q, a), (q2, b) in zip(ours_qa, text_qa)
+                 if kinds is None or q["type"] in kinds]
+        assert all(q is q2 for (q, _), (q2, _) in zip(ours_qa, text_qa))  # the same questions
+        a, b = np.array(pairs).T
+        paired[metric] = paired_bootstrap_test(a, b, seed=cfg.seed)
 
     # 95% bootstrap intervals of DepthVLM's per-image delta1 per domain.
     ci = {}
@@ -156,13 +167,18 @@ def main(argv=None):
         "methods": {k: {m: v for m, v in d.items() if m in METRICS} for k, d in methods.items()},
         "ablations": {k: {m: v for m, v in d.items() if m in METRICS} for k, d in ablations.items()},
         "ci95": {"depthvlm": ci},
+        "paired_bootstrap": {"depthvlm - vlm-spatial-qa-no-depth-head": paired},
         "paper_reported": PAPER,
         "environment": {"device": device, "seconds": time.time() - t0, "git": git_commit(), **timing},
     }
     write_results(out / "results.json", results)
     table = markdown_table(results)
-    (out / "results.md").write_text(f"# DepthVLM on the synthetic benchmark\n\n{table}\n")
     save_pictures(out / "depth_maps.png", test_items, {"DepthVLM": ours_depth, "separate depth net": net_depth})
+    test = "\n".join(f"| depthvlm - vlm-spatial-qa-no-depth-head | {m} | {t['difference']:+.4f} | "
+                     f"[{t['ci_low']:+.4f}, {t['ci_high']:+.4f}] | {t['p_value']:.3g} |" for m, t in paired.items())
+    table += ("\n\nPaired bootstrap over the test questions (10,000 resamples):\n\n"
+              "| comparison | metric | difference | 95% CI | p |\n|---|---|---|---|---|\n" + test)
+    (out / "results.md").write_text(f"# DepthVLM on the synthetic benchmark\n\n{table}\n")
     print(table)
     print(f"wrote {out}/results.json, results.md, depth_maps.png in {time.time() - t0:.0f} s")
 
