@@ -2,8 +2,8 @@
 through the differentiable MPM and renderer on the fitted frames, then the whole clip simulated
 with the recovered materials, on the clip's own particles as the task's protocol says
 (`endogsim.clip.ground_truth_scene`; `make reproduce-endogsim` runs the same from the video).
-Nothing is trained ahead: the refinement is the method, run once per clip (about 75 s on 2 CPU
-cores)."""
+Nothing is trained ahead: the refinement is the method, run once per clip (about 7 minutes on one
+core of the loaded 2-core machine for the 128 x 160 endoscopy clip)."""
 
 from __future__ import annotations
 
