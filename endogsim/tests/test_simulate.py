@@ -212,10 +212,10 @@ def test_view_flag_serves_the_run_in_the_browser_until_interrupted(tmp_path):
                 break
         assert url, "".join(seen)[-2000:]
         assert (tmp_path / "o" / "simulation.gif").is_file()  # the files are written first
-        with urllib.request.urlopen(url + "/", timeout=10) as r:
+        with urllib.request.urlopen(url + "/", timeout=60) as r:
             assert r.status == 200 and b"<!doctype html" in r.read(200).lower()
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=60) == 0
     finally:
         watchdog.cancel()
         if proc.poll() is None:
