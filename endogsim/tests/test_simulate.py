@@ -198,8 +198,11 @@ def test_view_flag_serves_the_run_in_the_browser_until_interrupted(tmp_path):
     cmd = [sys.executable, "-m", "endogsim.simulate", "--scene", str(small_clip()), "--action", "poke", "--center",
            *map(str, SURFACE_LEFT), "--frames", "1", "--frame-dt", "0.01", "--stride", "1",
            "--out", str(tmp_path / "o"), "--view"]
+    # a suite started in the background inherits SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt: the child gets the default handling back, as in a terminal
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     watchdog = threading.Timer(180, proc.kill)  # a hang fails the test instead of blocking the suite
     watchdog.start()
     try:
@@ -211,11 +214,18 @@ def test_view_flag_serves_the_run_in_the_browser_until_interrupted(tmp_path):
                 url = match.group(1)
                 break
         assert url, "".join(seen)[-2000:]
+        # keep reading what it prints, so a full pipe cannot stall it, and show it if it fails
+        reader = threading.Thread(target=lambda: seen.extend(proc.stdout), daemon=True)
+        reader.start()
         assert (tmp_path / "o" / "simulation.gif").is_file()  # the files are written first
         with urllib.request.urlopen(url + "/", timeout=60) as r:
             assert r.status == 200 and b"<!doctype html" in r.read(200).lower()
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 0
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            code = None
+        assert code == 0, f"exit {code} after Ctrl-C; it printed: " + "".join(seen)[-2000:]
     finally:
         watchdog.cancel()
         if proc.poll() is None:
