@@ -34,7 +34,7 @@ from endogsim.clip import (clip_observations, known_forces, setup_from_clip, sur
 from endogsim.config import DEFAULT_CONFIG, load_config
 from endogsim.gaussians import GaussianModel
 from endogsim.physics import MPMSimulator
-from endogsim.refine import future_psnr, scene_physics
+from endogsim.refine import _frame_step, future_psnr, scene_physics
 from endogsim.reproduce import FIT_FRAMES, decompose
 
 
@@ -55,7 +55,7 @@ def lambert(normals: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 def simulate_states(p, materials, times) -> list:
     """(positions [P, 3], F [P, 3, 3]) at each frame time."""
-    every = int(round((times[1] - times[0]) / p.mpm.dt))
+    every = _frame_step(torch.as_tensor(times), p.mpm.dt)
     sim = MPMSimulator(p.mpm, p.particles, materials, p.physics)
     states = [(sim.positions(), sim.state.F.numpy().astype(np.float64))]
     for _ in range(len(times) - 1):
@@ -81,28 +81,26 @@ def compare(data: Path, model_dir: Path, config=DEFAULT_CONFIG) -> dict:
     l0 = lambert(n0, x0)  # [G, 1]
     tracks = true_surface_tracks(data)  # [F, T, 3]
     _, nearest = cKDTree(tracks[0]).query(x0)  # [G]
-    future = slice(FIT_FRAMES, len(times))
     runs = {"prior": simulate_states(p, scene.materials, times), "truth": simulate_states(p, truth, times)}
+    rest = torch.tensor(rest_x, dtype=torch.float32)  # each motion is rendered as offsets from rest
     out = {}
     for name in ("prior", "truth", "true motion"):
         states = runs["truth" if name == "true motion" else name]
         raw, relit = [], []
-        for f, (pos, F) in enumerate(states):
-            means_shift = pos[idx] - rest_x[idx]  # [G, 3]
-            if name == "true motion":
-                means_shift = tracks[f, nearest] - tracks[0, nearest]
-            moved = replace(b, offsets=b.offsets + torch.tensor(means_shift - (pos[idx] - rest_x[idx]), dtype=torch.float32))
+        for f in range(FIT_FRAMES, len(times)):
+            pos, F = states[f]
+            shift = tracks[f, nearest] - tracks[0, nearest] if name == "true motion" else pos[idx] - rest_x[idx]  # [G, 3]
+            moved = replace(b, offsets=b.offsets + torch.tensor(shift, dtype=torch.float32))
             nt = np.einsum("gji,gj->gi", np.linalg.inv(F[idx]), n0)  # F^-T n0
             nt /= np.linalg.norm(nt, axis=1, keepdims=True)
-            ratio = lambert(nt, x0 + means_shift) / np.maximum(l0, 1e-12)  # [G, 1]
+            ratio = lambert(nt, x0 + shift) / np.maximum(l0, 1e-12)  # [G, 1]
             lit = replace(moved, colors=(b.colors * torch.tensor(ratio, dtype=torch.float32)).clamp(0, 1))
-            pos_t = torch.tensor(pos, dtype=torch.float32)
             with torch.no_grad():
-                raw.append(render_particles(pos_t, moved, p.camera, p.background)[0])
-                relit.append(render_particles(pos_t, lit, p.camera, p.background)[0])
-        tool = obs.tool_masks[future]
-        score = lambda imgs: float(np.mean(future_psnr(torch.stack(imgs)[future].clamp(0, 1), obs.images[future], tool)))  # noqa: E731
-        row = {"future_psnr": score(raw), "future_psnr_relit": score(relit)}
+                raw.append(render_particles(rest, moved, p.camera, p.background)[0])
+                relit.append(render_particles(rest, lit, p.camera, p.background)[0])
+        future, tool = slice(FIT_FRAMES, len(times)), obs.tool_masks[FIT_FRAMES:]
+        row = {key: float(np.mean(future_psnr(torch.stack(imgs).clamp(0, 1), obs.images[future], tool)))
+               for key, imgs in (("future_psnr", raw), ("future_psnr_relit", relit))}
         if name != "true motion":
             row["future_motion_error_mm"] = 1e3 * surface_motion_error(scene, np.stack([s[0] for s in states]), tracks, future)
         out[name] = row
