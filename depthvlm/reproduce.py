@@ -140,11 +140,11 @@ def main(argv=None):
 
     # Does depth supervision help spatial reasoning? Paired bootstrap over the test questions
     # (both models answer the same questions, in the same order).
+    assert all(q is q2 for (q, _), (q2, _) in zip(ours_qa, text_qa))  # the same questions
     paired = {}
     for metric, kinds in (("qa_accuracy", None), ("qa_closer", {"closer"})):
-        pairs = [(score_answer(q, a), score_answer(q2, b)) for (q, a), (q2, b) in zip(ours_qa, text_qa)
+        pairs = [(score_answer(q, a), score_answer(q, b)) for (q, a), (_, b) in zip(ours_qa, text_qa)
                  if kinds is None or q["type"] in kinds]
-        assert all(q is q2 for (q, _), (q2, _) in zip(ours_qa, text_qa))  # the same questions
         a, b = np.array(pairs).T
         paired[metric] = paired_bootstrap_test(a, b, seed=cfg.seed)
 
