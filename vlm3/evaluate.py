@@ -276,6 +276,22 @@ def baseline_answers(questions: dict, stats: dict, prior: bool = False) -> dict:
     return {task: [answer[task](e) for e in exs] for task, exs in questions.items()}
 
 
+def answer_and_score(vlm, questions: dict, cfg: Config) -> tuple[dict, dict, list]:
+    """(answers, metrics, parse failures) of `vlm` on `questions`, or of the trivial baselines
+    (`baseline_answers` on the training split's statistics) when vlm is None."""
+    if vlm is None:
+        answers = baseline_answers(questions, train_statistics(cfg))
+    else:
+        answers = answer_all(vlm, questions, cfg.eval.batch_size, cfg.eval.max_new_tokens, progress=True)
+    failures: list = []
+    return answers, score(questions, answers, failures), failures
+
+
+def write_scores(path, metrics: dict, failures: list) -> None:
+    """The metrics and the unparsed answers as JSON at path."""
+    Path(path).write_text(json.dumps({"metrics": metrics, "parse_failures": [asdict(f) for f in failures]}, indent=1))
+
+
 def main(argv=None) -> None:
     from vlm3.model import VLM3
 
@@ -302,17 +318,10 @@ def main(argv=None) -> None:
 
         cache = scene_cache(cfg, "test")
         questions = held_out_questions(cfg, cache)
-        if args.baseline:
-            answers = baseline_answers(questions, train_statistics(cfg))
-        else:
-            answers = answer_all(vlm, questions, cfg.eval.batch_size, cfg.eval.max_new_tokens, progress=True)
-        failures: list = []
-        metrics = score(questions, answers, failures)
+        _, metrics, failures = answer_and_score(vlm, questions, cfg)
         print(json.dumps(metrics, indent=1))
         if args.out:
-            Path(args.out).write_text(
-                json.dumps({"metrics": metrics, "parse_failures": [asdict(f) for f in failures]}, indent=1)
-            )
+            write_scores(args.out, metrics, failures)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ itself with the crop window moved by up to M px (correspondence only). Scoring i
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ import numpy as np
 from common.cli import OneLineParser, add_threads_flag, one_line_errors, set_threads
 from vlm3 import prompts as P
 from vlm3.diagnostics import rendered
-from vlm3.evaluate import answer_all, baseline_answers, held_out_questions, score, train_statistics
+from vlm3.evaluate import answer_and_score, held_out_questions, score, write_scores
 from vlm3.scenes import SceneCache
 from vlm3.train import scene_cache
 
@@ -103,12 +102,7 @@ def main(argv=None) -> None:
             questions = rendered.held_out_questions(cfg, cache, turned=args.turned, shifted=args.shifted)
         else:
             questions = held_out_questions(cfg, cache)
-        if args.baseline:
-            answers = baseline_answers(questions, train_statistics(cfg))
-        else:
-            answers = answer_all(vlm, questions, cfg.eval.batch_size, cfg.eval.max_new_tokens, progress=True)
-        failures: list = []
-        metrics = score(questions, answers, failures)
+        answers, metrics, failures = answer_and_score(vlm, questions, cfg)
         if args.by_path:
             metrics["by_path"] = by_path(questions, answers, cache)
         if args.turned or args.shifted:  # no translation: only the rotation metrics mean something
@@ -117,9 +111,7 @@ def main(argv=None) -> None:
                     m.pop(k, None)
         print(json.dumps(metrics, indent=1))
         if args.out:
-            Path(args.out).write_text(
-                json.dumps({"metrics": metrics, "parse_failures": [asdict(f) for f in failures]}, indent=1)
-            )
+            write_scores(args.out, metrics, failures)
 
 
 if __name__ == "__main__":
