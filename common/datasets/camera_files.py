@@ -40,7 +40,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cameras import _COLMAP_MODELS, make_K, read_colmap_text, read_llff_poses_bounds  # the models read_colmap_text reads
+from common.cameras import make_K, read_colmap_text, read_llff_poses_bounds
+from common.cameras.formats import _COLMAP_MODELS  # the models read_colmap_text reads
 from common.datasets import io
 from common.errors import DatasetError
 
