@@ -6,6 +6,7 @@ an override that names no field is a ValueError naming the key and the fields th
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,6 +134,32 @@ def load_config(path=None, overrides=()) -> Config:
     cfg = common_config.load_config(Config, path, overrides)
     check_config(cfg)
     return cfg
+
+
+def load_profile(path, overrides=()) -> dict[str, Config]:
+    """{run name: Config} of a profile file (configs/long.yaml): `base`, a config file beside it, and
+    `runs`, each a mapping of dotted keys to the values that run changes; then `overrides` for every
+    run. Errors name the file and the run."""
+    path = Path(path)
+    if not path.is_file():
+        raise common_config.ConfigError(f"{path}: profile file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise common_config.ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not (isinstance(data, dict) and isinstance(data.get("base"), str) and isinstance(data.get("runs"), dict)
+            and data["runs"] and all(isinstance(r, dict) for r in data["runs"].values())):
+        raise common_config.ConfigError(
+            f"{path}: expected 'base' (a config file beside it) and 'runs' (run name: {{dotted key: value}})"
+        )
+    runs = {}
+    for name, changes in data["runs"].items():
+        own = [f"{k}={json.dumps(v)}" for k, v in changes.items()]  # JSON is YAML: values stay typed
+        try:
+            runs[str(name)] = load_config(path.parent / data["base"], own + list(overrides))
+        except common_config.ConfigError as exc:
+            raise common_config.ConfigError(f"{path}: runs.{name}: {exc}") from None
+    return runs
 
 
 def _check_moved(path, overrides) -> None:

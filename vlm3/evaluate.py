@@ -126,7 +126,7 @@ def score(questions: dict, answers: dict, failures: list | None = None, per_item
         out["corr_epe_mean"], out["corr_epe_median"] = m["mean"], m["median"]
         n_total += len(exs)
     if "pose" in questions:
-        out.update(_score_pose(questions["pose"], answers["pose"], failures))
+        out.update(_score_pose(questions["pose"], answers["pose"], failures, per_item))
         n_total += len(questions["pose"])
     if "object" in questions:
         exs, texts = questions["object"], answers["object"]
@@ -148,7 +148,7 @@ def score(questions: dict, answers: dict, failures: list | None = None, per_item
     return out
 
 
-def _score_pose(exs, texts, failures) -> dict:
+def _score_pose(exs, texts, failures, per_item: dict) -> dict:
     pairs: dict = {}
     angle_err, dist_rel = [], []
     for k, (e, t) in enumerate(zip(exs, texts)):
@@ -181,6 +181,7 @@ def _score_pose(exs, texts, failures) -> dict:
         [np.zeros(3) if p.get("direction") is None else np.array(p["direction"]) for p in pairs.values()]
     )
     trans_err = translation_direction_error_deg(t_pred, t_gt)  # zero vector (failure) -> 90 deg
+    per_item["pose_rot_err_deg"] = rot_err  # [P] one per pair
     return {
         "pose_rot_err_deg": float(rot_err.mean()),
         "pose_trans_err_deg": float(trans_err.mean()),
