@@ -13,7 +13,10 @@ r_t^2) with l the unit vector to the camera, n_t = F^-T n_0, n_0 from a plane fi
 nearest bound Gaussians (F of the simulated particle; the true-motion rows use the true-material
 simulation's F). The surface motion error (`endogsim.clip.surface_motion_error`) is given beside.
 If the true motion does not beat the prior's in PSNR, no material can on that scene: the metric
-is then limited by the reconstruction's appearance, not by the materials.
+is then limited by the reconstruction's appearance, not by the materials. A fourth row leaves the
+scene at rest (no motion), and every row is also scored on the tissue pixels more than `band` px
+from the tool (`future_psnr_far`), with the share of its squared error, beyond the rest row's,
+that lies within that band (`extra_error_near_tool`): where the motion costs PSNR.
 """
 
 from __future__ import annotations
@@ -64,7 +67,14 @@ def simulate_states(p, materials, times) -> list:
     return states
 
 
-def compare(data: Path, model_dir: Path, config=DEFAULT_CONFIG) -> dict:
+def near_tool(tool_masks: torch.Tensor, band: int) -> torch.Tensor:
+    """[F, H, W] bool: pixels within `band` px (Chebyshev) of the tool, the tool excluded."""
+    tool = tool_masks.float()[:, None]  # [F, 1, H, W]
+    grown = torch.nn.functional.max_pool2d(tool, 2 * band + 1, 1, band)[:, 0] > 0
+    return grown & ~tool_masks.bool()
+
+
+def compare(data: Path, model_dir: Path, config=DEFAULT_CONFIG, band: int = 10) -> dict:
     cfg = load_config(config)
     setup, _ = setup_from_clip(data)
     truth = list(setup.materials)
@@ -83,12 +93,16 @@ def compare(data: Path, model_dir: Path, config=DEFAULT_CONFIG) -> dict:
     _, nearest = cKDTree(tracks[0]).query(x0)  # [G]
     runs = {"prior": simulate_states(p, scene.materials, times), "truth": simulate_states(p, truth, times)}
     rest = torch.tensor(rest_x, dtype=torch.float32)  # each motion is rendered as offsets from rest
-    out = {}
-    for name in ("prior", "truth", "true motion"):
-        states = runs["truth" if name == "true motion" else name]
+    out, sq_err = {}, {}
+    future, tool = slice(FIT_FRAMES, len(times)), obs.tool_masks[FIT_FRAMES:]
+    near = near_tool(tool, band)  # [F', H, W]
+    for name in ("at rest", "prior", "truth", "true motion"):
+        states = runs["truth" if name in ("true motion", "at rest") else name]
         raw, relit = [], []
         for f in range(FIT_FRAMES, len(times)):
             pos, F = states[f]
+            if name == "at rest":
+                pos, F = rest_x, np.broadcast_to(np.eye(3), F.shape)
             shift = tracks[f, nearest] - tracks[0, nearest] if name == "true motion" else pos[idx] - rest_x[idx]  # [G, 3]
             moved = replace(b, offsets=b.offsets + torch.tensor(shift, dtype=torch.float32))
             nt = np.einsum("gji,gj->gi", np.linalg.inv(F[idx]), n0)  # F^-T n0
@@ -98,10 +112,15 @@ def compare(data: Path, model_dir: Path, config=DEFAULT_CONFIG) -> dict:
             with torch.no_grad():
                 raw.append(render_particles(rest, moved, p.camera, p.background)[0])
                 relit.append(render_particles(rest, lit, p.camera, p.background)[0])
-        future, tool = slice(FIT_FRAMES, len(times)), obs.tool_masks[FIT_FRAMES:]
+        pred = torch.stack(raw).clamp(0, 1)  # [F', H, W, 3]
         row = {key: float(np.mean(future_psnr(torch.stack(imgs).clamp(0, 1), obs.images[future], tool)))
                for key, imgs in (("future_psnr", raw), ("future_psnr_relit", relit))}
-        if name != "true motion":
+        row["future_psnr_far"] = float(np.mean(future_psnr(pred, obs.images[future], tool | near)))
+        sq_err[name] = ((pred - obs.images[future]) ** 2).mean(-1) * ~tool.bool()  # [F', H, W]
+        if name != "at rest":
+            extra = sq_err[name] - sq_err["at rest"]
+            row["extra_error_near_tool"] = float(extra[near].sum() / extra.sum()) if extra.sum() > 0 else None
+        if name not in ("true motion", "at rest"):
             row["future_motion_error_mm"] = 1e3 * surface_motion_error(scene, np.stack([s[0] for s in states]), tracks, future)
         out[name] = row
     return out
@@ -113,12 +132,15 @@ def main(argv=None) -> int:
     ap.add_argument("--model", required=True, help="the trained 4DGS (e.g. results/endogsim/recon/model)")
     ap.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: configs/tiny.yaml)")
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
+    ap.add_argument("--band", type=int, default=10, help="px around the tool scored apart (default 10)")
     add_threads_flag(ap)
     args = ap.parse_args(argv)
     set_threads(args.threads)
-    res = compare(Path(args.data), Path(args.model), args.config)
+    if args.band < 1:
+        ap.error(f"--band: expected an int >= 1, got {args.band}")
+    res = compare(Path(args.data), Path(args.model), args.config, args.band)
     for name, row in res.items():
-        print(f"{name:12s} " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()))
+        print(f"{name:12s} " + "  ".join(f"{k} {'-' if v is None else f'{v:.3f}'}" for k, v in row.items()))
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
     return 0
