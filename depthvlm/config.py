@@ -75,6 +75,9 @@ class StageConfig:
     # VLM, so supervising a few images per step buys many more question-answer steps.
     depth_images: int = 0
     with_text: bool = True  # stage 1 of the official code trains without text (labels all -100)
+    # Stage 2: the vision encoder trains too. The paper freezes Qwen3-VL's pre-trained encoder; a
+    # random-weight one, frozen, hands the language model fixed random patch projections.
+    train_vision: bool = False
 
 
 @dataclass

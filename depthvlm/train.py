@@ -44,18 +44,20 @@ from depthvlm.data import DEPTH_PROMPT, build_items, ensure_synthetic, swapped
 from depthvlm.model import build_model, load_pretrained, save_pretrained
 
 
-def freeze_for_stage(model, stage: int) -> list[str]:
+def freeze_for_stage(model, stage: int, train_vision: bool = False) -> list[str]:
     """Set requires_grad per stage; returns the names of the trainable parameters.
 
-    stage 1: only `depth_head`; stage 2: everything but the vision encoder (`model.visual`);
-    stage "text": stage 2 without the head (the text-only ablation)."""
+    stage 1: only `depth_head`; stage 2: everything but the vision encoder (`model.visual`), which
+    `train_vision` adds; stage "text": stage 2 without the head (the text-only ablation)."""
+    frozen_visual = not train_vision
     for name, p in model.named_parameters():
         if stage == 1:
             p.requires_grad = name.startswith("depth_head.")
         elif stage == 2:
-            p.requires_grad = not name.startswith("model.visual.")
+            p.requires_grad = not (frozen_visual and name.startswith("model.visual."))
         elif stage == "text":
-            p.requires_grad = not (name.startswith("model.visual.") or name.startswith("depth_head."))
+            p.requires_grad = not (frozen_visual and name.startswith("model.visual.")
+                                   or name.startswith("depth_head."))
         else:
             raise ValueError(f"stage: expected 1, 2 or 'text', got {stage!r}")
     return [n for n, p in model.named_parameters() if p.requires_grad]
@@ -170,7 +172,7 @@ def train_stage(model, processor, items, scfg, stage, out_dir: Path, seed: int, 
     accelerator = Accelerator(cpu=not torch.cuda.is_available(),
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused)])
     world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
-    trainable = freeze_for_stage(model, stage)
+    trainable = freeze_for_stage(model, stage, stage != 1 and scfg.train_vision)
     examples = training_examples(items, stage, both_orders)
     B = scfg.batch_size
     check_global_batch(len(examples), scfg, stage, world)

@@ -63,7 +63,7 @@ def main(argv=None):
         model.train()
         print(step, {k: round(v, 3) for k, v in qa_scores(records).items()}, closer_failures(records), flush=True)
 
-    freeze_for_stage(model, stage)
+    freeze_for_stage(model, stage, cfg.train.stage2.train_vision)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(max(1, int(0.05 * args.steps)), args.steps))

@@ -33,6 +33,11 @@ def test_freeze_sets(tiny):
     assert all(n.startswith("depth_head.") for n in freeze_for_stage(model, 1))
     names = freeze_for_stage(model, 2)
     assert not any(n.startswith("model.visual.") for n in names) and any(n.startswith("lm_head") for n in names)
+    for stage in (2, "text"):  # the tiny recipe's option: the random-weight encoder trains in stage 2
+        names = freeze_for_stage(model, stage, train_vision=True)
+        assert any(n.startswith("model.visual.") for n in names)
+        assert any(n.startswith("depth_head.") for n in names) == (stage == 2)
+    assert all(n.startswith("depth_head.") for n in freeze_for_stage(model, 1, train_vision=True))
 
 
 def _train(scene_items, out, steps, resume=False, model=None):
