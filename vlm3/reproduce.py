@@ -6,6 +6,12 @@ and write results/vlm3/ (results.json, results.md, parse failures, pictures).
     python -m vlm3.reproduce --jobs 1             # the three trainings in turn (default: side by side)
     python -m vlm3.reproduce train.steps=300      # a shortened run (say so when quoting it)
     python -m vlm3.reproduce --reuse              # re-evaluate finished runs of an unchanged training config
+    python -m vlm3.reproduce --profile long       # configs/long.yaml: one run per two-view task, about 1.5 hours
+
+The long profile trains one model per two-view task (as the paper trains one checkpoint per task),
+each far longer than the 30-minute mixture affords, and reports each on its own task's held-out
+questions beside identity and the training prior, with a paired bootstrap against identity
+(results/vlm3/long/).
 
 Ablations (each trained exactly as the main run, only the named setting changed):
 - `no-focal-unification`: images enter at their captured focal length (the test views have varied
