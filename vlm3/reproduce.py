@@ -6,7 +6,7 @@ and write results/vlm3/ (results.json, results.md, parse failures, pictures).
     python -m vlm3.reproduce --jobs 1             # the three trainings in turn (default: side by side)
     python -m vlm3.reproduce train.steps=300      # a shortened run (say so when quoting it)
     python -m vlm3.reproduce --reuse              # re-evaluate finished runs of an unchanged training config
-    python -m vlm3.reproduce --profile long       # configs/long.yaml: one run per two-view task, about 1.5 hours
+    python -m vlm3.reproduce --profile long       # configs/long.yaml: a run per two-view task, about 1.5 h
 
 The long profile trains one model per two-view task (as the paper trains one checkpoint per task),
 each far longer than the 30-minute mixture affords, and reports each on its own task's held-out
@@ -102,7 +102,8 @@ def run_variant(name: str, cfg: Config, reuse: bool = False, threads: int = 0) -
         if ckpt is not None
         else train(cfg, mixture=build_mixture(cfg, train_cache), progress=False)
     )
-    questions = {t: q for t, q in held_out_questions(cfg, test_cache).items() if cfg.data.mixture.get(t, 0) > 0}
+    trained = {t for t, w in cfg.data.mixture.items() if w > 0}  # a run answers the tasks it was trained on
+    questions = {t: q for t, q in held_out_questions(cfg, test_cache).items() if t in trained}
     answers = answer_all(vlm, questions, cfg.eval.batch_size, cfg.eval.max_new_tokens)
     failures, items = [], {}
     metrics = score(questions, answers, failures, items)
@@ -175,6 +176,15 @@ def plot_examples(questions: dict, answers: dict, path: Path, n: int = 6) -> Non
     plt.close(fig)
 
 
+def environment(start: float, variants: dict, log: dict, **extra) -> dict:
+    """results.json's environment: device, seconds since `start`, commit, reused runs, and `extra`."""
+    return {"device": "cuda" if torch.cuda.is_available() else "cpu",
+            "seconds": round(time.time() - start, 1),
+            "git": git_commit(),
+            "reused_checkpoints": [n for n in variants if log[n]["reused_checkpoint"]],
+            **extra}
+
+
 # The long profile's runs: the task each is trained on and the metric it is judged by against identity.
 LONG_HEADLINE = {"pose": "pose_rot_err_deg", "correspondence": "corr_epe_mean"}
 
@@ -196,8 +206,8 @@ def report_long(variants: dict, log: dict, out: Path, args, start: float) -> Non
         methods[f"baseline-training-prior-{name}"] = prior
         key = LONG_HEADLINE.get(name)
         if key in log[name]["items"]:
-            tests[name] = {"metric": key, **paired_bootstrap_test(log[name]["items"][key], identity_items[key],
-                                                                  seed=args.seed)}
+            test = paired_bootstrap_test(log[name]["items"][key], identity_items[key], seed=args.seed)
+            tests[name] = {"metric": key, **test}
         data[name] = {"root": cfg.data.root, "split": cfg.data.test_split, "questions": {t: len(q) for t, q in
                                                                                        questions.items()}}
         rows = (Path(cfg.train.out_dir) / "metrics.jsonl").read_text().splitlines()
@@ -216,13 +226,7 @@ def report_long(variants: dict, log: dict, out: Path, args, start: float) -> Non
         "methods": methods,
         "ci95": ci95,
         "paired_bootstrap_vs_identity": tests,
-        "environment": {
-            "device": "cuda" if torch.cuda.is_available() else "cpu",
-            "seconds": round(time.time() - start, 1),
-            "git": git_commit(),
-            "runs": steps,
-            "reused_checkpoints": [n for n in variants if log[n]["reused_checkpoint"]],
-        },
+        "environment": environment(start, variants, log, runs=steps),
     }
     write_results(out / "results.json", results)
     plot_curves({n: Path(v.train.out_dir) for n, v in variants.items()}, out / "loss_curves.png")
@@ -250,7 +254,8 @@ def main(argv=None) -> None:
     ap.add_argument("--config", default=None,
                     help="YAML config of every variant (default: configs/tiny.yaml; not with --profile long)")
     ap.add_argument("--out", default=None,
-                    help=f"folder of results.json, results.md and plots (default: {OUT}, with --profile long {OUT}/long)")
+                    help=f"folder of results.json, results.md and plots (default: {OUT}; --profile long: "
+                    f"{OUT}/long)")
     ap.add_argument("--seed", type=int, default=0, help="sets train.seed of every variant (default 0)")
     ap.add_argument(
         "--reuse",
@@ -356,15 +361,8 @@ def main(argv=None) -> None:
         "ablations": {n: log[n]["metrics"] for n in variants if n != "vlm3"},
         "ci95": ci95,
         "paper_reported": PAPER,
-        "environment": {
-            "device": "cuda" if torch.cuda.is_available() else "cpu",
-            "seconds": round(time.time() - start, 1),
-            "git": git_commit(),
-            "train_steps": cfg.train.steps,
-            "batch_size": cfg.train.batch_size,
-            "reused_checkpoints": [n for n in variants if log[n]["reused_checkpoint"]],
-            "baseline_statistics": stats,
-        },
+        "environment": environment(start, variants, log, train_steps=cfg.train.steps,
+                                   batch_size=cfg.train.batch_size, baseline_statistics=stats),
     }
     write_results(out / "results.json", results)
     plot_curves({n: out / n for n in variants}, out / "loss_curves.png")
