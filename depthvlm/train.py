@@ -172,7 +172,7 @@ def train_stage(model, processor, items, scfg, stage, out_dir: Path, seed: int, 
     accelerator = Accelerator(cpu=not torch.cuda.is_available(),
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused)])
     world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
-    trainable = freeze_for_stage(model, stage, stage != 1 and scfg.train_vision)
+    trainable = freeze_for_stage(model, stage, scfg.train_vision)  # stage 1: the head only
     examples = training_examples(items, stage, both_orders)
     B = scfg.batch_size
     check_global_batch(len(examples), scfg, stage, world)

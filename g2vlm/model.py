@@ -43,7 +43,6 @@ from g2vlm.recon import ReconstructionNet, metric_outputs
 from g2vlm.tokenizer import CHAT_TEMPLATE, SYSTEM, build_tokenizer
 
 
-
 class G2VLMGeometry(ModelMixin, ConfigMixin):
     """Every non-language part of G2VLM, saved with diffusers' config.json + safetensors."""
 

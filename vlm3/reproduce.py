@@ -86,6 +86,12 @@ def finished_checkpoint(cfg: Config) -> Path | None:
     return ckpt if (same and state["step"] == cfg.train.steps) else None
 
 
+def trained_questions(cfg: Config, cache) -> dict:
+    """The held-out questions of the tasks a run was trained on (those of its mixture)."""
+    trained = {t for t, w in cfg.data.mixture.items() if w > 0}
+    return {t: q for t, q in held_out_questions(cfg, cache).items() if t in trained}
+
+
 def run_variant(name: str, cfg: Config, reuse: bool = False, threads: int = 0) -> dict:
     """Train (or reuse) one variant and answer the held-out questions on `threads` torch threads
     (0: as they are); a pure function of `cfg`, so variants can run in separate processes. Returns
@@ -102,8 +108,7 @@ def run_variant(name: str, cfg: Config, reuse: bool = False, threads: int = 0) -
         if ckpt is not None
         else train(cfg, mixture=build_mixture(cfg, train_cache), progress=False)
     )
-    trained = {t for t, w in cfg.data.mixture.items() if w > 0}  # a run answers the tasks it was trained on
-    questions = {t: q for t, q in held_out_questions(cfg, test_cache).items() if t in trained}
+    questions = trained_questions(cfg, test_cache)
     answers = answer_all(vlm, questions, cfg.eval.batch_size, cfg.eval.max_new_tokens)
     failures, items = [], {}
     metrics = score(questions, answers, failures, items)
@@ -195,8 +200,8 @@ def report_long(variants: dict, log: dict, out: Path, args, start: float) -> Non
     identity (per question for correspondence, per pair for rotation)."""
     methods, tests, data, steps = {}, {}, {}, {}
     for name, cfg in variants.items():
-        tasks = [t for t, w in cfg.data.mixture.items() if w > 0]
-        questions = {t: q for t, q in held_out_questions(cfg).items() if t in tasks}
+        cache = scene_cache(cfg, "test")
+        questions = trained_questions(cfg, cache)
         stats = train_statistics(cfg)
         identity_items = {}
         identity = score(questions, baseline_answers(questions, stats), per_item=identity_items)
@@ -208,20 +213,20 @@ def report_long(variants: dict, log: dict, out: Path, args, start: float) -> Non
         if key in log[name]["items"]:
             test = paired_bootstrap_test(log[name]["items"][key], identity_items[key], seed=args.seed)
             tests[name] = {"metric": key, **test}
-        data[name] = {"root": cfg.data.root, "split": cfg.data.test_split, "questions": {t: len(q) for t, q in
-                                                                                       questions.items()}}
+        data[name] = {"root": cfg.data.root, "split": cfg.data.test_split, "scenes": len(cache),
+                      "questions": {t: len(q) for t, q in questions.items()}}
         rows = (Path(cfg.train.out_dir) / "metrics.jsonl").read_text().splitlines()
         steps[name] = {"steps": cfg.train.steps, "batch_size": cfg.train.batch_size,
                        "train_seconds": json.loads(rows[-1]).get("seconds") if rows else None}
     used = {k for m in methods.values() for k in m}
-    first = next(iter(variants.values()))  # every run's held-out split is the benchmark's (long.yaml)
+    first = data[next(iter(variants))]  # every run's held-out split is the benchmark's (long.yaml)
     ci95 = {f"vlm3-long-{n}": {k: list(bootstrap_ci(v, seed=args.seed)) for k, v in log[n]["items"].items()}
             for n in variants}
     results = {
         "paper": "vlm3",
         "ours": "vlm3-long-pose",
-        "data": {"name": "synthetic", "split": first.data.test_split, "generator_version": "1",
-                 "scenes": len(scene_cache(first, "test")), "seed": args.seed, "runs": data},
+        "data": {"name": "synthetic", "split": first["split"], "generator_version": "1",
+                 "scenes": first["scenes"], "seed": args.seed, "runs": data},
         "metrics": {k: {"higher_is_better": v} for k, v in METRICS.items() if k in used},
         "methods": methods,
         "ci95": ci95,
