@@ -46,6 +46,7 @@ from common.metrics import psnr
 from .binding import (Camera, GaussianBinding, StaticGaussians, bind_isotropic, bind_scene, render_particles,
                       visible_at_rest)
 from .flow import flow_loss, lucas_kanade, texture
+from .lighting import AMBIENT, RestLight
 from .physics import (Material, MPMConfig, MPMSimulator, Particles, RegionForce, Interactions, frame_dt, max_stable_E,
                        with_dt)
 
@@ -191,21 +192,27 @@ def _materials_with(materials: list, E: list, nu: list) -> list:
 
 def simulate_frames(particles: Particles, gaussians: GaussianBinding, materials: list, mpm_config: MPMConfig,
                     scene: Interactions, camera: Camera, times, background: torch.Tensor | None = None,
-                    tile_size: int = 16) -> tuple[torch.Tensor, np.ndarray]:
+                    tile_size: int = 16, light: RestLight | None = None) -> tuple[torch.Tensor, np.ndarray]:
     """Forward-simulate with the given materials and render the frames at `times` [F] (s, times[0]
-    = 0 the rest state): images [F, H, W, 3] and particle positions [F, N, 3]."""
+    = 0 the rest state): images [F, H, W, 3] and particle positions [F, N, 3]. With a `light`, each
+    frame's Gaussians are relit as their particles move and turn (`RestLight.colors`)."""
     times = torch.as_tensor(np.asarray(times, dtype=np.float64))
     every = _frame_step(times, mpm_config.dt)
     sim = MPMSimulator(mpm_config, particles, materials, scene)
-    pos = [sim.positions()]
+    idx = gaussians.particle.numpy()  # [G] each bound Gaussian's particle
+    pos, grads = [sim.positions()], [np.broadcast_to(np.eye(3), (len(idx), 3, 3))]
     for _ in range(len(times) - 1):
         sim.step(every)
         pos.append(sim.positions())
+        grads.append(sim.state.F.numpy()[idx].astype(np.float64))  # [G, 3, 3]
     pos = np.stack(pos)  # [F, N, 3]
-    with torch.no_grad():
-        images = torch.stack([render_particles(torch.tensor(p, dtype=torch.float32), gaussians, camera, background,
-                                               tile_size=tile_size)[0] for p in pos])  # [F, H, W, 3]
-    return images.clamp(0, 1), pos
+    images = []
+    for p, grad in zip(pos, grads):
+        g = gaussians if light is None else replace(gaussians, colors=light.colors(gaussians.colors, p[idx] - pos[0][idx], grad))
+        with torch.no_grad():
+            images.append(render_particles(torch.tensor(p, dtype=torch.float32), g, camera, background,
+                                           tile_size=tile_size)[0])  # [H, W, 3]
+    return torch.stack(images).clamp(0, 1), pos
 
 
 @dataclass
@@ -218,6 +225,7 @@ class SimulationInputs:
     mpm: MPMConfig
     physics: Interactions
     camera: Camera
+    light: RestLight  # what the predicted frames are lit by (the refinement compares texture, unlit)
 
 
 def scene_physics(scene, times, forces=()) -> SimulationInputs:
@@ -233,14 +241,16 @@ def scene_physics(scene, times, forces=()) -> SimulationInputs:
     binding, background, camera = bind_scene(scene)
     mpm = with_dt(scene.mpm, frame_dt(scene.mpm.dt, float(times[1] - times[0])))
     physics = Interactions(static_boxes=list(scene.anchors), forces=list(forces))
-    return SimulationInputs(scene.particles, binding, background, mpm, physics, camera)
+    light = RestLight.of(binding, scene.particles.x, AMBIENT)
+    return SimulationInputs(scene.particles, binding, background, mpm, physics, camera, light)
 
 
 def simulate_scene(scene, materials: list, times, forces=()) -> tuple[torch.Tensor, np.ndarray]:
     """Forward-simulate a `PhysicsScene` with `materials` (one per tissue object) from its rest
     state and render the frames at `times` [F] s: images [F, H, W, 3] and positions [F, P, 3]."""
     p = scene_physics(scene, times, forces)
-    return simulate_frames(p.particles, p.binding, materials, p.mpm, p.physics, p.camera, times, p.background)
+    return simulate_frames(p.particles, p.binding, materials, p.mpm, p.physics, p.camera, times, p.background,
+                           light=p.light)
 
 
 def refine_scene(scene, observations: Observations, forces=(), config: RefineConfig | None = None,

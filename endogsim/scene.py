@@ -29,6 +29,7 @@ import torch
 from common.cameras import matrix_to_quaternion, quaternion_to_matrix
 
 from .filling import back_anchors, calibrate_volumes, fill_along_rays, plane_anchors
+from .lighting import AMBIENT, RestLight, rest_normals
 from .physics import Material, MPMConfig, Particles, PhysicsInputError, StaticBox, stable_dt
 from .render import RenderOutput, covariance_from_scale_rotation, render
 
@@ -248,14 +249,16 @@ class PhysicsScene:
 
     def render_state(self, positions=None, F=None, K=None, w2c=None, width: int | None = None,
                      height: int | None = None, hide_rigid: bool = False, damage=None,
-                     backend: str = "auto") -> RenderOutput:
+                     backend: str = "auto", relight: bool = True) -> RenderOutput:
         """Render a simulated state: positions [P, 3] and deformation gradients F [P, 3, 3] of the
         particles (None: rest / identity), numpy or torch; torch inputs keep their autograd graph (the
         image is differentiable in them) and their device. Deformable Gaussians move to their particle
         and their covariance becomes F Sigma F^T (PhysGaussian eq. 2); rigid ones stay. Camera: the
         reference one unless K [3, 3] / w2c [4, 4] / width / height are given. damage [P] in [0, 1]
         (an incision's band) scales the opacity of the Gaussians on those particles by 1 - damage:
-        the cut material is gone from view, so the incision shows as a gap."""
+        the cut material is gone from view, so the incision shows as a gap. relight: the light at the
+        reference camera shades each moved Gaussian by its turned normal (`endogsim.lighting.RestLight`;
+        colours are not differentiated)."""
         P = len(self.particles.x)
         dev = next((a.device for a in (positions, F) if isinstance(a, torch.Tensor)), torch.device("cpu"))
         means = torch.from_numpy(self.means).to(dev)  # [N, 3]
@@ -273,6 +276,14 @@ class PhysicsScene:
                 raise SceneError(f"render_state: F expected a finite array [{P}, 3, 3], got {tuple(Fp.shape)}")
             Fg = Fp.to(dev)[pid]  # [M, 3, 3]
             covars = covars.index_put((idx,), Fg @ covars[idx] @ Fg.transpose(-1, -2))
+        colors = torch.from_numpy(self.colors).to(dev)  # [N, 3]
+        if relight and (positions is not None or F is not None) and len(idx):
+            rest = self.means[self.gaussian_particle >= 0].astype(np.float64)  # [M, 3]
+            if getattr(self, "_light", None) is None:
+                self._light = RestLight(rest, rest_normals(rest), AMBIENT)
+            shift = means[idx].detach().cpu().double().numpy() - rest  # [M, 3]
+            Fm = np.broadcast_to(np.eye(3), (len(rest), 3, 3)) if F is None else Fg.detach().cpu().double().numpy()
+            colors = colors.index_put((idx,), self._light.colors(colors[idx], shift, Fm))
         opac = torch.from_numpy(self.opacities).to(dev)  # [N]
         if hide_rigid:
             opac = torch.zeros_like(opac).index_put((idx,), opac[idx])
@@ -283,7 +294,7 @@ class PhysicsScene:
             opac = opac.index_put((idx,), opac[idx] * (1 - dmg[pid]))
         K = torch.as_tensor(self.K if K is None else K, dtype=torch.float32, device=dev)
         w2c = torch.as_tensor(self.w2c if w2c is None else w2c, dtype=torch.float32, device=dev)
-        return render(means, None, None, opac, torch.from_numpy(self.colors).to(dev), w2c, K, width or self.width,
+        return render(means, None, None, opac, colors, w2c, K, width or self.width,
                       height or self.height, covars=covars,
                       background=torch.tensor(self.background, dtype=torch.float32, device=dev), backend=backend)
 

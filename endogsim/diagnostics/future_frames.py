@@ -6,12 +6,10 @@ The reconstructed scene (`endogsim.reproduce.decompose` of the 4DGS at `--model`
 ways over the clip and rendered: simulated with the table prior, simulated with the true materials,
 and with each tissue Gaussian carried by the clip's true surface displacement at its nearest true
 surface point (`endogsim.clip.true_surface_tracks`: the best motion any material could give). Each
-is scored on the future frames (8 on) by PSNR over tissue pixels, as the Gaussians' colours stand
-and relit: a light at the endoscope shades tissue by how it faces the light, so each colour is
-scaled by the Lambert term of its turned normal over its rest one, (n_t . l_t) r_0^2 / ((n_0 . l_0)
-r_t^2) with l the unit vector to the camera, n_t = F^-T n_0, n_0 from a plane fitted to the 12
-nearest bound Gaussians (F of the simulated particle; the true-motion rows use the true-material
-simulation's F). The surface motion error (`endogsim.clip.surface_motion_error`) is given beside.
+is scored on the future frames (8 on) by PSNR over tissue pixels, unlit (the Gaussians' rest
+colours as they stand) and relit as the product predicts frames (`endogsim.lighting.RestLight`: the
+light at the endoscope, each Gaussian's normal turned by its particle's F; the true-motion rows use
+the true-material simulation's F). The surface motion error (`endogsim.clip.surface_motion_error`) is given beside.
 If the true motion does not beat the prior's in PSNR, no material can on that scene: the metric
 is then limited by the reconstruction's appearance, not by the materials. A fourth row leaves the
 scene at rest (no motion), and every row is also scored on the tissue pixels more than `band` px
@@ -39,21 +37,6 @@ from endogsim.gaussians import GaussianModel
 from endogsim.physics import MPMSimulator
 from endogsim.refine import _frame_step, future_psnr, scene_physics
 from endogsim.reproduce import FIT_FRAMES, decompose
-
-
-def rest_normals(points: np.ndarray, k: int = 12) -> np.ndarray:
-    """Unit normals [N, 3] of points [N, 3] on a surface seen from the origin: the least-variance
-    axis of each point's k nearest neighbours, turned toward the camera."""
-    _, nn = cKDTree(points).query(points, k=min(k, len(points)))  # [N, k]
-    local = points[nn] - points[nn].mean(1, keepdims=True)  # [N, k, 3]
-    n = np.linalg.svd(local, full_matrices=False)[2][:, -1]  # [N, 3]
-    return n * -np.sign((n * points).sum(1, keepdims=True))
-
-
-def lambert(normals: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """[N, 1]: cos(n, to the camera) / r^2 for points x [N, 3] in the camera frame."""
-    r = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.clip((normals * (-x / r)).sum(1, keepdims=True), 0, 1) / r**2
 
 
 def simulate_states(p, materials, times) -> list:
@@ -86,9 +69,7 @@ def compare(data: Path, model_dir: Path, config=DEFAULT_CONFIG, band: int = 10) 
     b = p.binding
     idx = b.particle.numpy()  # [G] each bound Gaussian's particle
     rest_x = np.asarray(p.particles.x, np.float64)
-    x0 = rest_x[idx] + b.offsets.numpy()  # [G, 3]
-    n0 = rest_normals(x0)  # [G, 3]
-    l0 = lambert(n0, x0)  # [G, 1]
+    x0 = p.light.rest_x  # [G, 3]
     tracks = true_surface_tracks(data)  # [F, T, 3]
     _, nearest = cKDTree(tracks[0]).query(x0)  # [G]
     runs = {"prior": simulate_states(p, scene.materials, times), "truth": simulate_states(p, truth, times)}
@@ -105,10 +86,7 @@ def compare(data: Path, model_dir: Path, config=DEFAULT_CONFIG, band: int = 10) 
                 pos, F = rest_x, np.broadcast_to(np.eye(3), F.shape)
             shift = tracks[f, nearest] - tracks[0, nearest] if name == "true motion" else pos[idx] - rest_x[idx]  # [G, 3]
             moved = replace(b, offsets=b.offsets + torch.tensor(shift, dtype=torch.float32))
-            nt = np.einsum("gji,gj->gi", np.linalg.inv(F[idx]), n0)  # F^-T n0
-            nt /= np.linalg.norm(nt, axis=1, keepdims=True)
-            ratio = lambert(nt, x0 + shift) / np.maximum(l0, 1e-12)  # [G, 1]
-            lit = replace(moved, colors=(b.colors * torch.tensor(ratio, dtype=torch.float32)).clamp(0, 1))
+            lit = replace(moved, colors=p.light.colors(b.colors, shift, F[idx]))
             with torch.no_grad():
                 raw.append(render_particles(rest, moved, p.camera, p.background)[0])
                 relit.append(render_particles(rest, lit, p.camera, p.background)[0])

@@ -157,3 +157,16 @@ def test_bad_input_gets_a_clear_error():
         go(config=RefineConfig(iterations=0, flow="given"))
     with pytest.raises(RefineInputError, match="RefineConfig.flow"):
         RefineConfig(flow="raft")
+
+
+def test_relit_frames_equal_the_unlit_at_rest_and_darken_where_the_sheared_top_turns_away():
+    from endogsim.lighting import RestLight
+
+    particles, gaussians, materials, cfg, scene, camera, obs = _tiny_problem()
+    light = RestLight.of(gaussians, particles.x)
+    lit, pos = simulate_frames(particles, gaussians, materials, cfg, scene, camera, obs.times.numpy(), light=light)
+    assert torch.allclose(lit[0], obs.images[0], atol=1e-6)  # at rest the light changes nothing
+    assert np.allclose(pos, simulate_frames(particles, gaussians, materials, cfg, scene, camera,
+                                            obs.times.numpy())[1])
+    moved = (lit[-1] - obs.images[-1]).abs().amax(-1) > 1e-4  # [H, W] pixels the light changed
+    assert moved.any() and (lit[-1] - obs.images[-1])[moved].mean() < 0  # sheared: turned from the light

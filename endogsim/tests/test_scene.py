@@ -131,6 +131,20 @@ def test_render_state_at_rest_is_the_static_render_exactly():
         scene.render_state(np.zeros((P + 1, 3)))
 
 
+def test_render_state_relights_a_surface_turned_from_the_light_at_the_camera():
+    scene = small_scene()
+    P = len(scene.particles.x)
+    c, s = np.cos(np.pi / 4), np.sin(np.pi / 4)
+    F = np.tile([[1, 0, 0], [0, c, -s], [0, s, c]], (P, 1, 1))  # every normal turned 45 degrees about x
+    lit = scene.render_state(scene.rest_positions(), F).rgb
+    unlit = scene.render_state(scene.rest_positions(), F, relight=False).rgb
+    changed = (lit - unlit).abs().amax(-1) > 1e-4  # [H, W]
+    # most of the blocks' surface looks at the camera: turned, most of it darkens (edges tilted the
+    # other way brighten)
+    assert changed.float().mean() > 0.3 and ((lit - unlit).sum(-1)[changed] < 0).float().mean() > 0.75
+    assert lit.mean() < unlit.mean()
+
+
 def _one_gaussian_scene(sigma=0.002, z=0.1):
     objects = [SceneObject("tissue", "tissue", "liver", Material(E=5e3, nu=0.3))]
     K = np.array([[100.0, 0, 16], [0, 100, 16], [0, 0, 1]])
