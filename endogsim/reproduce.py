@@ -79,10 +79,10 @@ def _recon_metrics(scores: dict) -> dict:
     }
 
 
-def decompose(model, data: Path, cfg, truth_volume: float) -> tuple[PhysicsScene, dict]:
+def decompose(model, data: Path, cfg, truth_volume: float, rest_colors: bool = True) -> tuple[PhysicsScene, dict]:
     """The reconstructed scene at rest (step 3), with the clip's damping per second and its
-    deformable Gaussians' colours fitted to the rest frame (`scene_with_rest_colors`), and its
-    scores. k-means numbers the tissues left to right, as the clip's blocks (tissue_0 at x < 0)."""
+    deformable Gaussians' colours fitted to the rest frame (`scene_with_rest_colors`; rest_colors=False
+    keeps the 4DGS's canonical ones), and its scores. k-means numbers the tissues left to right, as the clip's blocks (tissue_0 at x < 0)."""
     setup, _ = setup_from_clip(data)
     sample = read_endonerf(data, depth_scale=cfg.recon.depth_scale)
     scene = PhysicsScene.from_gaussian_model(
@@ -91,7 +91,8 @@ def decompose(model, data: Path, cfg, truth_volume: float) -> tuple[PhysicsScene
     # the tissue's surroundings damp it as in the clip: the same velocity loss per second
     damping = setup.config.damping ** (scene.mpm.dt / setup.config.dt)
     scene = replace(scene, mpm=replace(scene.mpm, damping=damping))
-    scene = scene_with_rest_colors(scene, sample.images[0].permute(1, 2, 0), sample.masks["tool"][0])
+    if rest_colors:
+        scene = scene_with_rest_colors(scene, sample.images[0].permute(1, 2, 0), sample.masks["tool"][0])
     sel = np.isin(scene.gaussian_object, [0, 1])
     truth_side = (scene.means[sel, 0] > 0).astype(int)  # left block x < 0
     volume = [float(scene.particles.volume[scene.particles.object_id == j].sum()) for j in range(2)]

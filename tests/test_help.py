@@ -17,7 +17,7 @@ ENTRY_POINTS = [
     "endogsim.diagnostics.identifiability", "endogsim.diagnostics.future_frames",
     "ide3d.train", "ide3d.evaluate", "ide3d.reproduce", "ide3d.teacher",
     "vlm3.train", "vlm3.evaluate", "vlm3.reproduce", "vlm3.scaling",
-    "vlm3.diagnostics.probe", "vlm3.diagnostics.rendered", "vlm3.diagnostics.two_view",
+    "vlm3.diagnostics.probe", "vlm3.diagnostics.rendered", "vlm3.diagnostics.two_view", "vlm3.diagnostics.sign_context",
     "g2vlm.train", "g2vlm.evaluate", "g2vlm.reproduce", "g2vlm.diagnostics.object_pooling",
     "g2vlm.diagnostics.grounding",
     "common.synthetic", "benchmarks.run", "benchmarks.leaderboard", "benchmarks.perf",
@@ -42,5 +42,5 @@ def test_help_is_whole(entry, monkeypatch, capsys):
     missing = [a.option_strings[0] if a.option_strings else a.dest for a in parser._actions if not a.help]
     assert not missing, f"{entry}: options without help: {missing}"
     flags = {s for a in parser._actions for s in a.option_strings}
-    if entry.split(".")[-1] in ("train", "evaluate", "reproduce", "scaling", "probe", "teacher", "rendered", "two_view"):
+    if entry.split(".")[-1] in ("train", "evaluate", "reproduce", "scaling", "probe", "teacher", "rendered", "two_view", "sign_context"):
         assert "--threads" in flags, f"{entry}: no --threads flag"

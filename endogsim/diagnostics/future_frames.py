@@ -15,6 +15,7 @@ is then limited by the reconstruction's appearance, not by the materials. A four
 scene at rest (no motion), and every row is also scored on the tissue pixels more than `band` px
 from the tool (`future_psnr_far`), with the share of its squared error, beyond the rest row's,
 that lies within that band (`extra_error_near_tool`): where the motion costs PSNR.
+`--canonical-colors` keeps the 4DGS's canonical colours instead of the rest frame's.
 """
 
 from __future__ import annotations
@@ -57,12 +58,13 @@ def near_tool(tool_masks: torch.Tensor, band: int) -> torch.Tensor:
     return grown & ~tool_masks.bool()
 
 
-def compare(data: Path, model_dir: Path, config=DEFAULT_CONFIG, band: int = 10) -> dict:
+def compare(data: Path, model_dir: Path, config=DEFAULT_CONFIG, band: int = 10, rest_colors: bool = True) -> dict:
     cfg = load_config(config)
     setup, _ = setup_from_clip(data)
     truth = list(setup.materials)
     volume = float(setup.particles.volume[setup.particles.object_id == 0].sum())
-    scene, _ = decompose(GaussianModel.from_pretrained(str(model_dir), use_safetensors=True), data, cfg, volume)
+    scene, _ = decompose(GaussianModel.from_pretrained(str(model_dir), use_safetensors=True), data, cfg, volume,
+                         rest_colors)
     obs = clip_observations(data)
     times = obs.times.numpy()
     p = scene_physics(scene, times, known_forces(data))
@@ -111,12 +113,14 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: configs/tiny.yaml)")
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
     ap.add_argument("--band", type=int, default=10, help="px around the tool scored apart (default 10)")
+    ap.add_argument("--canonical-colors", action="store_true",
+                    help="keep the 4DGS's canonical colours (default: fitted to the rest frame)")
     add_threads_flag(ap)
     args = ap.parse_args(argv)
     set_threads(args.threads)
     if args.band < 1:
         ap.error(f"--band: expected an int >= 1, got {args.band}")
-    res = compare(Path(args.data), Path(args.model), args.config, args.band)
+    res = compare(Path(args.data), Path(args.model), args.config, args.band, not args.canonical_colors)
     for name, row in res.items():
         print(f"{name:12s} " + "  ".join(f"{k} {'-' if v is None else f'{v:.3f}'}" for k, v in row.items()))
     if args.out:
