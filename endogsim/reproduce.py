@@ -41,7 +41,6 @@ from .clip import (clip_observations, ground_truth_scene, known_forces, load_cli
 from .config import DEFAULT_CONFIG, load_config
 from .evaluate import evaluate_reconstruction, evaluate_static_baseline
 from .flow import texture
-from .lighting import scene_with_rest_colors
 from .material_prior import MaterialPrior
 from .refine import Observations, RefineConfig, future_psnr, refine_scene, simulate_scene
 from .scene import PhysicsScene
@@ -81,18 +80,18 @@ def _recon_metrics(scores: dict) -> dict:
 
 def decompose(model, data: Path, cfg, truth_volume: float, rest_colors: bool = True) -> tuple[PhysicsScene, dict]:
     """The reconstructed scene at rest (step 3), with the clip's damping per second and its
-    deformable Gaussians' colours fitted to the rest frame (`scene_with_rest_colors`; rest_colors=False
-    keeps the 4DGS's canonical ones), and its scores. k-means numbers the tissues left to right, as the clip's blocks (tissue_0 at x < 0)."""
+    deformable Gaussians' colours fitted to the rest frame (rest_colors=False keeps the 4DGS's
+    canonical ones; `scene_from_gaussian_model`), and its scores. k-means numbers the tissues left
+    to right, as the clip's blocks (tissue_0 at x < 0)."""
     setup, _ = setup_from_clip(data)
     sample = read_endonerf(data, depth_scale=cfg.recon.depth_scale)
     scene = PhysicsScene.from_gaussian_model(
-        model, sample, n_tissues=2, tissue_labels=PRIOR_LABELS, tissue_model=setup.materials[0].model
+        model, sample, n_tissues=2, tissue_labels=PRIOR_LABELS, tissue_model=setup.materials[0].model,
+        rest_colors=rest_colors,
     )
     # the tissue's surroundings damp it as in the clip: the same velocity loss per second
     damping = setup.config.damping ** (scene.mpm.dt / setup.config.dt)
     scene = replace(scene, mpm=replace(scene.mpm, damping=damping))
-    if rest_colors:
-        scene = scene_with_rest_colors(scene, sample.images[0].permute(1, 2, 0), sample.masks["tool"][0])
     sel = np.isin(scene.gaussian_object, [0, 1])
     truth_side = (scene.means[sel, 0] > 0).astype(int)  # left block x < 0
     volume = [float(scene.particles.volume[scene.particles.object_id == j].sum()) for j in range(2)]

@@ -14,6 +14,7 @@ from .decompose import (Segmenter, assign_objects, fit_support_plane, gaussian_m
                         isolated, label_maps_from_tool_masks, label_support, split_kmeans,
                         static_support, surface_tolerance)
 from .filling import depth_volumes
+from .lighting import scene_with_rest_colors
 from .render import render
 from .scene import KINDS, PhysicsScene, SceneError, SceneObject
 
@@ -25,7 +26,7 @@ def scene_from_gaussian_model(model, sample, t: float = 0.0, *, segmenter: Segme
                         tissue_labels=None, materials: list | None = None, prior=None, thickness: float = 0.01,
                         spacing: float | None = None, depth_tol: float = 0.05, color_weight: float = 1.0,
                         seed: int = 0, mpm=None, support: bool | None = None,
-                        support_tol: float = 0.002, tissue_model: str | None = None):
+                        support_tol: float = 0.002, tissue_model: str | None = None, rest_colors: bool = True):
     """A scene from a trained `GaussianModel` at time t and the frames of a `common.datasets.Sample`
     (images, K, w2c, depth, masks["tool"], times), e.g. `read_endonerf(clip)`.
 
@@ -49,7 +50,11 @@ def scene_from_gaussian_model(model, sample, t: float = 0.0, *, segmenter: Segme
     (`depth_volumes`) over its pixels: the tissue-labelled ones and those standing out of the
     support's roughness (`surface_tolerance`), each given its nearest tissue Gaussian's object.
     support=False: every tissue-labelled Gaussian is tissue, filled to
-    `thickness` and held below its deepest particle."""
+    `thickness` and held below its deepest particle.
+
+    rest_colors (when t is the first frame's time): the deformable Gaussians' colours are fitted to
+    the first frame outside its tool mask (`endogsim.lighting.scene_with_rest_colors`), the state a
+    simulation starts from; the 4DGS's canonical colours are a compromise over every frame."""
     from .material_prior import MaterialPrior
 
     if len(label_names) != len(kinds) or any(k not in KINDS for k in kinds):
@@ -155,9 +160,15 @@ def scene_from_gaussian_model(model, sample, t: float = 0.0, *, segmenter: Segme
         meta["support_plane"] = {"normal": plane.normal.tolist(), "offset": plane.offset}
     if volumes is not None:
         meta["tissue_volume_m3"] = [float(v) for v in volumes]  # what the particle volumes add up to
-    return PhysicsScene.build(means, g["quats"], g["scales"], g["opacities"], colors, go, objects, sample.K[0], w2c_ref,
-                     W, H, thickness=thickness, spacing=spacing, mpm=mpm, support=plane, volumes=volumes,
-                     meta=meta)
+    fit = rest_colors and abs(float(t) - float(sample.times[0])) < 1e-9
+    meta["colors"] = "fitted to frame 0" if fit else "the 4DGS's canonical colours"
+    scene = PhysicsScene.build(means, g["quats"], g["scales"], g["opacities"], colors, go, objects, sample.K[0], w2c_ref,
+                               W, H, thickness=thickness, spacing=spacing, mpm=mpm, support=plane, volumes=volumes,
+                               meta=meta)
+    if fit:
+        tool = sample.masks["tool"][0] if "tool" in sample.masks else torch.zeros(H, W, dtype=torch.bool)
+        scene = scene_with_rest_colors(scene, sample.images[0].permute(1, 2, 0).cpu(), tool.cpu())
+    return scene
 
 
 def _pixels(cam_points: np.ndarray, K, W: int, H: int) -> np.ndarray:

@@ -153,3 +153,29 @@ def test_isolated_finds_the_points_apart_from_a_connected_surface():
     assert not out[: len(surface)].any()  # the surface's edges and corners stay with it
     assert out[len(surface):].all()
     assert not isolated(surface[:1]).any()
+
+
+def test_scene_from_a_model_takes_its_moving_gaussians_colours_from_the_rest_frame():
+    sample = read_endonerf(small_clip(), frames=[0], depth_scale=10000.0)
+    image = sample.images[0].permute(1, 2, 0)  # [H, W, 3]
+    model = GaussianModel.from_depth(image, sample.depth[0], sample.K[0], sample.w2c[0], stride=1,
+                                     plane_resolution=(8, 8, 8, 4), multires=(1,), plane_features=4, mlp_width=8)
+    with torch.no_grad():
+        model.sh.zero_()  # canonical colours that fit no frame: one grey for all
+    kw = dict(n_tissues=2, materials=[Material(E=4e3, nu=0.4)] * 2)
+    grey = PhysicsScene.from_gaussian_model(model, sample, rest_colors=False, **kw)
+    fitted = PhysicsScene.from_gaussian_model(model, sample, **kw)
+    assert grey.meta["colors"] == "the 4DGS's canonical colours" and fitted.meta["colors"] == "fitted to frame 0"
+    moving = fitted.gaussian_particle >= 0
+    assert np.array_equal(fitted.colors[~moving], grey.colors[~moving])  # the rigid ones keep theirs
+    assert np.array_equal(fitted.means, grey.means) and np.array_equal(fitted.particles.x, grey.particles.x)
+    keep = ~sample.masks["tool"][0]
+    err = {name: float((s.render_static().rgb.clamp(0, 1) - image).abs()[keep & tissue_pixels(s)].mean())
+           for name, s in (("grey", grey), ("fitted", fitted))}
+    assert err["fitted"] < 0.3 * err["grey"], err
+
+
+def tissue_pixels(scene) -> torch.Tensor:
+    """[H, W]: pixels that the scene's moving Gaussians cover at rest."""
+    hidden = scene.render_state(hide_rigid=True, relight=False).alpha  # [H, W]
+    return hidden > 0.5
