@@ -1,6 +1,7 @@
 """The endoscope's light on a simulated scene: a point light at the camera shades Lambertian tissue
 by how it faces the light and by the inverse square of its distance (the near-light endoscope model
-of Okatani & Deguchi 1997), plus an ambient share. Specular highlights are not modelled.
+of Okatani & Deguchi 1997), plus an optional ambient share (0 here). Specular highlights are not
+modelled.
 
 The bound Gaussians' colours are the tissue as the rest frame shows it (`fit_rest_colors`). In a
 simulated state each Gaussian's rest normal turns with its particle's deformation gradient
