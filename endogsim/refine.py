@@ -204,11 +204,12 @@ def simulate_frames(particles: Particles, gaussians: GaussianBinding, materials:
     for _ in range(len(times) - 1):
         sim.step(every)
         pos.append(sim.positions())
-        grads.append(sim.state.F.numpy()[idx].astype(np.float64))  # [G, 3, 3]
+        if light is not None:  # F is read only to relight
+            grads.append(sim.state.F.numpy()[idx].astype(np.float64))  # [G, 3, 3]
     pos = np.stack(pos)  # [F, N, 3]
     images = []
-    for p, grad in zip(pos, grads):
-        g = gaussians if light is None else replace(gaussians, colors=light.colors(gaussians.colors, p[idx] - pos[0][idx], grad))
+    for f, p in enumerate(pos):
+        g = gaussians if light is None else replace(gaussians, colors=light.colors(gaussians.colors, p[idx] - pos[0][idx], grads[f]))
         with torch.no_grad():
             images.append(render_particles(torch.tensor(p, dtype=torch.float32), g, camera, background,
                                            tile_size=tile_size)[0])  # [H, W, 3]

@@ -126,8 +126,7 @@ def fit(scene: PhysicsScene, data: Path, iterations: int, truth: list, tracks: n
         images[name], positions = simulate_scene(scene, mats, obs.times.numpy(), forces)
         motion[name] = 1e3 * surface_motion_error(scene, positions, tracks, future)
         psnr[name] = float(np.mean(future_psnr(images[name][future], obs.images[future], tool)))
-        # the same on the frames' texture (what the refinement compares): without the shading that
-        # the Gaussians' fixed colours cannot follow
+        # the same on the frames' texture (what the refinement compares, unlit)
         pred_texture = texture(images[name][future], (~tool).float(), sigma) + 0.5
         psnr_texture[name] = float(np.mean(future_psnr(pred_texture, observed_texture, tool)))
     rel = [abs(e / t.E - 1) for e, t in zip(result.E, truth)]

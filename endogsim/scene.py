@@ -278,11 +278,11 @@ class PhysicsScene:
             covars = covars.index_put((idx,), Fg @ covars[idx] @ Fg.transpose(-1, -2))
         colors = torch.from_numpy(self.colors).to(dev)  # [N, 3]
         if relight and (positions is not None or F is not None) and len(idx):
-            rest = self.means[self.gaussian_particle >= 0].astype(np.float64)  # [M, 3]
-            if getattr(self, "_light", None) is None:
+            if getattr(self, "_light", None) is None:  # rest normals once per scene: every frame renders
+                rest = self.means[self.gaussian_particle >= 0].astype(np.float64)  # [M, 3]
                 self._light = RestLight(rest, rest_normals(rest), AMBIENT)
-            shift = means[idx].detach().cpu().double().numpy() - rest  # [M, 3]
-            Fm = np.broadcast_to(np.eye(3), (len(rest), 3, 3)) if F is None else Fg.detach().cpu().double().numpy()
+            shift = means[idx].detach().cpu().double().numpy() - self._light.rest_x  # [M, 3]
+            Fm = np.broadcast_to(np.eye(3), (len(idx), 3, 3)) if F is None else Fg.detach().cpu().double().numpy()
             colors = colors.index_put((idx,), self._light.colors(colors[idx], shift, Fm))
         opac = torch.from_numpy(self.opacities).to(dev)  # [N]
         if hide_rigid:
