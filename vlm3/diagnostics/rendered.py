@@ -2,6 +2,7 @@
 
     python -m vlm3.diagnostics.rendered --turn-pairs 0.5 train.steps=1300 train.out_dir=results/vlm3/turned
     python -m vlm3.diagnostics.rendered --corr-shift 20 train.out_dir=results/vlm3/shift20
+    python -m vlm3.diagnostics.rendered --both-orders ... (the long profile's pose settings, DIAGNOSTICS.md)
 
 Two kinds of second view, neither in the paper (DIAGNOSTICS.md, "Earlier diagnostics"):
 
@@ -14,10 +15,12 @@ Two kinds of second view, neither in the paper (DIAGNOSTICS.md, "Earlier diagnos
 
 `RenderedQuestionBuilder` asks a share `turn_pairs` of the training correspondence and rotation
 (angle, yaw/pitch/roll) questions on turned pairs, and with `corr_shift` > 0 turns the copy lessons
-(`data.corr_same_view`) into moved copies. `held_out_questions` builds the test questions on turned
+(`data.corr_same_view`) into moved copies. With `both_orders` every training pair is swapped half the
+time: along a path most pairs run forwards (81% for 8 views), so an orbit's pairs all turn one way
+and a model could learn each training scene's yaw sign rather than read it. `held_out_questions` builds the test questions on turned
 pairs or moved copies (`vlm3.diagnostics.two_view --turned | --shifted`). The random draws of the
-real questions are those of `vlm3.data.QuestionBuilder`: with both settings 0 the questions are the
-product's.
+real questions are those of `vlm3.data.QuestionBuilder`: with all three settings off the questions are
+the product's.
 """
 
 from __future__ import annotations
@@ -108,11 +111,17 @@ class RenderedQuestionBuilder(QuestionBuilder):
     questions on turned pairs, and whose copy lessons are moved copies when `corr_shift` > 0."""
 
     def __init__(self, cache: RenderedSceneCache, settings: TaskSettings, turn_pairs: float = 0.0,
-                 corr_shift: int = 0):
+                 corr_shift: int = 0, both_orders: bool = False):
         super().__init__(cache, settings)
         if not 0 <= turn_pairs <= 1 or corr_shift < 0:
             raise ValueError(f"turn_pairs {turn_pairs}: expected 0..1; corr_shift {corr_shift}: expected >= 0")
-        self.turn_pairs, self.corr_shift = float(turn_pairs), int(corr_shift)
+        self.turn_pairs, self.corr_shift, self.both_orders = float(turn_pairs), int(corr_shift), bool(both_orders)
+
+    def draw_pair(self, rng, sample) -> tuple[int, int]:
+        i, j = super().draw_pair(rng, sample)
+        if self.both_orders and rng.random() < 0.5:
+            i, j = j, i
+        return i, j
 
     def correspondence(self, rng, n_points: int | None = None, where=None):
         if where is None:  # the product's draws, then the rendered second view's
@@ -173,10 +182,11 @@ def held_out_questions(cfg: Config, cache: SceneCache | None = None, turned: boo
     return {"correspondence": corr, "pose": pose}
 
 
-def build_mixture(cfg: Config, turn_pairs: float = 0.0, corr_shift: int = 0) -> MixtureDataset:
+def build_mixture(cfg: Config, turn_pairs: float = 0.0, corr_shift: int = 0,
+                  both_orders: bool = False) -> MixtureDataset:
     """The product's training mixture (`vlm3.train.build_mixture`) with rendered lessons."""
     builder = RenderedQuestionBuilder(
-        RenderedSceneCache.like(scene_cache(cfg)), task_settings(cfg), turn_pairs, corr_shift
+        RenderedSceneCache.like(scene_cache(cfg)), task_settings(cfg), turn_pairs, corr_shift, both_orders
     )
     return product_mixture(cfg, builder=builder)
 
@@ -189,6 +199,8 @@ def main(argv=None) -> None:
                     help="share of training correspondence and rotation questions on turned pairs (0..1)")
     ap.add_argument("--corr-shift", type=int, default=0, metavar="N",
                     help="copy lessons (data.corr_same_view) on copies moved by up to N px")
+    ap.add_argument("--both-orders", action="store_true",
+                    help="each training pair's views swapped half the time (held-out pairs unchanged)")
     add_threads_flag(ap)
     ap.add_argument("overrides", nargs="*", help="key=value, e.g. train.steps=200")
     args = ap.parse_args(argv)
@@ -196,7 +208,7 @@ def main(argv=None) -> None:
         set_threads(args.threads)
         cfg = load_config(args.config, args.overrides)
         ensure_data(cfg)
-        train(cfg, mixture=build_mixture(cfg, args.turn_pairs, args.corr_shift))
+        train(cfg, mixture=build_mixture(cfg, args.turn_pairs, args.corr_shift, args.both_orders))
     print(f"checkpoint: {cfg.train.out_dir}/checkpoint")
 
 

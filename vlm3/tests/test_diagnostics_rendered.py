@@ -70,6 +70,23 @@ def test_with_no_rendered_views_the_questions_are_the_product_s(cache):
                 assert (a[k].prompt, a[k].answer, a[k].turns) == (b[k].prompt, b[k].answer, b[k].turns)
 
 
+def test_both_orders_swaps_half_the_training_pairs(cache):
+    """--both-orders: without it most pairs run forwards along the path (only the path's end is drawn
+    backwards: 3 of 16 draws for 8 views); with it half of them run backwards, each gap as before."""
+    sample = cache.samples[0]
+    V = sample.images.shape[0]
+
+    def backwards(builder):
+        rng = np.random.default_rng(0)
+        pairs = [builder.draw_pair(rng, sample) for _ in range(2000)]
+        assert all(1 <= abs(i - j) <= 2 and 0 <= min(i, j) and max(i, j) < V for i, j in pairs)
+        return np.mean([j < i for i, j in pairs])
+
+    settings = TaskSettings()
+    assert backwards(RenderedQuestionBuilder(cache, settings)) == pytest.approx(3 / (2 * V), abs=0.03)
+    assert backwards(RenderedQuestionBuilder(cache, settings, both_orders=True)) == pytest.approx(0.5, abs=0.03)
+
+
 def test_shifted_copy_lessons_move_the_content(cache):
     """--corr-shift: the copy lesson's second view is the same camera with its crop window moved by
     (dx, dy) stored pixels; the match is the query moved by -(dx, dy) (mapped to the model input) and
@@ -206,7 +223,7 @@ def test_by_path_splits_the_two_view_questions(tiny_cfg, cfg_overrides, question
 def test_training_with_rendered_lessons_writes_a_checkpoint(cfg_overrides, tmp_path, capsys):
     """python -m vlm3.diagnostics.rendered: the product's training loop on a mixture with turned pairs
     and moved copy lessons."""
-    rendered.main(["--turn-pairs", "0.5", "--corr-shift", "4", *cfg_overrides, "data.corr_same_view=0.5",
+    rendered.main(["--turn-pairs", "0.5", "--corr-shift", "4", "--both-orders", *cfg_overrides, "data.corr_same_view=0.5",
                    "train.steps=1", "train.batch_size=2", f"train.out_dir={tmp_path}"])
     assert (tmp_path / "checkpoint" / "trainer_state.json").is_file()
     assert "checkpoint:" in capsys.readouterr().out
