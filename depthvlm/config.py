@@ -32,6 +32,11 @@ class ModelConfig:
     text_heads: int = 4
     text_kv_heads: int = 2
     text_mlp: int = 128
+    # M-RoPE base of the text model and the std of the vision tower's position table at initialisation
+    # (None: transformers' N(0, 0.02)); random-weight models only. The same knobs as vlm3's ModelConfig,
+    # where a base of 100 and a std of 0.5 let the tiny model tell where in the image a thing is.
+    rope_theta: float = 10000.0
+    vision_pos_init_std: float | None = None
     # DPT head (paper: features 256, out_channels [256, 512, 1024, 1024]). head_relu_skip: the
     # residual units add relu(x) back, as the official head computes (paper.yaml; always on when the
     # official release is loaded); off, they add x (tiny.yaml, whose reported numbers used it).
@@ -118,7 +123,7 @@ def check_config(cfg: Config) -> None:
                     "data.max_test_views", "data.train_questions_per_view"]
               + [f"{s}.{k}" for s in stages
                  for k in ("steps", "warmup", "grad_clip", "depth_weight", "depth_images")], 0)
-    check_min(cfg, ["data.focal", "data.max_depth"] + [f"{s}.lr" for s in stages], 0, strict=True)
+    check_min(cfg, ["data.focal", "data.max_depth", "model.rope_theta"] + [f"{s}.lr" for s in stages], 0, strict=True)
     for s in stages:
         depth_images, batch = (common_config.get_key(cfg, f"{s}.{k}") for k in ("depth_images", "batch_size"))
         if depth_images > batch:

@@ -195,7 +195,7 @@ def tiny_config(mcfg, tokenizer) -> DepthVLMConfig:
         text_config=dict(vocab_size=len(tokenizer), hidden_size=mcfg.text_hidden, intermediate_size=mcfg.text_mlp,
                          num_hidden_layers=mcfg.text_layers, num_attention_heads=mcfg.text_heads,
                          num_key_value_heads=mcfg.text_kv_heads, head_dim=head_dim, max_position_embeddings=4096,
-                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                         rope_parameters={"rope_type": "default", "rope_theta": float(mcfg.rope_theta),
                                           "mrope_section": section, "mrope_interleaved": True},
                          pad_token_id=tokenizer.pad_token_id),
         vision_config=dict(depth=mcfg.vision_depth, hidden_size=mcfg.vision_hidden, intermediate_size=mcfg.vision_mlp,
@@ -222,6 +222,9 @@ def build_model(mcfg, seed: int = 0):
     tokenizer = build_tokenizer(tokenizer_corpus())  # object names as single tokens
     processor = DepthVLMProcessor(tokenizer, patch_size=mcfg.patch_size, merge_size=mcfg.spatial_merge)
     model = DepthVLMForConditionalGeneration(tiny_config(mcfg, tokenizer)).to(dtype)
+    if mcfg.vision_pos_init_std is not None:  # as vlm3.model.VLM3.tiny (copied on purpose)
+        with torch.no_grad():
+            model.model.visual.pos_embed.weight.normal_(0.0, float(mcfg.vision_pos_init_std))
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model, processor

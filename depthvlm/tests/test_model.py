@@ -176,3 +176,19 @@ def test_saved_tokenizer_loads_without_a_model_type_warning(tiny, tmp_path, capl
     with caplog.at_level(logging.WARNING, logger="transformers"):
         load_pretrained(tmp_path)
     assert not [r for r in caplog.records if "model of type" in r.getMessage()]
+
+
+def test_rope_base_and_position_table_knobs_reach_the_random_model():
+    """model.rope_theta sets the text M-RoPE base; model.vision_pos_init_std redraws the vision
+    tower's position table (None keeps transformers' N(0, 0.02))."""
+    from dataclasses import replace
+
+    from depthvlm.model import build_model
+    from depthvlm.tests.conftest import small_model_config
+
+    default, _ = build_model(small_model_config(), seed=0)
+    changed, _ = build_model(replace(small_model_config(), rope_theta=100.0, vision_pos_init_std=0.5), seed=0)
+    theta = lambda m: m.config.text_config.rope_parameters["rope_theta"]  # noqa: E731
+    assert theta(default) == 10000.0 and theta(changed) == 100.0
+    std = lambda m: float(m.model.visual.pos_embed.weight.std())  # noqa: E731
+    assert std(default) < 0.05 and abs(std(changed) - 0.5) < 0.05
