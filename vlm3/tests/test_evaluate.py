@@ -81,3 +81,16 @@ def test_prior_baseline_answers_the_training_statistics(questions):
     assert m["pose_distance_abs_rel"] == pytest.approx(np.mean(np.abs(0.5 - dist) / dist), abs=0.01)
     identity = score(questions, baseline_answers(questions, stats))
     assert identity["pose_trans_err_deg"] == 90.0 and m["pose_trans_err_deg"] != 90.0
+
+
+def test_more_held_out_pose_pairs_extend_the_same_pairs(tiny_cfg):
+    """eval.pose_pairs = N draws the first pairs of any larger N the same (the long profile scores
+    the main table's pairs and more)."""
+    from dataclasses import replace
+
+    few = held_out_questions(replace(tiny_cfg, eval=replace(tiny_cfg.eval, pose_pairs=3)))["pose"]
+    more = held_out_questions(replace(tiny_cfg, eval=replace(tiny_cfg.eval, pose_pairs=9)))["pose"]
+    assert len(more) == 3 * len(few)
+    assert [(e.target["pair"], e.prompt, e.answer) for e in few] == [
+        (e.target["pair"], e.prompt, e.answer) for e in more[: len(few)]
+    ]

@@ -25,11 +25,14 @@ def test_long_profile_is_tiny_with_only_its_runs_changes():
     assert set(runs) == {"pose", "correspondence"}
     changed = {n: {k for k, v in _flat(config_to_dict(c)) if tiny[k] != v} for n, c in runs.items()}
     common = {"data.root", "data.generate_scenes", "train.steps", "train.seed"}
-    assert changed["pose"] == common | {"model.pair_as_video", "data.mixture", "data.turns", "train.checkpoint_every"}
+    assert changed["pose"] == common | {"model.pair_as_video", "data.mixture", "data.turns", "train.checkpoint_every",
+                                        "eval.pose_pairs"}
     assert changed["correspondence"] == common | {"model.patch_size", "data.mixture"}
     pose, corr = runs["pose"], runs["correspondence"]
     assert pose.data.mixture == {"pose": 1.0} and corr.data.mixture == {"correspondence": 1.0}
     assert pose.data.turns == {"pose": 1}  # one question per pose sample, as the paper's
+    # The main table's held-out pairs and more: the first pairs drawn are the same (vlm3.evaluate).
+    assert pose.eval.pose_pairs == 4 * tiny["eval.pose_pairs"]
     assert pose.train.seed == corr.train.seed == 3  # the overrides reach every run
     # A token of the correspondence run spans fewer coordinate units (of 1000) than identity's error.
     span = 1000 * corr.model.patch_size * corr.model.merge_size / corr.data.size
