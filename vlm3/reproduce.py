@@ -194,10 +194,24 @@ def environment(start: float, variants: dict, log: dict, **extra) -> dict:
 LONG_HEADLINE = {"pose": "pose_rot_err_deg", "correspondence": "corr_epe_mean"}
 
 
+def scene_means(name: str, questions: dict, values) -> np.ndarray:
+    """[S] the run's per-item headline values averaged per test scene, scenes in sorted order: items are
+    questions for correspondence and distinct pairs (first seen first, as `score` keeps them) for
+    pose. Pairs of one scene are not independent (an orbit's pairs share its turn)."""
+    if name == "pose":
+        scenes = [k[0] for k in dict.fromkeys(tuple(e.target["pair"]) for e in questions["pose"])]
+    else:
+        scenes = [e.target["where"][0] for e in questions[name]]
+    scenes, values = np.asarray(scenes), np.asarray(values, dtype=float)
+    if len(scenes) != len(values):
+        raise ValueError(f"{name}: {len(values)} per-item values for {len(scenes)} items")
+    return np.array([values[scenes == s].mean() for s in np.unique(scenes)])
+
+
 def report_long(variants: dict, log: dict, out: Path, args, start: float) -> None:
     """results.json / results.md of the long profile: each per-task run beside identity and the training
     prior on its own task's held-out questions, and a paired bootstrap of its headline metric against
-    identity (per question for correspondence, per pair for rotation)."""
+    identity (per question for correspondence, per pair for rotation, and both per test scene)."""
     methods, tests, data, steps = {}, {}, {}, {}
     for name, cfg in variants.items():
         cache = scene_cache(cfg, "test")
@@ -211,8 +225,11 @@ def report_long(variants: dict, log: dict, out: Path, args, start: float) -> Non
         methods[f"baseline-training-prior-{name}"] = prior
         key = LONG_HEADLINE.get(name)
         if key in log[name]["items"]:
-            test = paired_bootstrap_test(log[name]["items"][key], identity_items[key], seed=args.seed)
-            tests[name] = {"metric": key, **test}
+            ours, base = log[name]["items"][key], identity_items[key]
+            test = paired_bootstrap_test(ours, base, seed=args.seed)
+            ours_s, base_s = scene_means(name, questions, ours), scene_means(name, questions, base)
+            per_scene = {"scenes": len(ours_s), **paired_bootstrap_test(ours_s, base_s, seed=args.seed)}
+            tests[name] = {"metric": key, **test, "per_scene": per_scene}
         data[name] = {"root": cfg.data.root, "split": cfg.data.test_split, "scenes": len(cache),
                       "questions": {t: len(q) for t, q in questions.items()}}
         rows = (Path(cfg.train.out_dir) / "metrics.jsonl").read_text().splitlines()
@@ -237,7 +254,9 @@ def report_long(variants: dict, log: dict, out: Path, args, start: float) -> Non
     plot_curves({n: Path(v.train.out_dir) for n, v in variants.items()}, out / "loss_curves.png")
     table = markdown_table(results)
     lines = [f"- {n}: {t['metric']} {t['difference']:+.2f} against identity, 95% [{t['ci_low']:.2f}, "
-             f"{t['ci_high']:.2f}], p = {t['p_value']:.3g}" for n, t in tests.items()]
+             f"{t['ci_high']:.2f}], p = {t['p_value']:.3g}; averaged per scene ({t['per_scene']['scenes']} "
+             f"scenes) {t['per_scene']['difference']:+.2f}, 95% [{t['per_scene']['ci_low']:.2f}, "
+             f"{t['per_scene']['ci_high']:.2f}], p = {t['per_scene']['p_value']:.3g}" for n, t in tests.items()]
     command = " ".join(["python -m vlm3.reproduce --profile long"] + (["--reuse"] if args.reuse else [])
                        + list(args.overrides))
     (out / "results.md").write_text(

@@ -39,6 +39,20 @@ def test_long_profile_is_tiny_with_only_its_runs_changes():
     assert span < 0.5 * 164.0 and span < 1000 * 16 / corr.data.size
 
 
+def test_scene_means_average_each_scene_s_items():
+    """Per distinct pose pair (first seen first) or per correspondence question, grouped by scene."""
+    from types import SimpleNamespace as NS
+
+    from vlm3.reproduce import scene_means
+
+    pose = [NS(target={"pair": p}) for p in ([1, 0, 1], [1, 0, 1], [0, 2, 3], [1, 4, 5])]  # 3 distinct pairs
+    assert scene_means("pose", {"pose": pose}, [10.0, 4.0, 20.0]).tolist() == [4.0, 15.0]
+    corr = [NS(target={"where": w}) for w in ([2, 0, 1], [0, 1, 2], [2, 3, 4])]
+    assert scene_means("correspondence", {"correspondence": corr}, [1.0, 5.0, 3.0]).tolist() == [5.0, 2.0]
+    with pytest.raises(ValueError, match="pose: 2 per-item values for 3 items"):
+        scene_means("pose", {"pose": pose}, [1.0, 2.0])
+
+
 def test_bad_profile_is_one_error_naming_the_file_and_the_run(tmp_path):
     (tmp_path / "tiny.yaml").write_text((CONFIGS / "tiny.yaml").read_text())
     bad = tmp_path / "p.yaml"
@@ -80,7 +94,8 @@ def test_long_profile_end_to_end_reports_each_run_against_identity(cfg_overrides
     assert methods["baseline-identity-pose"]["pose_trans_err_deg"] == 90.0
     tests = results["paired_bootstrap_vs_identity"]
     assert tests["pose"]["metric"] == "pose_rot_err_deg" and tests["correspondence"]["metric"] == "corr_epe_mean"
-    assert all(0 < t["p_value"] <= 1 for t in tests.values())
+    assert all(0 < t["p_value"] <= 1 and 0 < t["per_scene"]["p_value"] <= 1 for t in tests.values())
+    assert all(1 <= t["per_scene"]["scenes"] <= 2 for t in tests.values())  # the 2 test scenes
     assert results["data"]["runs"]["pose"]["root"] == data_root
     for run in ("pose", "correspondence"):
         assert (tmp_path / run / "checkpoint" / "trainer_state.json").is_file()
