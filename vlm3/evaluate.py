@@ -148,8 +148,16 @@ def score(questions: dict, answers: dict, failures: list | None = None, per_item
     return out
 
 
+def item_scenes(task: str, questions: dict) -> np.ndarray:
+    """The test scene of each of `score`'s per-item values of `task`: one per question, or for pose one
+    per distinct pair in the order first asked (how `_score_pose` keys them)."""
+    if task == "pose":
+        return np.array([k[0] for k in dict.fromkeys(tuple(e.target["pair"]) for e in questions["pose"])])
+    return np.array([e.target["where"][0] for e in questions[task]])
+
+
 def _score_pose(exs, texts, failures, per_item: dict) -> dict:
-    pairs: dict = {}
+    pairs: dict = {}  # distinct pairs in the order first asked (item_scenes relies on it)
     angle_err, dist_rel = [], []
     for k, (e, t) in enumerate(zip(exs, texts)):
         key = tuple(e.target["pair"])

@@ -39,7 +39,8 @@ from common.datasets.io import read_json
 from common.metrics import bootstrap_ci, paired_bootstrap_test
 from common.results import git_commit, markdown_table, write_results
 from vlm3.config import MOVED, Config, load_config, load_profile, to_dict
-from vlm3.evaluate import METRICS, answer_all, baseline_answers, held_out_questions, score, train_statistics
+from vlm3.evaluate import (METRICS, answer_all, baseline_answers, held_out_questions, item_scenes, score,
+                           train_statistics)
 from vlm3.model import VLM3
 from vlm3.train import build_mixture, ensure_data, scene_cache, train
 
@@ -195,14 +196,10 @@ LONG_HEADLINE = {"pose": "pose_rot_err_deg", "correspondence": "corr_epe_mean"}
 
 
 def scene_means(name: str, questions: dict, values) -> np.ndarray:
-    """[S] the run's per-item headline values averaged per test scene, scenes in sorted order: items are
-    questions for correspondence and distinct pairs (first seen first, as `score` keeps them) for
-    pose. Pairs of one scene are not independent (an orbit's pairs share its turn)."""
-    if name == "pose":
-        scenes = [k[0] for k in dict.fromkeys(tuple(e.target["pair"]) for e in questions["pose"])]
-    else:
-        scenes = [e.target["where"][0] for e in questions[name]]
-    scenes, values = np.asarray(scenes), np.asarray(values, dtype=float)
+    """[S] the run's per-item headline values (`score`'s per_item of task `name`) averaged per test
+    scene, scenes in sorted order. Pairs of one scene are not independent (an orbit's pairs share its
+    turn)."""
+    scenes, values = item_scenes(name, questions), np.asarray(values, dtype=float)
     if len(scenes) != len(values):
         raise ValueError(f"{name}: {len(values)} per-item values for {len(scenes)} items")
     return np.array([values[scenes == s].mean() for s in np.unique(scenes)])

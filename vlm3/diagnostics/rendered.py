@@ -17,8 +17,8 @@ Two kinds of second view, neither in the paper (DIAGNOSTICS.md, "Earlier diagnos
 (angle, yaw/pitch/roll) questions on turned pairs, and with `corr_shift` > 0 turns the copy lessons
 (`data.corr_same_view`) into moved copies. With `both_orders` every training pair is swapped half the
 time: along a path most pairs run forwards (81% for 8 views), so an orbit's pairs all turn one way
-and a model could learn each training scene's yaw sign rather than read it. `held_out_questions` builds the test questions on turned
-pairs or moved copies (`vlm3.diagnostics.two_view --turned | --shifted`). The random draws of the
+and a model could learn each training scene's yaw sign rather than read it. `held_out_questions`
+builds the test questions on turned pairs or moved copies (`vlm3.diagnostics.two_view --turned | --shifted`). The random draws of the
 real questions are those of `vlm3.data.QuestionBuilder`: with all three settings off the questions are
 the product's.
 """
