@@ -73,8 +73,12 @@ def to_vlm_items(sample: Sample, focal: float, factor: int, max_size: int = 0, r
         depth_c, _ = crop(depth_u, K_new, top, left, th, tw)  # [1, th, tw]
         item = VLMItem(image.clamp(0, 1), K_c, depth_c[0], domain, sample.scene_id, v)
         if "objects" in sample.annotations and sample.instances is not None:
+            # Object ids resampled and cropped with the image: questions name only objects that the
+            # model's image shows (a crop can cut an object of the original view out).
+            inst_u, _ = unify_focal(sample.instances[v][None].float(), K, focal, mode="nearest")  # [1, H', W']
+            inst_c, _ = crop(inst_u, K_new, top, left, th, tw)  # [1, th, tw]
             rng = np.random.default_rng([seed, v, zlib.crc32(sample.scene_id.encode())])
-            item.questions = spatial_questions(sample, v, rng, questions_per_view)
+            item.questions = spatial_questions(sample, v, inst_c[0].round().long(), rng, questions_per_view)
         items.append(item)
     return items
 
@@ -83,6 +87,10 @@ def to_vlm_items(sample: Sample, focal: float, factor: int, max_size: int = 0, r
 HOW_FAR = "How far is {a} from the camera, in metres?"
 CLOSER = "Which is closer to the camera, {a} or {b}?"
 APART = "How far apart are {a} and {b}, in metres?"
+
+
+# An object is asked about when it covers this share of the model's image (20 px of 128 x 128).
+MIN_AREA = 20 / 128**2
 
 
 def _name(obj) -> str:
@@ -102,12 +110,16 @@ def tokenizer_corpus() -> list[str]:
     return lines
 
 
-def spatial_questions(sample: Sample, view: int, rng, n: int) -> list[dict]:
+def spatial_questions(sample: Sample, view: int, instances: torch.Tensor, rng, n: int,
+                      min_area: float = MIN_AREA) -> list[dict]:
     """Single-image questions that need metric depth: how far is X (z-depth of its centre), which
-    of X and Y is closer (smaller centre z-depth), how far apart are X and Y (3D centre distance)."""
+    of X and Y is closer (smaller centre z-depth), how far apart are X and Y (3D centre distance).
+    `instances` [H, W]: the object ids of the image the model sees; an object is asked about when
+    it covers at least `min_area` of that image."""
     objects = {o["id"]: o for o in sample.annotations["objects"]}
-    ids, counts = torch.unique(sample.instances[view], return_counts=True)
-    visible = [int(i) for i, c in zip(ids, counts) if int(i) in objects and int(c) >= 20]
+    ids, counts = torch.unique(instances, return_counts=True)
+    least = min_area * instances.numel()
+    visible = [int(i) for i, c in zip(ids, counts) if int(i) in objects and int(c) >= least]
     if not visible:
         return []
     w2c = sample.w2c[view].double()

@@ -243,3 +243,26 @@ def test_two_processes_follow_one_with_twice_the_batch(tmp_path, stage):
     other = max((w["one"][k] - w["half"][k]).abs().max().item() for k in w["one"])
     print(f"depthvlm stage {stage} weights: 2 x 2 vs 1 x 4 {diff:.2e}, 1 x 2 vs 1 x 4 {other:.2e}")
     assert diff < 1e-4 and diff < other / 50, (diff, other)
+
+
+def test_questions_name_only_objects_in_the_image_the_model_sees():
+    from dataclasses import replace
+
+    from common.synthetic import generate_scene
+    from depthvlm.data import _name, to_vlm_items
+
+    sample, _ = generate_scene(seed=3, domain="indoor", num_views=1, size=64)
+    obj = sample.annotations["objects"][0]
+    instances = sample.instances.clone()
+    instances[instances == obj["id"]] = 0
+    instances[0, 20:40, 0:6] = obj["id"]  # the object only in a strip at the left edge (3% of the view)
+    sample = replace(sample, instances=instances)
+    focal = float(sample.K[0, 0, 0])
+
+    def named(max_size):
+        (item,) = to_vlm_items(sample, focal=focal, factor=16, max_size=max_size, questions_per_view=60)
+        return {n for q in item.questions for n in q.get("names", [q["question"][len("How far is "):-len(
+            " from the camera, in metres?")]])}
+
+    assert _name(obj) in named(0)  # the whole view: asked about
+    assert named(32) and _name(obj) not in named(32)  # a centre crop of 32 px cuts the strip out
