@@ -26,9 +26,18 @@ from depthvlm.train import _lr_lambda, freeze_for_stage, make_batch, training_ex
 
 
 def closer_failures(records) -> dict:
+    """How the "closer" answers fail: the share naming one of the question's two objects, the share
+    naming the first, and the share that mixes them (one object's colour with the other's category:
+    the name is not bound to one object)."""
     closer = [(q, t.strip()) for q, t in records if q["type"] == "closer"]
+
+    def mixed(q, t):
+        (_, ca, ka), (_, cb, kb) = (n.split() for n in q["names"])
+        return t in (f"the {ca} {kb}", f"the {cb} {ka}") and t not in q["names"]
+
     return {"in_question": float(np.mean([t in q["names"] for q, t in closer])),
             "first_named": float(np.mean([t == q["names"][0] for q, t in closer])),
+            "mixed": float(np.mean([mixed(q, t) for q, t in closer])),
             "most_common": Counter(t for _, t in closer).most_common(3)}
 
 

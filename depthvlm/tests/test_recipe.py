@@ -62,3 +62,13 @@ def test_depth_images_above_the_batch_is_an_error():
     with pytest.raises(ValueError, match="train.stage2.depth_images"):
         load_config(None, ["train.stage2.batch_size=4", "train.stage2.depth_images=5"])
     assert load_config(None, ["train.stage2.depth_images=2"]).train.stage2.depth_images == 2
+
+
+def test_closer_failures_tells_a_mixed_name_from_a_copied_one():
+    from depthvlm.diagnostics.stage2_recipe import closer_failures
+
+    q = {"type": "closer", "names": ["the red box", "the green cone"], "answer": "the green cone"}
+    records = [(q, "the green cone"), (q, " the red box"), (q, "the red cone"), (q, "the blue box"),
+               ({"type": "how_far"}, "2.0")]
+    out = closer_failures(records)
+    assert (out["in_question"], out["first_named"], out["mixed"]) == (0.5, 0.25, 0.25)
