@@ -72,3 +72,14 @@ def test_closer_failures_tells_a_mixed_name_from_a_copied_one():
                ({"type": "how_far"}, "2.0")]
     out = closer_failures(records)
     assert (out["in_question"], out["first_named"], out["mixed"]) == (0.5, 0.25, 0.25)
+
+
+def test_closer_as_letters_keeps_the_names_order_and_letters_the_answer():
+    from depthvlm.data import CLOSER
+    from depthvlm.diagnostics.stage2_recipe import closer_as_letters
+
+    prompt = CLOSER.format(a="the red box", b="the green cone")
+    text, letter = closer_as_letters(prompt, "the green cone")
+    assert letter == "B" and text.index("(A) the red box") < text.index("(B) the green cone")
+    assert closer_as_letters(prompt, "the red box")[1] == "A"
+    assert closer_as_letters("How far is the red box from the camera, in metres?", "2.0")[1] == "2.0"
