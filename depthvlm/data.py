@@ -83,18 +83,26 @@ def to_vlm_items(sample: Sample, focal: float, factor: int, max_size: int = 0, r
     return items
 
 
-# The spatial questions' templates; `tokenizer_corpus` renders them for the tiny tokenizer too.
+# The spatial questions' templates; `tokenizer_corpus` renders them for the tiny tokenizer too. An
+# object is named and located: "the red box at (x, y)", (x, y) the centre of its visible pixels in
+# [0, 1000] of the image's width and height (Qwen3-VL's relative coordinates; DepthLM and VLM3 refer
+# to pixels by text coordinates). "Which is closer" has two options, answered with the option's
+# letter (CV-Bench's depth order).
 HOW_FAR = "How far is {a} from the camera, in metres?"
-CLOSER = "Which is closer to the camera, {a} or {b}?"
+CLOSER = "Which is closer to the camera? (A) {a} (B) {b} Answer with the option's letter."
 APART = "How far apart are {a} and {b}, in metres?"
-
 
 # An object is asked about when it covers this share of the model's image (20 px of 128 x 128).
 MIN_AREA = 20 / 128**2
 
 
-def _name(obj) -> str:
-    return f"the {obj['color_name']} {obj['category']}"
+def refer(obj, instances: torch.Tensor) -> str:
+    """'the <colour> <category> at (x, y)': (x, y) the mean of the object's pixel centres in
+    `instances` [H, W] (object ids of the model's image), scaled to [0, 1000]."""
+    H, W = instances.shape
+    ys, xs = (instances == obj["id"]).nonzero(as_tuple=True)
+    x, y = (round(1000 * (float(c.double().mean()) + 0.5) / n) for c, n in ((xs, W), (ys, H)))
+    return f"the {obj['color_name']} {obj['category']} at ({x}, {y})"
 
 
 def tokenizer_corpus() -> list[str]:
@@ -102,8 +110,9 @@ def tokenizer_corpus() -> list[str]:
     tiny tokenizer's merges are learned from (deterministic, no data needed)."""
     from common.synthetic.scene import CATEGORIES, PALETTE
 
-    names = [f"the {c} {k}" for c in PALETTE for k in CATEGORIES]
-    lines = [DEPTH_PROMPT]
+    names = [f"the {c} {k} at ({i * 37 % 1000}, {i * 91 % 1000})"
+             for i, (c, k) in enumerate((c, k) for c in PALETTE for k in CATEGORIES)]
+    lines = [DEPTH_PROMPT, "A", "B"]
     for i, a in enumerate(names):
         b = names[(i * 7 + 3) % len(names)]
         lines += [HOW_FAR.format(a=a), CLOSER.format(a=a, b=b), APART.format(a=a, b=b), a]
@@ -113,9 +122,9 @@ def tokenizer_corpus() -> list[str]:
 def spatial_questions(sample: Sample, view: int, instances: torch.Tensor, rng, n: int,
                       min_area: float = MIN_AREA) -> list[dict]:
     """Single-image questions that need metric depth: how far is X (z-depth of its centre), which
-    of X and Y is closer (smaller centre z-depth), how far apart are X and Y (3D centre distance).
-    `instances` [H, W]: the object ids of the image the model sees; an object is asked about when
-    it covers at least `min_area` of that image."""
+    of X and Y is closer (smaller centre z-depth; "A" or "B"), how far apart are X and Y (3D centre
+    distance). `instances` [H, W]: the object ids of the image the model sees; an object is asked
+    about when it covers at least `min_area` of that image."""
     objects = {o["id"]: o for o in sample.annotations["objects"]}
     ids, counts = torch.unique(instances, return_counts=True)
     least = min_area * instances.numel()
@@ -125,35 +134,39 @@ def spatial_questions(sample: Sample, view: int, instances: torch.Tensor, rng, n
     w2c = sample.w2c[view].double()
     z = {i: float((w2c[:3, :3] @ torch.tensor(objects[i]["center"], dtype=torch.float64) + w2c[:3, 3])[2])
          for i in visible}
+    ref = {i: refer(objects[i], instances) for i in visible}
     out = []
     kinds = ["how_far", "closer", "apart"] if len(visible) >= 2 else ["how_far"]
     for k in range(n):
         kind = kinds[k % len(kinds)]
         if kind == "how_far":
             a = int(rng.choice(visible))
-            out.append({"type": "how_far", "question": HOW_FAR.format(a=_name(objects[a])),
-                        "answer": f"{z[a]:.1f}", "value": z[a]})
+            out.append({"type": "how_far", "question": HOW_FAR.format(a=ref[a]), "answer": f"{z[a]:.1f}",
+                        "value": z[a]})
             continue
         a, b = (int(x) for x in rng.choice(visible, size=2, replace=False))
         if kind == "closer":
             if abs(z[a] - z[b]) < 0.05 * min(z[a], z[b]):  # too close to call
                 continue
-            ans = _name(objects[a] if z[a] < z[b] else objects[b])
-            out.append({"type": "closer", "question": CLOSER.format(a=_name(objects[a]), b=_name(objects[b])),
-                        "answer": ans, "value": ans, "names": [_name(objects[a]), _name(objects[b])]})
+            letter = "A" if z[a] < z[b] else "B"
+            out.append({"type": "closer", "question": CLOSER.format(a=ref[a], b=ref[b]), "answer": letter,
+                        "value": letter, "names": [ref[a], ref[b]]})
         else:
             d = math.dist(objects[a]["center"], objects[b]["center"])
-            out.append({"type": "apart", "question": APART.format(a=_name(objects[a]), b=_name(objects[b])),
-                        "answer": f"{d:.1f}", "value": d, "names": [_name(objects[a]), _name(objects[b])]})
+            out.append({"type": "apart", "question": APART.format(a=ref[a], b=ref[b]), "answer": f"{d:.1f}",
+                        "value": d, "names": [ref[a], ref[b]]})
     return out
 
 
 def swapped(question: dict) -> dict:
-    """A two-object question with its names in the other order: the same answer (the closer object,
-    the distance) asked the other way round."""
+    """A two-object question with its objects in the other order: the same distance, or the same
+    closer object under the other option's letter."""
     a, b = question["names"]
     template = {"closer": CLOSER, "apart": APART}[question["type"]]
-    return {**question, "question": template.format(a=b, b=a), "names": [b, a]}
+    out = {**question, "question": template.format(a=b, b=a), "names": [b, a]}
+    if question["type"] == "closer":
+        out["answer"] = out["value"] = {"A": "B", "B": "A"}[question["answer"]]
+    return out
 
 
 def read_source(cfg, split: str):

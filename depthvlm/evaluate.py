@@ -5,7 +5,7 @@ alignment: metric depth stays metric) and spatial-QA accuracy, all with `common.
 
 Depth follows DepthVLM's dense protocol: the full predicted map against the ground truth at the
 canonical focal length, metrics per image then averaged over images (DepthVLM aggregates per
-sample). QA: "closer" by normalised exact match; numeric answers (how far, how far apart) by
+sample). QA: "closer" by normalised exact match of the option's letter; numeric answers (how far, how far apart) by
 VSI-Bench's mean relative accuracy (MRA) of the parsed number; unparsable answers score 0.
 spatial-QA accuracy = mean over all questions.
 """
@@ -41,7 +41,7 @@ def depth_scores(preds, items, max_depth=None) -> dict:
 
 def score_answer(question: dict, text) -> float:
     if question["type"] == "closer":
-        return exact_match(text or "", [question["answer"], question["answer"].removeprefix("the ")])
+        return exact_match(text or "", question["answer"])  # the option's letter
     return mean_relative_accuracy(parse_number(text), question["value"])
 
 

@@ -94,12 +94,12 @@ def main(argv=None):
     methods["depthvlm-untrained"] = evaluate_model(model.to(device), processor, test_items, **ev)
 
     # Median depth: one constant map; numeric questions get the median training answer, "closer"
-    # the first object named.
+    # the first option (A).
     med = median_depth(train_items)
     prior = prior_answers(train_items)
     const = [np.full(tuple(it.depth.shape), med) for it in test_items]
-    records = [(q, (q["question"].split(",")[1].split(" or ")[0].strip() if q["type"] == "closer"
-                    else f"{prior[q['type']]:.1f}")) for it in test_items for q in it.questions]
+    records = [(q, "A" if q["type"] == "closer" else f"{prior[q['type']]:.1f}")
+               for it in test_items for q in it.questions]
     methods["baseline-median-depth"] = {**depth_scores(const, test_items, cfg.data.max_depth), **qa_scores(records)}
 
     # DepthVLM: stage 1 (head) then stage 2 (LLM + head, loss = text + w * depth).

@@ -1,17 +1,15 @@
 """Short stage-2 runs that choose the tiny recipe: the text-only VLM (or DepthVLM from a stage-1
 model) trained on the spatial questions with one setting changed, then scored on a fixed subset of
-the test questions, with how its "closer" answers fail (the share that names one of the question's
-two objects, and the share that names the first). One process, no checkpoints.
+the test questions, with how its "closer" answers are spread (the share answering the first option
+against the share whose first option is the closer object). One process, no checkpoints.
 
     python -m depthvlm.diagnostics.stage2_recipe --steps 3000 --lr 2e-3 data.train_questions_per_view=9
     python -m depthvlm.diagnostics.stage2_recipe --depth-from results/depthvlm/run/stage1/final --steps 3000 \
         --lr 2e-3 train.stage2.depth_images=2 data.train_questions_per_view=9 data.train_both_orders=true
-    python -m depthvlm.diagnostics.stage2_recipe --steps 3000 --closer-letters   # CV-Bench's format
 """
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
 from dataclasses import replace
@@ -21,41 +19,19 @@ import torch
 
 from common.cli import OneLineParser, add_threads_flag, set_threads
 from depthvlm.config import load_config
-from depthvlm.data import CLOSER, build_items
+from depthvlm.data import build_items
 from depthvlm.evaluate import depth_scores, qa_scores, run_depthvlm
 from depthvlm.model import build_model, load_pretrained
 from depthvlm.train import _lr_lambda, freeze_for_stage, make_batch, training_examples
 
 
-def closer_failures(records) -> dict:
-    """How the "closer" answers fail: the share naming one of the question's two objects, the share
-    naming the first, and the share that mixes them (one object's colour with the other's category:
-    the name is not bound to one object)."""
+def closer_answers(records) -> dict:
+    """How the "closer" answers are spread: the share answering the first option (A), against the
+    share of questions whose first option is the closer object, and the commonest answers."""
     closer = [(q, t.strip()) for q, t in records if q["type"] == "closer"]
-
-    def mixed(q, t):
-        (_, ca, ka), (_, cb, kb) = (n.split() for n in q["names"])
-        return t in (f"the {ca} {kb}", f"the {cb} {ka}") and t not in q["names"]
-
-    return {"in_question": float(np.mean([t in q["names"] for q, t in closer])),
-            "first_named": float(np.mean([t == q["names"][0] for q, t in closer])),
-            "mixed": float(np.mean([mixed(q, t) for q, t in closer])),
+    return {"answered_a": float(np.mean([t == "A" for _, t in closer])),
+            "a_is_closer": float(np.mean([q["answer"] == "A" for q, _ in closer])),
             "most_common": Counter(t for _, t in closer).most_common(3)}
-
-
-# CV-Bench's depth-order format: the two objects as options, answered with the option's letter.
-LETTERS = "Which is closer to the camera? (A) {a} (B) {b} Answer with the option's letter."
-_CLOSER = re.compile(re.escape(CLOSER).replace(re.escape("{a}"), "(.+)").replace(re.escape("{b}"), "(.+)"))
-
-
-def closer_as_letters(prompt: str, answer: str) -> tuple[str, str]:
-    """A "which is closer" prompt and its answer (a name) as the two-option question and its letter;
-    any other prompt unchanged."""
-    m = _CLOSER.fullmatch(prompt)
-    if not m:
-        return prompt, answer
-    a, b = m.groups()
-    return LETTERS.format(a=a, b=b), "A" if answer == a else "B"
 
 
 def main(argv=None):
@@ -66,8 +42,6 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--curriculum", type=int, default=0, help="first N steps on one-object questions only")
-    ap.add_argument("--closer-letters", action="store_true", help="ask \"which is closer\" as two options "
-                    "answered with a letter (CV-Bench's depth order), in training and in the scored subset")
     ap.add_argument("--eval-every", type=int, default=0)
     ap.add_argument("--eval-questions", type=int, default=400)
     add_threads_flag(ap)
@@ -85,17 +59,11 @@ def main(argv=None):
     questions = [(i, q) for i, it in enumerate(test_items) for q in it.questions]
     pick = sorted(np.random.default_rng(0).choice(len(questions), min(args.eval_questions, len(questions)), False))
     subset = [replace(test_items[questions[j][0]], questions=[questions[j][1]]) for j in pick]
-    if args.closer_letters:
-        examples = [(i, *closer_as_letters(p, a)) for i, p, a in examples]
-        for it in subset:
-            q = it.questions[0]
-            text, letter = closer_as_letters(q["question"], q["answer"])
-            it.questions = [{**q, "question": text, "answer": letter, "value": letter}]
 
     def evaluate(step):
         _, records = run_depthvlm(model, proc, subset, batch_size=32, max_new_tokens=8, depth=False)
         model.train()
-        print(step, {k: round(v, 3) for k, v in qa_scores(records).items()}, closer_failures(records), flush=True)
+        print(step, {k: round(v, 3) for k, v in qa_scores(records).items()}, closer_answers(records), flush=True)
 
     freeze_for_stage(model, stage, cfg.train.stage2.train_vision)
     params = [p for p in model.parameters() if p.requires_grad]

@@ -38,9 +38,12 @@ def test_both_orders_adds_each_two_object_question_swapped_with_its_answer(scene
     both = training_examples(scene_items, 2, both_orders=True)
     two = [(i, q) for i, it in enumerate(scene_items) for q in it.questions if q["type"] in ("closer", "apart")]
     assert two and both[:len(plain)] == plain and len(both) == len(plain) + len(two)
+    assert {q["type"] for _, q in two} == {"closer", "apart"}
     for (i, q), (j, prompt, answer) in zip(two, both[len(plain):]):
         a, b = q["names"]
-        assert (i, answer) == (j, q["answer"]) and prompt == swapped(q)["question"]
+        # the same distance; the same closer object, under the other option's letter
+        flipped = {"A": "B", "B": "A"}[q["answer"]] if q["type"] == "closer" else q["answer"]
+        assert (i, answer) == (j, flipped) and prompt == swapped(q)["question"]
         assert prompt.index(b) < prompt.index(a) and q["question"].index(a) < q["question"].index(b)
 
 
@@ -64,22 +67,11 @@ def test_depth_images_above_the_batch_is_an_error():
     assert load_config(None, ["train.stage2.depth_images=2"]).train.stage2.depth_images == 2
 
 
-def test_closer_failures_tells_a_mixed_name_from_a_copied_one():
-    from depthvlm.diagnostics.stage2_recipe import closer_failures
+def test_closer_answers_counts_the_first_option_against_the_truth():
+    from depthvlm.diagnostics.stage2_recipe import closer_answers
 
-    q = {"type": "closer", "names": ["the red box", "the green cone"], "answer": "the green cone"}
-    records = [(q, "the green cone"), (q, " the red box"), (q, "the red cone"), (q, "the blue box"),
-               ({"type": "how_far"}, "2.0")]
-    out = closer_failures(records)
-    assert (out["in_question"], out["first_named"], out["mixed"]) == (0.5, 0.25, 0.25)
-
-
-def test_closer_as_letters_keeps_the_names_order_and_letters_the_answer():
-    from depthvlm.data import CLOSER
-    from depthvlm.diagnostics.stage2_recipe import closer_as_letters
-
-    prompt = CLOSER.format(a="the red box", b="the green cone")
-    text, letter = closer_as_letters(prompt, "the green cone")
-    assert letter == "B" and text.index("(A) the red box") < text.index("(B) the green cone")
-    assert closer_as_letters(prompt, "the red box")[1] == "A"
-    assert closer_as_letters("How far is the red box from the camera, in metres?", "2.0")[1] == "2.0"
+    records = [({"type": "closer", "answer": "A"}, " A"), ({"type": "closer", "answer": "B"}, "A"),
+               ({"type": "closer", "answer": "B"}, "B"), ({"type": "closer", "answer": "A"}, "B"),
+               ({"type": "how_far", "answer": "2.0"}, "A")]
+    out = closer_answers(records)
+    assert (out["answered_a"], out["a_is_closer"]) == (0.5, 0.5)

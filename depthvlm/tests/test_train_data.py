@@ -249,10 +249,11 @@ def test_questions_name_only_objects_in_the_image_the_model_sees():
     from dataclasses import replace
 
     from common.synthetic import generate_scene
-    from depthvlm.data import _name, to_vlm_items
+    from depthvlm.data import to_vlm_items
 
     sample, _ = generate_scene(seed=3, domain="indoor", num_views=1, size=64)
     obj = sample.annotations["objects"][0]
+    name = f"the {obj['color_name']} {obj['category']}"
     instances = sample.instances.clone()
     instances[instances == obj["id"]] = 0
     instances[0, 20:40, 0:6] = obj["id"]  # the object only in a strip at the left edge (3% of the view)
@@ -261,8 +262,34 @@ def test_questions_name_only_objects_in_the_image_the_model_sees():
 
     def named(max_size):
         (item,) = to_vlm_items(sample, focal=focal, factor=16, max_size=max_size, questions_per_view=60)
-        return {n for q in item.questions for n in q.get("names", [q["question"][len("How far is "):-len(
+        return {n.split(" at ")[0] for q in item.questions for n in q.get("names", [q["question"][len("How far is "):-len(
             " from the camera, in metres?")]])}
 
-    assert _name(obj) in named(0)  # the whole view: asked about
-    assert named(32) and _name(obj) not in named(32)  # a centre crop of 32 px cuts the strip out
+    assert name in named(0)  # the whole view: asked about
+    assert named(32) and name not in named(32)  # a centre crop of 32 px cuts the strip out
+
+
+def test_questions_locate_their_objects_and_closer_answers_the_nearer_option():
+    from common.synthetic import generate_scene
+    from depthvlm.data import to_vlm_items
+
+    sample, _ = generate_scene(seed=3, domain="indoor", num_views=1, size=64)
+    (item,) = to_vlm_items(sample, focal=float(sample.K[0, 0, 0]), factor=16, max_size=0, questions_per_view=30)
+    w2c = sample.w2c[0].double()
+    objects = {f"the {o['color_name']} {o['category']}": o for o in sample.annotations["objects"]}
+    z = {n: float((w2c[:3, :3] @ torch.tensor(o["center"], dtype=torch.float64) + w2c[:3, 3])[2])
+         for n, o in objects.items()}
+    closer = [q for q in item.questions if q["type"] == "closer"]
+    assert closer and {q["answer"] for q in closer} <= {"A", "B"}
+    for q in closer:
+        (na, _), (nb, _) = (n.split(" at ") for n in q["names"])
+        assert q["answer"] == ("A" if z[na] < z[nb] else "B")
+
+
+def test_refer_locates_an_object_at_the_centre_of_its_pixels():
+    from depthvlm.data import refer
+
+    instances = torch.zeros(10, 20, dtype=torch.long)
+    instances[2:4, 4:8] = 7  # pixel centres x 4.5..7.5, y 2.5..3.5
+    obj = {"id": 7, "color_name": "red", "category": "box"}
+    assert refer(obj, instances) == "the red box at (300, 300)"
