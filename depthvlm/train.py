@@ -66,8 +66,9 @@ def freeze_for_stage(model, stage: int, train_vision: bool = False) -> list[str]
 def training_examples(items, stage, both_orders: bool = False) -> list[tuple[int, str, str | None]]:
     """(item index, prompt, answer) triples: stage 1 pairs each image with the depth prompt and no
     answer; stage 2 and the text-only run use the spatial questions with their answers, and with
-    `both_orders` each two-object question once more with its names swapped (same answer), so that
-    the answer cannot be learned from the names' order."""
+    `both_orders` each two-object question once more with its objects swapped (`data.swapped`: the
+    same distance, the closer object under the other letter), so that the answer cannot be learned
+    from the objects' order."""
     if stage == 1:
         return [(i, DEPTH_PROMPT, None) for i in range(len(items))]
     questions = [(i, q) for i, it in enumerate(items) for q in it.questions]
