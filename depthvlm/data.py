@@ -9,6 +9,7 @@ the project's scene format) and the `common.datasets` readers for NYU, KITTI and
 
 from __future__ import annotations
 
+import itertools
 import math
 import zlib
 from dataclasses import dataclass, field
@@ -111,7 +112,7 @@ def tokenizer_corpus() -> list[str]:
     from common.synthetic.scene import CATEGORIES, PALETTE
 
     names = [f"the {c} {k} at ({i * 37 % 1000}, {i * 91 % 1000})"
-             for i, (c, k) in enumerate((c, k) for c in PALETTE for k in CATEGORIES)]
+             for i, (c, k) in enumerate(itertools.product(PALETTE, CATEGORIES))]
     lines = [DEPTH_PROMPT, "A", "B"]
     for i, a in enumerate(names):
         b = names[(i * 7 + 3) % len(names)]

@@ -5,9 +5,9 @@ alignment: metric depth stays metric) and spatial-QA accuracy, all with `common.
 
 Depth follows DepthVLM's dense protocol: the full predicted map against the ground truth at the
 canonical focal length, metrics per image then averaged over images (DepthVLM aggregates per
-sample). QA: "closer" by normalised exact match of the option's letter; numeric answers (how far, how far apart) by
-VSI-Bench's mean relative accuracy (MRA) of the parsed number; unparsable answers score 0.
-spatial-QA accuracy = mean over all questions.
+sample). QA: "closer" by normalised exact match of the option's letter; numeric answers (how far,
+how far apart) by VSI-Bench's mean relative accuracy (MRA) of the parsed number; unparsable answers
+score 0. spatial-QA accuracy = mean over all questions.
 """
 
 from __future__ import annotations

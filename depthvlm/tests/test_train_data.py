@@ -245,6 +245,14 @@ def test_two_processes_follow_one_with_twice_the_batch(tmp_path, stage):
     assert diff < 1e-4 and diff < other / 50, (diff, other)
 
 
+def _objects_of(question) -> list[str]:
+    """The object references of a question: its two options / objects, or the one of "how far"."""
+    from depthvlm.data import HOW_FAR
+
+    head, tail = HOW_FAR.split("{a}")
+    return question.get("names") or [question["question"].removeprefix(head).removesuffix(tail)]
+
+
 def test_questions_name_only_objects_in_the_image_the_model_sees():
     from dataclasses import replace
 
@@ -262,23 +270,22 @@ def test_questions_name_only_objects_in_the_image_the_model_sees():
 
     def named(max_size):
         (item,) = to_vlm_items(sample, focal=focal, factor=16, max_size=max_size, questions_per_view=60)
-        return {n.split(" at ")[0] for q in item.questions for n in q.get("names", [q["question"][len("How far is "):-len(
-            " from the camera, in metres?")]])}
+        return {ref.split(" at ")[0] for q in item.questions for ref in _objects_of(q)}
 
     assert name in named(0)  # the whole view: asked about
     assert named(32) and name not in named(32)  # a centre crop of 32 px cuts the strip out
 
 
-def test_questions_locate_their_objects_and_closer_answers_the_nearer_option():
+def test_closer_answers_the_option_nearer_the_camera():
+    from common.cameras import transform_points
     from common.synthetic import generate_scene
     from depthvlm.data import to_vlm_items
 
     sample, _ = generate_scene(seed=3, domain="indoor", num_views=1, size=64)
     (item,) = to_vlm_items(sample, focal=float(sample.K[0, 0, 0]), factor=16, max_size=0, questions_per_view=30)
-    w2c = sample.w2c[0].double()
     objects = {f"the {o['color_name']} {o['category']}": o for o in sample.annotations["objects"]}
-    z = {n: float((w2c[:3, :3] @ torch.tensor(o["center"], dtype=torch.float64) + w2c[:3, 3])[2])
-         for n, o in objects.items()}
+    centres = torch.tensor([o["center"] for o in objects.values()], dtype=torch.float64)
+    z = dict(zip(objects, transform_points(sample.w2c[0].double(), centres)[:, 2].tolist()))
     closer = [q for q in item.questions if q["type"] == "closer"]
     assert closer and {q["answer"] for q in closer} <= {"A", "B"}
     for q in closer:
