@@ -80,6 +80,9 @@ class StageConfig:
     # VLM, so supervising a few images per step buys many more question-answer steps.
     depth_images: int = 0
     with_text: bool = True  # stage 1 of the official code trains without text (labels all -100)
+    # Stage 2: the first steps draw "which is closer" questions only, then every kind (0: every kind
+    # from the start). Comparing two located objects makes the tiny model ground them (README).
+    closer_first: int = 0
     # Stage 2: the vision encoder trains too. The paper freezes Qwen3-VL's pre-trained encoder; a
     # random-weight one, frozen, hands the language model fixed random patch projections.
     train_vision: bool = False
@@ -122,7 +125,10 @@ def check_config(cfg: Config) -> None:
     check_min(cfg, ["train.silog_lambda", "data.max_size", "data.max_train_views",
                     "data.max_test_views", "data.train_questions_per_view"]
               + [f"{s}.{k}" for s in stages
-                 for k in ("steps", "warmup", "grad_clip", "depth_weight", "depth_images")], 0)
+                 for k in ("steps", "warmup", "grad_clip", "depth_weight", "depth_images", "closer_first")], 0)
+    if cfg.train.stage1.closer_first:
+        raise common_config.ConfigError(
+            f"train.stage1.closer_first: stage 1 has no questions; expected 0, got {cfg.train.stage1.closer_first!r}")
     check_min(cfg, ["data.focal", "data.max_depth", "model.rope_theta"] + [f"{s}.lr" for s in stages], 0, strict=True)
     for s in stages:
         depth_images, batch = (common_config.get_key(cfg, f"{s}.{k}") for k in ("depth_images", "batch_size"))

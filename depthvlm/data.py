@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.cameras import crop, unify_focal
+from common.cameras import crop, transform_points, unify_focal
 from common.datasets import Sample
 
 # The prompt of DepthVLM's depth samples (official `utils/datasets.py`, quoted in the notes).
@@ -132,9 +132,9 @@ def spatial_questions(sample: Sample, view: int, instances: torch.Tensor, rng, n
     visible = [int(i) for i, c in zip(ids, counts) if int(i) in objects and int(c) >= least]
     if not visible:
         return []
-    w2c = sample.w2c[view].double()
-    z = {i: float((w2c[:3, :3] @ torch.tensor(objects[i]["center"], dtype=torch.float64) + w2c[:3, 3])[2])
-         for i in visible}
+    centres = torch.tensor([objects[i]["center"] for i in visible], dtype=torch.float64)  # [N, 3] world
+    zs = transform_points(sample.w2c[view].double(), centres)[:, 2]  # [N] camera z, metres
+    z = {i: float(v) for i, v in zip(visible, zs)}
     ref = {i: refer(objects[i], instances) for i in visible}
     out = []
     kinds = ["how_far", "closer", "apart"] if len(visible) >= 2 else ["how_far"]

@@ -63,20 +63,21 @@ def freeze_for_stage(model, stage: int, train_vision: bool = False) -> list[str]
     return [n for n, p in model.named_parameters() if p.requires_grad]
 
 
-def training_examples(items, stage, both_orders: bool = False) -> list[tuple[int, str, str | None]]:
+def training_examples(items, stage, both_orders: bool = False, kinds=None) -> list[tuple[int, str, str | None]]:
     """(item index, prompt, answer) triples: stage 1 pairs each image with the depth prompt and no
-    answer; stage 2 and the text-only run use the spatial questions with their answers, and with
-    `both_orders` each two-object question once more with its objects swapped (`data.swapped`: the
-    same distance, the closer object under the other letter), so that the answer cannot be learned
-    from the objects' order."""
+    answer; stage 2 and the text-only run use the spatial questions (of `kinds` only, if given) with
+    their answers, and with `both_orders` each two-object question once more with its objects
+    swapped (`data.swapped`: the same distance, the closer object under the other letter), so that
+    the answer cannot be learned from the objects' order."""
     if stage == 1:
         return [(i, DEPTH_PROMPT, None) for i in range(len(items))]
-    questions = [(i, q) for i, it in enumerate(items) for q in it.questions]
+    questions = [(i, q) for i, it in enumerate(items) for q in it.questions if kinds is None or q["type"] in kinds]
     if both_orders:
         questions += [(i, swapped(q)) for i, q in questions if "names" in q]
     out = [(i, q["question"], q["answer"]) for i, q in questions]
     if not out:
-        raise ValueError("training data: no spatial questions (stage 2 needs scenes with object annotations)")
+        what = "spatial questions" if kinds is None else f"questions of kind {', '.join(kinds)}"
+        raise ValueError(f"training data: no {what} (stage 2 needs scenes with object annotations)")
     return out
 
 
@@ -86,6 +87,15 @@ def check_global_batch(n_examples: int, scfg, stage, world: int) -> None:
         raise ValueError(f"stage {stage}: {world} processes x batch_size {scfg.batch_size} = "
                          f"{world * scfg.batch_size} examples per step, but the training data has "
                          f"{n_examples}; lower the stage's batch_size")
+
+
+def stage_examples(items, scfg, stage, both_orders: bool, world: int = 1):
+    """(every example, the examples of the first `scfg.closer_first` steps: the "closer" questions
+    alone, or every example when there is no curriculum), checked for a full global batch."""
+    examples = training_examples(items, stage, both_orders)
+    first = training_examples(items, stage, both_orders, ("closer",)) if stage != 1 and scfg.closer_first else examples
+    check_global_batch(min(len(examples), len(first)), scfg, stage, world)
+    return examples, first
 
 
 def make_batch(processor, items, examples, idx, with_depth: bool, device, depth_images: int = 0) -> dict:
@@ -174,9 +184,8 @@ def train_stage(model, processor, items, scfg, stage, out_dir: Path, seed: int, 
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused)])
     world, rank, main = accelerator.num_processes, accelerator.process_index, accelerator.is_main_process
     trainable = freeze_for_stage(model, stage, scfg.train_vision)  # stage 1: the head only
-    examples = training_examples(items, stage, both_orders)
+    examples, first = stage_examples(items, scfg, stage, both_orders, world)
     B = scfg.batch_size
-    check_global_batch(len(examples), scfg, stage, world)
     with_depth = stage != "text"
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=scfg.lr, weight_decay=0.0)
@@ -202,9 +211,10 @@ def train_stage(model, processor, items, scfg, stage, out_dir: Path, seed: int, 
                disable=None if main else True)
     for step in bar:
         rng = np.random.default_rng([seed, stage_seed, step])
-        idx = rng.choice(len(examples), size=min(world * B, len(examples)), replace=False)  # the global batch
+        pool = first if step < scfg.closer_first else examples
+        idx = rng.choice(len(pool), size=min(world * B, len(pool)), replace=False)  # the global batch
         idx = idx[rank * B:(rank + 1) * B]  # this rank's share
-        batch = make_batch(processor, items, examples, idx, with_depth, accelerator.device,
+        batch = make_batch(processor, items, pool, idx, with_depth, accelerator.device,
                            scfg.depth_images if stage == 2 else 0)
         tokens = None  # the global batch's answer-token count (transformers shifts the labels)
         if world > 1 and "labels" in batch:
@@ -258,8 +268,7 @@ def train(cfg, resume: bool = False, stages=(1, 2)) -> Path:
     items = build_items(cfg.data, cfg.data.train_split, processor.factor, cfg.data.max_train_views, cfg.seed)
     for stage in stages:  # before any training
         scfg = cfg.train.stage1 if stage == 1 else cfg.train.stage2
-        check_global_batch(len(training_examples(items, stage, cfg.data.train_both_orders)), scfg, stage,
-                           state.num_processes)
+        stage_examples(items, scfg, stage, cfg.data.train_both_orders, state.num_processes)
     summary = {}
     log_path = out_dir / "metrics.jsonl"
     if main and not resume:

@@ -3,7 +3,7 @@ model) trained on the spatial questions with one setting changed, then scored on
 the test questions, with how its "closer" answers are spread (the share answering the first option
 against the share whose first option is the closer object). One process, no checkpoints.
 
-    python -m depthvlm.diagnostics.stage2_recipe --steps 3000 --lr 2e-3 data.train_questions_per_view=9
+    python -m depthvlm.diagnostics.stage2_recipe --steps 3000 --lr 2e-3 train.stage2.closer_first=0
     python -m depthvlm.diagnostics.stage2_recipe --depth-from results/depthvlm/run/stage1/final --steps 3000 \
         --lr 2e-3 train.stage2.depth_images=2 data.train_questions_per_view=9 data.train_both_orders=true
 """
@@ -22,7 +22,7 @@ from depthvlm.config import load_config
 from depthvlm.data import build_items
 from depthvlm.evaluate import depth_scores, qa_scores, run_depthvlm
 from depthvlm.model import build_model, load_pretrained
-from depthvlm.train import _lr_lambda, freeze_for_stage, make_batch, training_examples
+from depthvlm.train import _lr_lambda, freeze_for_stage, make_batch, stage_examples
 
 
 def closer_answers(records) -> dict:
@@ -53,7 +53,7 @@ def main(argv=None):
     stage = 2 if args.depth_from else "text"
     train_items = build_items(cfg.data, cfg.data.train_split, proc.factor, 0, cfg.seed)
     test_items = build_items(cfg.data, cfg.data.test_split, proc.factor, 0, cfg.seed)
-    examples = training_examples(train_items, 2, cfg.data.train_both_orders)
+    examples, closer = stage_examples(train_items, cfg.train.stage2, 2, cfg.data.train_both_orders)
     one_object = [e for e in examples if e[1].startswith("How far is")]
     # A fixed subset of the test questions, each asked of its own image.
     questions = [(i, q) for i, it in enumerate(test_items) for q in it.questions]
@@ -72,7 +72,7 @@ def main(argv=None):
     scfg, t0 = cfg.train.stage2, time.time()
     model.train()
     for step in range(args.steps):
-        pool = one_object if step < args.curriculum else examples
+        pool = one_object if step < args.curriculum else closer if step < cfg.train.stage2.closer_first else examples
         idx = np.random.default_rng([cfg.seed, 2, step]).choice(len(pool), scfg.batch_size, replace=False)
         batch = make_batch(proc, train_items, pool, idx, stage == 2, "cpu", scfg.depth_images)
         if stage == "text":

@@ -75,3 +75,41 @@ def test_closer_answers_counts_the_first_option_against_the_truth():
                ({"type": "how_far", "answer": "2.0"}, "A")]
     out = closer_answers(records)
     assert (out["answered_a"], out["a_is_closer"]) == (0.5, 0.5)
+
+
+def test_closer_first_draws_only_closer_questions_then_every_kind(tiny, scene_items, tmp_path, monkeypatch):
+    import depthvlm.train as train_module
+    from depthvlm.config import StageConfig
+    from depthvlm.data import CLOSER
+
+    model, proc = tiny
+    prompts, make = [], train_module.make_batch
+    monkeypatch.setattr(train_module, "make_batch", lambda processor, items, examples, idx, *a, **k:
+                        prompts.append([examples[i][1] for i in idx]) or make(processor, items, examples, idx, *a, **k))
+    scfg = StageConfig(steps=6, lr=1e-3, batch_size=4, closer_first=3)
+    train_module.train_stage(model, proc, scene_items, scfg, "text", tmp_path, seed=0, checkpoint_every=100,
+                             both_orders=True)
+    closer = [[p.startswith(CLOSER.split("?")[0]) for p in step] for step in prompts]
+    assert len(closer) == 6 and all(all(c) for c in closer[:3])
+    assert not all(all(c) for c in closer[3:])  # then the other kinds too
+
+
+def test_closer_first_needs_closer_questions_and_is_stage_2_only(scene_items):
+    from common.config import ConfigError
+    from depthvlm.config import StageConfig
+    from depthvlm.train import stage_examples
+
+    one_object = [replace_questions(it, "how_far") for it in scene_items]
+    with pytest.raises(ValueError, match="no questions of kind closer"):
+        stage_examples(one_object, StageConfig(closer_first=5), 2, both_orders=True)
+    assert stage_examples(one_object, StageConfig(closer_first=0), 2, both_orders=True)[1]  # no curriculum
+    with pytest.raises(ConfigError, match="train.stage1.closer_first"):
+        load_config(None, ["train.stage1.closer_first=10"])
+    with pytest.raises(ConfigError, match="train.stage2.closer_first"):
+        load_config(None, ["train.stage2.closer_first=-1"])
+
+
+def replace_questions(item, kind):
+    from dataclasses import replace
+
+    return replace(item, questions=[q for q in item.questions if q["type"] == kind])
