@@ -34,7 +34,7 @@ class VLMItem:
     domain: str
     scene_id: str
     view: int
-    questions: list = field(default_factory=list)  # [{"type", "question", "answer", "value"}]
+    questions: list = field(default_factory=list)  # [{"type", "question", "answer", "value", "names"}]
 
 
 def to_vlm_items(sample: Sample, focal: float, factor: int, max_size: int = 0, require_intrinsics: bool = True,
@@ -124,8 +124,9 @@ def spatial_questions(sample: Sample, view: int, instances: torch.Tensor, rng, n
                       min_area: float = MIN_AREA) -> list[dict]:
     """Single-image questions that need metric depth: how far is X (z-depth of its centre), which
     of X and Y is closer (smaller centre z-depth; "A" or "B"), how far apart are X and Y (3D centre
-    distance). `instances` [H, W]: the object ids of the image the model sees; an object is asked
-    about when it covers at least `min_area` of that image."""
+    distance); each question's `names` are its objects' references in order. `instances` [H, W]: the
+    object ids of the image the model sees; an object is asked about when it covers at least
+    `min_area` of that image."""
     objects = {o["id"]: o for o in sample.annotations["objects"]}
     ids, counts = torch.unique(instances, return_counts=True)
     least = min_area * instances.numel()
@@ -143,7 +144,7 @@ def spatial_questions(sample: Sample, view: int, instances: torch.Tensor, rng, n
         if kind == "how_far":
             a = int(rng.choice(visible))
             out.append({"type": "how_far", "question": HOW_FAR.format(a=ref[a]), "answer": f"{z[a]:.1f}",
-                        "value": z[a]})
+                        "value": z[a], "names": [ref[a]]})
             continue
         a, b = (int(x) for x in rng.choice(visible, size=2, replace=False))
         if kind == "closer":

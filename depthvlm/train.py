@@ -73,7 +73,7 @@ def training_examples(items, stage, both_orders: bool = False, kinds=None) -> li
         return [(i, DEPTH_PROMPT, None) for i in range(len(items))]
     questions = [(i, q) for i, it in enumerate(items) for q in it.questions if kinds is None or q["type"] in kinds]
     if both_orders:
-        questions += [(i, swapped(q)) for i, q in questions if "names" in q]
+        questions += [(i, swapped(q)) for i, q in questions if len(q["names"]) == 2]
     out = [(i, q["question"], q["answer"]) for i, q in questions]
     if not out:
         what = "spatial questions" if kinds is None else f"questions of kind {', '.join(kinds)}"

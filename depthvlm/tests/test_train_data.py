@@ -245,14 +245,6 @@ def test_two_processes_follow_one_with_twice_the_batch(tmp_path, stage):
     assert diff < 1e-4 and diff < other / 50, (diff, other)
 
 
-def _objects_of(question) -> list[str]:
-    """The object references of a question: its two options / objects, or the one of "how far"."""
-    from depthvlm.data import HOW_FAR
-
-    head, tail = HOW_FAR.split("{a}")
-    return question.get("names") or [question["question"].removeprefix(head).removesuffix(tail)]
-
-
 def test_questions_name_only_objects_in_the_image_the_model_sees():
     from dataclasses import replace
 
@@ -270,7 +262,7 @@ def test_questions_name_only_objects_in_the_image_the_model_sees():
 
     def named(max_size):
         (item,) = to_vlm_items(sample, focal=focal, factor=16, max_size=max_size, questions_per_view=60)
-        return {ref.split(" at ")[0] for q in item.questions for ref in _objects_of(q)}
+        return {ref.split(" at ")[0] for q in item.questions for ref in q["names"]}
 
     assert name in named(0)  # the whole view: asked about
     assert named(32) and name not in named(32)  # a centre crop of 32 px cuts the strip out
