@@ -94,7 +94,7 @@ def stage_examples(items, scfg, stage, both_orders: bool, world: int = 1):
     alone, or every example when there is no curriculum), checked for a full global batch."""
     examples = training_examples(items, stage, both_orders)
     first = training_examples(items, stage, both_orders, ("closer",)) if stage != 1 and scfg.closer_first else examples
-    check_global_batch(min(len(examples), len(first)), scfg, stage, world)
+    check_global_batch(len(first), scfg, stage, world)  # first: examples or a subset of them
     return examples, first
 
 

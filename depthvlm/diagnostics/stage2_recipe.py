@@ -22,7 +22,7 @@ from depthvlm.config import load_config
 from depthvlm.data import build_items
 from depthvlm.evaluate import depth_scores, qa_scores, run_depthvlm
 from depthvlm.model import build_model, load_pretrained
-from depthvlm.train import _lr_lambda, freeze_for_stage, make_batch, stage_examples
+from depthvlm.train import _lr_lambda, freeze_for_stage, make_batch, stage_examples, training_examples
 
 
 def closer_answers(records) -> dict:
@@ -54,7 +54,7 @@ def main(argv=None):
     train_items = build_items(cfg.data, cfg.data.train_split, proc.factor, 0, cfg.seed)
     test_items = build_items(cfg.data, cfg.data.test_split, proc.factor, 0, cfg.seed)
     examples, closer = stage_examples(train_items, cfg.train.stage2, 2, cfg.data.train_both_orders)
-    one_object = [e for e in examples if e[1].startswith("How far is")]
+    one_object = training_examples(train_items, 2, cfg.data.train_both_orders, ("how_far",))
     # A fixed subset of the test questions, each asked of its own image.
     questions = [(i, q) for i, it in enumerate(test_items) for q in it.questions]
     pick = sorted(np.random.default_rng(0).choice(len(questions), min(args.eval_questions, len(questions)), False))

@@ -95,11 +95,13 @@ def test_closer_first_draws_only_closer_questions_then_every_kind(tiny, scene_it
 
 
 def test_closer_first_needs_closer_questions_and_is_stage_2_only(scene_items):
+    from dataclasses import replace
+
     from common.config import ConfigError
     from depthvlm.config import StageConfig
     from depthvlm.train import stage_examples
 
-    one_object = [replace_questions(it, "how_far") for it in scene_items]
+    one_object = [replace(it, questions=[q for q in it.questions if q["type"] == "how_far"]) for it in scene_items]
     with pytest.raises(ValueError, match="no questions of kind closer"):
         stage_examples(one_object, StageConfig(closer_first=5), 2, both_orders=True)
     assert stage_examples(one_object, StageConfig(closer_first=0), 2, both_orders=True)[1]  # no curriculum
@@ -107,9 +109,3 @@ def test_closer_first_needs_closer_questions_and_is_stage_2_only(scene_items):
         load_config(None, ["train.stage1.closer_first=10"])
     with pytest.raises(ConfigError, match="train.stage2.closer_first"):
         load_config(None, ["train.stage2.closer_first=-1"])
-
-
-def replace_questions(item, kind):
-    from dataclasses import replace
-
-    return replace(item, questions=[q for q in item.questions if q["type"] == kind])
