@@ -20,7 +20,13 @@ import torch
 from tqdm import tqdm
 
 from common.cli import OneLineParser, add_threads_flag, one_line_errors, set_threads
-from common.metrics import depth_metrics, exact_match, mean_relative_accuracy, parse_number
+from common.metrics import (
+    depth_metrics,
+    exact_match,
+    mean_relative_accuracy,
+    paired_bootstrap_test,
+    parse_number,
+)
 from depthvlm.config import load_config
 from depthvlm.data import DEPTH_PROMPT, build_items
 
@@ -54,6 +60,21 @@ def qa_scores(records) -> dict:
         scores.setdefault(q["type"], []).append(score_answer(q, text))
     out = {f"qa_{t}": float(np.mean(s)) for t, s in scores.items()}
     out["qa_accuracy"] = float(np.mean([v for s in scores.values() for v in s]))
+    return out
+
+
+def paired_qa_tests(ours, other, seed: int = 0) -> dict:
+    """Paired bootstrap of two models' QA records [(question, answer text)] on the same questions in
+    the same order: {"qa_accuracy" and "qa_<type>" per question type: paired_bootstrap_test (ours
+    minus other)}. ValueError if the questions differ."""
+    if len(ours) != len(other) or any(q is not q2 for (q, _), (q2, _) in zip(ours, other)):
+        raise ValueError(f"paired_qa_tests: {len(ours)} and {len(other)} records, expected the same questions")
+    out = {}
+    for metric, kind in [("qa_accuracy", None)] + [(f"qa_{t}", t) for t in sorted({q["type"] for q, _ in ours})]:
+        pairs = [(score_answer(q, a), score_answer(q, b)) for (q, a), (_, b) in zip(ours, other)
+                 if kind is None or q["type"] == kind]
+        a, b = np.array(pairs).T  # [2, N]
+        out[metric] = paired_bootstrap_test(a, b, seed=seed)
     return out
 
 

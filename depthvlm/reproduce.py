@@ -19,13 +19,13 @@ import numpy as np
 import torch
 
 from common.cli import OneLineParser, add_threads_flag, check_out_dir, one_line_errors, set_threads
-from common.metrics import bootstrap_ci, depth_metrics, paired_bootstrap_test
+from common.metrics import bootstrap_ci, depth_metrics
 from common.results import git_commit, markdown_table, write_results
 from depthvlm.baselines import (depthnet_from_vlm_config, median_depth, predict_depthnet, prior_answers,
                                 train_depthnet)
 from depthvlm.config import load_config
 from depthvlm.data import build_items, check_source, ensure_synthetic
-from depthvlm.evaluate import depth_scores, evaluate_model, qa_scores, run_depthvlm, score_answer
+from depthvlm.evaluate import depth_scores, evaluate_model, paired_qa_tests, qa_scores, run_depthvlm
 from depthvlm.model import build_model, load_pretrained
 from depthvlm.train import train, train_stage
 
@@ -139,14 +139,8 @@ def main(argv=None):
     methods["vlm-spatial-qa-no-depth-head"] = qa_scores(text_qa)
 
     # Does depth supervision help spatial reasoning? Paired bootstrap over the test questions
-    # (both models answer the same questions, in the same order).
-    assert all(q is q2 for (q, _), (q2, _) in zip(ours_qa, text_qa))  # the same questions
-    paired = {}
-    for metric, kinds in (("qa_accuracy", None), ("qa_closer", {"closer"})):
-        pairs = [(score_answer(q, a), score_answer(q, b)) for (q, a), (_, b) in zip(ours_qa, text_qa)
-                 if kinds is None or q["type"] in kinds]
-        a, b = np.array(pairs).T
-        paired[metric] = paired_bootstrap_test(a, b, seed=cfg.seed)
+    # (both models answer the same questions, in the same order), overall and per question type.
+    paired = paired_qa_tests(ours_qa, text_qa, seed=cfg.seed)
 
     # 95% bootstrap intervals of DepthVLM's per-image delta1 per domain.
     ci = {}
