@@ -35,7 +35,7 @@ from common.datasets import MixtureDataset
 from common.synthetic import Scene, render_views
 from vlm3 import prompts as P
 from vlm3.config import Config, load_config
-from vlm3.data import QuestionBuilder, TaskDataset, TaskSettings
+from vlm3.data import QuestionBuilder, TaskDataset, TaskSettings, pose_targets
 from vlm3.scenes import Frame, SceneCache, View
 from vlm3.train import build_mixture as product_mixture
 from vlm3.train import ensure_data, scene_cache, task_settings, train
@@ -111,11 +111,28 @@ class RenderedQuestionBuilder(QuestionBuilder):
     questions on turned pairs, and whose copy lessons are moved copies when `corr_shift` > 0."""
 
     def __init__(self, cache: RenderedSceneCache, settings: TaskSettings, turn_pairs: float = 0.0,
-                 corr_shift: int = 0, both_orders: bool = False):
+                 corr_shift: int = 0, both_orders: bool = False, max_turn: float | None = None,
+                 orbits_only: bool = False):
         super().__init__(cache, settings)
         if not 0 <= turn_pairs <= 1 or corr_shift < 0:
             raise ValueError(f"turn_pairs {turn_pairs}: expected 0..1; corr_shift {corr_shift}: expected >= 0")
+        if max_turn is not None and max_turn <= 0:
+            raise ValueError(f"max_turn {max_turn}: expected degrees > 0")
         self.turn_pairs, self.corr_shift, self.both_orders = float(turn_pairs), int(corr_shift), bool(both_orders)
+        self.max_turn, self.orbits_only = max_turn, bool(orbits_only)
+
+    def small_turn_pair(self, rng) -> tuple | None:
+        """A drawn pose pair (s, i, j) that turns by at most `max_turn` degrees (on an orbit if
+        `orbits_only`), or None after 100 draws (`TaskDataset` retries with the next sub-key)."""
+        for _ in range(100):
+            s = int(rng.integers(len(self.cache)))
+            if self.orbits_only and self.cache.samples[s].annotations["camera_path"]["kind"] != "orbit":
+                continue
+            i, j = self.draw_pair(rng, self.cache.samples[s])
+            turn = pose_targets(self.cache.frame(s, i).w2c, self.cache.frame(s, j).w2c)["angle"]
+            if self.max_turn is None or turn <= self.max_turn:
+                return s, i, j
+        return None
 
     def draw_pair(self, rng, sample) -> tuple[int, int]:
         i, j = super().draw_pair(rng, sample)
@@ -138,6 +155,10 @@ class RenderedQuestionBuilder(QuestionBuilder):
         return super().correspondence(rng, n_points, where)
 
     def pose(self, rng, kind: str | None = None, pair=None):
+        if pair is None and (self.max_turn is not None or self.orbits_only):
+            pair = self.small_turn_pair(rng)
+            if pair is None:
+                return None
         if pair is None and self.turn_pairs > 0:  # the product's draws, then the turn's
             s = int(rng.integers(len(self.cache)))
             i, j = self.draw_pair(rng, self.cache.samples[s])
@@ -182,13 +203,34 @@ def held_out_questions(cfg: Config, cache: SceneCache | None = None, turned: boo
     return {"correspondence": corr, "pose": pose}
 
 
-def build_mixture(cfg: Config, turn_pairs: float = 0.0, corr_shift: int = 0,
-                  both_orders: bool = False) -> MixtureDataset:
-    """The product's training mixture (`vlm3.train.build_mixture`) with rendered lessons."""
-    builder = RenderedQuestionBuilder(
-        RenderedSceneCache.like(scene_cache(cfg)), task_settings(cfg), turn_pairs, corr_shift, both_orders
-    )
-    return product_mixture(cfg, builder=builder)
+class Curriculum(torch.utils.data.Dataset):
+    """Items 0 .. cut - 1 from `first`, the rest from `then` (both as long as the run)."""
+
+    def __init__(self, first: MixtureDataset, then: MixtureDataset, cut: int):
+        self.first, self.then, self.cut = first, then, int(cut)
+
+    def __len__(self) -> int:
+        return len(self.then)
+
+    def __getitem__(self, k: int):
+        return self.first[k] if k < self.cut else self.then[k]
+
+
+def build_mixture(cfg: Config, turn_pairs: float = 0.0, corr_shift: int = 0, both_orders: bool = False,
+                  small_turns_first: int = 0, max_turn: float = 20.0, orbits_first: bool = False):
+    """The product's training mixture (`vlm3.train.build_mixture`) with rendered lessons. With
+    `small_turns_first` = N > 0 the first N steps' pose questions are on pairs that turn by at most
+    `max_turn` degrees (orbits only if `orbits_first`); one process (a step is train.batch_size items)."""
+    cache = RenderedSceneCache.like(scene_cache(cfg))
+
+    def mixture(**small):
+        builder = RenderedQuestionBuilder(cache, task_settings(cfg), turn_pairs, corr_shift, both_orders, **small)
+        return product_mixture(cfg, builder=builder)
+
+    if small_turns_first <= 0:
+        return mixture()
+    first = mixture(max_turn=max_turn, orbits_only=orbits_first)
+    return Curriculum(first, mixture(), small_turns_first * cfg.train.batch_size)
 
 
 def main(argv=None) -> None:
@@ -201,6 +243,10 @@ def main(argv=None) -> None:
                     help="copy lessons (data.corr_same_view) on copies moved by up to N px")
     ap.add_argument("--both-orders", action="store_true",
                     help="each training pair's views swapped half the time (held-out pairs unchanged)")
+    ap.add_argument("--small-turns-first", type=int, default=0, metavar="N",
+                    help="the first N steps' pose questions on pairs turning by at most --max-turn degrees")
+    ap.add_argument("--max-turn", type=float, default=20.0, metavar="DEG", help="see --small-turns-first")
+    ap.add_argument("--orbits-first", action="store_true", help="--small-turns-first on orbit pairs only")
     add_threads_flag(ap)
     ap.add_argument("overrides", nargs="*", help="key=value, e.g. train.steps=200")
     args = ap.parse_args(argv)
@@ -208,7 +254,12 @@ def main(argv=None) -> None:
         set_threads(args.threads)
         cfg = load_config(args.config, args.overrides)
         ensure_data(cfg)
-        train(cfg, mixture=build_mixture(cfg, args.turn_pairs, args.corr_shift, args.both_orders))
+        if args.small_turns_first < 0 or args.max_turn <= 0:
+            raise ValueError(f"--small-turns-first {args.small_turns_first}: expected >= 0; "
+                             f"--max-turn {args.max_turn}: expected degrees > 0")
+        mixture = build_mixture(cfg, args.turn_pairs, args.corr_shift, args.both_orders,
+                                args.small_turns_first, args.max_turn, args.orbits_first)
+        train(cfg, mixture=mixture)
     print(f"checkpoint: {cfg.train.out_dir}/checkpoint")
 
 

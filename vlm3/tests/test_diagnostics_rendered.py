@@ -87,6 +87,34 @@ def test_both_orders_swaps_half_the_training_pairs(cache):
     assert backwards(RenderedQuestionBuilder(cache, settings, both_orders=True)) == pytest.approx(0.5, abs=0.03)
 
 
+def test_small_turns_first_draws_small_orbit_turns_then_the_product_s(tiny_cfg):
+    """--small-turns-first N: the first N steps' pose questions are on pairs turning by at most
+    --max-turn degrees (orbits only with --orbits-first); from step N on the items are the product's."""
+    from vlm3.train import build_mixture as product_mixture
+
+    cfg = tiny_cfg
+    B = cfg.train.batch_size
+    # the test scenes: a forward path (turns of 1-5 deg) and a 4-view orbit (48 and 95 deg)
+    mix = rendered.build_mixture(cfg, small_turns_first=2, max_turn=50.0, orbits_first=True)
+    cache = mix.first.datasets["pose"].builder.cache
+    first = [mix[k][1] for k in range(2 * B) if mix[k][0] == "pose"]
+    assert first, "the tiny mixture asks pose questions in its first two steps"
+    for e in first:
+        s, i, j = e.target["pair"]
+        assert path_kind(cache, s) == "orbit"
+        assert pose_targets(cache.frame(s, i).w2c, cache.frame(s, j).w2c)["angle"] <= 50.0
+    product = product_mixture(cfg)
+    for k in range(2 * B, len(mix)):
+        (task, e), (task0, e0) = mix[k], product[k]
+        assert (task, e.prompt, e.answer, e.turns) == (task0, e0.prompt, e0.answer, e0.turns)
+    # without the lesson the first steps hold larger turns and forward paths too
+    pose = [e for task, e in (product[k] for k in range(len(product))) if task == "pose"]
+    assert max(e.target["angle"] for e in pose) > 50.0
+    assert {path_kind(cache, e.target["pair"][0]) for e in pose} == {"orbit", "forward"}
+    with pytest.raises(ValueError, match="max_turn -1"):
+        RenderedQuestionBuilder(cache, TaskSettings(), max_turn=-1)
+
+
 def test_shifted_copy_lessons_move_the_content(cache):
     """--corr-shift: the copy lesson's second view is the same camera with its crop window moved by
     (dx, dy) stored pixels; the match is the query moved by -(dx, dy) (mapped to the model input) and
@@ -223,7 +251,8 @@ def test_by_path_splits_the_two_view_questions(tiny_cfg, cfg_overrides, question
 def test_training_with_rendered_lessons_writes_a_checkpoint(cfg_overrides, tmp_path, capsys):
     """python -m vlm3.diagnostics.rendered: the product's training loop on a mixture with turned pairs
     and moved copy lessons."""
-    rendered.main(["--turn-pairs", "0.5", "--corr-shift", "4", "--both-orders", *cfg_overrides, "data.corr_same_view=0.5",
-                   "train.steps=1", "train.batch_size=2", f"train.out_dir={tmp_path}"])
+    rendered.main(["--turn-pairs", "0.5", "--corr-shift", "4", "--both-orders", "--small-turns-first", "1",
+                   "--orbits-first", *cfg_overrides, "data.corr_same_view=0.5",
+                   "train.steps=2", "train.batch_size=2", f"train.out_dir={tmp_path}"])
     assert (tmp_path / "checkpoint" / "trainer_state.json").is_file()
     assert "checkpoint:" in capsys.readouterr().out
