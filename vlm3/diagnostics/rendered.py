@@ -3,6 +3,7 @@
     python -m vlm3.diagnostics.rendered --turn-pairs 0.5 train.steps=1300 train.out_dir=results/vlm3/turned
     python -m vlm3.diagnostics.rendered --corr-shift 20 train.out_dir=results/vlm3/shift20
     python -m vlm3.diagnostics.rendered --both-orders ... (the long profile's pose settings, DIAGNOSTICS.md)
+    python -m vlm3.diagnostics.rendered --small-turns-first 5000 --orbits-first ... (the same)
 
 Two kinds of second view, neither in the paper (DIAGNOSTICS.md, "Earlier diagnostics"):
 
@@ -17,7 +18,9 @@ Two kinds of second view, neither in the paper (DIAGNOSTICS.md, "Earlier diagnos
 (angle, yaw/pitch/roll) questions on turned pairs, and with `corr_shift` > 0 turns the copy lessons
 (`data.corr_same_view`) into moved copies. With `both_orders` every training pair is swapped half the
 time: along a path most pairs run forwards (81% for 8 views), so an orbit's pairs all turn one way
-and a model could learn each training scene's yaw sign rather than read it. `held_out_questions`
+and a model could learn each training scene's yaw sign rather than read it. With `small_turns_first` = N
+the first N steps' pose questions are on pairs that turn by at most `max_turn` degrees (orbits only
+with `orbits_first`), a curriculum from the turns a model reads first (DIAGNOSTICS.md) to all of them. `held_out_questions`
 builds the test questions on turned pairs or moved copies (`vlm3.diagnostics.two_view --turned | --shifted`). The random draws of the
 real questions are those of `vlm3.data.QuestionBuilder`: with all three settings off the questions are
 the product's.
