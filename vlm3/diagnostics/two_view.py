@@ -4,13 +4,18 @@
     python -m vlm3.diagnostics.two_view --baseline --by-path          # identity, split the same way
     python -m vlm3.diagnostics.two_view --checkpoint CKPT --turned     # the test pairs turned in place
     python -m vlm3.diagnostics.two_view --checkpoint CKPT --shifted 20 # each test view against a moved copy
+    python -m vlm3.diagnostics.two_view --checkpoint CKPT --paired     # paired bootstrap against identity
 
 `--by-path` splits the correspondence and pose metrics of `vlm3.evaluate`'s questions by the test
 scene's camera path: orbits (the camera circles the scene's centre, turning to keep it in view) and
 forward paths (walking or driving, a small sway) ask different things of a model. `--turned` and
 `--shifted` ask other questions (`vlm3.diagnostics.rendered`): the same test pairs with the second
 camera turned in place (correspondence and rotation only: no parallax), or each test view against
-itself with the crop window moved by up to M px (correspondence only). Scoring is `vlm3.evaluate`'s.
+itself with the crop window moved by up to M px (correspondence only). `--paired` tests the
+rotation error (per pair) and the correspondence EPE (per question) against identity's on the same
+questions, also averaged per test scene first (`vlm3.reproduce.scene_means`), as the long profile's
+report does; with a larger test split (DIAGNOSTICS.md) it is the long profile's checkpoints on more
+held-out scenes. Scoring is `vlm3.evaluate`'s.
 """
 
 from __future__ import annotations
@@ -21,9 +26,18 @@ from pathlib import Path
 import numpy as np
 
 from common.cli import OneLineParser, add_threads_flag, one_line_errors, set_threads
+from common.metrics import paired_bootstrap_test
 from vlm3 import prompts as P
 from vlm3.diagnostics import rendered
-from vlm3.evaluate import answer_and_score, held_out_questions, score, write_scores
+from vlm3.evaluate import (
+    answer_and_score,
+    baseline_answers,
+    held_out_questions,
+    score,
+    train_statistics,
+    write_scores,
+)
+from vlm3.reproduce import LONG_HEADLINE, scene_means
 from vlm3.scenes import SceneCache
 from vlm3.train import scene_cache
 
@@ -66,6 +80,22 @@ def by_path(questions: dict, answers: dict, cache: SceneCache) -> dict:
     return out
 
 
+def paired_vs_identity(questions: dict, answers: dict, stats: dict, seed: int = 0) -> dict:
+    """{metric: paired_bootstrap_test of the answers minus identity's (lower is better), plus
+    "per_scene": the same on per-scene means} for the rotation error (one value per pair) and the
+    correspondence EPE (per question); `stats` are the training statistics identity's answers use."""
+    ours, identity = {}, {}
+    score(questions, answers, per_item=ours)
+    score(questions, baseline_answers(questions, stats), per_item=identity)
+    out = {}
+    for task, key in LONG_HEADLINE.items():
+        if task in questions and key in ours:
+            a, b = scene_means(task, questions, ours[key]), scene_means(task, questions, identity[key])
+            out[key] = {**paired_bootstrap_test(ours[key], identity[key], seed=seed),
+                        "per_scene": {"scenes": len(a), **paired_bootstrap_test(a, b, seed=seed)}}
+    return out
+
+
 def main(argv=None) -> None:
     from vlm3.config import load_config
     from vlm3.model import VLM3
@@ -79,6 +109,8 @@ def main(argv=None) -> None:
                     help="correspondence of each test view with itself, crop moved by up to M px")
     ap.add_argument("--by-path", action="store_true",
                     help="the two-view metrics per camera path (orbit, forward) and the yaw sign")
+    ap.add_argument("--paired", action="store_true",
+                    help="paired bootstrap of rotation error and correspondence EPE against identity")
     ap.add_argument("--config", default=str(Path(__file__).parents[1] / "configs" / "tiny.yaml"),
                     help="YAML config of the data and evaluation settings (default: vlm3/configs/tiny.yaml)")
     ap.add_argument("--out", default=None, help="write metrics and parse failures here (JSON)")
@@ -94,8 +126,10 @@ def main(argv=None) -> None:
             ap.error("--turned and --shifted are separate diagnostics; give one")
         if args.shifted < 0:
             raise ValueError(f"--shifted: expected an int >= 0 (pixels), got {args.shifted}")
-        if not (args.turned or args.shifted or args.by_path):
-            ap.error("give --by-path, --turned or --shifted M (vlm3.evaluate scores the plain questions)")
+        if not (args.turned or args.shifted or args.by_path or args.paired):
+            ap.error("give --by-path, --paired, --turned or --shifted M (vlm3.evaluate scores the plain questions)")
+        if args.paired and args.baseline:
+            ap.error("--paired compares a checkpoint with identity; give --checkpoint, not --baseline")
         vlm = None if args.baseline else VLM3.from_pretrained(args.checkpoint)  # a bad folder first
         cache = scene_cache(cfg, "test")
         if args.turned or args.shifted:
@@ -105,6 +139,8 @@ def main(argv=None) -> None:
         answers, metrics, failures = answer_and_score(vlm, questions, cfg)
         if args.by_path:
             metrics["by_path"] = by_path(questions, answers, cache)
+        if args.paired:
+            metrics["paired_vs_identity"] = paired_vs_identity(questions, answers, train_statistics(cfg))
         if args.turned or args.shifted:  # no translation: only the rotation metrics mean something
             for m in [metrics, *metrics.get("by_path", {}).values()]:
                 for k in ("pose_trans_err_deg", "pose_auc30", "pose_distance_abs_rel"):

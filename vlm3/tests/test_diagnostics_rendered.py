@@ -256,3 +256,31 @@ def test_training_with_rendered_lessons_writes_a_checkpoint(cfg_overrides, tmp_p
                    "train.steps=2", "train.batch_size=2", f"train.out_dir={tmp_path}"])
     assert (tmp_path / "checkpoint" / "trainer_state.json").is_file()
     assert "checkpoint:" in capsys.readouterr().out
+
+
+def test_paired_vs_identity_tests_rotation_and_correspondence_against_identity(tiny_cfg, cfg_overrides, questions):
+    """--paired: identity against itself differs by nothing; a model that answers every pair a
+    90 deg yaw, and every match 300 units right of the query, is worse than identity, per item and per
+    test scene."""
+    from vlm3.diagnostics.two_view import paired_vs_identity
+
+    stats = {"depth_median": 3.0, "distance_median": 1.0,
+             "object": {"closer": True, "left": False, "taller": True, "distance": 2.0, "height": 1.0}}
+    identity = baseline_answers(questions, stats)
+    same = paired_vs_identity(questions, identity, stats)
+    assert set(same) == {"pose_rot_err_deg", "corr_epe_mean"}
+    assert all(t["difference"] == 0 and t["per_scene"]["difference"] == 0 for t in same.values())
+    worse = dict(identity)
+    worse["pose"] = [P.pose_answer("ypr", ypr=[90.0, 0.0, 0.0]) if e.kind == "ypr" else a
+                     for e, a in zip(questions["pose"], identity["pose"])]
+    worse["correspondence"] = [P.correspondence_answer(np.array([[min(e.target["query"][0] + 300, 999),
+                                                                   e.target["query"][1]]]))
+                               for e in questions["correspondence"]]
+    tests = paired_vs_identity(questions, worse, stats)
+    scenes = {e.target["pair"][0] for e in questions["pose"]}
+    for t in tests.values():
+        assert t["difference"] > 0 and t["per_scene"]["difference"] > 0
+    assert tests["pose_rot_err_deg"]["per_scene"]["scenes"] == len(scenes)
+    with pytest.raises(SystemExit) as exit_:  # identity against itself: one line, exit 2
+        two_view.main(["--baseline", "--paired", *cfg_overrides])
+    assert exit_.value.code == 2
