@@ -6,7 +6,8 @@
     python -m vlm3.diagnostics.two_view --checkpoint CKPT --shifted 20 # each test view against a moved copy
     python -m vlm3.diagnostics.two_view --checkpoint CKPT --paired     # paired bootstrap against identity
 
-`--by-path` splits the correspondence and pose metrics of `vlm3.evaluate`'s questions by the test
+`--by-path` splits the correspondence and pose metrics of the held-out questions (those of the tasks in
+`data.mixture`, as `vlm3.evaluate` asks them) by the test
 scene's camera path: orbits (the camera circles the scene's centre, turning to keep it in view) and
 forward paths (walking or driving, a small sway) ask different things of a model. `--turned` and
 `--shifted` ask other questions (`vlm3.diagnostics.rendered`): the same test pairs with the second
@@ -32,14 +33,13 @@ from vlm3.diagnostics import rendered
 from vlm3.evaluate import (
     answer_and_score,
     baseline_answers,
-    held_out_questions,
     score,
     train_statistics,
     write_scores,
 )
-from vlm3.reproduce import LONG_HEADLINE, scene_means
+from vlm3.reproduce import LONG_HEADLINE, scene_means, trained_questions
 from vlm3.scenes import SceneCache
-from vlm3.train import scene_cache
+from vlm3.train import ensure_data, scene_cache
 
 
 def path_kind(cache: SceneCache, s: int) -> str:
@@ -131,11 +131,12 @@ def main(argv=None) -> None:
         if args.paired and args.baseline:
             ap.error("--paired compares a checkpoint with identity; give --checkpoint, not --baseline")
         vlm = None if args.baseline else VLM3.from_pretrained(args.checkpoint)  # a bad folder first
+        ensure_data(cfg)  # a larger test split for --paired is generated here (DIAGNOSTICS.md)
         cache = scene_cache(cfg, "test")
         if args.turned or args.shifted:
             questions = rendered.held_out_questions(cfg, cache, turned=args.turned, shifted=args.shifted)
         else:
-            questions = held_out_questions(cfg, cache)
+            questions = trained_questions(cfg, cache)  # the tasks of data.mixture
         answers, metrics, failures = answer_and_score(vlm, questions, cfg)
         if args.by_path:
             metrics["by_path"] = by_path(questions, answers, cache)
