@@ -59,6 +59,9 @@ class DataConfig:
     root: str = "data/synthetic"
     train_split: str = "train"
     test_split: str = "test"
+    # The held-out split from another root (None: `root`): the long profile scores pose on a test split
+    # of 160 scenes, whose first 32 are the benchmark's (same generator, seed and split name).
+    test_root: str | None = None
     # When the split folders are absent they are generated (make data's settings).
     generate_scenes: dict = field(default_factory=lambda: {"train": 64, "test": 32})
     views: int = 8

@@ -42,7 +42,7 @@ from vlm3.config import MOVED, Config, load_config, load_profile, to_dict
 from vlm3.evaluate import (METRICS, answer_all, baseline_answers, held_out_questions, item_scenes, score,
                            train_statistics)
 from vlm3.model import VLM3
-from vlm3.train import build_mixture, ensure_data, scene_cache, train
+from vlm3.train import build_mixture, ensure_data, scene_cache, test_root, train
 
 OUT = Path("results/vlm3")
 
@@ -74,6 +74,10 @@ def finished_checkpoint(cfg: Config) -> Path | None:
     now = json.loads(json.dumps(to_dict(cfg)))  # as train() wrote it
     for c in (saved, now):  # eval settings may differ, and how the run was executed does not matter
         c.pop("eval", None)
+        data = c.get("data", {})  # where the held-out scenes are, and how many
+        data.pop("test_root", None)
+        if isinstance(data.get("generate_scenes"), dict):
+            data["generate_scenes"].pop(data.get("test_split", "test"), None)
         for k in RUN_ONLY:
             c.get("train", {}).pop(k, None)
     for key in MOVED:  # older runs' configs hold the moved experiment settings; off, they changed nothing
@@ -227,7 +231,7 @@ def report_long(variants: dict, log: dict, out: Path, args, start: float) -> Non
             ours_s, base_s = scene_means(name, questions, ours), scene_means(name, questions, base)
             per_scene = {"scenes": len(ours_s), **paired_bootstrap_test(ours_s, base_s, seed=args.seed)}
             tests[name] = {"metric": key, **test, "per_scene": per_scene}
-        data[name] = {"root": cfg.data.root, "split": cfg.data.test_split, "scenes": len(cache),
+        data[name] = {"root": str(test_root(cfg)), "split": cfg.data.test_split, "scenes": len(cache),
                       "questions": {t: len(q) for t, q in questions.items()}}
         rows = (Path(cfg.train.out_dir) / "metrics.jsonl").read_text().splitlines()
         steps[name] = {"steps": cfg.train.steps, "batch_size": cfg.train.batch_size,
@@ -320,7 +324,9 @@ def main(argv=None) -> None:
                     setattr(v.data, k, val)
                 variants[name] = v
         for name, v in variants.items():
-            check_synthetic_root("data.root", v.data.root, (v.data.train_split, v.data.test_split))
+            check_synthetic_root("data.root", v.data.root, (v.data.train_split,))
+            check_synthetic_root("data.test_root" if v.data.test_root else "data.root", test_root(v),
+                                 (v.data.test_split,))
             v.train.out_dir = str(out / name)
             check_out_dir("--out", v.train.out_dir)
             if args.reuse:

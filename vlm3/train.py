@@ -46,10 +46,14 @@ from vlm3.scenes import SceneCache
 SETTINGS_FILE = "vlm3_settings.json"  # read by vlm3.demo.Predictor
 
 
+def test_root(cfg: Config) -> Path:
+    """The root of the held-out split: data.test_root, or data.root when that is None."""
+    return Path(cfg.data.test_root or cfg.data.root)
+
+
 def ensure_data(cfg: Config) -> None:
     """Generate the synthetic splits (as `make data` does) when they are absent."""
-    root = Path(cfg.data.root)
-    for split in (cfg.data.train_split, cfg.data.test_split):
+    for root, split in ((Path(cfg.data.root), cfg.data.train_split), (test_root(cfg), cfg.data.test_split)):
         if not (root / split / "index.json").is_file():
             n = cfg.data.generate_scenes.get(split)
             if n is None:
@@ -89,7 +93,7 @@ def scene_cache(cfg: Config, split: str = "train") -> SceneCache:
             max_scenes=cfg.data.max_train_scenes,
         )
     if split == "test":
-        return SceneCache(cfg.data.root, cfg.data.test_split, zoom=cfg.data.zoom, seed=cfg.eval.seed)
+        return SceneCache(test_root(cfg), cfg.data.test_split, zoom=cfg.data.zoom, seed=cfg.eval.seed)
     raise ValueError(f"scene_cache: split {split!r}; expected 'train' or 'test'")
 
 

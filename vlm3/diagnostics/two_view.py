@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from common.cli import OneLineParser, add_threads_flag, one_line_errors, set_threads
-from common.metrics import paired_bootstrap_test
+from common.metrics import bootstrap_ci, paired_bootstrap_test
 from vlm3 import prompts as P
 from vlm3.diagnostics import rendered
 from vlm3.evaluate import (
@@ -49,9 +49,10 @@ def path_kind(cache: SceneCache, s: int) -> str:
 
 def by_path(questions: dict, answers: dict, cache: SceneCache) -> dict:
     """The two-view metrics per camera path {kind: metrics}. Besides `score`'s metrics, per path: the
-    pairs, and for the yaw answers of pairs that turn by at least 1 deg the share with the true sign,
-    their Pearson r with the truth (None for a constant answer) and their range; identity's yaw 0 has
-    no sign."""
+    pairs, and for the yaw answers of pairs that turn by at least 1 deg the share with the true sign
+    (also averaged per scene first, [mean, 95% low, high]), the share of those pairs turning right,
+    the answers' Pearson r with the truth (None for a constant answer) and their range; identity's
+    yaw 0 has no sign."""
     scene = {"correspondence": lambda e: e.target["where"][0], "pose": lambda e: e.target["pair"][0]}
     kind_of = {t: [path_kind(cache, scene[t](e)) for e in questions.get(t, [])] for t in scene}
     out = {}
@@ -65,15 +66,20 @@ def by_path(questions: dict, answers: dict, cache: SceneCache) -> dict:
         m = score(q, a)
         m["correspondences"] = len(q.get("correspondence", []))
         ypr = [
-            (e.target["ypr"][0], P.parse_ypr(t))
+            (e.target["ypr"][0], P.parse_ypr(t), e.target["pair"][0])
             for e, t in zip(q.get("pose", []), a.get("pose", []))
             if e.kind == "ypr"
         ]
         m["pose_pairs"] = len(ypr)
-        turned = [(gt, p[0] if p is not None else 0.0) for gt, p in ypr if abs(gt) >= 1.0]
+        turned = [(gt, p[0] if p is not None else 0.0, s) for gt, p, s in ypr if abs(gt) >= 1.0]
         if turned:
-            gt, pred = np.array(turned).T  # [2, N]
-            m["pose_yaw_sign_acc"] = float(np.mean(np.sign(pred) == np.sign(gt)))
+            gt, pred, scene = np.array(turned).T  # [3, N]
+            right = np.sign(pred) == np.sign(gt)  # [N]
+            m["pose_yaw_sign_acc"] = float(np.mean(right))
+            # averaged per test scene first (an orbit's pairs share its turn), with a 95% interval over scenes
+            per_scene = np.array([right[scene == u].mean() for u in np.unique(scene)])  # [S]
+            m["pose_yaw_sign_acc_per_scene"] = [float(per_scene.mean()), *map(float, bootstrap_ci(per_scene))]
+            m["pose_yaw_right_share"] = float(np.mean(gt > 0))  # one answer for all gets max(share, 1 - share)
             m["pose_yaw_pearson"] = float(np.corrcoef(gt, pred)[0, 1]) if np.std(pred) > 0 else None
             m["pose_yaw_answers"] = [float(pred.min()), float(pred.max())]  # the range of the answers
         out[kind] = m

@@ -155,6 +155,8 @@ def test_reproduce_reuses_only_a_finished_run_of_the_same_training_config(checkp
     base = cfg_overrides + [f"train.out_dir={checkpoint.parent}", "train.steps=2"]
     assert finished_checkpoint(load_config(None, base)) == checkpoint
     assert finished_checkpoint(load_config(None, base + ["eval.max_new_tokens=99"])) == checkpoint
+    held_out = ["data.test_root=elsewhere", "data.generate_scenes={train: 64, test: 160}"]  # the held-out split only
+    assert finished_checkpoint(load_config(None, base + held_out)) == checkpoint
     executed_otherwise = ["train.workers=2", "train.checkpoint_every=1"]
     assert finished_checkpoint(load_config(None, base + executed_otherwise)) == checkpoint
     assert finished_checkpoint(load_config(None, base + ["train.lr=0.5"])) is None  # trained differently

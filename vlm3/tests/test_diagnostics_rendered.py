@@ -231,7 +231,9 @@ def test_by_path_splits_the_two_view_questions(tiny_cfg, cfg_overrides, question
     assert turning, "some held-out pair turns by 1 deg or more"
     for m in split.values():
         assert m["corr_epe_mean"] < 1e-9 and m["pose_rot_err_deg"] < 0.2
-    assert all(m["pose_yaw_sign_acc"] == 1.0 for m in turning)
+    assert all(m["pose_yaw_sign_acc"] == 1.0 and m["pose_yaw_sign_acc_per_scene"] == [1.0, 1.0, 1.0]
+               for m in turning)
+    assert all(0.0 <= m["pose_yaw_right_share"] <= 1.0 for m in turning)
     stats = {
         "depth_median": 3.0,
         "distance_median": 1.0,
@@ -240,6 +242,7 @@ def test_by_path_splits_the_two_view_questions(tiny_cfg, cfg_overrides, question
     identity = by_path(questions, baseline_answers(questions, stats), cache)
     assert all(
         identity[k]["pose_yaw_sign_acc"] == 0.0 and identity[k]["pose_yaw_pearson"] is None
+        and identity[k]["pose_yaw_sign_acc_per_scene"] == [0.0, 0.0, 0.0]
         for k in identity
         if "pose_yaw_sign_acc" in identity[k]
     )

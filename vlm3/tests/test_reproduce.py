@@ -26,13 +26,15 @@ def test_long_profile_is_tiny_with_only_its_runs_changes():
     changed = {n: {k for k, v in _flat(config_to_dict(c)) if tiny[k] != v} for n, c in runs.items()}
     common = {"data.root", "data.generate_scenes", "train.steps", "train.seed"}
     assert changed["pose"] == common | {"model.pair_as_video", "data.mixture", "data.turns", "train.checkpoint_every",
-                                        "eval.pose_pairs"}
+                                        "eval.pose_pairs", "data.test_root"}
     assert changed["correspondence"] == common | {"model.patch_size", "data.mixture"}
     pose, corr = runs["pose"], runs["correspondence"]
     assert pose.data.mixture == {"pose": 1.0} and corr.data.mixture == {"correspondence": 1.0}
     assert pose.data.turns == {"pose": 1}  # one question per pose sample, as the paper's
-    # The main table's held-out pairs and more: the first pairs drawn are the same (vlm3.evaluate).
-    assert pose.eval.pose_pairs == 4 * tiny["eval.pose_pairs"]
+    # Pose on more held-out scenes than the benchmark's 32 (whose first 32 they are), correspondence on those 32.
+    assert pose.data.test_root != pose.data.root and corr.data.test_root is None
+    assert pose.data.generate_scenes["test"] > corr.data.generate_scenes["test"] == 32
+    assert pose.eval.pose_pairs == 20 * tiny["eval.pose_pairs"]
     assert pose.train.seed == corr.train.seed == 3  # the overrides reach every run
     # A token of the correspondence run spans fewer coordinate units (of 1000) than identity's error.
     span = 1000 * corr.model.patch_size * corr.model.merge_size / corr.data.size
@@ -83,7 +85,8 @@ def test_long_profile_end_to_end_reports_each_run_against_identity(cfg_overrides
 
     over = [o for o in cfg_overrides if not o.startswith("train.out_dir")]
     data_root = next(o.split("=", 1)[1] for o in over if o.startswith("data.root="))
-    over += ["train.steps=2", "data.generate_scenes={train: 2, test: 2}"]
+    held_out = tmp_path / "held-out"  # the pose run's data.test_root, generated here
+    over += ["train.steps=2", "data.generate_scenes={train: 2, test: 2}", f"data.test_root={held_out}"]
     main(["--profile", "long", "--out", str(tmp_path), "--jobs", "1", "--threads", "1", *over])
     results = json.loads((tmp_path / "results.json").read_text())
     methods = results["methods"]
@@ -96,7 +99,9 @@ def test_long_profile_end_to_end_reports_each_run_against_identity(cfg_overrides
     assert tests["pose"]["metric"] == "pose_rot_err_deg" and tests["correspondence"]["metric"] == "corr_epe_mean"
     assert all(0 < t["p_value"] <= 1 and 0 < t["per_scene"]["p_value"] <= 1 for t in tests.values())
     assert all(1 <= t["per_scene"]["scenes"] <= 2 for t in tests.values())  # the 2 test scenes
-    assert results["data"]["runs"]["pose"]["root"] == data_root
+    assert results["data"]["runs"]["pose"]["root"] == str(held_out)
+    assert (held_out / "test" / "index.json").is_file() and not (held_out / "train").exists()
+    assert (Path(data_root) / "train" / "index.json").is_file()
     for run in ("pose", "correspondence"):
         assert (tmp_path / run / "checkpoint" / "trainer_state.json").is_file()
     assert "paired bootstrap" in (tmp_path / "results.md").read_text().lower()
