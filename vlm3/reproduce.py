@@ -6,7 +6,7 @@ and write results/vlm3/ (results.json, results.md, parse failures, pictures).
     python -m vlm3.reproduce --jobs 1             # the three trainings in turn (default: side by side)
     python -m vlm3.reproduce train.steps=300      # a shortened run (say so when quoting it)
     python -m vlm3.reproduce --reuse              # re-evaluate finished runs of an unchanged training config
-    python -m vlm3.reproduce --profile long       # configs/long.yaml: a run per two-view task, about 1.5 h
+    python -m vlm3.reproduce --profile long       # configs/long.yaml: a run per two-view task, about 1.7 h
 
 The long profile trains one model per two-view task (as the paper trains one checkpoint per task),
 each far longer than the 30-minute mixture affords, and reports each on its own task's held-out
@@ -275,7 +275,7 @@ def main(argv=None) -> None:
     ap = OneLineParser("vlm3.reproduce", description=__doc__)
     ap.add_argument("--profile", choices=("tiny", "long"), default="tiny",
                     help="tiny: the main run and its two ablations (about 28 minutes on 2 CPU cores); long: "
-                    "configs/long.yaml, one run per two-view task (about 1.5 hours)")
+                    "configs/long.yaml, one run per two-view task (about 1.7 hours)")
     ap.add_argument("--config", default=None,
                     help="YAML config of every variant (default: configs/tiny.yaml; not with --profile long)")
     ap.add_argument("--out", default=None,
