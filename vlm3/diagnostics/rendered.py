@@ -18,11 +18,12 @@ Two kinds of second view, neither in the paper (DIAGNOSTICS.md, "Earlier diagnos
 (angle, yaw/pitch/roll) questions on turned pairs, and with `corr_shift` > 0 turns the copy lessons
 (`data.corr_same_view`) into moved copies. With `both_orders` every training pair is swapped half the
 time: along a path most pairs run forwards (81% for 8 views), so an orbit's pairs all turn one way
-and a model could learn each training scene's yaw sign rather than read it. With `small_turns_first` = N
-the first N steps' pose questions are on pairs that turn by at most `max_turn` degrees (orbits only
-with `orbits_first`), a curriculum from the turns a model reads first (DIAGNOSTICS.md) to all of them. `held_out_questions`
-builds the test questions on turned pairs or moved copies (`vlm3.diagnostics.two_view --turned | --shifted`). The random draws of the
-real questions are those of `vlm3.data.QuestionBuilder`: with all three settings off the questions are
+and a model could learn each training scene's yaw sign rather than read it. With
+`small_turns_first` = N the first N steps' pose questions are on pairs that turn by at most
+`max_turn` degrees (orbits only with `orbits_first`), a curriculum from the turns a model reads
+first (DIAGNOSTICS.md) to all of them. `held_out_questions` builds the test questions on turned
+pairs or moved copies (`vlm3.diagnostics.two_view --turned | --shifted`). The random draws of the
+real questions are those of `vlm3.data.QuestionBuilder`: with these settings off the questions are
 the product's.
 """
 
@@ -254,12 +255,12 @@ def main(argv=None) -> None:
     ap.add_argument("overrides", nargs="*", help="key=value, e.g. train.steps=200")
     args = ap.parse_args(argv)
     with one_line_errors("vlm3.diagnostics.rendered"):
-        set_threads(args.threads)
-        cfg = load_config(args.config, args.overrides)
-        ensure_data(cfg)
         if args.small_turns_first < 0 or args.max_turn <= 0:
             raise ValueError(f"--small-turns-first {args.small_turns_first}: expected >= 0; "
                              f"--max-turn {args.max_turn}: expected degrees > 0")
+        set_threads(args.threads)
+        cfg = load_config(args.config, args.overrides)
+        ensure_data(cfg)
         mixture = build_mixture(cfg, args.turn_pairs, args.corr_shift, args.both_orders,
                                 args.small_turns_first, args.max_turn, args.orbits_first)
         train(cfg, mixture=mixture)

@@ -287,3 +287,12 @@ def test_paired_vs_identity_tests_rotation_and_correspondence_against_identity(t
     with pytest.raises(SystemExit) as exit_:  # identity against itself: one line, exit 2
         two_view.main(["--baseline", "--paired", *cfg_overrides])
     assert exit_.value.code == 2
+
+
+def test_a_bad_curriculum_flag_is_one_line_before_any_work(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        rendered.main(["--small-turns-first", "-1", "data.root=/nonexistent/never-written"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "--small-turns-first -1: expected >= 0" in err and len(err.splitlines()) == 1
+    assert not Path("/nonexistent/never-written").exists()
