@@ -209,6 +209,14 @@ def scene_means(name: str, questions: dict, values) -> np.ndarray:
     return np.array([values[scenes == s].mean() for s in np.unique(scenes)])
 
 
+def paired_per_item_and_scene(task: str, questions: dict, ours, base, seed: int = 0) -> dict:
+    """`paired_bootstrap_test` of the per-item values `ours` - `base` of `task`'s questions, plus
+    "per_scene": the same on their per-scene means (`scene_means`) and the number of scenes."""
+    a, b = scene_means(task, questions, ours), scene_means(task, questions, base)
+    return {**paired_bootstrap_test(ours, base, seed=seed),
+            "per_scene": {"scenes": len(a), **paired_bootstrap_test(a, b, seed=seed)}}
+
+
 def report_long(variants: dict, log: dict, out: Path, args, start: float) -> None:
     """results.json / results.md of the long profile: each per-task run beside identity and the training
     prior on its own task's held-out questions, and a paired bootstrap of its headline metric against
@@ -226,11 +234,9 @@ def report_long(variants: dict, log: dict, out: Path, args, start: float) -> Non
         methods[f"baseline-training-prior-{name}"] = prior
         key = LONG_HEADLINE.get(name)
         if key in log[name]["items"]:
-            ours, base = log[name]["items"][key], identity_items[key]
-            test = paired_bootstrap_test(ours, base, seed=args.seed)
-            ours_s, base_s = scene_means(name, questions, ours), scene_means(name, questions, base)
-            per_scene = {"scenes": len(ours_s), **paired_bootstrap_test(ours_s, base_s, seed=args.seed)}
-            tests[name] = {"metric": key, **test, "per_scene": per_scene}
+            test = paired_per_item_and_scene(name, questions, log[name]["items"][key], identity_items[key],
+                                             seed=args.seed)
+            tests[name] = {"metric": key, **test}
         data[name] = {"root": str(test_root(cfg)), "split": cfg.data.test_split, "scenes": len(cache),
                       "questions": {t: len(q) for t, q in questions.items()}}
         rows = (Path(cfg.train.out_dir) / "metrics.jsonl").read_text().splitlines()

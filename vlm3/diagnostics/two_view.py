@@ -6,17 +6,17 @@
     python -m vlm3.diagnostics.two_view --checkpoint CKPT --shifted 20 # each test view against a moved copy
     python -m vlm3.diagnostics.two_view --checkpoint CKPT --paired     # paired bootstrap against identity
 
-`--by-path` splits the correspondence and pose metrics of the held-out questions (those of the tasks in
-`data.mixture`, as `vlm3.evaluate` asks them) by the test
-scene's camera path: orbits (the camera circles the scene's centre, turning to keep it in view) and
-forward paths (walking or driving, a small sway) ask different things of a model. `--turned` and
-`--shifted` ask other questions (`vlm3.diagnostics.rendered`): the same test pairs with the second
-camera turned in place (correspondence and rotation only: no parallax), or each test view against
-itself with the crop window moved by up to M px (correspondence only). `--paired` tests the
-rotation error (per pair) and the correspondence EPE (per question) against identity's on the same
-questions, also averaged per test scene first (`vlm3.reproduce.scene_means`), as the long profile's
-report does; with a larger test split (DIAGNOSTICS.md) it is the long profile's checkpoints on more
-held-out scenes. Scoring is `vlm3.evaluate`'s.
+`--by-path` splits the correspondence and pose metrics of the held-out questions (those of the tasks
+in `data.mixture`, as `vlm3.evaluate` asks them) by the test scene's camera path: orbits (the camera
+circles the scene's centre, turning to keep it in view) and forward paths (walking or driving, a
+small sway) ask different things of a model. `--turned` and `--shifted` ask other questions
+(`vlm3.diagnostics.rendered`): the same test pairs with the second camera turned in place
+(correspondence and rotation only: no parallax), or each test view against itself with the crop
+window moved by up to M px (correspondence only). `--paired` tests the rotation error (per pair) and
+the correspondence EPE (per question) against identity's on the same questions, also averaged per
+test scene first (`vlm3.reproduce.paired_per_item_and_scene`), as the long profile's report does;
+with a larger test split (DIAGNOSTICS.md) it is the long profile's checkpoints on more held-out
+scenes. Scoring is `vlm3.evaluate`'s.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from common.cli import OneLineParser, add_threads_flag, one_line_errors, set_threads
-from common.metrics import bootstrap_ci, paired_bootstrap_test
+from common.metrics import bootstrap_ci
 from vlm3 import prompts as P
 from vlm3.diagnostics import rendered
 from vlm3.evaluate import (
@@ -37,7 +37,7 @@ from vlm3.evaluate import (
     train_statistics,
     write_scores,
 )
-from vlm3.reproduce import LONG_HEADLINE, scene_means, trained_questions
+from vlm3.reproduce import LONG_HEADLINE, paired_per_item_and_scene, trained_questions
 from vlm3.scenes import SceneCache
 from vlm3.train import ensure_data, scene_cache
 
@@ -96,9 +96,7 @@ def paired_vs_identity(questions: dict, answers: dict, stats: dict, seed: int = 
     out = {}
     for task, key in LONG_HEADLINE.items():
         if task in questions and key in ours:
-            a, b = scene_means(task, questions, ours[key]), scene_means(task, questions, identity[key])
-            out[key] = {**paired_bootstrap_test(ours[key], identity[key], seed=seed),
-                        "per_scene": {"scenes": len(a), **paired_bootstrap_test(a, b, seed=seed)}}
+            out[key] = paired_per_item_and_scene(task, questions, ours[key], identity[key], seed=seed)
     return out
 
 
