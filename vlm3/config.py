@@ -16,6 +16,7 @@ from common import config as common_config
 
 # Experiment settings that are not the paper's: they left the product for vlm3.diagnostics.
 MOVED = {
+    "data.corr_same_view": "python -m vlm3.diagnostics.rendered --copy-lessons P",
     "data.corr_shift": "python -m vlm3.diagnostics.rendered --corr-shift N",
     "data.turn_pairs": "python -m vlm3.diagnostics.rendered --turn-pairs P",
 }
@@ -75,10 +76,6 @@ class DataConfig:
     depth_max_points: int = 1  # depth prompts ask about 1..N points (N > 1: multi-point answers)
     think: bool = False  # DepthLM's templated <think> before <answer> in depth answers
     min_object_pixels: int = 150  # objects smaller than this in a view get no questions
-    # Share of training correspondence questions asked on one view twice (answer = query): at tiny
-    # scale a cheap lesson in copying the query coordinate (README "Departures"). Held-out questions
-    # never do this.
-    corr_same_view: float = 0.0
     # Training correspondence questions ask about 1..N pixels of the first image (VLM3 Table 4: 10
     # pixels per sample); held-out questions ask about one.
     corr_max_points: int = 1
@@ -194,7 +191,7 @@ def check_config(cfg: Config) -> None:
                     "data.corr_max_points", "model.patch_size", "model.merge_size"], 1)
     check_min(cfg, ["train.warmup", "train.weight_decay", "train.grad_clip", "train.workers",
                     "eval.depth", "eval.correspondence", "eval.pose_pairs", "eval.object",
-                    "data.max_train_scenes", "data.corr_same_view", "data.min_object_pixels"], 0)
+                    "data.max_train_scenes", "data.min_object_pixels"], 0)
     check_min(cfg, ["train.lr", "data.focal_depth", "data.focal_pose"], 0, strict=True)
     if cfg.data.depth_target not in ("distance", "z"):
         raise common_config.ConfigError(

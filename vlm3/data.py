@@ -87,7 +87,6 @@ class TaskSettings:
     marker: bool = False
     pair_gap: tuple = (1, 2)
     min_object_pixels: int = 150
-    corr_same_view: float = 0.0  # training only: share of correspondence questions asked on one view twice
     corr_max_points: int = 1  # training correspondence questions ask about 1..N pixels
     turns: dict = field(default_factory=dict)  # training only: questions per conversation (default 1)
 
@@ -179,8 +178,6 @@ class QuestionBuilder:
         if where is None:
             s = int(rng.integers(len(self.cache)))
             i, j = self.draw_pair(rng, self.cache.samples[s])
-            if self.s.corr_same_view > 0 and rng.random() < self.s.corr_same_view:
-                j = i  # the answer is the query: a copy lesson (drawn only when enabled: streams unchanged)
         else:
             s, i, j = where
         sample = self.cache.samples[s]

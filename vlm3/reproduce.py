@@ -82,8 +82,11 @@ def finished_checkpoint(cfg: Config) -> Path | None:
             c.get("train", {}).pop(k, None)
     for key in MOVED:  # older runs' configs hold the moved experiment settings; off, they changed nothing
         section, name = key.split(".")
-        if isinstance(saved.get(section), dict) and saved[section].get(name) == 0:
-            saved[section].pop(name)
+        if isinstance(saved.get(section), dict) and name in saved[section]:
+            # copy lessons are correspondence questions: a run that asked none never drew one
+            no_corr = not (saved.get("data", {}).get("mixture") or {}).get("correspondence", 0)
+            if saved[section][name] == 0 or (key == "data.corr_same_view" and no_corr):
+                saved[section].pop(name)
     same = saved == now
     state = read_json(ckpt / "trainer_state.json")
     if not isinstance(state, dict) or not isinstance(state.get("step"), int):

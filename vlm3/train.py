@@ -64,7 +64,8 @@ def ensure_data(cfg: Config) -> None:
 
 
 def task_settings(cfg: Config, training: bool = True) -> TaskSettings:
-    """Question settings; held-out questions (`training=False`) never ask a view against itself."""
+    """Question settings; held-out questions (`training=False`) ask one pixel per question, one
+    question per sample."""
     d = cfg.data
     return TaskSettings(
         focal_depth=d.focal_depth,
@@ -75,7 +76,6 @@ def task_settings(cfg: Config, training: bool = True) -> TaskSettings:
         think=d.think,
         marker=d.marker,
         min_object_pixels=d.min_object_pixels,
-        corr_same_view=d.corr_same_view if training else 0.0,
         corr_max_points=d.corr_max_points if training else 1,
         turns=dict(d.turns) if training else {},
     )

@@ -1,7 +1,8 @@
 """Views rendered from a scene's annotations, and the questions and training lessons built on them.
 
     python -m vlm3.diagnostics.rendered --turn-pairs 0.5 train.steps=1300 train.out_dir=results/vlm3/turned
-    python -m vlm3.diagnostics.rendered --corr-shift 20 train.out_dir=results/vlm3/shift20
+    python -m vlm3.diagnostics.rendered --copy-lessons 0.35 train.out_dir=results/vlm3/copy35
+    python -m vlm3.diagnostics.rendered --copy-lessons 0.35 --corr-shift 20 train.out_dir=results/vlm3/shift20
     python -m vlm3.diagnostics.rendered --both-orders ... (the long profile's pose settings, DIAGNOSTICS.md)
     python -m vlm3.diagnostics.rendered --small-turns-first 5000 --orbits-first ... (the same)
 
@@ -14,9 +15,10 @@ Two kinds of second view, neither in the paper (DIAGNOSTICS.md, "Earlier diagnos
   stored-view pixels, |dx|, |dy| <= m (a render with a margin of m pixels, cropped): content at
   (u, v) in view i appears at (u - dx, v - dy), and the uncovered border shows what is really there.
 
-`RenderedQuestionBuilder` asks a share `turn_pairs` of the training correspondence and rotation
-(angle, yaw/pitch/roll) questions on turned pairs, and with `corr_shift` > 0 turns the copy lessons
-(`data.corr_same_view`) into moved copies. With `both_orders` every training pair is swapped half the
+`RenderedQuestionBuilder` asks a share `copy_lessons` of the training correspondence questions on one
+view twice (the answer is the query: a lesson in copying the query coordinate, which a pretrained VLM
+needs no lesson in; with `corr_shift` > 0 on moved copies instead), and a share `turn_pairs` of the
+training correspondence and rotation (angle, yaw/pitch/roll) questions on turned pairs. With `both_orders` every training pair is swapped half the
 time: along a path most pairs run forwards (81% for 8 views), so an orbit's pairs all turn one way
 and a model could learn each training scene's yaw sign rather than read it. With
 `small_turns_first` = N the first N steps' pose questions are on pairs that turn by at most
@@ -111,15 +113,20 @@ class RenderedSceneCache(SceneCache):
 
 
 class RenderedQuestionBuilder(QuestionBuilder):
-    """`QuestionBuilder` that asks a share `turn_pairs` of its drawn correspondence and rotation
-    questions on turned pairs, and whose copy lessons are moved copies when `corr_shift` > 0."""
+    """`QuestionBuilder` that asks a share `copy_lessons` of its drawn correspondence questions on one
+    view twice (moved copies when `corr_shift` > 0) and a share `turn_pairs` of its drawn
+    correspondence and rotation questions on turned pairs."""
 
     def __init__(self, cache: RenderedSceneCache, settings: TaskSettings, turn_pairs: float = 0.0,
                  corr_shift: int = 0, both_orders: bool = False, max_turn: float | None = None,
-                 orbits_only: bool = False):
+                 orbits_only: bool = False, copy_lessons: float = 0.0):
         super().__init__(cache, settings)
-        if not 0 <= turn_pairs <= 1 or corr_shift < 0:
-            raise ValueError(f"turn_pairs {turn_pairs}: expected 0..1; corr_shift {corr_shift}: expected >= 0")
+        if not (0 <= turn_pairs <= 1 and 0 <= copy_lessons <= 1) or corr_shift < 0:
+            raise ValueError(f"turn_pairs {turn_pairs}, copy_lessons {copy_lessons}: expected 0..1; "
+                             f"corr_shift {corr_shift}: expected >= 0")
+        if corr_shift > 0 and copy_lessons == 0:
+            raise ValueError(f"corr_shift {corr_shift}: moves the copy lessons, but copy_lessons is 0")
+        self.copy_lessons = float(copy_lessons)
         if max_turn is not None and max_turn <= 0:
             raise ValueError(f"max_turn {max_turn}: expected degrees > 0")
         self.turn_pairs, self.corr_shift, self.both_orders = float(turn_pairs), int(corr_shift), bool(both_orders)
@@ -148,8 +155,8 @@ class RenderedQuestionBuilder(QuestionBuilder):
         if where is None:  # the product's draws, then the rendered second view's
             s = int(rng.integers(len(self.cache)))
             i, j = self.draw_pair(rng, self.cache.samples[s])
-            if self.s.corr_same_view > 0 and rng.random() < self.s.corr_same_view:
-                j = i  # a copy lesson ...
+            if self.copy_lessons > 0 and rng.random() < self.copy_lessons:
+                j = i  # a copy lesson (drawn only when enabled: the product's stream otherwise) ...
                 if self.corr_shift > 0:  # ... or the same camera with its crop window moved
                     m = self.corr_shift
                     j = ("shift", i, int(rng.integers(-m, m + 1)), int(rng.integers(-m, m + 1)), m)
@@ -188,10 +195,8 @@ def held_out_questions(cfg: Config, cache: SceneCache | None = None, turned: boo
         raise ValueError("held_out_questions: give one of turned and shifted")
     e = cfg.eval
     cache = RenderedSceneCache.like(cache or scene_cache(cfg, "test"))
-    settings = task_settings(cfg, training=False)
-    if shifted > 0:
-        settings.corr_same_view = 1.0
-    builder = RenderedQuestionBuilder(cache, settings, turn_pairs=1.0 if turned else 0.0, corr_shift=shifted)
+    builder = RenderedQuestionBuilder(cache, task_settings(cfg, training=False), turn_pairs=1.0 if turned else 0.0,
+                                      corr_shift=shifted, copy_lessons=1.0 if shifted > 0 else 0.0)
     corr = [
         TaskDataset(builder, "correspondence", e.correspondence, e.seed, n_points=1)[i]
         for i in range(e.correspondence)
@@ -221,14 +226,16 @@ class Curriculum(torch.utils.data.Dataset):
 
 
 def build_mixture(cfg: Config, turn_pairs: float = 0.0, corr_shift: int = 0, both_orders: bool = False,
-                  small_turns_first: int = 0, max_turn: float = 20.0, orbits_first: bool = False):
+                  small_turns_first: int = 0, max_turn: float = 20.0, orbits_first: bool = False,
+                  copy_lessons: float = 0.0):
     """The product's training mixture (`vlm3.train.build_mixture`) with rendered lessons. With
     `small_turns_first` = N > 0 the first N steps' pose questions are on pairs that turn by at most
     `max_turn` degrees (orbits only if `orbits_first`); one process (a step is train.batch_size items)."""
     cache = RenderedSceneCache.like(scene_cache(cfg))
 
     def mixture(**small):
-        builder = RenderedQuestionBuilder(cache, task_settings(cfg), turn_pairs, corr_shift, both_orders, **small)
+        builder = RenderedQuestionBuilder(cache, task_settings(cfg), turn_pairs, corr_shift, both_orders,
+                                          copy_lessons=copy_lessons, **small)
         return product_mixture(cfg, builder=builder)
 
     if small_turns_first <= 0:
@@ -243,8 +250,10 @@ def main(argv=None) -> None:
                     help="YAML config (default: vlm3/configs/tiny.yaml)")
     ap.add_argument("--turn-pairs", type=float, default=0.0, metavar="P",
                     help="share of training correspondence and rotation questions on turned pairs (0..1)")
+    ap.add_argument("--copy-lessons", type=float, default=0.0, metavar="P",
+                    help="share of training correspondence questions asked on one view twice (0..1)")
     ap.add_argument("--corr-shift", type=int, default=0, metavar="N",
-                    help="copy lessons (data.corr_same_view) on copies moved by up to N px")
+                    help="the copy lessons (--copy-lessons) on copies moved by up to N px")
     ap.add_argument("--both-orders", action="store_true",
                     help="each training pair's views swapped half the time (held-out pairs unchanged)")
     ap.add_argument("--small-turns-first", type=int, default=0, metavar="N",
@@ -258,11 +267,13 @@ def main(argv=None) -> None:
         if args.small_turns_first < 0 or args.max_turn <= 0:
             raise ValueError(f"--small-turns-first {args.small_turns_first}: expected >= 0; "
                              f"--max-turn {args.max_turn}: expected degrees > 0")
+        if not 0 <= args.copy_lessons <= 1 or (args.corr_shift > 0 and args.copy_lessons == 0):
+            raise ValueError(f"--copy-lessons {args.copy_lessons}: expected 0..1, and > 0 with --corr-shift")
         set_threads(args.threads)
         cfg = load_config(args.config, args.overrides)
         ensure_data(cfg)
         mixture = build_mixture(cfg, args.turn_pairs, args.corr_shift, args.both_orders,
-                                args.small_turns_first, args.max_turn, args.orbits_first)
+                                args.small_turns_first, args.max_turn, args.orbits_first, args.copy_lessons)
         train(cfg, mixture=mixture)
     print(f"checkpoint: {cfg.train.out_dir}/checkpoint")
 

@@ -73,20 +73,6 @@ def test_correspondence_to_the_same_view_is_the_identity(cache):
         assert P.parse_xy(ex.answer) == tuple(float(v) for v in ex.target["query"])
 
 
-def test_same_view_copy_lessons_are_training_only(cache, tiny_cfg):
-    """corr_same_view asks a view against itself (answer = query) in training, never in held-out data."""
-    from vlm3.train import task_settings
-
-    builder = QuestionBuilder(cache, TaskSettings(focal_depth=60, corr_same_view=1.0))
-    ex = TaskDataset(builder, "correspondence", 4, seed=1)[0]
-    assert ex.target["match"] == ex.target["query"]
-    cfg = type(tiny_cfg)(**{**tiny_cfg.__dict__})
-    cfg.data = type(tiny_cfg.data)(**{**tiny_cfg.data.__dict__, "corr_same_view": 0.5})
-    assert (
-        task_settings(cfg).corr_same_view == 0.5 and task_settings(cfg, training=False).corr_same_view == 0.0
-    )
-
-
 def test_correspondence_pairs_are_consistent_with_depth(cache):
     builder = QuestionBuilder(cache, TaskSettings(focal_depth=60, pair_gap=(1, 1)))
     ds = TaskDataset(builder, "correspondence", 10, seed=2)
@@ -182,7 +168,7 @@ def test_conversations_ask_several_questions_on_the_same_images(cache):
     the same images and their answers are their own labels."""
     from common.cameras import depth_to_distance
 
-    settings = TaskSettings(focal_depth=60, focal_pose=45, min_object_pixels=20, corr_same_view=1.0)
+    settings = TaskSettings(focal_depth=60, focal_pose=45, min_object_pixels=20)
     builder = QuestionBuilder(cache, settings)
     for task in ("depth", "correspondence", "pose", "object"):
         single = TaskDataset(builder, task, 6, seed=5)[2]
@@ -197,8 +183,9 @@ def test_conversations_ask_several_questions_on_the_same_images(cache):
     dist = depth_to_distance(cache.samples[s].depth[v].double(), cache.samples[s].K[v].double())
     for _, answer in conv.turns:
         assert torch.isclose(dist, torch.tensor(P.parse_depth(answer), dtype=torch.float64), atol=0.006).any()
-    # Correspondence copy lessons: each follow-up answers its own query.
-    conv = TaskDataset(builder, "correspondence", 6, seed=5, turns=4)[2]
+    # Correspondence of a view with itself: each follow-up answers its own query.
+    same_view = QuestionBuilder(cache, TaskSettings(focal_depth=60, pair_gap=(0, 0)))
+    conv = TaskDataset(same_view, "correspondence", 6, seed=5, turns=4)[2]
     for prompt, answer in conv.turns:
         assert P.parse_xy(answer) == tuple(float(c) for c in P.prompt_points(prompt)[0])
     # Pose: the four question types once each, answered for the same pair.

@@ -163,8 +163,9 @@ def test_reproduce_reuses_only_a_finished_run_of_the_same_training_config(checkp
     assert finished_checkpoint(load_config(None, base[:-1] + ["train.steps=3"])) is None  # not finished
 
 
-def test_reproduce_reuses_a_run_whose_config_still_holds_the_moved_settings_at_zero(checkpoint, cfg_overrides, tmp_path):
-    """Runs written before data.turn_pairs and data.corr_shift left the config hold them at 0 (a no-op)."""
+def test_reproduce_reuses_a_run_whose_config_holds_moved_settings_that_changed_nothing(checkpoint, cfg_overrides, tmp_path):
+    """Runs written before data.turn_pairs, data.corr_shift and data.corr_same_view left the config hold
+    them: reused where they changed nothing (at 0; copy lessons in a run without correspondence)."""
     import json
     import shutil
 
@@ -180,6 +181,14 @@ def test_reproduce_reuses_a_run_whose_config_still_holds_the_moved_settings_at_z
         saved["train"]["out_dir"] = str(out)
         (out / "config.json").write_text(json.dumps(saved))
         assert (finished_checkpoint(cfg) == out / "checkpoint") == reused
+    # copy lessons (data.corr_same_view) are correspondence questions: a run that asked none is reused
+    saved["data"].update(turn_pairs=0.0, corr_same_view=0.35)
+    (out / "config.json").write_text(json.dumps(saved))
+    assert finished_checkpoint(cfg) is None  # the tiny mixture asks correspondence
+    saved["data"]["mixture"] = {"pose": 1.0}
+    (out / "config.json").write_text(json.dumps(saved))
+    pose_only = load_config(None, cfg_overrides + [f"train.out_dir={out}", "train.steps=2", "data.mixture={pose: 1.0}"])
+    assert finished_checkpoint(pose_only) == out / "checkpoint"
 
 
 @pytest.mark.slow

@@ -55,12 +55,14 @@ def test_moved_settings_are_one_line_naming_their_new_place(tmp_path):
     yaml_file.write_text("data:\n  corr_shift: 20\n")
     with pytest.raises(ConfigError, match=f"{yaml_file}: 'data.corr_shift' .*vlm3.diagnostics.rendered --corr-shift"):
         load_config(yaml_file)
+    with pytest.raises(ConfigError, match="'data.corr_same_view' is no longer .*rendered --copy-lessons P"):
+        load_config(None, ["data.corr_same_view=0.35"])
 
 
 def test_with_no_rendered_views_the_questions_are_the_product_s(cache):
-    """RenderedQuestionBuilder replays QuestionBuilder's draws: with turn_pairs 0 and corr_shift 0 (and
-    with copy lessons) every question is the product's."""
-    settings = TaskSettings(focal_depth=60, focal_pose=45, min_object_pixels=20, corr_same_view=0.5)
+    """RenderedQuestionBuilder replays QuestionBuilder's draws: with copy_lessons and turn_pairs 0
+    every question is the product's."""
+    settings = TaskSettings(focal_depth=60, focal_pose=45, min_object_pixels=20)
     ours, product = RenderedQuestionBuilder(cache, settings), QuestionBuilder(cache, settings)
     for task in ("correspondence", "pose"):
         for turns in (1, 4):
@@ -121,7 +123,7 @@ def test_shifted_copy_lessons_move_the_content(cache):
     shows the query's colour."""
     from common.cameras import map_pixels
 
-    builder = RenderedQuestionBuilder(cache, TaskSettings(focal_depth=60, corr_same_view=1.0), corr_shift=6)
+    builder = RenderedQuestionBuilder(cache, TaskSettings(focal_depth=60), corr_shift=6, copy_lessons=1.0)
     moved = 0
     for k in range(6):
         rng = np.random.default_rng([7, k])
@@ -254,8 +256,8 @@ def test_by_path_splits_the_two_view_questions(tiny_cfg, cfg_overrides, question
 def test_training_with_rendered_lessons_writes_a_checkpoint(cfg_overrides, tmp_path, capsys):
     """python -m vlm3.diagnostics.rendered: the product's training loop on a mixture with turned pairs
     and moved copy lessons."""
-    rendered.main(["--turn-pairs", "0.5", "--corr-shift", "4", "--both-orders", "--small-turns-first", "1",
-                   "--orbits-first", *cfg_overrides, "data.corr_same_view=0.5",
+    rendered.main(["--turn-pairs", "0.5", "--copy-lessons", "0.5", "--corr-shift", "4", "--both-orders",
+                   "--small-turns-first", "1", "--orbits-first", *cfg_overrides,
                    "train.steps=2", "train.batch_size=2", f"train.out_dir={tmp_path}"])
     assert (tmp_path / "checkpoint" / "trainer_state.json").is_file()
     assert "checkpoint:" in capsys.readouterr().out
@@ -296,3 +298,40 @@ def test_a_bad_curriculum_flag_is_one_line_before_any_work(capsys):
     err = capsys.readouterr().err.strip()
     assert "--small-turns-first -1: expected >= 0" in err and len(err.splitlines()) == 1
     assert not Path("/nonexistent/never-written").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--corr-shift", "4"], "--copy-lessons 0.0: expected 0..1, and > 0 with --corr-shift"),
+    (["--copy-lessons", "1.5"], "--copy-lessons 1.5: expected 0..1"),
+])
+def test_a_bad_copy_lesson_flag_is_one_line_before_any_work(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        rendered.main([*flags, "data.root=/nonexistent/never-written"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not Path("/nonexistent/never-written").exists()
+
+
+def test_copy_lessons_ask_a_view_against_itself_in_training_only(cache, tiny_cfg):
+    """--copy-lessons P: a share P of the training correspondence questions pair a view with itself
+    (the answer is the query); the product's questions, and the held-out ones, never do."""
+    from vlm3.train import build_mixture as product_mixture
+
+    def same_view_share(builder):
+        examples = [e for e in (TaskDataset(builder, "correspondence", 200, seed=3)[k] for k in range(200)) if e]
+        return np.mean([e.target["where"][1] == e.target["where"][2] for e in examples])
+
+    settings = TaskSettings(focal_depth=60)
+    assert same_view_share(QuestionBuilder(cache, settings)) == 0.0
+    assert same_view_share(RenderedQuestionBuilder(cache, settings, copy_lessons=1.0)) == 1.0
+    assert same_view_share(RenderedQuestionBuilder(cache, settings, copy_lessons=0.35)) == pytest.approx(0.35, abs=0.1)
+    ex = TaskDataset(RenderedQuestionBuilder(cache, settings, copy_lessons=1.0), "correspondence", 4, seed=1)[0]
+    assert ex.target["match"] == ex.target["query"]
+    mix = rendered.build_mixture(tiny_cfg, copy_lessons=1.0)
+    corr = [e for task, e in (mix[k] for k in range(len(mix))) if task == "correspondence"]
+    assert corr and all(e.target["where"][1] == e.target["where"][2] for e in corr)
+    product = [e for task, e in (product_mixture(tiny_cfg)[k] for k in range(len(mix))) if task == "correspondence"]
+    assert product and not any(e.target["where"][1] == e.target["where"][2] for e in product)
+    with pytest.raises(ValueError, match="corr_shift 4: moves the copy lessons, but copy_lessons is 0"):
+        RenderedQuestionBuilder(cache, settings, corr_shift=4)
