@@ -18,12 +18,12 @@ Two kinds of second view, neither in the paper (DIAGNOSTICS.md, "Earlier diagnos
 `RenderedQuestionBuilder` asks a share `copy_lessons` of the training correspondence questions on one
 view twice (the answer is the query: a lesson in copying the query coordinate, which a pretrained VLM
 needs no lesson in; with `corr_shift` > 0 on moved copies instead), and a share `turn_pairs` of the
-training correspondence and rotation (angle, yaw/pitch/roll) questions on turned pairs. With `both_orders` every training pair is swapped half the
-time: along a path most pairs run forwards (81% for 8 views), so an orbit's pairs all turn one way
-and a model could learn each training scene's yaw sign rather than read it. With
-`small_turns_first` = N the first N steps' pose questions are on pairs that turn by at most
-`max_turn` degrees (orbits only with `orbits_first`), a curriculum from the turns a model reads
-first (DIAGNOSTICS.md) to all of them. `held_out_questions` builds the test questions on turned
+training correspondence and rotation (angle, yaw/pitch/roll) questions on turned pairs. With
+`both_orders` every training pair is swapped half the time: along a path most pairs run forwards (81%
+for 8 views), so an orbit's pairs all turn one way and a model could learn each training scene's yaw
+sign rather than read it. With `small_turns_first` = N the first N steps' pose questions are on
+pairs that turn by at most `max_turn` degrees (orbits only with `orbits_first`), a curriculum from
+the turns a model reads first (DIAGNOSTICS.md) to all of them. `held_out_questions` builds the test questions on turned
 pairs or moved copies (`vlm3.diagnostics.two_view --turned | --shifted`). The random draws of the
 real questions are those of `vlm3.data.QuestionBuilder`: with these settings off the questions are
 the product's.
@@ -126,9 +126,9 @@ class RenderedQuestionBuilder(QuestionBuilder):
                              f"corr_shift {corr_shift}: expected >= 0")
         if corr_shift > 0 and copy_lessons == 0:
             raise ValueError(f"corr_shift {corr_shift}: moves the copy lessons, but copy_lessons is 0")
-        self.copy_lessons = float(copy_lessons)
         if max_turn is not None and max_turn <= 0:
             raise ValueError(f"max_turn {max_turn}: expected degrees > 0")
+        self.copy_lessons = float(copy_lessons)
         self.turn_pairs, self.corr_shift, self.both_orders = float(turn_pairs), int(corr_shift), bool(both_orders)
         self.max_turn, self.orbits_only = max_turn, bool(orbits_only)
 
