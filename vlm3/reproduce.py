@@ -80,13 +80,12 @@ def finished_checkpoint(cfg: Config) -> Path | None:
             data["generate_scenes"].pop(data.get("test_split", "test"), None)
         for k in RUN_ONLY:
             c.get("train", {}).pop(k, None)
-    for key in MOVED:  # older runs' configs hold the moved experiment settings; off, they changed nothing
+    asked = {t for t, w in (saved.get("data", {}).get("mixture") or {}).items() if w}
+    for key, (_, tasks) in MOVED.items():  # older runs' configs hold the moved experiment settings
         section, name = key.split(".")
-        if isinstance(saved.get(section), dict) and name in saved[section]:
-            # copy lessons are correspondence questions: a run that asked none never drew one
-            no_corr = not (saved.get("data", {}).get("mixture") or {}).get("correspondence", 0)
-            if saved[section][name] == 0 or (key == "data.corr_same_view" and no_corr):
-                saved[section].pop(name)
+        held = saved.get(section) if isinstance(saved.get(section), dict) else {}
+        if name in held and (held[name] == 0 or not asked & set(tasks)):  # it changed nothing
+            held.pop(name)
     same = saved == now
     state = read_json(ckpt / "trainer_state.json")
     if not isinstance(state, dict) or not isinstance(state.get("step"), int):
